@@ -1,0 +1,192 @@
+//! The composition root: connects Postgres and Redis, applies migrations, and assembles
+//! the HTTP API and the workers from the settings.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use agents::{AgentCatalog, AgentRunner, PriceTable, llm::OfflineModel};
+use anyhow::Context;
+use planner::{HeuristicPlanner, PlanLimits};
+use sqlx::{PgPool, Postgres, migrate::MigrateDatabase, postgres::PgPoolOptions};
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    config::{DEV_DISPATCH_SECRET, LlmProvider, Settings},
+    http::{AppState, build_router},
+    queue::{JobSigner, RedisQueue},
+    store::PgStore,
+    worker::{Worker, WorkerConfig, WorkerDeps},
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connected infrastructure, shared by the API and the workers of one process.
+#[derive(Clone)]
+pub struct App {
+    pub settings: Settings,
+    pub store: PgStore,
+    pub queue: RedisQueue,
+}
+
+impl App {
+    /// Connects to both dependencies and brings the schema up to date. Errors name the
+    /// dependency that failed, for a one-line message at start.
+    pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
+        settings.validate()?;
+        if settings.dispatch_secret == DEV_DISPATCH_SECRET {
+            tracing::warn!(
+                "DISPATCH_SECRET is not set: using the development secret; set one in production"
+            );
+        }
+        let pool = connect_postgres(&settings).await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .context("applying database migrations failed")?;
+        let signer = JobSigner::new(settings.dispatch_secret.as_bytes());
+        // Blocking reads hold a connection each: one per worker loop, plus the senders.
+        let pool_size = 16 + 2 * settings.worker_concurrency.min(64) as usize;
+        let queue = RedisQueue::connect(
+            &settings.redis_url,
+            &settings.redis_prefix,
+            signer,
+            settings.visibility_timeout(),
+            pool_size,
+        )
+        .await
+        .with_context(|| format!("cannot reach Redis at {}", redact(&settings.redis_url)))?;
+        Ok(Self {
+            settings,
+            store: PgStore::new(pool),
+            queue,
+        })
+    }
+
+    pub fn router(&self) -> axum::Router {
+        build_router(AppState {
+            tasks: Arc::new(self.store.clone()),
+            dispatcher: Arc::new(self.queue.clone()),
+        })
+    }
+
+    /// Serves the API on `listener` until `shutdown` fires, then finishes open requests.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "API listening");
+        axum::serve(
+            listener,
+            self.router()
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("HTTP server failed")
+    }
+
+    /// A worker with its own consumer name; several may run in one process.
+    pub fn worker(&self, id: impl Into<String>) -> Worker {
+        let s = &self.settings;
+        let llm: Arc<dyn agents::LlmClient> = match s.llm_provider {
+            LlmProvider::Offline => Arc::new(OfflineModel::new(Duration::from_millis(
+                s.offline_llm_delay_ms,
+            ))),
+        };
+        let plan_limits = PlanLimits {
+            max_steps: s.max_plan_steps as usize,
+            ..PlanLimits::default()
+        };
+        let deps = WorkerDeps {
+            store: Arc::new(self.store.clone()),
+            dispatcher: Arc::new(self.queue.clone()),
+            source: Arc::new(self.queue.clone()),
+            planner: Arc::new(HeuristicPlanner::new(plan_limits)),
+            plan_limits,
+            agents: Arc::new(AgentCatalog::builtin()),
+            runner: AgentRunner::new(llm, Arc::new(PriceTable::builtin())),
+        };
+        Worker::new(
+            Arc::new(deps),
+            WorkerConfig {
+                id: id.into(),
+                concurrency: s.worker_concurrency as usize,
+                lease: s.lease(),
+                visibility_timeout: s.visibility_timeout(),
+                shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
+            },
+        )
+    }
+
+    /// Runs the API (when `listener` is given) and `workers` workers until `shutdown`.
+    pub async fn run(
+        &self,
+        listener: Option<TcpListener>,
+        workers: usize,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let tracker = TaskTracker::new();
+        for n in 0..workers {
+            let worker = self.worker(worker_name(n));
+            tracker.spawn(worker.run(shutdown.clone()));
+        }
+        tracker.close();
+        let served = match listener {
+            Some(listener) => self.serve(listener, shutdown.clone()).await,
+            None => {
+                shutdown.cancelled().await;
+                Ok(())
+            }
+        };
+        // If the server stopped on its own (an error), take the workers down with it.
+        shutdown.cancel();
+        tracker.wait().await;
+        served
+    }
+}
+
+/// A consumer name unique across hosts, processes and restarts.
+pub fn worker_name(n: usize) -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+    format!(
+        "{host}-{}-{n}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+async fn connect_postgres(settings: &Settings) -> anyhow::Result<PgPool> {
+    let url = &settings.database_url;
+    let shown = redact(url);
+    let exists = tokio::time::timeout(CONNECT_TIMEOUT, Postgres::database_exists(url))
+        .await
+        .map_err(|_| anyhow::anyhow!("cannot reach Postgres at {shown}: timed out"))?
+        .with_context(|| format!("cannot reach Postgres at {shown}"))?;
+    if !exists {
+        tracing::info!(database = %shown, "creating the database");
+        Postgres::create_database(url)
+            .await
+            .with_context(|| format!("cannot create the database {shown}"))?;
+    }
+    PgPoolOptions::new()
+        .max_connections(settings.database_max_connections)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect(url)
+        .await
+        .with_context(|| format!("cannot reach Postgres at {shown}"))
+}
+
+/// The URL without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,200 @@
+//! Domain vocabulary: ids, states and events. The `as_str`/`parse` pairs here are the only
+//! mapping between these enums and the CHECK-constrained columns of the schema.
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+        #[serde(transparent)]
+        #[sqlx(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new time-ordered id, so recent rows sit together in the index.
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Identifies a task.
+    TaskId
+);
+id_type!(
+    /// Identifies a step of a task.
+    StepId
+);
+
+/// An unknown state string came out of the database: the schema and this file disagree.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown {kind} `{value}`")]
+pub struct UnknownState {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+macro_rules! state_enum {
+    ($(#[$doc:meta])* $name:ident, $kind:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownState;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    _ => Err(UnknownState { kind: $kind, value: s.to_owned() }),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+state_enum!(
+    /// `pending → planning → running → completed | failed | cancelled`
+    TaskStatus, "task status" {
+        Pending => "pending",
+        Planning => "planning",
+        Running => "running",
+        Completed => "completed",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+);
+
+impl TaskStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+state_enum!(
+    /// `pending → ready → running → completed | failed | skipped | cancelled`; a step is
+    /// ready when all its dependencies are completed.
+    StepStatus, "step status" {
+        Pending => "pending",
+        Ready => "ready",
+        Running => "running",
+        Completed => "completed",
+        Failed => "failed",
+        Skipped => "skipped",
+        Cancelled => "cancelled",
+    }
+);
+
+state_enum!(
+    /// Dispatch order: high before normal before low.
+    Priority, "priority" {
+        High => "high",
+        Normal => "normal",
+        Low => "low",
+    }
+);
+
+impl Default for Priority {
+    fn default() -> Self {
+        Self::Normal
+    }
+}
+
+state_enum!(
+    /// What a `task_events` row records.
+    EventKind, "event kind" {
+        TaskCreated => "task_created",
+        TaskPlanning => "task_planning",
+        TaskPlanned => "task_planned",
+        TaskCompleted => "task_completed",
+        TaskFailed => "task_failed",
+        StepReady => "step_ready",
+        StepStarted => "step_started",
+        StepCompleted => "step_completed",
+        StepFailed => "step_failed",
+        StepSkipped => "step_skipped",
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_their_column_text() {
+        for s in TaskStatus::ALL {
+            assert_eq!(s.as_str().parse::<TaskStatus>().unwrap(), *s);
+        }
+        for s in StepStatus::ALL {
+            assert_eq!(s.as_str().parse::<StepStatus>().unwrap(), *s);
+        }
+        for s in EventKind::ALL {
+            assert_eq!(s.as_str().parse::<EventKind>().unwrap(), *s);
+        }
+        assert!("done".parse::<TaskStatus>().is_err());
+    }
+
+    #[test]
+    fn serde_names_match_column_text() {
+        for s in StepStatus::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        assert_eq!(serde_json::to_value(Priority::High).unwrap(), "high");
+    }
+
+    #[test]
+    fn only_final_task_states_are_terminal() {
+        let terminal: Vec<_> = TaskStatus::ALL.iter().filter(|s| s.is_terminal()).collect();
+        assert_eq!(
+            terminal,
+            [
+                &TaskStatus::Completed,
+                &TaskStatus::Failed,
+                &TaskStatus::Cancelled
+            ]
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! The API's one error type and its RFC 7807 problem+json rendering.
+//!
+//! 4xx bodies name the field and the problem. 5xx bodies are opaque: the cause goes to the
+//! log, next to the request id the client also sees.
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+use crate::{queue::QueueError, store::StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON, or not of the expected shape.
+    #[error("{message}")]
+    MalformedBody {
+        field: Option<String>,
+        message: String,
+    },
+    /// The body is well formed but a value is not acceptable.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// A query or path parameter is not acceptable.
+    #[error("{field}: {message}")]
+    BadParameter { field: String, message: String },
+    #[error("the request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{resource} {id} does not exist")]
+    NotFound { resource: &'static str, id: String },
+    #[error("no route for {path}")]
+    NoRoute { path: String },
+    #[error("{message}")]
+    Conflict { message: String },
+    #[error("{dependency} is unavailable")]
+    Unavailable { dependency: &'static str },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
+                tracing::error!(error = %e, "postgres unavailable");
+                Self::Unavailable {
+                    dependency: "postgres",
+                }
+            }
+            StoreError::Database(_) | StoreError::Corrupt(_) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        tracing::error!(error = %e, "redis unavailable");
+        Self::Unavailable {
+            dependency: "redis",
+        }
+    }
+}
+
+/// RFC 7807 body. `type` is a stable identifier clients may match on.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    /// Status, stable problem type URI, title and the field at fault.
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, Option<&str>) {
+        // Exhaustive on purpose: a new variant must choose its status.
+        match self {
+            Self::MalformedBody { field, .. } => (
+                StatusCode::BAD_REQUEST,
+                "urn:orchestrator:problem:malformed-body",
+                "Malformed request body",
+                field.as_deref(),
+            ),
+            Self::Invalid { field, .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "urn:orchestrator:problem:validation",
+                "Invalid value",
+                Some(field.as_str()),
+            ),
+            Self::BadParameter { field, .. } => (
+                StatusCode::BAD_REQUEST,
+                "urn:orchestrator:problem:bad-parameter",
+                "Invalid parameter",
+                Some(field.as_str()),
+            ),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "urn:orchestrator:problem:unsupported-media-type",
+                "Unsupported media type",
+                None,
+            ),
+            Self::PayloadTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "urn:orchestrator:problem:payload-too-large",
+                "Payload too large",
+                None,
+            ),
+            Self::NotFound { .. } => (
+                StatusCode::NOT_FOUND,
+                "urn:orchestrator:problem:not-found",
+                "Not found",
+                None,
+            ),
+            Self::NoRoute { .. } => (
+                StatusCode::NOT_FOUND,
+                "urn:orchestrator:problem:no-route",
+                "Not found",
+                None,
+            ),
+            Self::Conflict { .. } => (
+                StatusCode::CONFLICT,
+                "urn:orchestrator:problem:conflict",
+                "Conflict",
+                None,
+            ),
+            Self::Unavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:orchestrator:problem:unavailable",
+                "Dependency unavailable",
+                None,
+            ),
+            Self::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "urn:orchestrator:problem:internal",
+                "Internal server error",
+                None,
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, title, field) = self.parts();
+        let detail = match &self {
+            Self::Internal(cause) => {
+                tracing::error!(%cause, "request failed");
+                "The server could not complete the request; the cause is in its log.".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = Problem {
+            kind,
+            title,
+            status: status.as_u16(),
+            detail,
+            field: field.map(str::to_owned),
+        };
+        let mut response = (status, Json(body)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}

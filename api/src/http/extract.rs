@@ -1,0 +1,109 @@
+//! A JSON body extractor whose rejections are problem+json naming the offending field.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, Request},
+    http::header,
+};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// Largest accepted request body.
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+/// Like `axum::Json`, with errors that say which field is wrong.
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| {
+                let m = m.trim();
+                m.eq_ignore_ascii_case("application/json")
+                    || m.to_ascii_lowercase().ends_with("+json")
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge { limit: BODY_LIMIT })?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+/// Deserialises `bytes`, reporting the JSON path of the first error.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        // serde names a missing field only in its message, at the parent's path.
+        let field = missing_field(&message)
+            .map(|f| {
+                if path == "." {
+                    f.to_owned()
+                } else {
+                    format!("{path}.{f}")
+                }
+            })
+            .or_else(|| (path != ".").then_some(path));
+        let message = match &field {
+            Some(f) if inner.is_data() => format!("{f}: {message}"),
+            _ => message,
+        };
+        ApiError::MalformedBody { field, message }
+    })
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        count: Option<u32>,
+    }
+
+    fn field_of(json: &str) -> Option<String> {
+        match parse::<Body>(json.as_bytes()) {
+            Err(ApiError::MalformedBody { field, .. }) => field,
+            other => panic!("expected a malformed body, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field_of(r#"{"count": 1}"#).as_deref(), Some("name"));
+        assert_eq!(field_of(r#"{"name": 5}"#).as_deref(), Some("name"));
+        assert_eq!(
+            field_of(r#"{"name": "a", "count": -1}"#).as_deref(),
+            Some("count")
+        );
+        assert_eq!(
+            field_of(r#"{"name": "a", "colour": 1}"#).as_deref(),
+            Some("colour")
+        );
+        assert_eq!(field_of(r#"{"name": "#), None);
+    }
+}

@@ -1,0 +1,63 @@
+//! The HTTP API: routes, the shared state they read, and the middleware around them.
+
+mod error;
+mod extract;
+mod health;
+mod tasks;
+
+pub use error::ApiError;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Request},
+    http::{HeaderName, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+
+use crate::{queue::Dispatcher, store::TaskStore};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub tasks: Arc<dyn TaskStore>,
+    pub dispatcher: Arc<dyn Dispatcher>,
+}
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn build_router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(tasks::routes())
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(no_route)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+async fn no_route(req: Request) -> Response {
+    ApiError::NoRoute {
+        path: req.uri().path().to_owned(),
+    }
+    .into_response()
+}

@@ -1,0 +1,237 @@
+//! `POST /tasks`: validate, store the task as `pending`, enqueue its plan job, answer 202.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::dto::{CreateTaskRequest, TaskResponse};
+use crate::{
+    domain::{Priority, TaskId},
+    http::{AppState, error::ApiError, extract::JsonBody},
+    queue::Job,
+    store::{CreateOutcome, NewTask},
+};
+
+pub const MAX_DESCRIPTION_CHARS: usize = 8000;
+const MAX_USER_ID_CHARS: usize = 200;
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
+/// Metadata is stored and returned with every read; keep it small.
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+pub async fn create_task(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(request): JsonBody<CreateTaskRequest>,
+) -> Result<Response, ApiError> {
+    let idempotency_key = idempotency_key(&headers)?;
+    let task = validate(request, idempotency_key)?;
+
+    let (task, replayed) = match state.tasks.create_task(&task).await? {
+        CreateOutcome::Created(task) => (task, false),
+        CreateOutcome::Replayed(task) => (task, true),
+        CreateOutcome::KeyConflict(id) => {
+            return Err(ApiError::Conflict {
+                message: format!(
+                    "Idempotency-Key was already used for task {id} with a different request body"
+                ),
+            });
+        }
+    };
+    if !replayed {
+        // The task is already durable; if this fails, the client gets 503 and the reconciler
+        // re-enqueues the pending task.
+        state.dispatcher.enqueue(&[Job::plan(task.id)]).await?;
+    }
+
+    let location = HeaderValue::from_str(&format!("/tasks/{}", task.id))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut response = (StatusCode::ACCEPTED, Json(TaskResponse::from(task))).into_response();
+    response.headers_mut().insert(header::LOCATION, location);
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = |message: &str| ApiError::BadParameter {
+        field: "Idempotency-Key".into(),
+        message: message.into(),
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| bad("must be visible ASCII"))?
+        .trim();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_CHARS {
+        return Err(bad("must be 1 to 200 characters"));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::Invalid {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Turns a request into a task to store, or names the first field that is wrong.
+fn validate(
+    request: CreateTaskRequest,
+    idempotency_key: Option<String>,
+) -> Result<NewTask, ApiError> {
+    // Hash before normalising, so a replay must be byte-for-byte the same request.
+    let request_hash = hex::encode(Sha256::digest(
+        serde_json::to_vec(&request).unwrap_or_default(),
+    ));
+
+    let user_id = request.user_id.trim();
+    if user_id.is_empty() {
+        return Err(invalid("user_id", "must not be blank"));
+    }
+    if user_id.chars().count() > MAX_USER_ID_CHARS {
+        return Err(invalid(
+            "user_id",
+            format!("must be at most {MAX_USER_ID_CHARS} characters"),
+        ));
+    }
+    let description = request.description.trim();
+    if description.is_empty() {
+        return Err(invalid("description", "must not be blank"));
+    }
+    if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(invalid(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+    if description.contains('\0') {
+        return Err(invalid("description", "must not contain NUL characters"));
+    }
+    let metadata = match request.metadata {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => return Err(invalid("metadata", "must be a JSON object")),
+    };
+    // Postgres jsonb refuses NUL in strings; catch it here rather than as a 500.
+    let metadata_text = metadata.to_string();
+    if metadata_text.contains("\\u0000") {
+        return Err(invalid("metadata", "must not contain NUL characters"));
+    }
+    if metadata_text.len() > MAX_METADATA_BYTES {
+        return Err(invalid(
+            "metadata",
+            format!("must be at most {MAX_METADATA_BYTES} bytes of JSON"),
+        ));
+    }
+    let priority = request
+        .priority
+        .or_else(|| {
+            metadata
+                .get("priority")
+                .and_then(Value::as_str)
+                .and_then(|p| p.parse().ok())
+        })
+        .unwrap_or(Priority::Normal);
+    if let Some(cost) = request.max_cost_usd
+        && !(cost.is_finite() && cost >= 0.0)
+    {
+        return Err(invalid("max_cost_usd", "must be a non-negative number"));
+    }
+    if request.max_tokens.is_some_and(|t| t < 0) {
+        return Err(invalid("max_tokens", "must not be negative"));
+    }
+
+    Ok(NewTask {
+        id: TaskId::new(),
+        user_id: user_id.to_owned(),
+        description: description.to_owned(),
+        metadata,
+        priority,
+        max_cost_usd: request.max_cost_usd,
+        max_tokens: request.max_tokens,
+        idempotency_key,
+        request_hash,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: Value) -> CreateTaskRequest {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn field(result: Result<NewTask, ApiError>) -> String {
+        match result {
+            Err(ApiError::Invalid { field, .. }) => field,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_seed_request_is_accepted_with_priority_from_metadata() {
+        let task = validate(
+            request(serde_json::json!({"user_id": "demo-user", "description": "  Analyze it. ", "metadata": {"priority": "high"}})),
+            None,
+        )
+        .unwrap();
+        assert_eq!(task.description, "Analyze it.");
+        assert_eq!(task.priority, Priority::High);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_field() {
+        let base = || serde_json::json!({"user_id": "u", "description": "d"});
+        let with = |k: &str, v: Value| {
+            let mut b = base();
+            b[k] = v;
+            validate(request(b), None)
+        };
+        assert_eq!(field(with("description", "   ".into())), "description");
+        assert_eq!(
+            field(with("description", "x".repeat(8001).into())),
+            "description"
+        );
+        assert_eq!(field(with("user_id", "".into())), "user_id");
+        assert_eq!(field(with("metadata", serde_json::json!([1]))), "metadata");
+        assert_eq!(
+            field(with("metadata", serde_json::json!({"a": "\u{0}"}))),
+            "metadata"
+        );
+        assert_eq!(field(with("max_tokens", (-1).into())), "max_tokens");
+        assert!(with("description", "x".repeat(8000).into()).is_ok());
+    }
+
+    #[test]
+    fn the_same_body_hashes_the_same() {
+        let a = validate(
+            request(serde_json::json!({"user_id": "u", "description": "d"})),
+            None,
+        )
+        .unwrap();
+        let b = validate(
+            request(serde_json::json!({"user_id": "u", "description": "d"})),
+            None,
+        )
+        .unwrap();
+        let c = validate(
+            request(serde_json::json!({"user_id": "u", "description": "e"})),
+            None,
+        )
+        .unwrap();
+        assert_eq!(a.request_hash, b.request_hash);
+        assert_ne!(a.request_hash, c.request_hash);
+    }
+}

@@ -1,0 +1,143 @@
+//! The JSON shapes of the task routes. They are the API contract: store types never leak
+//! into responses directly.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{
+    domain::{Priority, StepId, StepStatus, TaskId, TaskStatus},
+    store::{Step, Task, TaskDetail},
+};
+
+/// `POST /tasks` body. Unknown fields are refused, so a typo never passes silently.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTaskRequest {
+    pub user_id: String,
+    pub description: String,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+    /// Dispatch priority; when absent, `metadata.priority` is used if it names one.
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
+    #[serde(default)]
+    pub max_tokens: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TaskResponse {
+    pub id: TaskId,
+    pub user_id: String,
+    pub description: String,
+    pub metadata: Value,
+    pub status: TaskStatus,
+    pub priority: Priority,
+    pub max_cost_usd: Option<f64>,
+    pub max_tokens: Option<i64>,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub tokens_cached: i64,
+    pub cost_usd: f64,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    /// Present on `GET /tasks/{id}`, absent from lists and from the creation answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepResponse>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepResponse {
+    pub id: StepId,
+    pub position: i32,
+    pub title: String,
+    pub instruction: String,
+    pub agent: String,
+    pub depends_on: Vec<StepId>,
+    pub status: StepStatus,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub tokens_cached: i64,
+    pub cost_usd: f64,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TaskListResponse {
+    pub items: Vec<TaskResponse>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl From<Task> for TaskResponse {
+    fn from(t: Task) -> Self {
+        Self {
+            id: t.id,
+            user_id: t.user_id,
+            description: t.description,
+            metadata: t.metadata,
+            status: t.status,
+            priority: t.priority,
+            max_cost_usd: t.max_cost_usd,
+            max_tokens: t.max_tokens,
+            result: t.result,
+            error: t.error,
+            tokens_in: t.totals.tokens_in,
+            tokens_out: t.totals.tokens_out,
+            tokens_cached: t.totals.tokens_cached,
+            cost_usd: t.totals.cost_usd,
+            created_at: t.created_at,
+            started_at: t.started_at,
+            completed_at: t.completed_at,
+            updated_at: t.updated_at,
+            steps: None,
+        }
+    }
+}
+
+impl From<Step> for StepResponse {
+    fn from(s: Step) -> Self {
+        Self {
+            id: s.id,
+            position: s.position,
+            title: s.title,
+            instruction: s.instruction,
+            agent: s.agent,
+            depends_on: s.depends_on,
+            status: s.status,
+            attempt: s.attempt,
+            max_attempts: s.max_attempts,
+            output: s.output,
+            error: s.error,
+            tokens_in: s.totals.tokens_in,
+            tokens_out: s.totals.tokens_out,
+            tokens_cached: s.totals.tokens_cached,
+            cost_usd: s.totals.cost_usd,
+            created_at: s.created_at,
+            started_at: s.started_at,
+            completed_at: s.completed_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+impl From<TaskDetail> for TaskResponse {
+    fn from(d: TaskDetail) -> Self {
+        let mut task = TaskResponse::from(d.task);
+        task.steps = Some(d.steps.into_iter().map(StepResponse::from).collect());
+        task
+    }
+}

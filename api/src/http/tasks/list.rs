@@ -1,0 +1,138 @@
+//! `GET /tasks`: newest first, filtered by user and status, paginated by an opaque cursor.
+
+use axum::{
+    Json,
+    extract::{Query, State},
+};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::dto::{TaskListResponse, TaskResponse};
+use crate::{
+    domain::{TaskId, TaskStatus},
+    http::{AppState, error::ApiError},
+    store::TaskQuery,
+};
+
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 100;
+
+/// Every parameter arrives as text so a bad value gets an error naming it.
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    user_id: Option<String>,
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+pub async fn list_tasks(
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<TaskListResponse>, ApiError> {
+    let query = parse(params)?;
+    let page = state.tasks.list_tasks(&query).await?;
+    Ok(Json(TaskListResponse {
+        items: page.tasks.into_iter().map(TaskResponse::from).collect(),
+        next_cursor: page.next.map(|(at, id)| encode_cursor(at, id)),
+    }))
+}
+
+fn bad(field: &str, message: &str) -> ApiError {
+    ApiError::BadParameter {
+        field: field.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+fn parse(params: ListParams) -> Result<TaskQuery, ApiError> {
+    let status = params
+        .status
+        .map(|s| {
+            s.parse::<TaskStatus>().map_err(|_| {
+                bad(
+                    "status",
+                    "must be one of pending, planning, running, completed, failed, cancelled",
+                )
+            })
+        })
+        .transpose()?;
+    let limit = match params.limit {
+        None => DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=MAX_LIMIT).contains(l))
+            .ok_or_else(|| bad("limit", "must be an integer from 1 to 100"))?,
+    };
+    let after = params
+        .cursor
+        .map(|c| {
+            decode_cursor(&c).ok_or_else(|| bad("cursor", "is not a cursor this API returned"))
+        })
+        .transpose()?;
+    let user_id = params.user_id.filter(|u| !u.is_empty());
+    Ok(TaskQuery {
+        user_id,
+        status,
+        after,
+        limit,
+    })
+}
+
+/// `<microseconds since epoch>_<task id>`: the position of the last task of a page.
+fn encode_cursor(at: DateTime<Utc>, id: TaskId) -> String {
+    format!("{}_{}", at.timestamp_micros(), id)
+}
+
+fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, TaskId)> {
+    let (micros, id) = cursor.split_once('_')?;
+    Some((
+        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        id.parse().ok()?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(status: Option<&str>, limit: Option<&str>, cursor: Option<&str>) -> ListParams {
+        ListParams {
+            user_id: None,
+            status: status.map(Into::into),
+            limit: limit.map(Into::into),
+            cursor: cursor.map(Into::into),
+        }
+    }
+
+    fn field(r: Result<TaskQuery, ApiError>) -> String {
+        match r {
+            Err(ApiError::BadParameter { field, .. }) => field,
+            other => panic!("expected a bad parameter, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip() {
+        let at = DateTime::from_timestamp_micros(1_763_700_000_123_456).unwrap();
+        let id = TaskId::new();
+        assert_eq!(decode_cursor(&encode_cursor(at, id)), Some((at, id)));
+        assert_eq!(decode_cursor("nope"), None);
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        assert_eq!(field(parse(params(Some("done"), None, None))), "status");
+        assert_eq!(field(parse(params(None, Some("0"), None))), "limit");
+        assert_eq!(field(parse(params(None, Some("101"), None))), "limit");
+        assert_eq!(field(parse(params(None, Some("x"), None))), "limit");
+        assert_eq!(field(parse(params(None, None, Some("1_2")))), "cursor");
+        assert_eq!(
+            parse(params(Some("completed"), Some("5"), None))
+                .unwrap()
+                .limit,
+            5
+        );
+    }
+}

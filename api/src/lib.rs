@@ -1,0 +1,10 @@
+//! The orchestrator service as a library: `main.rs` is a thin CLI shim over [`app`], and
+//! the integration tests start the very same [`app::App`] on port 0.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod queue;
+pub mod store;
+pub mod worker;

@@ -1,0 +1,80 @@
+//! `orchestrator`: a thin shim that parses the command line and runs the library.
+
+use clap::Parser;
+use orchestrator::{
+    app::App,
+    config::{Cli, Command, LogFormat, Settings},
+};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let settings = match &cli.command {
+        Command::Run(s) | Command::Serve(s) | Command::Worker(s) | Command::Migrate(s) => s.clone(),
+    };
+    init_tracing(&settings);
+    match run(cli.command, settings).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line naming what failed, not a backtrace.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    let app = App::connect(settings.clone()).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    let bind = || async {
+        tokio::net::TcpListener::bind(settings.bind_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind_addr))
+    };
+    match command {
+        Command::Migrate(_) => {
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Run(_) => app.run(Some(bind().await?), 1, shutdown).await,
+        Command::Serve(_) => app.run(Some(bind().await?), 0, shutdown).await,
+        Command::Worker(_) => app.run(None, 1, shutdown).await,
+    }
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn watch_signals(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+    shutdown.cancel();
+}
+
+fn init_tracing(settings: &Settings) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,123 @@
+//! Persistence. Postgres is the truth: every state transition is one conditional UPDATE
+//! (`WHERE status = <expected>`, and for leased work `AND lease_token = <ours>`), so a
+//! duplicate or stale job can never run a step twice or move a finished one.
+//!
+//! Handlers and the worker see only the traits below; `postgres` implements them. An
+//! embedded store (SQLite, for a dependency-free dev mode) would implement the same traits.
+
+mod postgres;
+mod types;
+
+pub use postgres::PgStore;
+pub use types::*;
+
+use std::time::Duration;
+
+use agents::{LlmCallRecord, ToolCallRecord};
+
+use crate::domain::{StepId, TaskId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A row violated an invariant the code relies on (e.g. an unknown status string).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl From<crate::domain::UnknownState> for StoreError {
+    fn from(e: crate::domain::UnknownState) -> Self {
+        Self::Corrupt(e.to_string())
+    }
+}
+
+/// What the HTTP API reads and writes.
+#[async_trait::async_trait]
+pub trait TaskStore: Send + Sync + 'static {
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Inserts the task and its `task_created` event atomically, or finds the task already
+    /// created under the same idempotency key.
+    async fn create_task(&self, task: &NewTask) -> Result<CreateOutcome, StoreError>;
+    async fn task(&self, id: TaskId) -> Result<Option<TaskDetail>, StoreError>;
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError>;
+}
+
+/// What the worker needs: claims, results and accounting.
+#[async_trait::async_trait]
+pub trait ExecutionStore: Send + Sync + 'static {
+    /// `pending → planning` (or takes over a planning whose lease expired).
+    async fn claim_planning(
+        &self,
+        id: TaskId,
+        lease: &Lease,
+    ) -> Result<Option<PlanningClaim>, StoreError>;
+    /// `planning → running` with the steps inserted; returns the steps that are ready.
+    async fn save_plan(
+        &self,
+        id: TaskId,
+        lease: &Lease,
+        steps: &[NewStep],
+    ) -> Result<Option<Vec<StepId>>, StoreError>;
+    /// `planning → failed`.
+    async fn fail_planning(
+        &self,
+        id: TaskId,
+        lease: &Lease,
+        error: &str,
+    ) -> Result<bool, StoreError>;
+    /// `ready → running` (or takes over a running step whose lease expired), with what the
+    /// agent needs to run it.
+    async fn claim_step(&self, id: StepId, lease: &Lease) -> Result<Option<StepClaim>, StoreError>;
+    /// Pushes the lease expiry forward; false when the lease is no longer ours.
+    async fn renew_step_lease(&self, id: StepId, lease: &Lease) -> Result<bool, StoreError>;
+    /// `running → completed`, promotes dependants whose dependencies are all completed, and
+    /// completes the task after its last step. `None` when the lease was lost.
+    async fn complete_step(
+        &self,
+        claim: &StepClaim,
+        lease: &Lease,
+        output: &str,
+    ) -> Result<Option<StepCompletion>, StoreError>;
+    /// `running → failed`; the task fails and its unfinished steps are skipped.
+    async fn fail_step(
+        &self,
+        claim: &StepClaim,
+        lease: &Lease,
+        error: &str,
+    ) -> Result<bool, StoreError>;
+    async fn record_llm_call(
+        &self,
+        task: TaskId,
+        step: Option<StepId>,
+        call: &LlmCallRecord,
+    ) -> Result<(), StoreError>;
+    async fn record_tool_call(
+        &self,
+        task: TaskId,
+        step: Option<StepId>,
+        call: &ToolCallRecord,
+    ) -> Result<(), StoreError>;
+}
+
+/// A claim on a task or step held by one worker: the token fences every later write.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub owner: String,
+    pub token: uuid::Uuid,
+    pub duration: Duration,
+}
+
+impl Lease {
+    pub fn new(owner: &str, duration: Duration) -> Self {
+        Self {
+            owner: owner.to_owned(),
+            token: uuid::Uuid::new_v4(),
+            duration,
+        }
+    }
+
+    fn seconds(&self) -> f64 {
+        self.duration.as_secs_f64()
+    }
+}

@@ -1,0 +1,388 @@
+//! The worker's side of the store: claims, fenced completions and accounting.
+//!
+//! Claims are single conditional UPDATEs that also take a lease; completions and failures
+//! are fenced by the lease token, so a worker that lost its lease (it stalled, another took
+//! the step over) can no longer write. Completion and failure lock the task row first: that
+//! serialises sibling steps finishing at the same moment, so the last of them always sees
+//! the others as completed and promotes the shared dependant exactly once.
+
+use agents::{LlmCallRecord, ToolCallRecord};
+use serde_json::Value;
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::PgStore;
+use crate::{
+    domain::{StepId, TaskId},
+    store::{ExecutionStore, Lease, NewStep, PlanningClaim, StepClaim, StepCompletion, StoreError},
+};
+
+#[async_trait::async_trait]
+impl ExecutionStore for PgStore {
+    async fn claim_planning(
+        &self,
+        id: TaskId,
+        lease: &Lease,
+    ) -> Result<Option<PlanningClaim>, StoreError> {
+        let description: Option<String> = sqlx::query_scalar(
+            "WITH c AS (
+                UPDATE tasks SET status = 'planning', lease_owner = $2, lease_token = $3,
+                       lease_expires_at = now() + make_interval(secs => $4),
+                       started_at = coalesce(started_at, now()), updated_at = now()
+                WHERE id = $1 AND (status = 'pending' OR (status = 'planning' AND lease_expires_at < now()))
+                RETURNING id, description
+             ), e AS (
+                INSERT INTO task_events (task_id, kind) SELECT id, 'task_planning' FROM c
+             )
+             SELECT description FROM c",
+        )
+        .bind(id.0)
+        .bind(&lease.owner)
+        .bind(lease.token)
+        .bind(lease.seconds())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(description.map(|description| PlanningClaim { description }))
+    }
+
+    async fn save_plan(
+        &self,
+        id: TaskId,
+        lease: &Lease,
+        steps: &[NewStep],
+    ) -> Result<Option<Vec<StepId>>, StoreError> {
+        let steps_json =
+            serde_json::to_value(steps).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // One statement: the task moves to running, its steps appear (roots already ready)
+        // and the events are written, or nothing happens because the lease was lost.
+        let ready: Option<Vec<Uuid>> = sqlx::query_scalar(
+            "WITH t AS (
+                UPDATE tasks SET status = 'running', lease_owner = NULL, lease_token = NULL,
+                       lease_expires_at = NULL, updated_at = now()
+                WHERE id = $1 AND status = 'planning' AND lease_token = $2
+                RETURNING id
+             ), s AS (
+                INSERT INTO steps (id, task_id, position, title, instruction, agent, depends_on, status, max_attempts)
+                SELECT x.id, t.id, x.position, x.title, x.instruction, x.agent,
+                       ARRAY(SELECT jsonb_array_elements_text(x.depends_on)::uuid),
+                       CASE WHEN jsonb_array_length(x.depends_on) = 0 THEN 'ready' ELSE 'pending' END,
+                       x.max_attempts
+                FROM t, jsonb_to_recordset($3) AS x(id uuid, position int, title text, instruction text,
+                                                    agent text, depends_on jsonb, max_attempts int)
+                RETURNING id, status
+             ), e AS (
+                INSERT INTO task_events (task_id, step_id, kind, data)
+                SELECT t.id, NULL::uuid, 'task_planned', jsonb_build_object('steps', jsonb_array_length($3)) FROM t
+                UNION ALL
+                SELECT $1, s.id, 'step_ready', '{}'::jsonb FROM s WHERE s.status = 'ready'
+             )
+             SELECT coalesce(array_agg(s.id) FILTER (WHERE s.status = 'ready'), '{}') FROM t LEFT JOIN s ON true
+             GROUP BY t.id",
+        )
+        .bind(id.0)
+        .bind(lease.token)
+        .bind(steps_json)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(ready.map(|ids| ids.into_iter().map(StepId).collect()))
+    }
+
+    async fn fail_planning(
+        &self,
+        id: TaskId,
+        lease: &Lease,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        let failed = sqlx::query_scalar::<_, Uuid>(
+            "WITH t AS (
+                UPDATE tasks SET status = 'failed', error = $3, lease_owner = NULL, lease_token = NULL,
+                       lease_expires_at = NULL, completed_at = now(), updated_at = now()
+                WHERE id = $1 AND status = 'planning' AND lease_token = $2
+                RETURNING id
+             ), e AS (
+                INSERT INTO task_events (task_id, kind, data)
+                SELECT id, 'task_failed', jsonb_build_object('error', $3::text) FROM t
+             )
+             SELECT id FROM t",
+        )
+        .bind(id.0)
+        .bind(lease.token)
+        .bind(error)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(failed.is_some())
+    }
+
+    async fn claim_step(&self, id: StepId, lease: &Lease) -> Result<Option<StepClaim>, StoreError> {
+        // The dependency outputs are read in the same round trip: they are final, because a
+        // step only becomes ready once every dependency has completed.
+        let row: Option<ClaimRow> = sqlx::query_as(
+            "WITH c AS (
+                UPDATE steps s SET status = 'running', attempt = s.attempt + 1, lease_owner = $2,
+                       lease_token = $3, lease_expires_at = now() + make_interval(secs => $4),
+                       started_at = coalesce(s.started_at, now()), updated_at = now()
+                FROM tasks t
+                WHERE s.id = $1 AND t.id = s.task_id AND t.status = 'running'
+                  AND (s.status = 'ready' OR (s.status = 'running' AND s.lease_expires_at < now()))
+                RETURNING s.id, s.task_id, s.title, s.instruction, s.agent, s.depends_on, s.attempt,
+                          t.description
+             ), e AS (
+                INSERT INTO task_events (task_id, step_id, kind, data)
+                SELECT task_id, id, 'step_started', jsonb_build_object('attempt', attempt) FROM c
+             )
+             SELECT c.id, c.task_id, c.title, c.instruction, c.agent, c.attempt, c.description,
+                    (SELECT coalesce(jsonb_agg(jsonb_build_array(d.title, coalesce(d.output, ''))
+                                               ORDER BY d.position), '[]'::jsonb)
+                     FROM steps d WHERE d.id = ANY(c.depends_on)) AS dependencies
+             FROM c",
+        )
+        .bind(id.0)
+        .bind(&lease.owner)
+        .bind(lease.token)
+        .bind(lease.seconds())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(StepClaim::try_from).transpose()
+    }
+
+    async fn renew_step_lease(&self, id: StepId, lease: &Lease) -> Result<bool, StoreError> {
+        let renewed = sqlx::query(
+            "UPDATE steps SET lease_expires_at = now() + make_interval(secs => $3)
+             WHERE id = $1 AND status = 'running' AND lease_token = $2",
+        )
+        .bind(id.0)
+        .bind(lease.token)
+        .bind(lease.seconds())
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    async fn complete_step(
+        &self,
+        claim: &StepClaim,
+        lease: &Lease,
+        output: &str,
+    ) -> Result<Option<StepCompletion>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        lock_task(&mut tx, claim.task_id).await?;
+        let completed = sqlx::query(
+            "WITH s AS (
+                UPDATE steps SET status = 'completed', output = $3, lease_owner = NULL, lease_token = NULL,
+                       lease_expires_at = NULL, completed_at = now(), updated_at = now()
+                WHERE id = $1 AND status = 'running' AND lease_token = $2
+                RETURNING id, task_id
+             )
+             INSERT INTO task_events (task_id, step_id, kind) SELECT task_id, id, 'step_completed' FROM s",
+        )
+        .bind(claim.step_id.0)
+        .bind(lease.token)
+        .bind(output)
+        .execute(&mut *tx)
+        .await?;
+        if completed.rows_affected() == 0 {
+            return Ok(None); // dropping the transaction rolls it back
+        }
+
+        // This step is now completed inside the transaction, and the task lock means every
+        // sibling that finished before us has committed: the check below sees them all.
+        let ready: Vec<Uuid> = sqlx::query_scalar(
+            "WITH r AS (
+                UPDATE steps s SET status = 'ready', updated_at = now()
+                WHERE s.task_id = $1 AND s.status = 'pending' AND $2 = ANY(s.depends_on)
+                  AND NOT EXISTS (SELECT 1 FROM steps d WHERE d.id = ANY(s.depends_on) AND d.status <> 'completed')
+                  AND EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND status = 'running')
+                RETURNING s.id, s.task_id
+             ), e AS (
+                INSERT INTO task_events (task_id, step_id, kind) SELECT task_id, id, 'step_ready' FROM r
+             )
+             SELECT id FROM r",
+        )
+        .bind(claim.task_id.0)
+        .bind(claim.step_id.0)
+        .fetch_all(&mut *tx)
+        .await?;
+
+        let task_completed = if ready.is_empty() {
+            // The result is the output of the last step in plan order.
+            let done = sqlx::query(
+                "WITH t AS (
+                    UPDATE tasks SET status = 'completed', completed_at = now(), updated_at = now(),
+                           result = (SELECT output FROM steps WHERE task_id = $1 ORDER BY position DESC LIMIT 1)
+                    WHERE id = $1 AND status = 'running'
+                      AND NOT EXISTS (SELECT 1 FROM steps WHERE task_id = $1 AND status <> 'completed')
+                    RETURNING id
+                 )
+                 INSERT INTO task_events (task_id, kind) SELECT id, 'task_completed' FROM t",
+            )
+            .bind(claim.task_id.0)
+            .execute(&mut *tx)
+            .await?;
+            done.rows_affected() == 1
+        } else {
+            false
+        };
+        tx.commit().await?;
+        Ok(Some(StepCompletion {
+            ready: ready.into_iter().map(StepId).collect(),
+            task_completed,
+        }))
+    }
+
+    async fn fail_step(
+        &self,
+        claim: &StepClaim,
+        lease: &Lease,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        lock_task(&mut tx, claim.task_id).await?;
+        let failed = sqlx::query(
+            "WITH s AS (
+                UPDATE steps SET status = 'failed', error = $3, lease_owner = NULL, lease_token = NULL,
+                       lease_expires_at = NULL, completed_at = now(), updated_at = now()
+                WHERE id = $1 AND status = 'running' AND lease_token = $2
+                RETURNING id, task_id, attempt
+             )
+             INSERT INTO task_events (task_id, step_id, kind, data)
+             SELECT task_id, id, 'step_failed', jsonb_build_object('error', $3::text, 'attempt', attempt) FROM s",
+        )
+        .bind(claim.step_id.0)
+        .bind(lease.token)
+        .bind(error)
+        .execute(&mut *tx)
+        .await?;
+        if failed.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let task_error = format!("step {} ({}) failed: {error}", claim.title, claim.step_id);
+        sqlx::query(
+            "WITH k AS (
+                UPDATE steps SET status = 'skipped', updated_at = now()
+                WHERE task_id = $1 AND status IN ('pending', 'ready')
+                RETURNING id, task_id
+             ), t AS (
+                UPDATE tasks SET status = 'failed', error = $2, completed_at = now(), updated_at = now()
+                WHERE id = $1 AND status = 'running'
+                RETURNING id
+             )
+             INSERT INTO task_events (task_id, step_id, kind, data)
+             SELECT task_id, id, 'step_skipped', '{}'::jsonb FROM k
+             UNION ALL
+             SELECT id, NULL::uuid, 'task_failed', jsonb_build_object('error', $2::text) FROM t",
+        )
+        .bind(claim.task_id.0)
+        .bind(&task_error)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn record_llm_call(
+        &self,
+        task: TaskId,
+        step: Option<StepId>,
+        call: &LlmCallRecord,
+    ) -> Result<(), StoreError> {
+        // The call and the running totals of its step and task change in one statement, so
+        // the totals always equal the sums of the llm_calls rows.
+        sqlx::query(
+            "WITH c AS (
+                INSERT INTO llm_calls (id, task_id, step_id, provider, model, prompt_tokens, completion_tokens,
+                                       cached_tokens, cost_usd, latency_ms)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                RETURNING task_id, step_id, prompt_tokens, completion_tokens, cached_tokens, cost_usd
+             ), s AS (
+                UPDATE steps SET cost_usd = steps.cost_usd + c.cost_usd, tokens_in = steps.tokens_in + c.prompt_tokens,
+                       tokens_out = steps.tokens_out + c.completion_tokens,
+                       tokens_cached = steps.tokens_cached + c.cached_tokens
+                FROM c WHERE steps.id = c.step_id
+             )
+             UPDATE tasks SET cost_usd = tasks.cost_usd + c.cost_usd, tokens_in = tasks.tokens_in + c.prompt_tokens,
+                    tokens_out = tasks.tokens_out + c.completion_tokens,
+                    tokens_cached = tasks.tokens_cached + c.cached_tokens
+             FROM c WHERE tasks.id = c.task_id",
+        )
+        .bind(Uuid::now_v7())
+        .bind(task.0)
+        .bind(step.map(|s| s.0))
+        .bind(&call.provider)
+        .bind(&call.model)
+        .bind(saturating_i64(call.usage.prompt_tokens))
+        .bind(saturating_i64(call.usage.completion_tokens))
+        .bind(saturating_i64(call.usage.cached_tokens))
+        .bind(call.cost_usd)
+        .bind(call.latency_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_tool_call(
+        &self,
+        task: TaskId,
+        step: Option<StepId>,
+        call: &ToolCallRecord,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tool_calls (id, task_id, step_id, tool, arguments, result, status, error, latency_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(task.0)
+        .bind(step.map(|s| s.0))
+        .bind(&call.tool)
+        .bind(&call.arguments)
+        .bind(&call.result)
+        .bind(call.status.as_str())
+        .bind(&call.error)
+        .bind(call.latency_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+async fn lock_task(tx: &mut Transaction<'_, Postgres>, task: TaskId) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE")
+        .bind(task.0)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    id: Uuid,
+    task_id: Uuid,
+    title: String,
+    instruction: String,
+    agent: String,
+    attempt: i32,
+    description: String,
+    dependencies: Value,
+}
+
+impl TryFrom<ClaimRow> for StepClaim {
+    type Error = StoreError;
+
+    fn try_from(r: ClaimRow) -> Result<Self, StoreError> {
+        let dependency_outputs: Vec<(String, String)> = serde_json::from_value(r.dependencies)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(StepClaim {
+            step_id: StepId(r.id),
+            task_id: TaskId(r.task_id),
+            title: r.title,
+            instruction: r.instruction,
+            agent: r.agent,
+            attempt: r.attempt,
+            task_description: r.description,
+            dependency_outputs,
+        })
+    }
+}

@@ -1,0 +1,151 @@
+//! The API's side of the store: creating, reading and listing tasks.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{
+    PgStore,
+    rows::{StepRow, TaskRow, step_columns, task_columns},
+};
+use crate::{
+    domain::TaskId,
+    store::{
+        CreateOutcome, NewTask, Step, StoreError, Task, TaskDetail, TaskPage, TaskQuery, TaskStore,
+    },
+};
+
+#[async_trait::async_trait]
+impl TaskStore for PgStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_task(&self, new: &NewTask) -> Result<CreateOutcome, StoreError> {
+        // One statement: the task and its first event are written together or not at all.
+        const SQL: &str = concat!(
+            "WITH t AS (
+                INSERT INTO tasks (id, user_id, description, metadata, priority, max_cost_usd, max_tokens,
+                                   idempotency_key, request_hash)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                RETURNING *
+             ), e AS (
+                INSERT INTO task_events (task_id, kind, data)
+                SELECT id, 'task_created', jsonb_build_object('status', status) FROM t
+             )
+             SELECT ",
+            task_columns!(),
+            " FROM t"
+        );
+        let created: Option<TaskRow> = sqlx::query_as(SQL)
+            .bind(new.id.0)
+            .bind(&new.user_id)
+            .bind(&new.description)
+            .bind(&new.metadata)
+            .bind(new.priority.as_str())
+            .bind(new.max_cost_usd)
+            .bind(new.max_tokens)
+            .bind(&new.idempotency_key)
+            .bind(&new.request_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(row) = created {
+            return Ok(CreateOutcome::Created(row.try_into()?));
+        }
+
+        // Only an idempotency conflict makes the insert return nothing.
+        const EXISTING: &str = concat!(
+            "SELECT ",
+            task_columns!(),
+            ", request_hash FROM tasks WHERE user_id = $1 AND idempotency_key = $2"
+        );
+        let existing: Option<TaskRowWithHash> = sqlx::query_as(EXISTING)
+            .bind(&new.user_id)
+            .bind(&new.idempotency_key)
+            .fetch_optional(&self.pool)
+            .await?;
+        let existing = existing.ok_or_else(|| {
+            StoreError::Corrupt(
+                "task insert returned nothing and no task holds its idempotency key".into(),
+            )
+        })?;
+        let task: Task = existing.task.try_into()?;
+        if existing.request_hash.as_deref() == Some(new.request_hash.as_str()) {
+            Ok(CreateOutcome::Replayed(task))
+        } else {
+            Ok(CreateOutcome::KeyConflict(task.id))
+        }
+    }
+
+    async fn task(&self, id: TaskId) -> Result<Option<TaskDetail>, StoreError> {
+        const TASK: &str = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1");
+        const STEPS: &str = concat!(
+            "SELECT ",
+            step_columns!(),
+            " FROM steps WHERE task_id = $1 ORDER BY position"
+        );
+        let Some(task) = sqlx::query_as::<_, TaskRow>(TASK)
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let steps = sqlx::query_as::<_, StepRow>(STEPS)
+            .bind(id.0)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(Step::try_from)
+            .collect::<Result<_, _>>()?;
+        Ok(Some(TaskDetail {
+            task: task.try_into()?,
+            steps,
+        }))
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError> {
+        let (after_at, after_id): (Option<DateTime<Utc>>, Option<Uuid>) = query
+            .after
+            .map(|(at, id)| (Some(at), Some(id.0)))
+            .unwrap_or_default();
+        const SQL: &str = concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks
+             WHERE ($1::text IS NULL OR user_id = $1)
+               AND ($2::text IS NULL OR status = $2)
+               AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+             ORDER BY created_at DESC, id DESC
+             LIMIT $5"
+        );
+        // One extra row tells whether another page follows.
+        let mut tasks = sqlx::query_as::<_, TaskRow>(SQL)
+            .bind(&query.user_id)
+            .bind(query.status.map(|s| s.as_str()))
+            .bind(after_at)
+            .bind(after_id)
+            .bind(i64::from(query.limit) + 1)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(Task::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = tasks.len() > query.limit as usize;
+        tasks.truncate(query.limit as usize);
+        let next = if more {
+            tasks.last().map(|t| (t.created_at, t.id))
+        } else {
+            None
+        };
+        Ok(TaskPage { tasks, next })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct TaskRowWithHash {
+    #[sqlx(flatten)]
+    task: TaskRow,
+    request_hash: Option<String>,
+}

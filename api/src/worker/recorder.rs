@@ -1,0 +1,33 @@
+//! Records what an agent does in Postgres, attributed to its task and step.
+
+use std::sync::Arc;
+
+use agents::{LlmCallRecord, RunRecorder, ToolCallRecord, run::RecordError};
+
+use crate::{
+    domain::{StepId, TaskId},
+    store::ExecutionStore,
+};
+
+pub(super) struct StoreRecorder {
+    pub store: Arc<dyn ExecutionStore>,
+    pub task: TaskId,
+    pub step: Option<StepId>,
+}
+
+#[async_trait::async_trait]
+impl RunRecorder for StoreRecorder {
+    async fn llm_call(&self, call: LlmCallRecord) -> Result<(), RecordError> {
+        self.store
+            .record_llm_call(self.task, self.step, &call)
+            .await
+            .map_err(|e| RecordError(e.to_string()))
+    }
+
+    async fn tool_call(&self, call: ToolCallRecord) -> Result<(), RecordError> {
+        self.store
+            .record_tool_call(self.task, self.step, &call)
+            .await
+            .map_err(|e| RecordError(e.to_string()))
+    }
+}

@@ -1,0 +1,389 @@
+//! A rule-based planner that needs no model: one step per clause of the
+//! description, each assigned an agent by keyword, chained in order.
+//!
+//! Invariant: for any non-blank description it returns a plan that passes
+//! [`validate()`] against [`BUILTIN_AGENTS`] and its limits (surplus clauses are
+//! merged into the last step and over-long text is cut), so callers can use
+//! it as the always-available fallback planner.
+
+mod assign;
+mod clauses;
+
+use crate::error::PlanError;
+use crate::plan::{Plan, PlannedStep, make_title};
+use crate::text::fit;
+use crate::validate::{PlanLimits, validate};
+use crate::{BUILTIN_AGENTS, Planner};
+
+/// Version of the heuristic rules; bump it whenever the same description
+/// could be planned differently, so cached plans are not reused.
+pub const HEURISTIC_PLANNER_VERSION: &str = "heuristic-1";
+
+/// Joins clauses that did not fit into their own step.
+const MERGE_SEPARATOR: &str = ". ";
+
+/// Plans by splitting the description into clauses; see the module docs.
+#[derive(Debug, Clone, Default)]
+pub struct HeuristicPlanner {
+    limits: PlanLimits,
+}
+
+impl HeuristicPlanner {
+    /// A planner whose plans respect `limits`.
+    pub fn new(limits: PlanLimits) -> Self {
+        Self { limits }
+    }
+
+    /// Plans `description` synchronously (the work is cheap string
+    /// processing). Fails with [`PlanError::EmptyDescription`] for a blank
+    /// description, and otherwise only if the limits themselves are
+    /// unsatisfiable (zero steps or zero instruction characters).
+    pub fn plan_description(&self, description: &str) -> Result<Plan, PlanError> {
+        let description = description.trim();
+        if description.is_empty() {
+            return Err(PlanError::EmptyDescription);
+        }
+        let mut clauses = task_clauses(clauses::split_clauses(description));
+        if clauses.is_empty() {
+            // Nothing but punctuation and markers: still honour the promise
+            // of a plan for any non-blank description.
+            clauses.push(description.to_owned());
+        }
+        // Without this a zero limit would leave no step to merge into; the
+        // resulting one-step plan is then rejected by `validate` below.
+        let max_steps = self.limits.max_steps.max(1);
+        let surplus = clauses.split_off(clauses.len().min(max_steps));
+        let last = clauses.len() - 1;
+        let steps = clauses
+            .into_iter()
+            .enumerate()
+            .map(|(index, clause)| {
+                let mut instruction = clause.clone();
+                if index == last {
+                    for extra in &surplus {
+                        instruction.push_str(MERGE_SEPARATOR);
+                        instruction.push_str(extra);
+                    }
+                }
+                PlannedStep {
+                    title: make_title(&clause),
+                    instruction: fit(&instruction, self.limits.max_instruction_chars),
+                    agent: assign::assign_agent(&clause).to_owned(),
+                    depends_on: index.checked_sub(1).into_iter().collect(),
+                }
+            })
+            .collect();
+        let plan = Plan { steps };
+        validate(&plan, &BUILTIN_AGENTS, &self.limits)?;
+        Ok(plan)
+    }
+}
+
+/// The clause texts that are tasks: drops list introductions that ask for
+/// nothing ("Steps:", "Please do the following:") when something follows
+/// them, but keeps ones that do ("Build a site with these pages:").
+fn task_clauses(clauses: Vec<clauses::Clause>) -> Vec<String> {
+    let count = clauses.len();
+    clauses
+        .into_iter()
+        .enumerate()
+        .filter(|(index, clause)| {
+            let bare_intro =
+                clause.introduces_list && assign::keyword_agent(&clause.text).is_none();
+            !bare_intro || index + 1 == count
+        })
+        .map(|(_, clause)| clause.text)
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl Planner for HeuristicPlanner {
+    fn version(&self) -> &str {
+        HEURISTIC_PLANNER_VERSION
+    }
+
+    async fn plan(&self, description: &str) -> Result<Plan, PlanError> {
+        self.plan_description(description)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planner() -> HeuristicPlanner {
+        HeuristicPlanner::new(PlanLimits::default())
+    }
+
+    fn step(title: &str, instruction: &str, agent: &str, depends_on: Vec<usize>) -> PlannedStep {
+        PlannedStep {
+            title: title.into(),
+            instruction: instruction.into(),
+            agent: agent.into(),
+            depends_on,
+        }
+    }
+
+    /// (agent, instruction) pairs, for compact assertions.
+    fn summary(plan: &Plan) -> Vec<(&str, &str)> {
+        plan.steps
+            .iter()
+            .map(|s| (s.agent.as_str(), s.instruction.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn spec_example() {
+        let plan = planner()
+            .plan_description(
+                "Analyze the requirements and build a plan. Then implement core APIs.",
+            )
+            .expect("plan");
+        assert_eq!(
+            plan,
+            Plan {
+                steps: vec![
+                    step(
+                        "Analyze the requirements and build a plan",
+                        "Analyze the requirements and build a plan",
+                        "analyst",
+                        vec![]
+                    ),
+                    step(
+                        "Implement core APIs",
+                        "Implement core APIs",
+                        "engineer",
+                        vec![0]
+                    ),
+                ]
+            }
+        );
+        assert_eq!(plan.roots(), vec![0]);
+    }
+
+    #[test]
+    fn numbered_list() {
+        let plan = planner()
+            .plan_description("1. Research competitor pricing\n2. Compare it with ours\n3. Write a short report\n4. Proofread it")
+            .expect("plan");
+        assert_eq!(
+            summary(&plan),
+            [
+                ("researcher", "Research competitor pricing"),
+                ("analyst", "Compare it with ours"),
+                ("writer", "Write a short report"),
+                ("reviewer", "Proofread it"),
+            ]
+        );
+        let deps: Vec<Vec<usize>> = plan.steps.iter().map(|s| s.depends_on.clone()).collect();
+        assert_eq!(deps, [vec![], vec![0], vec![1], vec![2]]);
+    }
+
+    #[test]
+    fn bare_list_introductions_are_not_steps() {
+        let plan = planner()
+            .plan_description(
+                "Steps:\n1) look up the rate limits\n2) refactor client.rs to respect them",
+            )
+            .expect("plan");
+        assert_eq!(
+            summary(&plan),
+            [
+                ("researcher", "Look up the rate limits"),
+                ("engineer", "Refactor client.rs to respect them"),
+            ]
+        );
+        let plan = planner()
+            .plan_description("Build a site with these pages:\n- home\n- pricing")
+            .expect("plan");
+        assert_eq!(
+            summary(&plan),
+            [
+                ("engineer", "Build a site with these pages"),
+                ("analyst", "Home"),
+                ("analyst", "Pricing"),
+            ]
+        );
+        let plan = planner().plan_description("Todo:").expect("plan");
+        assert_eq!(summary(&plan), [("analyst", "Todo")]);
+    }
+
+    #[test]
+    fn bullets() {
+        let plan = planner()
+            .plan_description("- find the slow queries\n- fix them\n• verify latency improved")
+            .expect("plan");
+        assert_eq!(
+            summary(&plan),
+            [
+                ("researcher", "Find the slow queries"),
+                ("engineer", "Fix them"),
+                ("reviewer", "Verify latency improved"),
+            ]
+        );
+    }
+
+    #[test]
+    fn then_splitting() {
+        let plan = planner()
+            .plan_description("gather user feedback, then summarize it and then draft a roadmap")
+            .expect("plan");
+        assert_eq!(
+            summary(&plan),
+            [
+                ("researcher", "Gather user feedback"),
+                ("writer", "Summarize it"),
+                ("writer", "Draft a roadmap"),
+            ]
+        );
+    }
+
+    #[test]
+    fn decimals_and_abbreviations_stay_in_one_step() {
+        let plan = planner()
+            .plan_description("Upgrade Python 3.5 code in api.rs, e.g. the handlers, i.e. all of them, etc. and deploy")
+            .expect("plan");
+        assert_eq!(
+            summary(&plan),
+            [(
+                "engineer",
+                "Upgrade Python 3.5 code in api.rs, e.g. the handlers, i.e. all of them, etc. and deploy"
+            )]
+        );
+        assert_eq!(
+            plan.steps[0].title,
+            "Upgrade Python 3.5 code in api.rs, e.g. the…"
+        );
+    }
+
+    #[test]
+    fn long_clause_gets_a_short_title() {
+        let plan = planner()
+            .plan_description("Investigate why the nightly export job sometimes writes duplicate rows into the warehouse")
+            .expect("plan");
+        assert_eq!(
+            plan.steps[0].title,
+            "Investigate why the nightly export job sometimes writes…"
+        );
+        assert_eq!(plan.steps[0].agent, "analyst");
+    }
+
+    #[test]
+    fn surplus_clauses_merge_into_the_last_step() {
+        let limits = PlanLimits {
+            max_steps: 3,
+            ..PlanLimits::default()
+        };
+        let plan = HeuristicPlanner::new(limits)
+            .plan_description("Research A. Analyse B. Build C. Test D. Document E.")
+            .expect("plan");
+        assert_eq!(
+            summary(&plan),
+            [
+                ("researcher", "Research A"),
+                ("analyst", "Analyse B"),
+                ("engineer", "Build C. Test D. Document E"),
+            ]
+        );
+        assert_eq!(plan.steps[2].title, "Build C");
+        assert_eq!(plan.steps[2].depends_on, vec![1]);
+    }
+
+    #[test]
+    fn many_clauses_fit_default_limits() {
+        let description: String = (1..=50).map(|i| format!("Step number {i}. ")).collect();
+        let plan = planner().plan_description(&description).expect("plan");
+        assert_eq!(plan.steps.len(), 20);
+        assert!(plan.steps[19].instruction.ends_with("Step number 50"));
+    }
+
+    #[test]
+    fn long_instruction_is_cut_to_the_limit() {
+        let limits = PlanLimits {
+            max_steps: 2,
+            max_instruction_chars: 30,
+        };
+        let plan = HeuristicPlanner::new(limits)
+            .plan_description(
+                "Write the intro. Write chapter one. Write chapter two. Write chapter three.",
+            )
+            .expect("plan");
+        assert_eq!(plan.steps[1].instruction, "Write chapter one. Write…");
+        assert!(
+            plan.steps
+                .iter()
+                .all(|s| s.instruction.chars().count() <= 30)
+        );
+    }
+
+    #[test]
+    fn blank_description_is_an_error() {
+        assert_eq!(
+            planner().plan_description(""),
+            Err(PlanError::EmptyDescription)
+        );
+        assert_eq!(
+            planner().plan_description(" \n\t "),
+            Err(PlanError::EmptyDescription)
+        );
+    }
+
+    #[test]
+    fn punctuation_only_description_still_plans() {
+        let plan = planner().plan_description("?!").expect("plan");
+        assert_eq!(summary(&plan), [("analyst", "?!")]);
+    }
+
+    #[test]
+    fn unsatisfiable_limits_are_reported_not_panicked() {
+        let zero_steps = PlanLimits {
+            max_steps: 0,
+            ..PlanLimits::default()
+        };
+        assert_eq!(
+            HeuristicPlanner::new(zero_steps).plan_description("Build it"),
+            Err(PlanError::TooManySteps { count: 1, max: 0 })
+        );
+        let zero_chars = PlanLimits {
+            max_instruction_chars: 0,
+            ..PlanLimits::default()
+        };
+        assert_eq!(
+            HeuristicPlanner::new(zero_chars).plan_description("Build it"),
+            Err(PlanError::BlankField {
+                step: 0,
+                field: "instruction"
+            })
+        );
+    }
+
+    #[test]
+    fn plans_always_validate() {
+        let long = "word ".repeat(5000);
+        let inputs = [
+            "x",
+            "1.",
+            "Then.",
+            "•",
+            "a; b; c; d",
+            "Ünïcödé ✓ tëxt. 変換する。次に確認する",
+            long.as_str(),
+        ];
+        for input in inputs {
+            let plan = planner().plan_description(input).expect(input);
+            assert_eq!(
+                validate(&plan, &BUILTIN_AGENTS, &PlanLimits::default()),
+                Ok(())
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn planner_trait() {
+        let planner: Box<dyn Planner> = Box::new(planner());
+        assert_eq!(planner.version(), "heuristic-1");
+        let plan = planner.plan("Write docs").await.expect("plan");
+        assert_eq!(summary(&plan), [("writer", "Write docs")]);
+        assert_eq!(planner.plan("").await, Err(PlanError::EmptyDescription));
+    }
+}

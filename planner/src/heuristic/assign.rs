@@ -1,0 +1,324 @@
+//! Chooses which built-in agent should carry out a clause.
+//!
+//! Rule: scan the clause's words left to right and take the agent of the
+//! first keyword found, so the main verb of an instruction ("Analyze ... and
+//! build ...") decides. Keywords match whole words or word stems,
+//! case-insensitively. Invariant: the result is always one of
+//! [`crate::BUILTIN_AGENTS`]; a clause with no keyword goes to the analyst.
+
+const ANALYST: &str = "analyst";
+const RESEARCHER: &str = "researcher";
+const ENGINEER: &str = "engineer";
+const WRITER: &str = "writer";
+const REVIEWER: &str = "reviewer";
+
+/// Agent for clauses that match no keyword: working out what an unclear
+/// request means is analysis.
+pub(crate) const DEFAULT_AGENT: &str = ANALYST;
+
+/// A keyword: `"stem*"` matches any word starting with `stem`, anything else
+/// matches the whole word only (short stems like "code" or "test" would
+/// otherwise catch "codec" or "testimony").
+const KEYWORDS: &[(&str, &str)] = &[
+    ("analy*", ANALYST),
+    ("evaluat*", ANALYST),
+    ("assess*", ANALYST),
+    ("compar*", ANALYST),
+    ("investigat*", ANALYST),
+    ("requirement*", ANALYST),
+    ("estimat*", ANALYST),
+    ("prioriti*", ANALYST),
+    ("research*", RESEARCHER),
+    ("find", RESEARCHER),
+    ("finds", RESEARCHER),
+    ("search*", RESEARCHER),
+    ("lookup*", RESEARCHER),
+    ("gather*", RESEARCHER),
+    ("collect*", RESEARCHER),
+    ("survey*", RESEARCHER),
+    ("explor*", RESEARCHER),
+    ("build*", ENGINEER),
+    ("built", ENGINEER),
+    ("implement*", ENGINEER),
+    ("code", ENGINEER),
+    ("codes", ENGINEER),
+    ("coded", ENGINEER),
+    ("coding", ENGINEER),
+    ("develop*", ENGINEER),
+    ("creat*", ENGINEER),
+    ("fix", ENGINEER),
+    ("fixes", ENGINEER),
+    ("fixed", ENGINEER),
+    ("fixing", ENGINEER),
+    ("deploy*", ENGINEER),
+    ("refactor*", ENGINEER),
+    ("program*", ENGINEER),
+    ("debug*", ENGINEER),
+    ("install*", ENGINEER),
+    ("configur*", ENGINEER),
+    ("integrat*", ENGINEER),
+    ("optimi*", ENGINEER),
+    ("setup", ENGINEER),
+    ("write", WRITER),
+    ("writes", WRITER),
+    ("writing", WRITER),
+    ("written", WRITER),
+    ("wrote", WRITER),
+    ("summar*", WRITER),
+    ("document*", WRITER),
+    ("draft*", WRITER),
+    ("report*", WRITER),
+    ("explain*", WRITER),
+    ("explanat*", WRITER),
+    ("describ*", WRITER),
+    ("outline*", WRITER),
+    ("review*", REVIEWER),
+    ("check*", REVIEWER),
+    ("verif*", REVIEWER),
+    ("test", REVIEWER),
+    ("tests", REVIEWER),
+    ("tested", REVIEWER),
+    ("testing", REVIEWER),
+    ("validat*", REVIEWER),
+    ("audit*", REVIEWER),
+    ("proofread*", REVIEWER),
+    ("inspect*", REVIEWER),
+    ("critiqu*", REVIEWER),
+];
+
+/// Things whose writing is engineering, not prose: "write code", "write
+/// unit tests", "write a script".
+const CODE_OBJECTS: &[&str] = &[
+    "code",
+    "test",
+    "tests",
+    "script",
+    "scripts",
+    "function",
+    "functions",
+    "program",
+    "programs",
+    "implementation",
+    "query",
+    "queries",
+    "sql",
+    "migration",
+    "migrations",
+    "module",
+    "modules",
+    "class",
+    "classes",
+    "endpoint",
+    "endpoints",
+    "api",
+    "apis",
+    "parser",
+    "cli",
+    "handler",
+    "handlers",
+    "library",
+    "patch",
+    "bindings",
+];
+
+/// Words that may sit between "write" and its object ("write the unit tests").
+const OBJECT_FILLERS: &[&str] = &[
+    "a",
+    "an",
+    "the",
+    "some",
+    "more",
+    "new",
+    "additional",
+    "missing",
+    "any",
+    "all",
+    "our",
+    "its",
+    "their",
+    "this",
+    "that",
+    "these",
+    "those",
+    "unit",
+    "integration",
+    "automated",
+    "regression",
+    "e2e",
+    "python",
+    "rust",
+    "javascript",
+    "typescript",
+    "go",
+    "java",
+];
+
+/// How many filler words may sit between "write" and a code object.
+const MAX_FILLERS: usize = 3;
+
+/// Returns the agent for `clause` (see the module rule).
+pub(crate) fn assign_agent(clause: &str) -> &'static str {
+    keyword_agent(clause).unwrap_or(DEFAULT_AGENT)
+}
+
+/// The agent asked for by the first keyword in `clause`, if it has one.
+pub(crate) fn keyword_agent(clause: &str) -> Option<&'static str> {
+    let words: Vec<String> = clause
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    (0..words.len()).find_map(|i| agent_at(&words, i))
+}
+
+/// The agent a keyword starting at `words[i]` asks for, if one does.
+fn agent_at(words: &[String], i: usize) -> Option<&'static str> {
+    let word = words[i].as_str();
+    let next = words.get(i + 1).map(String::as_str);
+    if matches!(word, "write" | "writes" | "writing" | "wrote") && writes_code(&words[i + 1..]) {
+        return Some(ENGINEER);
+    }
+    if matches!(word, "look" | "looks" | "looking") && next == Some("up") {
+        return Some(RESEARCHER);
+    }
+    if matches!(word, "set" | "sets" | "setting") && next == Some("up") {
+        return Some(ENGINEER);
+    }
+    KEYWORDS
+        .iter()
+        .find(|(pattern, _)| matches_keyword(word, pattern))
+        .map(|&(_, agent)| agent)
+}
+
+fn matches_keyword(word: &str, pattern: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(stem) => word.starts_with(stem),
+        None => word == pattern,
+    }
+}
+
+/// Whether the words after "write" name code rather than prose.
+fn writes_code(after: &[String]) -> bool {
+    after
+        .iter()
+        .take(MAX_FILLERS + 1)
+        .map(String::as_str)
+        .find(|w| !OBJECT_FILLERS.contains(w) || CODE_OBJECTS.contains(w))
+        .is_some_and(|w| CODE_OBJECTS.contains(&w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BUILTIN_AGENTS;
+
+    #[test]
+    fn keyword_table() {
+        let cases = [
+            ("Analyse the logs", "analyst"),
+            ("analyze the logs", "analyst"),
+            ("An analysis of churn", "analyst"),
+            ("Evaluate both vendors", "analyst"),
+            ("Assess the risk", "analyst"),
+            ("Compare the options", "analyst"),
+            ("Investigate the outage", "analyst"),
+            ("Requirements for the new billing flow", "analyst"),
+            ("Research the market", "researcher"),
+            ("Find three papers on RAG", "researcher"),
+            ("Search the web for vendors", "researcher"),
+            ("Look up the current price", "researcher"),
+            ("Gather customer quotes", "researcher"),
+            ("Survey existing tools", "researcher"),
+            ("Explore alternatives", "researcher"),
+            ("Build the service", "engineer"),
+            ("Implement the parser", "engineer"),
+            ("Code the endpoint", "engineer"),
+            ("Develop a prototype", "engineer"),
+            ("Create a database schema", "engineer"),
+            ("Write code for the importer", "engineer"),
+            ("Write tests for the importer", "engineer"),
+            ("Write unit tests", "engineer"),
+            ("Write the Python script", "engineer"),
+            ("Fix the login bug", "engineer"),
+            ("Deploy to staging", "engineer"),
+            ("Refactor the module", "engineer"),
+            ("Program the controller", "engineer"),
+            ("Set up the CI", "engineer"),
+            ("Write a blog post", "writer"),
+            ("Summarise the findings", "writer"),
+            ("Summarize the findings", "writer"),
+            ("Document the API", "writer"),
+            ("Draft an email", "writer"),
+            ("Report on progress", "writer"),
+            ("Explain the trade-offs", "writer"),
+            ("Review the pull request", "reviewer"),
+            ("Check the numbers", "reviewer"),
+            ("Verify the results", "reviewer"),
+            ("Test the release", "reviewer"),
+            ("Validate the schema", "reviewer"),
+            ("Audit the permissions", "reviewer"),
+            ("Proofread the article", "reviewer"),
+        ];
+        for (clause, agent) in cases {
+            assert_eq!(assign_agent(clause), agent, "clause: {clause}");
+        }
+    }
+
+    #[test]
+    fn earliest_keyword_wins() {
+        assert_eq!(
+            assign_agent("Analyze the requirements and build a plan"),
+            "analyst"
+        );
+        assert_eq!(
+            assign_agent("Build a plan after you analyze the requirements"),
+            "engineer"
+        );
+        assert_eq!(
+            assign_agent("Please review the draft and fix typos"),
+            "reviewer"
+        );
+        assert_eq!(assign_agent("Fix the bug reported by users"), "engineer");
+    }
+
+    #[test]
+    fn no_keyword_falls_back_to_analyst() {
+        assert_eq!(assign_agent("Think about pricing"), "analyst");
+        assert_eq!(assign_agent(""), "analyst");
+        assert_eq!(keyword_agent("Think about pricing"), None);
+        assert_eq!(keyword_agent("Think, then write"), Some("writer"));
+    }
+
+    #[test]
+    fn short_keywords_need_the_whole_word() {
+        assert_eq!(assign_agent("The testimony of the codec expert"), "analyst");
+        assert_eq!(assign_agent("Look at the setup"), "engineer");
+        assert_eq!(assign_agent("Look around"), "analyst");
+    }
+
+    #[test]
+    fn write_about_code_stays_with_the_writer() {
+        assert_eq!(
+            assign_agent("Write a summary of the code changes"),
+            "writer"
+        );
+        assert_eq!(assign_agent("Write the release notes"), "writer");
+    }
+
+    #[test]
+    fn matching_is_case_insensitive_and_unicode_aware() {
+        assert_eq!(assign_agent("DEPLOY IT NOW"), "engineer");
+        assert_eq!(
+            assign_agent("Café owners: research their habits"),
+            "researcher"
+        );
+    }
+
+    #[test]
+    fn every_agent_is_builtin() {
+        for (_, agent) in KEYWORDS {
+            assert!(BUILTIN_AGENTS.contains(agent), "{agent}");
+        }
+        assert!(BUILTIN_AGENTS.contains(&DEFAULT_AGENT));
+    }
+}
