@@ -13,7 +13,6 @@ pub mod spec;
 pub use llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Role, ToolCall, Usage};
 pub use pricing::{ModelPrice, PriceTable};
 pub use run::{
-    AgentError, AgentOutput, AgentRunner, LlmCallRecord, RunRecorder, StepInput, ToolCallRecord,
-    ToolCallStatus,
+    AgentError, AgentOutput, AgentRunner, LlmCallRecord, RunRecorder, StepInput, ToolCallRecord, ToolCallStatus,
 };
 pub use spec::{AgentCatalog, AgentSpec};

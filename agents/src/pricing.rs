@@ -42,11 +42,7 @@ impl PriceTable {
         let mut table = Self::default();
         table.set(
             crate::llm::OfflineModel::MODEL,
-            ModelPrice {
-                input_per_mtok: 0.0,
-                output_per_mtok: 0.0,
-                cached_per_mtok: None,
-            },
+            ModelPrice { input_per_mtok: 0.0, output_per_mtok: 0.0, cached_per_mtok: None },
         );
         table
     }
@@ -67,29 +63,15 @@ mod tests {
 
     #[test]
     fn cost_charges_cached_tokens_at_their_own_price() {
-        let price = ModelPrice {
-            input_per_mtok: 2.0,
-            output_per_mtok: 8.0,
-            cached_per_mtok: Some(0.5),
-        };
-        let usage = Usage {
-            prompt_tokens: 1_000_000,
-            completion_tokens: 500_000,
-            cached_tokens: 400_000,
-        };
+        let price = ModelPrice { input_per_mtok: 2.0, output_per_mtok: 8.0, cached_per_mtok: Some(0.5) };
+        let usage = Usage { prompt_tokens: 1_000_000, completion_tokens: 500_000, cached_tokens: 400_000 };
         // 600k uncached * 2 + 400k cached * 0.5 + 500k out * 8, per million.
         assert!((price.cost(&usage) - (1.2 + 0.2 + 4.0)).abs() < 1e-9);
     }
 
     #[test]
     fn unknown_model_has_no_price() {
-        assert_eq!(
-            PriceTable::builtin().cost("gpt-unknown", &Usage::default()),
-            None
-        );
-        assert_eq!(
-            PriceTable::builtin().cost(crate::llm::OfflineModel::MODEL, &Usage::default()),
-            Some(0.0)
-        );
+        assert_eq!(PriceTable::builtin().cost("gpt-unknown", &Usage::default()), None);
+        assert_eq!(PriceTable::builtin().cost(crate::llm::OfflineModel::MODEL, &Usage::default()), Some(0.0));
     }
 }

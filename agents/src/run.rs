@@ -125,12 +125,7 @@ impl AgentRunner {
             tools: Vec::new(),
             max_tokens: None,
         };
-        let mut output = AgentOutput {
-            text: String::new(),
-            usage: Usage::default(),
-            cost_usd: 0.0,
-            model_calls: 0,
-        };
+        let mut output = AgentOutput { text: String::new(), usage: Usage::default(), cost_usd: 0.0, model_calls: 0 };
 
         while output.model_calls < spec.max_iterations {
             let started = Instant::now();
@@ -165,10 +160,7 @@ impl AgentRunner {
                 tool_call_id: None,
             });
             for call in response.tool_calls {
-                let reason = format!(
-                    "tool `{}` is not available to the {} agent",
-                    call.name, spec.name
-                );
+                let reason = format!("tool `{}` is not available to the {} agent", call.name, spec.name);
                 recorder
                     .tool_call(ToolCallRecord {
                         tool: call.name.clone(),
@@ -179,10 +171,7 @@ impl AgentRunner {
                         latency_ms: 0.0,
                     })
                     .await?;
-                request.messages.push(ChatMessage::tool_result(
-                    &call.id,
-                    format!("error: {reason}"),
-                ));
+                request.messages.push(ChatMessage::tool_result(&call.id, format!("error: {reason}")));
             }
         }
         Err(AgentError::IterationLimit(spec.max_iterations))
@@ -192,10 +181,8 @@ impl AgentRunner {
 /// The user message of a step: the task, this step, then each dependency's output under a
 /// `### title` heading.
 fn step_prompt(input: &StepInput<'_>) -> String {
-    let mut prompt = format!(
-        "Task: {}\nStep: {}\nInstruction: {}\n",
-        input.task_description, input.step_title, input.instruction
-    );
+    let mut prompt =
+        format!("Task: {}\nStep: {}\nInstruction: {}\n", input.task_description, input.step_title, input.instruction);
     if !input.dependency_outputs.is_empty() {
         prompt.push_str("\nOutputs of earlier steps:\n");
         for (title, output) in input.dependency_outputs {
@@ -250,11 +237,7 @@ mod tests {
                     name: "calculator".into(),
                     arguments: serde_json::json!({"expression": "1+1"}),
                 }],
-                usage: Usage {
-                    prompt_tokens: 10,
-                    completion_tokens: 2,
-                    cached_tokens: 0,
-                },
+                usage: Usage { prompt_tokens: 10, completion_tokens: 2, cached_tokens: 0 },
                 model: "hungry".into(),
             })
         }
@@ -271,10 +254,7 @@ mod tests {
 
     #[tokio::test]
     async fn offline_step_records_one_model_call() {
-        let runner = AgentRunner::new(
-            Arc::new(OfflineModel::default()),
-            Arc::new(PriceTable::builtin()),
-        );
+        let runner = AgentRunner::new(Arc::new(OfflineModel::default()), Arc::new(PriceTable::builtin()));
         let spec = AgentCatalog::builtin().get("engineer").unwrap().clone();
         let deps = vec![("Plan".to_owned(), "the plan".to_owned())];
         let log = Log::default();

@@ -78,9 +78,7 @@ impl AgentCatalog {
     }
 
     pub fn from_specs(specs: impl IntoIterator<Item = AgentSpec>) -> Self {
-        Self {
-            agents: specs.into_iter().map(|s| (s.name.clone(), s)).collect(),
-        }
+        Self { agents: specs.into_iter().map(|s| (s.name.clone(), s)).collect() }
     }
 
     pub fn get(&self, name: &str) -> Option<&AgentSpec> {
@@ -103,15 +101,8 @@ mod tests {
     #[test]
     fn builtin_catalogue_has_the_planner_roles() {
         let catalog = AgentCatalog::builtin();
-        assert_eq!(
-            catalog.names(),
-            ["analyst", "engineer", "researcher", "reviewer", "writer"]
-        );
+        assert_eq!(catalog.names(), ["analyst", "engineer", "researcher", "reviewer", "writer"]);
         let analyst = catalog.get("analyst").unwrap();
-        assert!(
-            analyst
-                .system_prompt
-                .starts_with("You are the analyst agent")
-        );
+        assert!(analyst.system_prompt.starts_with("You are the analyst agent"));
     }
 }

@@ -36,15 +36,10 @@ impl App {
     pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
         settings.validate()?;
         if settings.dispatch_secret == DEV_DISPATCH_SECRET {
-            tracing::warn!(
-                "DISPATCH_SECRET is not set: using the development secret; set one in production"
-            );
+            tracing::warn!("DISPATCH_SECRET is not set: using the development secret; set one in production");
         }
         let pool = connect_postgres(&settings).await?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .context("applying database migrations failed")?;
+        MIGRATOR.run(&pool).await.context("applying database migrations failed")?;
         let signer = JobSigner::new(settings.dispatch_secret.as_bytes());
         // Blocking reads hold a connection each: one per worker loop, plus the senders.
         let pool_size = 16 + 2 * settings.worker_concurrency.min(64) as usize;
@@ -57,50 +52,30 @@ impl App {
         )
         .await
         .with_context(|| format!("cannot reach Redis at {}", redact(&settings.redis_url)))?;
-        Ok(Self {
-            settings,
-            store: PgStore::new(pool),
-            queue,
-        })
+        Ok(Self { settings, store: PgStore::new(pool), queue })
     }
 
     pub fn router(&self) -> axum::Router {
-        build_router(AppState {
-            tasks: Arc::new(self.store.clone()),
-            dispatcher: Arc::new(self.queue.clone()),
-        })
+        build_router(AppState { tasks: Arc::new(self.store.clone()), dispatcher: Arc::new(self.queue.clone()) })
     }
 
     /// Serves the API on `listener` until `shutdown` fires, then finishes open requests.
-    pub async fn serve(
-        &self,
-        listener: TcpListener,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<()> {
+    pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "API listening");
-        axum::serve(
-            listener,
-            self.router()
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .context("HTTP server failed")
+        axum::serve(listener, self.router().into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .context("HTTP server failed")
     }
 
     /// A worker with its own consumer name; several may run in one process.
     pub fn worker(&self, id: impl Into<String>) -> Worker {
         let s = &self.settings;
         let llm: Arc<dyn agents::LlmClient> = match s.llm_provider {
-            LlmProvider::Offline => Arc::new(OfflineModel::new(Duration::from_millis(
-                s.offline_llm_delay_ms,
-            ))),
+            LlmProvider::Offline => Arc::new(OfflineModel::new(Duration::from_millis(s.offline_llm_delay_ms))),
         };
-        let plan_limits = PlanLimits {
-            max_steps: s.max_plan_steps as usize,
-            ..PlanLimits::default()
-        };
+        let plan_limits = PlanLimits { max_steps: s.max_plan_steps as usize, ..PlanLimits::default() };
         let deps = WorkerDeps {
             store: Arc::new(self.store.clone()),
             dispatcher: Arc::new(self.queue.clone()),
@@ -152,11 +127,7 @@ impl App {
 /// A consumer name unique across hosts, processes and restarts.
 pub fn worker_name(n: usize) -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
-    format!(
-        "{host}-{}-{n}-{}",
-        std::process::id(),
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
+    format!("{host}-{}-{n}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
 async fn connect_postgres(settings: &Settings) -> anyhow::Result<PgPool> {
@@ -168,9 +139,7 @@ async fn connect_postgres(settings: &Settings) -> anyhow::Result<PgPool> {
         .with_context(|| format!("cannot reach Postgres at {shown}"))?;
     if !exists {
         tracing::info!(database = %shown, "creating the database");
-        Postgres::create_database(url)
-            .await
-            .with_context(|| format!("cannot create the database {shown}"))?;
+        Postgres::create_database(url).await.with_context(|| format!("cannot create the database {shown}"))?;
     }
     PgPoolOptions::new()
         .max_connections(settings.database_max_connections)

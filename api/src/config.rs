@@ -40,11 +40,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Postgres connection string. The database is created when missing.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/orchestrator"
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/orchestrator")]
     pub database_url: String,
 
     /// Upper bound of the Postgres connection pool.
@@ -118,9 +114,7 @@ impl Settings {
     /// Checks the invariants that span several settings.
     pub fn validate(&self) -> Result<(), SettingsError> {
         if self.lease_secs == 0 {
-            return Err(SettingsError::Zero {
-                field: "LEASE_SECS",
-            });
+            return Err(SettingsError::Zero { field: "LEASE_SECS" });
         }
         if self.visibility_timeout_secs <= self.lease_secs {
             return Err(SettingsError::VisibilityBelowLease {
@@ -173,25 +167,13 @@ mod tests {
     fn visibility_timeout_must_exceed_the_lease() {
         let mut s = Settings::defaults();
         s.visibility_timeout_secs = s.lease_secs;
-        assert!(matches!(
-            s.validate(),
-            Err(SettingsError::VisibilityBelowLease { .. })
-        ));
+        assert!(matches!(s.validate(), Err(SettingsError::VisibilityBelowLease { .. })));
     }
 
     #[test]
     fn flags_override_defaults() {
-        let cli = Cli::parse_from([
-            "orchestrator",
-            "worker",
-            "--worker-concurrency",
-            "3",
-            "--redis-prefix",
-            "x",
-        ]);
-        let Command::Worker(s) = cli.command else {
-            panic!("worker")
-        };
+        let cli = Cli::parse_from(["orchestrator", "worker", "--worker-concurrency", "3", "--redis-prefix", "x"]);
+        let Command::Worker(s) = cli.command else { panic!("worker") };
         assert_eq!(s.worker_concurrency, 3);
         assert_eq!(s.redis_prefix, "x");
     }

@@ -60,12 +60,12 @@ pub struct UnknownState {
 }
 
 macro_rules! state_enum {
-    ($(#[$doc:meta])* $name:ident, $kind:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident, $kind:literal { $($(#[$vattr:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum $name {
-            $($variant),+
+            $($(#[$vattr])* $variant),+
         }
 
         impl $name {
@@ -130,18 +130,14 @@ state_enum!(
 
 state_enum!(
     /// Dispatch order: high before normal before low.
+    #[derive(Default)]
     Priority, "priority" {
         High => "high",
+        #[default]
         Normal => "normal",
         Low => "low",
     }
 );
-
-impl Default for Priority {
-    fn default() -> Self {
-        Self::Normal
-    }
-}
 
 state_enum!(
     /// What a `task_events` row records.
@@ -188,13 +184,6 @@ mod tests {
     #[test]
     fn only_final_task_states_are_terminal() {
         let terminal: Vec<_> = TaskStatus::ALL.iter().filter(|s| s.is_terminal()).collect();
-        assert_eq!(
-            terminal,
-            [
-                &TaskStatus::Completed,
-                &TaskStatus::Failed,
-                &TaskStatus::Cancelled
-            ]
-        );
+        assert_eq!(terminal, [&TaskStatus::Completed, &TaskStatus::Failed, &TaskStatus::Cancelled]);
     }
 }

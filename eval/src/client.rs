@@ -14,11 +14,7 @@ pub enum ClientError {
     #[error("unexpected status {status}: {body}")]
     Status { status: u16, body: String },
     #[error("task {task} did not finish within {waited:?} (last status {status})")]
-    Timeout {
-        task: Uuid,
-        waited: Duration,
-        status: String,
-    },
+    Timeout { task: Uuid, waited: Duration, status: String },
 }
 
 /// The parts of a task every caller needs; the full document is in `raw`.
@@ -41,11 +37,8 @@ impl TaskView {
     }
 
     fn from_value(raw: Value) -> Result<Self, ClientError> {
-        let mut view: TaskView =
-            serde_json::from_value(raw.clone()).map_err(|e| ClientError::Status {
-                status: 200,
-                body: format!("unreadable task: {e}"),
-            })?;
+        let mut view: TaskView = serde_json::from_value(raw.clone())
+            .map_err(|e| ClientError::Status { status: 200, body: format!("unreadable task: {e}") })?;
         view.raw = raw;
         Ok(view)
     }
@@ -59,10 +52,7 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(base_url: impl Into<String>) -> Self {
-        Self {
-            base: base_url.into().trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
-        }
+        Self { base: base_url.into().trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
     }
 
     pub fn base_url(&self) -> &str {
@@ -71,21 +61,12 @@ impl ApiClient {
 
     /// Submits a task; the body is sent as given so callers can test any shape.
     pub async fn submit(&self, body: &Value) -> Result<TaskView, ClientError> {
-        let response = self
-            .http
-            .post(format!("{}/tasks", self.base))
-            .json(body)
-            .send()
-            .await?;
+        let response = self.http.post(format!("{}/tasks", self.base)).json(body).send().await?;
         TaskView::from_value(expect(response, 202).await?)
     }
 
     pub async fn task(&self, id: Uuid) -> Result<TaskView, ClientError> {
-        let response = self
-            .http
-            .get(format!("{}/tasks/{id}", self.base))
-            .send()
-            .await?;
+        let response = self.http.get(format!("{}/tasks/{id}", self.base)).send().await?;
         TaskView::from_value(expect(response, 200).await?)
     }
 
@@ -99,11 +80,7 @@ impl ApiClient {
                 return Ok(task);
             }
             if started.elapsed() >= deadline {
-                return Err(ClientError::Timeout {
-                    task: id,
-                    waited: started.elapsed(),
-                    status: task.status,
-                });
+                return Err(ClientError::Timeout { task: id, waited: started.elapsed(), status: task.status });
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(200));

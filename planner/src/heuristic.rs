@@ -88,8 +88,7 @@ fn task_clauses(clauses: Vec<clauses::Clause>) -> Vec<String> {
         .into_iter()
         .enumerate()
         .filter(|(index, clause)| {
-            let bare_intro =
-                clause.introduces_list && assign::keyword_agent(&clause.text).is_none();
+            let bare_intro = clause.introduces_list && assign::keyword_agent(&clause.text).is_none();
             !bare_intro || index + 1 == count
         })
         .map(|(_, clause)| clause.text)
@@ -116,28 +115,18 @@ mod tests {
     }
 
     fn step(title: &str, instruction: &str, agent: &str, depends_on: Vec<usize>) -> PlannedStep {
-        PlannedStep {
-            title: title.into(),
-            instruction: instruction.into(),
-            agent: agent.into(),
-            depends_on,
-        }
+        PlannedStep { title: title.into(), instruction: instruction.into(), agent: agent.into(), depends_on }
     }
 
     /// (agent, instruction) pairs, for compact assertions.
     fn summary(plan: &Plan) -> Vec<(&str, &str)> {
-        plan.steps
-            .iter()
-            .map(|s| (s.agent.as_str(), s.instruction.as_str()))
-            .collect()
+        plan.steps.iter().map(|s| (s.agent.as_str(), s.instruction.as_str())).collect()
     }
 
     #[test]
     fn spec_example() {
         let plan = planner()
-            .plan_description(
-                "Analyze the requirements and build a plan. Then implement core APIs.",
-            )
+            .plan_description("Analyze the requirements and build a plan. Then implement core APIs.")
             .expect("plan");
         assert_eq!(
             plan,
@@ -149,12 +138,7 @@ mod tests {
                         "analyst",
                         vec![]
                     ),
-                    step(
-                        "Implement core APIs",
-                        "Implement core APIs",
-                        "engineer",
-                        vec![0]
-                    ),
+                    step("Implement core APIs", "Implement core APIs", "engineer", vec![0]),
                 ]
             }
         );
@@ -164,7 +148,9 @@ mod tests {
     #[test]
     fn numbered_list() {
         let plan = planner()
-            .plan_description("1. Research competitor pricing\n2. Compare it with ours\n3. Write a short report\n4. Proofread it")
+            .plan_description(
+                "1. Research competitor pricing\n2. Compare it with ours\n3. Write a short report\n4. Proofread it",
+            )
             .expect("plan");
         assert_eq!(
             summary(&plan),
@@ -182,27 +168,16 @@ mod tests {
     #[test]
     fn bare_list_introductions_are_not_steps() {
         let plan = planner()
-            .plan_description(
-                "Steps:\n1) look up the rate limits\n2) refactor client.rs to respect them",
-            )
+            .plan_description("Steps:\n1) look up the rate limits\n2) refactor client.rs to respect them")
             .expect("plan");
         assert_eq!(
             summary(&plan),
-            [
-                ("researcher", "Look up the rate limits"),
-                ("engineer", "Refactor client.rs to respect them"),
-            ]
+            [("researcher", "Look up the rate limits"), ("engineer", "Refactor client.rs to respect them"),]
         );
-        let plan = planner()
-            .plan_description("Build a site with these pages:\n- home\n- pricing")
-            .expect("plan");
+        let plan = planner().plan_description("Build a site with these pages:\n- home\n- pricing").expect("plan");
         assert_eq!(
             summary(&plan),
-            [
-                ("engineer", "Build a site with these pages"),
-                ("analyst", "Home"),
-                ("analyst", "Pricing"),
-            ]
+            [("engineer", "Build a site with these pages"), ("analyst", "Home"), ("analyst", "Pricing"),]
         );
         let plan = planner().plan_description("Todo:").expect("plan");
         assert_eq!(summary(&plan), [("analyst", "Todo")]);
@@ -210,9 +185,8 @@ mod tests {
 
     #[test]
     fn bullets() {
-        let plan = planner()
-            .plan_description("- find the slow queries\n- fix them\n• verify latency improved")
-            .expect("plan");
+        let plan =
+            planner().plan_description("- find the slow queries\n- fix them\n• verify latency improved").expect("plan");
         assert_eq!(
             summary(&plan),
             [
@@ -230,11 +204,7 @@ mod tests {
             .expect("plan");
         assert_eq!(
             summary(&plan),
-            [
-                ("researcher", "Gather user feedback"),
-                ("writer", "Summarize it"),
-                ("writer", "Draft a roadmap"),
-            ]
+            [("researcher", "Gather user feedback"), ("writer", "Summarize it"), ("writer", "Draft a roadmap"),]
         );
     }
 
@@ -245,45 +215,31 @@ mod tests {
             .expect("plan");
         assert_eq!(
             summary(&plan),
-            [(
-                "engineer",
-                "Upgrade Python 3.5 code in api.rs, e.g. the handlers, i.e. all of them, etc. and deploy"
-            )]
+            [("engineer", "Upgrade Python 3.5 code in api.rs, e.g. the handlers, i.e. all of them, etc. and deploy")]
         );
-        assert_eq!(
-            plan.steps[0].title,
-            "Upgrade Python 3.5 code in api.rs, e.g. the…"
-        );
+        assert_eq!(plan.steps[0].title, "Upgrade Python 3.5 code in api.rs, e.g. the…");
     }
 
     #[test]
     fn long_clause_gets_a_short_title() {
         let plan = planner()
-            .plan_description("Investigate why the nightly export job sometimes writes duplicate rows into the warehouse")
+            .plan_description(
+                "Investigate why the nightly export job sometimes writes duplicate rows into the warehouse",
+            )
             .expect("plan");
-        assert_eq!(
-            plan.steps[0].title,
-            "Investigate why the nightly export job sometimes writes…"
-        );
+        assert_eq!(plan.steps[0].title, "Investigate why the nightly export job sometimes writes…");
         assert_eq!(plan.steps[0].agent, "analyst");
     }
 
     #[test]
     fn surplus_clauses_merge_into_the_last_step() {
-        let limits = PlanLimits {
-            max_steps: 3,
-            ..PlanLimits::default()
-        };
+        let limits = PlanLimits { max_steps: 3, ..PlanLimits::default() };
         let plan = HeuristicPlanner::new(limits)
             .plan_description("Research A. Analyse B. Build C. Test D. Document E.")
             .expect("plan");
         assert_eq!(
             summary(&plan),
-            [
-                ("researcher", "Research A"),
-                ("analyst", "Analyse B"),
-                ("engineer", "Build C. Test D. Document E"),
-            ]
+            [("researcher", "Research A"), ("analyst", "Analyse B"), ("engineer", "Build C. Test D. Document E"),]
         );
         assert_eq!(plan.steps[2].title, "Build C");
         assert_eq!(plan.steps[2].depends_on, vec![1]);
@@ -299,33 +255,18 @@ mod tests {
 
     #[test]
     fn long_instruction_is_cut_to_the_limit() {
-        let limits = PlanLimits {
-            max_steps: 2,
-            max_instruction_chars: 30,
-        };
+        let limits = PlanLimits { max_steps: 2, max_instruction_chars: 30 };
         let plan = HeuristicPlanner::new(limits)
-            .plan_description(
-                "Write the intro. Write chapter one. Write chapter two. Write chapter three.",
-            )
+            .plan_description("Write the intro. Write chapter one. Write chapter two. Write chapter three.")
             .expect("plan");
         assert_eq!(plan.steps[1].instruction, "Write chapter one. Write…");
-        assert!(
-            plan.steps
-                .iter()
-                .all(|s| s.instruction.chars().count() <= 30)
-        );
+        assert!(plan.steps.iter().all(|s| s.instruction.chars().count() <= 30));
     }
 
     #[test]
     fn blank_description_is_an_error() {
-        assert_eq!(
-            planner().plan_description(""),
-            Err(PlanError::EmptyDescription)
-        );
-        assert_eq!(
-            planner().plan_description(" \n\t "),
-            Err(PlanError::EmptyDescription)
-        );
+        assert_eq!(planner().plan_description(""), Err(PlanError::EmptyDescription));
+        assert_eq!(planner().plan_description(" \n\t "), Err(PlanError::EmptyDescription));
     }
 
     #[test]
@@ -336,45 +277,25 @@ mod tests {
 
     #[test]
     fn unsatisfiable_limits_are_reported_not_panicked() {
-        let zero_steps = PlanLimits {
-            max_steps: 0,
-            ..PlanLimits::default()
-        };
+        let zero_steps = PlanLimits { max_steps: 0, ..PlanLimits::default() };
         assert_eq!(
             HeuristicPlanner::new(zero_steps).plan_description("Build it"),
             Err(PlanError::TooManySteps { count: 1, max: 0 })
         );
-        let zero_chars = PlanLimits {
-            max_instruction_chars: 0,
-            ..PlanLimits::default()
-        };
+        let zero_chars = PlanLimits { max_instruction_chars: 0, ..PlanLimits::default() };
         assert_eq!(
             HeuristicPlanner::new(zero_chars).plan_description("Build it"),
-            Err(PlanError::BlankField {
-                step: 0,
-                field: "instruction"
-            })
+            Err(PlanError::BlankField { step: 0, field: "instruction" })
         );
     }
 
     #[test]
     fn plans_always_validate() {
         let long = "word ".repeat(5000);
-        let inputs = [
-            "x",
-            "1.",
-            "Then.",
-            "•",
-            "a; b; c; d",
-            "Ünïcödé ✓ tëxt. 変換する。次に確認する",
-            long.as_str(),
-        ];
+        let inputs = ["x", "1.", "Then.", "•", "a; b; c; d", "Ünïcödé ✓ tëxt. 変換する。次に確認する", long.as_str()];
         for input in inputs {
             let plan = planner().plan_description(input).expect(input);
-            assert_eq!(
-                validate(&plan, &BUILTIN_AGENTS, &PlanLimits::default()),
-                Ok(())
-            );
+            assert_eq!(validate(&plan, &BUILTIN_AGENTS, &PlanLimits::default()), Ok(()));
         }
     }
 

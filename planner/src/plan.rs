@@ -38,12 +38,7 @@ pub struct Plan {
 impl Plan {
     /// Indices of the steps with no dependencies, in ascending order.
     pub fn roots(&self) -> Vec<usize> {
-        self.steps
-            .iter()
-            .enumerate()
-            .filter(|(_, step)| step.depends_on.is_empty())
-            .map(|(index, _)| index)
-            .collect()
+        self.steps.iter().enumerate().filter(|(_, step)| step.depends_on.is_empty()).map(|(index, _)| index).collect()
     }
 }
 
@@ -72,28 +67,19 @@ mod tests {
     use super::*;
 
     fn step(depends_on: Vec<usize>) -> PlannedStep {
-        PlannedStep {
-            title: "T".into(),
-            instruction: "I".into(),
-            agent: "analyst".into(),
-            depends_on,
-        }
+        PlannedStep { title: "T".into(), instruction: "I".into(), agent: "analyst".into(), depends_on }
     }
 
     #[test]
     fn roots_are_steps_without_dependencies() {
-        let plan = Plan {
-            steps: vec![step(vec![]), step(vec![0]), step(vec![]), step(vec![1, 2])],
-        };
+        let plan = Plan { steps: vec![step(vec![]), step(vec![0]), step(vec![]), step(vec![1, 2])] };
         assert_eq!(plan.roots(), vec![0, 2]);
         assert_eq!(Plan { steps: vec![] }.roots(), Vec::<usize>::new());
     }
 
     #[test]
     fn plan_round_trips_through_json() {
-        let plan = Plan {
-            steps: vec![step(vec![]), step(vec![0])],
-        };
+        let plan = Plan { steps: vec![step(vec![]), step(vec![0])] };
         let json = serde_json::to_string(&plan).expect("serialize");
         assert_eq!(
             json,
@@ -125,10 +111,7 @@ mod tests {
         let long_words = "internationalization ".repeat(8);
         let title = make_title(&long_words);
         assert!(title.chars().count() <= MAX_TITLE_CHARS, "{title}");
-        assert_eq!(
-            title,
-            "Internationalization internationalization internationalization…"
-        );
+        assert_eq!(title, "Internationalization internationalization internationalization…");
     }
 
     #[test]

@@ -37,10 +37,7 @@ pub(crate) fn cut_with_ellipsis(text: &str, max_chars: usize) -> String {
     let Some(budget) = max_chars.checked_sub(1) else {
         return String::new();
     };
-    let end = text
-        .char_indices()
-        .nth(budget)
-        .map_or(text.len(), |(i, _)| i);
+    let end = text.char_indices().nth(budget).map_or(text.len(), |(i, _)| i);
     let head = &text[..end];
     let next_is_break = text[end..].chars().next().is_none_or(char::is_whitespace);
     // Prefer ending on a whole word; a single over-long word is hard-cut.

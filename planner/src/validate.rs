@@ -23,10 +23,7 @@ pub struct PlanLimits {
 
 impl Default for PlanLimits {
     fn default() -> Self {
-        Self {
-            max_steps: DEFAULT_MAX_STEPS,
-            max_instruction_chars: DEFAULT_MAX_INSTRUCTION_CHARS,
-        }
+        Self { max_steps: DEFAULT_MAX_STEPS, max_instruction_chars: DEFAULT_MAX_INSTRUCTION_CHARS }
     }
 }
 
@@ -40,10 +37,7 @@ pub fn validate(plan: &Plan, known_agents: &[&str], limits: &PlanLimits) -> Resu
         return Err(PlanError::Empty);
     }
     if count > limits.max_steps {
-        return Err(PlanError::TooManySteps {
-            count,
-            max: limits.max_steps,
-        });
+        return Err(PlanError::TooManySteps { count, max: limits.max_steps });
     }
     for (index, step) in plan.steps.iter().enumerate() {
         check_step(index, step, count, known_agents, limits)?;
@@ -59,47 +53,26 @@ fn check_step(
     limits: &PlanLimits,
 ) -> Result<(), PlanError> {
     if step.title.trim().is_empty() {
-        return Err(PlanError::BlankField {
-            step: index,
-            field: "title",
-        });
+        return Err(PlanError::BlankField { step: index, field: "title" });
     }
     if step.instruction.trim().is_empty() {
-        return Err(PlanError::BlankField {
-            step: index,
-            field: "instruction",
-        });
+        return Err(PlanError::BlankField { step: index, field: "instruction" });
     }
     if step.title.chars().count() > MAX_TITLE_CHARS {
-        return Err(PlanError::TitleTooLong {
-            step: index,
-            max: MAX_TITLE_CHARS,
-        });
+        return Err(PlanError::TitleTooLong { step: index, max: MAX_TITLE_CHARS });
     }
     if step.instruction.chars().count() > limits.max_instruction_chars {
-        return Err(PlanError::InstructionTooLong {
-            step: index,
-            max: limits.max_instruction_chars,
-        });
+        return Err(PlanError::InstructionTooLong { step: index, max: limits.max_instruction_chars });
     }
     if !known_agents.contains(&step.agent.as_str()) {
-        return Err(PlanError::UnknownAgent {
-            step: index,
-            agent: step.agent.clone(),
-        });
+        return Err(PlanError::UnknownAgent { step: index, agent: step.agent.clone() });
     }
     for (position, &dependency) in step.depends_on.iter().enumerate() {
         if dependency >= count || dependency == index {
-            return Err(PlanError::BadDependency {
-                step: index,
-                dependency,
-            });
+            return Err(PlanError::BadDependency { step: index, dependency });
         }
         if step.depends_on[..position].contains(&dependency) {
-            return Err(PlanError::DuplicateDependency {
-                step: index,
-                dependency,
-            });
+            return Err(PlanError::DuplicateDependency { step: index, dependency });
         }
     }
     Ok(())
@@ -130,9 +103,7 @@ fn check_acyclic(plan: &Plan) -> Result<(), PlanError> {
     }
     match finished.iter().position(|done| !done) {
         None => Ok(()),
-        Some(start) => Err(PlanError::Cycle {
-            step: step_on_cycle(plan, &finished, start),
-        }),
+        Some(start) => Err(PlanError::Cycle { step: step_on_cycle(plan, &finished, start) }),
     }
 }
 
@@ -151,11 +122,7 @@ fn step_on_cycle(plan: &Plan, finished: &[bool], start: usize) -> usize {
         walk.push(current);
         // Every unfinished step still waits on an unfinished dependency, so
         // this only fails if the invariant above was broken.
-        let next = plan.steps[current]
-            .depends_on
-            .iter()
-            .copied()
-            .find(|&d| finished.get(d) == Some(&false));
+        let next = plan.steps[current].depends_on.iter().copied().find(|&d| finished.get(d) == Some(&false));
         match next {
             Some(next) => current = next,
             None => return current,
@@ -169,18 +136,11 @@ mod tests {
     use crate::BUILTIN_AGENTS;
 
     fn step(agent: &str, depends_on: Vec<usize>) -> PlannedStep {
-        PlannedStep {
-            title: "Do it".into(),
-            instruction: "Do the thing".into(),
-            agent: agent.into(),
-            depends_on,
-        }
+        PlannedStep { title: "Do it".into(), instruction: "Do the thing".into(), agent: agent.into(), depends_on }
     }
 
     fn plan(deps: Vec<Vec<usize>>) -> Plan {
-        Plan {
-            steps: deps.into_iter().map(|d| step("analyst", d)).collect(),
-        }
+        Plan { steps: deps.into_iter().map(|d| step("analyst", d)).collect() }
     }
 
     fn check(plan: &Plan) -> Result<(), PlanError> {
@@ -189,21 +149,12 @@ mod tests {
 
     #[test]
     fn default_limits() {
-        assert_eq!(
-            PlanLimits::default(),
-            PlanLimits {
-                max_steps: 20,
-                max_instruction_chars: 8000
-            }
-        );
+        assert_eq!(PlanLimits::default(), PlanLimits { max_steps: 20, max_instruction_chars: 8000 });
     }
 
     #[test]
     fn accepts_a_diamond() {
-        assert_eq!(
-            check(&plan(vec![vec![], vec![0], vec![0], vec![1, 2]])),
-            Ok(())
-        );
+        assert_eq!(check(&plan(vec![vec![], vec![0], vec![0], vec![1, 2]])), Ok(()));
     }
 
     #[test]
@@ -213,15 +164,8 @@ mod tests {
 
     #[test]
     fn rejects_too_many_steps() {
-        let limits = PlanLimits {
-            max_steps: 2,
-            ..PlanLimits::default()
-        };
-        let result = validate(
-            &plan(vec![vec![], vec![], vec![]]),
-            &BUILTIN_AGENTS,
-            &limits,
-        );
+        let limits = PlanLimits { max_steps: 2, ..PlanLimits::default() };
+        let result = validate(&plan(vec![vec![], vec![], vec![]]), &BUILTIN_AGENTS, &limits);
         assert_eq!(result, Err(PlanError::TooManySteps { count: 3, max: 2 }));
     }
 
@@ -229,26 +173,14 @@ mod tests {
     fn rejects_blank_title() {
         let mut p = plan(vec![vec![], vec![0]]);
         p.steps[1].title = "  \t".into();
-        assert_eq!(
-            check(&p),
-            Err(PlanError::BlankField {
-                step: 1,
-                field: "title"
-            })
-        );
+        assert_eq!(check(&p), Err(PlanError::BlankField { step: 1, field: "title" }));
     }
 
     #[test]
     fn rejects_blank_instruction() {
         let mut p = plan(vec![vec![]]);
         p.steps[0].instruction = String::new();
-        assert_eq!(
-            check(&p),
-            Err(PlanError::BlankField {
-                step: 0,
-                field: "instruction"
-            })
-        );
+        assert_eq!(check(&p), Err(PlanError::BlankField { step: 0, field: "instruction" }));
     }
 
     #[test]
@@ -262,76 +194,41 @@ mod tests {
 
     #[test]
     fn rejects_long_instruction() {
-        let limits = PlanLimits {
-            max_instruction_chars: 5,
-            ..PlanLimits::default()
-        };
+        let limits = PlanLimits { max_instruction_chars: 5, ..PlanLimits::default() };
         let mut p = plan(vec![vec![], vec![]]);
         p.steps[0].instruction = "12345".into();
         p.steps[1].instruction = "123456".into();
-        assert_eq!(
-            validate(&p, &BUILTIN_AGENTS, &limits),
-            Err(PlanError::InstructionTooLong { step: 1, max: 5 })
-        );
+        assert_eq!(validate(&p, &BUILTIN_AGENTS, &limits), Err(PlanError::InstructionTooLong { step: 1, max: 5 }));
     }
 
     #[test]
     fn rejects_unknown_agent() {
-        let p = Plan {
-            steps: vec![step("writer", vec![]), step("astrologer", vec![0])],
-        };
-        assert_eq!(
-            check(&p),
-            Err(PlanError::UnknownAgent {
-                step: 1,
-                agent: "astrologer".into()
-            })
-        );
-        assert_eq!(
-            validate(&p, &["writer", "astrologer"], &PlanLimits::default()),
-            Ok(())
-        );
+        let p = Plan { steps: vec![step("writer", vec![]), step("astrologer", vec![0])] };
+        assert_eq!(check(&p), Err(PlanError::UnknownAgent { step: 1, agent: "astrologer".into() }));
+        assert_eq!(validate(&p, &["writer", "astrologer"], &PlanLimits::default()), Ok(()));
     }
 
     #[test]
     fn rejects_self_dependency() {
-        assert_eq!(
-            check(&plan(vec![vec![], vec![1]])),
-            Err(PlanError::BadDependency {
-                step: 1,
-                dependency: 1
-            })
-        );
+        assert_eq!(check(&plan(vec![vec![], vec![1]])), Err(PlanError::BadDependency { step: 1, dependency: 1 }));
     }
 
     #[test]
     fn rejects_out_of_range_dependency() {
-        assert_eq!(
-            check(&plan(vec![vec![], vec![2]])),
-            Err(PlanError::BadDependency {
-                step: 1,
-                dependency: 2
-            })
-        );
+        assert_eq!(check(&plan(vec![vec![], vec![2]])), Err(PlanError::BadDependency { step: 1, dependency: 2 }));
     }
 
     #[test]
     fn rejects_duplicate_dependency() {
         assert_eq!(
             check(&plan(vec![vec![], vec![], vec![0, 1, 0]])),
-            Err(PlanError::DuplicateDependency {
-                step: 2,
-                dependency: 0
-            })
+            Err(PlanError::DuplicateDependency { step: 2, dependency: 0 })
         );
     }
 
     #[test]
     fn rejects_two_step_cycle() {
-        assert_eq!(
-            check(&plan(vec![vec![1], vec![0]])),
-            Err(PlanError::Cycle { step: 0 })
-        );
+        assert_eq!(check(&plan(vec![vec![1], vec![0]])), Err(PlanError::Cycle { step: 0 }));
     }
 
     #[test]
@@ -353,17 +250,7 @@ mod tests {
             PlanError::TooManySteps { count: 3, max: 2 }.to_string(),
             "the plan has 3 steps, more than the maximum of 2"
         );
-        assert_eq!(
-            PlanError::UnknownAgent {
-                step: 4,
-                agent: "x".into()
-            }
-            .to_string(),
-            "step 4: unknown agent \"x\""
-        );
-        assert_eq!(
-            PlanError::Cycle { step: 0 }.to_string(),
-            "step 0 is part of a dependency cycle"
-        );
+        assert_eq!(PlanError::UnknownAgent { step: 4, agent: "x".into() }.to_string(), "step 4: unknown agent \"x\"");
+        assert_eq!(PlanError::Cycle { step: 0 }.to_string(), "step 0 is part of a dependency cycle");
     }
 }

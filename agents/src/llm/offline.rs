@@ -30,11 +30,7 @@ impl OfflineModel {
             .map(|m| m.content.as_str())
             .unwrap_or_default();
         // The step prompt puts the instruction on a line of its own after "Step:".
-        let step = instruction
-            .lines()
-            .find_map(|l| l.strip_prefix("Step: "))
-            .unwrap_or(instruction)
-            .trim();
+        let step = instruction.lines().find_map(|l| l.strip_prefix("Step: ")).unwrap_or(instruction).trim();
         let inputs = instruction.matches("\n### ").count();
         // Agent system prompts open with "You are the <name> agent".
         let role = request
@@ -66,22 +62,9 @@ impl LlmClient for OfflineModel {
             tokio::time::sleep(self.delay).await;
         }
         let content = Self::answer(request);
-        let prompt_tokens = request
-            .messages
-            .iter()
-            .map(|m| estimate_tokens(&m.content) + 4)
-            .sum();
-        let usage = Usage {
-            prompt_tokens,
-            completion_tokens: estimate_tokens(&content),
-            cached_tokens: 0,
-        };
-        Ok(ChatResponse {
-            content: Some(content),
-            tool_calls: Vec::new(),
-            usage,
-            model: Self::MODEL.into(),
-        })
+        let prompt_tokens = request.messages.iter().map(|m| estimate_tokens(&m.content) + 4).sum();
+        let usage = Usage { prompt_tokens, completion_tokens: estimate_tokens(&content), cached_tokens: 0 };
+        Ok(ChatResponse { content: Some(content), tool_calls: Vec::new(), usage, model: Self::MODEL.into() })
     }
 }
 
@@ -108,10 +91,7 @@ mod tests {
         let b = model.chat(&req).await.unwrap();
         assert_eq!(a, b);
         let text = a.content.unwrap();
-        assert!(
-            text.starts_with("Analyze the requirements: done."),
-            "{text}"
-        );
+        assert!(text.starts_with("Analyze the requirements: done."), "{text}");
         assert!(text.contains("produced offline"), "{text}");
         assert!(text.contains("1 earlier step output"), "{text}");
         assert!(a.usage.prompt_tokens > 0 && a.usage.completion_tokens > 0);

@@ -16,10 +16,7 @@ use crate::{queue::QueueError, store::StoreError};
 pub enum ApiError {
     /// The body is not JSON, or not of the expected shape.
     #[error("{message}")]
-    MalformedBody {
-        field: Option<String>,
-        message: String,
-    },
+    MalformedBody { field: Option<String>, message: String },
     /// The body is well formed but a value is not acceptable.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
@@ -47,9 +44,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
                 tracing::error!(error = %e, "postgres unavailable");
-                Self::Unavailable {
-                    dependency: "postgres",
-                }
+                Self::Unavailable { dependency: "postgres" }
             }
             StoreError::Database(_) | StoreError::Corrupt(_) => Self::Internal(e.to_string()),
         }
@@ -59,9 +54,7 @@ impl From<StoreError> for ApiError {
 impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         tracing::error!(error = %e, "redis unavailable");
-        Self::Unavailable {
-            dependency: "redis",
-        }
+        Self::Unavailable { dependency: "redis" }
     }
 }
 
@@ -106,42 +99,21 @@ impl ApiError {
                 "Unsupported media type",
                 None,
             ),
-            Self::PayloadTooLarge { .. } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "urn:orchestrator:problem:payload-too-large",
-                "Payload too large",
-                None,
-            ),
-            Self::NotFound { .. } => (
-                StatusCode::NOT_FOUND,
-                "urn:orchestrator:problem:not-found",
-                "Not found",
-                None,
-            ),
-            Self::NoRoute { .. } => (
-                StatusCode::NOT_FOUND,
-                "urn:orchestrator:problem:no-route",
-                "Not found",
-                None,
-            ),
-            Self::Conflict { .. } => (
-                StatusCode::CONFLICT,
-                "urn:orchestrator:problem:conflict",
-                "Conflict",
-                None,
-            ),
+            Self::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "urn:orchestrator:problem:payload-too-large", "Payload too large", None)
+            }
+            Self::NotFound { .. } => (StatusCode::NOT_FOUND, "urn:orchestrator:problem:not-found", "Not found", None),
+            Self::NoRoute { .. } => (StatusCode::NOT_FOUND, "urn:orchestrator:problem:no-route", "Not found", None),
+            Self::Conflict { .. } => (StatusCode::CONFLICT, "urn:orchestrator:problem:conflict", "Conflict", None),
             Self::Unavailable { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "urn:orchestrator:problem:unavailable",
                 "Dependency unavailable",
                 None,
             ),
-            Self::Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "urn:orchestrator:problem:internal",
-                "Internal server error",
-                None,
-            ),
+            Self::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "urn:orchestrator:problem:internal", "Internal server error", None)
+            }
         }
     }
 }
@@ -156,18 +128,9 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let body = Problem {
-            kind,
-            title,
-            status: status.as_u16(),
-            detail,
-            field: field.map(str::to_owned),
-        };
+        let body = Problem { kind, title, status: status.as_u16(), detail, field: field.map(str::to_owned) };
         let mut response = (status, Json(body)).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         response
     }
 }

@@ -30,16 +30,14 @@ where
             .and_then(|v| v.split(';').next())
             .map(|m| {
                 let m = m.trim();
-                m.eq_ignore_ascii_case("application/json")
-                    || m.to_ascii_lowercase().ends_with("+json")
+                m.eq_ignore_ascii_case("application/json") || m.to_ascii_lowercase().ends_with("+json")
             })
             .unwrap_or(false);
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|_| ApiError::PayloadTooLarge { limit: BODY_LIMIT })?;
+        let bytes =
+            Bytes::from_request(req, state).await.map_err(|_| ApiError::PayloadTooLarge { limit: BODY_LIMIT })?;
         parse(&bytes).map(JsonBody)
     }
 }
@@ -51,19 +49,18 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = inner.to_string();
-        // serde names a missing field only in its message, at the parent's path.
-        let field = missing_field(&message)
-            .map(|f| {
-                if path == "." {
-                    f.to_owned()
-                } else {
-                    format!("{path}.{f}")
-                }
-            })
-            .or_else(|| (path != ".").then_some(path));
+        // Broken JSON has no field at fault; a value of the wrong shape does. serde names a
+        // missing field only in its message, at the parent's path.
+        let field = if inner.is_data() {
+            missing_field(&message)
+                .map(|f| if path == "." { f.to_owned() } else { format!("{path}.{f}") })
+                .or_else(|| (path != ".").then_some(path))
+        } else {
+            None
+        };
         let message = match &field {
-            Some(f) if inner.is_data() => format!("{f}: {message}"),
-            _ => message,
+            Some(f) => format!("{f}: {message}"),
+            None => message,
         };
         ApiError::MalformedBody { field, message }
     })
@@ -96,14 +93,8 @@ mod tests {
     fn errors_name_the_field() {
         assert_eq!(field_of(r#"{"count": 1}"#).as_deref(), Some("name"));
         assert_eq!(field_of(r#"{"name": 5}"#).as_deref(), Some("name"));
-        assert_eq!(
-            field_of(r#"{"name": "a", "count": -1}"#).as_deref(),
-            Some("count")
-        );
-        assert_eq!(
-            field_of(r#"{"name": "a", "colour": 1}"#).as_deref(),
-            Some("colour")
-        );
+        assert_eq!(field_of(r#"{"name": "a", "count": -1}"#).as_deref(), Some("count"));
+        assert_eq!(field_of(r#"{"name": "a", "colour": 1}"#).as_deref(), Some("colour"));
         assert_eq!(field_of(r#"{"name": "#), None);
     }
 }

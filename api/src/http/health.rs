@@ -44,10 +44,6 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "detail": format!("{} not answering", down.join(" and ")),
         "checks": checks,
     });
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        body.to_string(),
-    )
+    (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string())
         .into_response()
 }

@@ -39,21 +39,11 @@ pub struct Job {
 
 impl Job {
     pub fn plan(task: TaskId) -> Self {
-        Self {
-            kind: JobKind::Plan,
-            task,
-            step: None,
-            attempt: 1,
-        }
+        Self { kind: JobKind::Plan, task, step: None, attempt: 1 }
     }
 
     pub fn step(task: TaskId, step: StepId) -> Self {
-        Self {
-            kind: JobKind::Step,
-            task,
-            step: Some(step),
-            attempt: 1,
-        }
+        Self { kind: JobKind::Step, task, step: Some(step), attempt: 1 }
     }
 }
 
@@ -71,9 +61,7 @@ impl std::fmt::Debug for JobSigner {
 
 impl JobSigner {
     pub fn new(secret: &[u8]) -> Self {
-        Self {
-            mac: Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length"),
-        }
+        Self { mac: Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length") }
     }
 
     fn signature(&self, payload: &str) -> Hmac<Sha256> {
@@ -85,11 +73,7 @@ impl JobSigner {
     /// The stream fields of a job, signature included.
     pub fn encode(&self, job: &Job) -> Vec<(&'static str, String)> {
         let step = job.step.map(|s| s.to_string()).unwrap_or_default();
-        let (kind, task, attempt) = (
-            job.kind.as_str(),
-            job.task.to_string(),
-            job.attempt.to_string(),
-        );
+        let (kind, task, attempt) = (job.kind.as_str(), job.task.to_string(), job.attempt.to_string());
         let payload = format!("{VERSION}|{kind}|{task}|{step}|{attempt}");
         let sig = hex::encode(self.signature(&payload).finalize().into_bytes());
         vec![
@@ -105,13 +89,8 @@ impl JobSigner {
     /// Parses and verifies a job from its stream fields.
     pub fn decode<'a>(&self, field: impl Fn(&str) -> Option<&'a str>) -> Result<Job, String> {
         let get = |name: &str| field(name).ok_or_else(|| format!("missing field `{name}`"));
-        let (version, kind, task, step, attempt) = (
-            get("v")?,
-            get("kind")?,
-            get("task")?,
-            get("step")?,
-            get("attempt")?,
-        );
+        let (version, kind, task, step, attempt) =
+            (get("v")?, get("kind")?, get("task")?, get("step")?, get("attempt")?);
         if version != VERSION {
             return Err(format!("unsupported job version `{version}`"));
         }
@@ -132,15 +111,8 @@ impl JobSigner {
         if (kind == JobKind::Step) != step.is_some() {
             return Err("a step job needs a step and a plan job has none".into());
         }
-        let attempt = attempt
-            .parse()
-            .map_err(|_| "attempt is not a number".to_owned())?;
-        Ok(Job {
-            kind,
-            task,
-            step,
-            attempt,
-        })
+        let attempt = attempt.parse().map_err(|_| "attempt is not a number".to_owned())?;
+        Ok(Job { kind, task, step, attempt })
     }
 }
 
@@ -149,12 +121,7 @@ mod tests {
     use super::*;
 
     fn decode(signer: &JobSigner, fields: &[(&'static str, String)]) -> Result<Job, String> {
-        signer.decode(|name| {
-            fields
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.as_str())
-        })
+        signer.decode(|name| fields.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str()))
     }
 
     #[test]
@@ -177,14 +144,8 @@ mod tests {
         let fields = other.encode(&Job::plan(TaskId::new()));
         assert_eq!(decode(&signer, &fields), Err("bad signature".into()));
 
-        let unsigned: Vec<_> = signer
-            .encode(&Job::plan(TaskId::new()))
-            .into_iter()
-            .filter(|(k, _)| *k != "sig")
-            .collect();
-        assert_eq!(
-            decode(&signer, &unsigned),
-            Err("missing field `sig`".into())
-        );
+        let unsigned: Vec<_> =
+            signer.encode(&Job::plan(TaskId::new())).into_iter().filter(|(k, _)| *k != "sig").collect();
+        assert_eq!(decode(&signer, &unsigned), Err("missing field `sig`".into()));
     }
 }

@@ -42,12 +42,7 @@ pub trait Dispatcher: Send + Sync + 'static {
 #[async_trait::async_trait]
 pub trait JobSource: Send + Sync + 'static {
     /// Waits up to `block` for at most `max` new jobs for `consumer`.
-    async fn fetch(
-        &self,
-        consumer: &str,
-        max: usize,
-        block: Duration,
-    ) -> Result<Vec<Delivery>, QueueError>;
+    async fn fetch(&self, consumer: &str, max: usize, block: Duration) -> Result<Vec<Delivery>, QueueError>;
     /// Takes over at most `max` jobs delivered to other consumers and unacknowledged for
     /// longer than the visibility timeout (their worker died or stalled).
     async fn reclaim(&self, consumer: &str, max: usize) -> Result<Vec<Delivery>, QueueError>;

@@ -37,18 +37,9 @@ impl RedisQueue {
         let mut config = Config::from_url(url);
         config.pool = Some(deadpool_redis::PoolConfig::new(pool_size));
         let pool = config.create_pool(Some(Runtime::Tokio1)).map_err(|e| {
-            redis::RedisError::from((
-                redis::ErrorKind::InvalidClientConfig,
-                "bad REDIS_URL",
-                e.to_string(),
-            ))
+            redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad REDIS_URL", e.to_string()))
         })?;
-        let queue = Self {
-            pool,
-            stream: format!("{prefix}:dispatch"),
-            signer,
-            visibility_timeout,
-        };
+        let queue = Self { pool, stream: format!("{prefix}:dispatch"), signer, visibility_timeout };
         queue.ensure_group().await?;
         Ok(queue)
     }
@@ -80,10 +71,7 @@ impl RedisQueue {
             Some(Value::SimpleString(s)) => Some(s.as_str()),
             _ => None,
         });
-        Delivery {
-            id: entry.id.clone(),
-            job,
-        }
+        Delivery { id: entry.id.clone(), job }
     }
 }
 
@@ -115,12 +103,7 @@ impl Dispatcher for RedisQueue {
 
 #[async_trait::async_trait]
 impl JobSource for RedisQueue {
-    async fn fetch(
-        &self,
-        consumer: &str,
-        max: usize,
-        block: Duration,
-    ) -> Result<Vec<Delivery>, QueueError> {
+    async fn fetch(&self, consumer: &str, max: usize, block: Duration) -> Result<Vec<Delivery>, QueueError> {
         let mut conn = self.pool.get().await?;
         // The read blocks server-side; give the client more patience than the server.
         conn.set_response_timeout(block + Duration::from_secs(5));
@@ -146,13 +129,7 @@ impl JobSource for RedisQueue {
             other => other?,
         };
         Ok(reply
-            .map(|r| {
-                r.keys
-                    .iter()
-                    .flat_map(|k| k.ids.iter())
-                    .map(|e| self.delivery(e))
-                    .collect()
-            })
+            .map(|r| r.keys.iter().flat_map(|k| k.ids.iter()).map(|e| self.delivery(e)).collect())
             .unwrap_or_default())
     }
 

@@ -47,25 +47,11 @@ pub trait TaskStore: Send + Sync + 'static {
 #[async_trait::async_trait]
 pub trait ExecutionStore: Send + Sync + 'static {
     /// `pending → planning` (or takes over a planning whose lease expired).
-    async fn claim_planning(
-        &self,
-        id: TaskId,
-        lease: &Lease,
-    ) -> Result<Option<PlanningClaim>, StoreError>;
+    async fn claim_planning(&self, id: TaskId, lease: &Lease) -> Result<Option<PlanningClaim>, StoreError>;
     /// `planning → running` with the steps inserted; returns the steps that are ready.
-    async fn save_plan(
-        &self,
-        id: TaskId,
-        lease: &Lease,
-        steps: &[NewStep],
-    ) -> Result<Option<Vec<StepId>>, StoreError>;
+    async fn save_plan(&self, id: TaskId, lease: &Lease, steps: &[NewStep]) -> Result<Option<Vec<StepId>>, StoreError>;
     /// `planning → failed`.
-    async fn fail_planning(
-        &self,
-        id: TaskId,
-        lease: &Lease,
-        error: &str,
-    ) -> Result<bool, StoreError>;
+    async fn fail_planning(&self, id: TaskId, lease: &Lease, error: &str) -> Result<bool, StoreError>;
     /// `ready → running` (or takes over a running step whose lease expired), with what the
     /// agent needs to run it.
     async fn claim_step(&self, id: StepId, lease: &Lease) -> Result<Option<StepClaim>, StoreError>;
@@ -80,18 +66,9 @@ pub trait ExecutionStore: Send + Sync + 'static {
         output: &str,
     ) -> Result<Option<StepCompletion>, StoreError>;
     /// `running → failed`; the task fails and its unfinished steps are skipped.
-    async fn fail_step(
-        &self,
-        claim: &StepClaim,
-        lease: &Lease,
-        error: &str,
-    ) -> Result<bool, StoreError>;
-    async fn record_llm_call(
-        &self,
-        task: TaskId,
-        step: Option<StepId>,
-        call: &LlmCallRecord,
-    ) -> Result<(), StoreError>;
+    async fn fail_step(&self, claim: &StepClaim, lease: &Lease, error: &str) -> Result<bool, StoreError>;
+    async fn record_llm_call(&self, task: TaskId, step: Option<StepId>, call: &LlmCallRecord)
+    -> Result<(), StoreError>;
     async fn record_tool_call(
         &self,
         task: TaskId,
@@ -110,11 +87,7 @@ pub struct Lease {
 
 impl Lease {
     pub fn new(owner: &str, duration: Duration) -> Self {
-        Self {
-            owner: owner.to_owned(),
-            token: uuid::Uuid::new_v4(),
-            duration,
-        }
+        Self { owner: owner.to_owned(), token: uuid::Uuid::new_v4(), duration }
     }
 
     fn seconds(&self) -> f64 {

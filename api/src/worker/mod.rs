@@ -103,10 +103,7 @@ impl Worker {
                 // Only this loop takes permits, so the ones counted above are still free.
                 let permit = match first.take() {
                     Some(p) => p,
-                    None => semaphore
-                        .clone()
-                        .try_acquire_owned()
-                        .expect("permits were counted before the read"),
+                    None => semaphore.clone().try_acquire_owned().expect("permits were counted before the read"),
                 };
                 let deps = self.deps.clone();
                 let config = self.config.clone();
@@ -118,10 +115,8 @@ impl Worker {
         }
 
         tracing::info!(worker = %self.config.id, in_flight = jobs.len(), "worker draining");
-        let drained = tokio::time::timeout(self.config.shutdown_grace, async {
-            while jobs.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(self.config.shutdown_grace, async { while jobs.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             // Unacknowledged jobs go back to the queue after the visibility timeout and their
             // leases expire, so aborting loses no work.

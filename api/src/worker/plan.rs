@@ -10,11 +10,7 @@ use crate::{
     store::{Lease, NewStep},
 };
 
-pub(super) async fn run(
-    deps: &WorkerDeps,
-    config: &WorkerConfig,
-    task: TaskId,
-) -> Result<(), JobError> {
+pub(super) async fn run(deps: &WorkerDeps, config: &WorkerConfig, task: TaskId) -> Result<(), JobError> {
     let lease = Lease::new(&config.id, config.lease);
     let Some(claim) = deps.store.claim_planning(task, &lease).await? else {
         tracing::debug!(%task, "plan job dropped: the task is not waiting for a plan");
@@ -30,9 +26,7 @@ pub(super) async fn run(
         Ok(plan) => plan,
         Err(e) => {
             tracing::warn!(%task, error = %e, "planning failed");
-            deps.store
-                .fail_planning(task, &lease, &format!("planning failed: {e}"))
-                .await?;
+            deps.store.fail_planning(task, &lease, &format!("planning failed: {e}")).await?;
             return Ok(());
         }
     };

@@ -18,16 +18,10 @@ pub(super) struct StoreRecorder {
 #[async_trait::async_trait]
 impl RunRecorder for StoreRecorder {
     async fn llm_call(&self, call: LlmCallRecord) -> Result<(), RecordError> {
-        self.store
-            .record_llm_call(self.task, self.step, &call)
-            .await
-            .map_err(|e| RecordError(e.to_string()))
+        self.store.record_llm_call(self.task, self.step, &call).await.map_err(|e| RecordError(e.to_string()))
     }
 
     async fn tool_call(&self, call: ToolCallRecord) -> Result<(), RecordError> {
-        self.store
-            .record_tool_call(self.task, self.step, &call)
-            .await
-            .map_err(|e| RecordError(e.to_string()))
+        self.store.record_tool_call(self.task, self.step, &call).await.map_err(|e| RecordError(e.to_string()))
     }
 }

@@ -10,12 +10,7 @@ use crate::{
     store::{Lease, StepClaim},
 };
 
-pub(super) async fn run(
-    deps: &WorkerDeps,
-    config: &WorkerConfig,
-    task: TaskId,
-    step: StepId,
-) -> Result<(), JobError> {
+pub(super) async fn run(deps: &WorkerDeps, config: &WorkerConfig, task: TaskId, step: StepId) -> Result<(), JobError> {
     let lease = Lease::new(&config.id, config.lease);
     let Some(claim) = deps.store.claim_step(step, &lease).await? else {
         tracing::debug!(%task, %step, "step job dropped: the step is not ready");
@@ -59,21 +54,14 @@ async fn run_agent(deps: &WorkerDeps, claim: &StepClaim) -> Result<String, Agent
     let Some(spec) = deps.agents.get(&claim.agent) else {
         return Err(AgentError::UnknownAgent(claim.agent.clone()));
     };
-    let recorder = StoreRecorder {
-        store: deps.store.clone(),
-        task: claim.task_id,
-        step: Some(claim.step_id),
-    };
+    let recorder = StoreRecorder { store: deps.store.clone(), task: claim.task_id, step: Some(claim.step_id) };
     let input = StepInput {
         task_description: &claim.task_description,
         step_title: &claim.title,
         instruction: &claim.instruction,
         dependency_outputs: &claim.dependency_outputs,
     };
-    deps.runner
-        .run(spec, &input, &recorder)
-        .await
-        .map(|out| out.text)
+    deps.runner.run(spec, &input, &recorder).await.map(|out| out.text)
 }
 
 /// Renews the lease at a third of its length; returns only when it can no longer be held.

@@ -57,10 +57,7 @@ impl HashingEmbedder {
         if !(MIN_DIMENSION..=MAX_DIMENSION).contains(&dimension) {
             return Err(MemoryError::InvalidDimension(dimension));
         }
-        Ok(Self {
-            dimension,
-            name: format!("hashing-v1-{dimension}"),
-        })
+        Ok(Self { dimension, name: format!("hashing-v1-{dimension}") })
     }
 
     /// Embeds one text: a unit vector, or the zero vector if the text has no
@@ -68,23 +65,13 @@ impl HashingEmbedder {
     pub fn embed_one(&self, text: &str) -> Vec<f32> {
         let mut vector = vec![0.0_f32; self.dimension];
         let lowered = text.to_lowercase();
-        let words: Vec<&str> = lowered
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .collect();
+        let words: Vec<&str> = lowered.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
         for word in &words {
-            self.add(
-                &mut vector,
-                fnv1a64(WORD_TAG, &[word.as_bytes()]),
-                WORD_WEIGHT,
-            );
+            self.add(&mut vector, fnv1a64(WORD_TAG, &[word.as_bytes()]), WORD_WEIGHT);
             self.add_char_grams(&mut vector, word);
         }
         for pair in words.windows(2) {
-            let hash = fnv1a64(
-                BIGRAM_TAG,
-                &[pair[0].as_bytes(), &[BIGRAM_SEPARATOR], pair[1].as_bytes()],
-            );
+            let hash = fnv1a64(BIGRAM_TAG, &[pair[0].as_bytes(), &[BIGRAM_SEPARATOR], pair[1].as_bytes()]);
             self.add(&mut vector, hash, BIGRAM_WEIGHT);
         }
         normalize(&mut vector);
@@ -92,10 +79,7 @@ impl HashingEmbedder {
     }
 
     fn add_char_grams(&self, vector: &mut [f32], word: &str) {
-        let marked: Vec<char> = std::iter::once('<')
-            .chain(word.chars())
-            .chain(std::iter::once('>'))
-            .collect();
+        let marked: Vec<char> = std::iter::once('<').chain(word.chars()).chain(std::iter::once('>')).collect();
         // A word has at least one char, so `marked` has at least three.
         let grams = marked.windows(3);
         let weight = CHAR_GRAMS_WEIGHT / (grams.len() as f32).sqrt();
@@ -159,11 +143,7 @@ fn mix(mut hash: u64) -> u64 {
 /// Scales `vector` to unit length; leaves the zero vector as it is rather
 /// than dividing by zero.
 fn normalize(vector: &mut [f32]) {
-    let norm = vector
-        .iter()
-        .map(|x| f64::from(*x) * f64::from(*x))
-        .sum::<f64>()
-        .sqrt();
+    let norm = vector.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
     if norm > 0.0 {
         for x in vector.iter_mut() {
             *x = (f64::from(*x) / norm) as f32;
@@ -207,10 +187,7 @@ mod tests {
         let e = embedder();
         assert_eq!(e.name(), "hashing-v1-384");
         assert_eq!(e.dimension(), 384);
-        assert_eq!(
-            HashingEmbedder::new(8).expect("valid").name(),
-            "hashing-v1-8"
-        );
+        assert_eq!(HashingEmbedder::new(8).expect("valid").name(), "hashing-v1-8");
     }
 
     #[test]
@@ -222,13 +199,7 @@ mod tests {
             }
         }
         for good in [MIN_DIMENSION, DEFAULT_DIMENSION, MAX_DIMENSION] {
-            assert_eq!(
-                HashingEmbedder::new(good)
-                    .expect("valid")
-                    .embed_one("x")
-                    .len(),
-                good
-            );
+            assert_eq!(HashingEmbedder::new(good).expect("valid").embed_one("x").len(), good);
         }
         assert_eq!(
             MemoryError::InvalidDimension(7).to_string(),
@@ -265,24 +236,13 @@ mod tests {
         assert_eq!(nonzero_dim8("a"), expect(&[(3, "-0.8944"), (7, "0.4472")]));
         assert_eq!(
             nonzero_dim8("go now"),
-            expect(&[
-                (0, "0.5119"),
-                (2, "-0.2955"),
-                (3, "0.2955"),
-                (4, "0.6575"),
-                (6, "0.3620")
-            ])
+            expect(&[(0, "0.5119"), (2, "-0.2955"), (3, "0.2955"), (4, "0.6575"), (6, "0.3620")])
         );
     }
 
     #[test]
     fn unit_norm() {
-        for text in [
-            "hello",
-            "The cat sat on the mat.",
-            "Ünïcödé wörds 123",
-            &"long text ".repeat(500),
-        ] {
+        for text in ["hello", "The cat sat on the mat.", "Ünïcödé wörds 123", &"long text ".repeat(500)] {
             let v = embedder().embed_one(text);
             assert!((norm(&v) - 1.0).abs() < 1e-5, "{text}: {}", norm(&v));
         }
@@ -323,10 +283,7 @@ mod tests {
         let inflected = cosine(&base, &e.embed_one("deployed"));
         let other = cosine(&base, &e.embed_one("gardening"));
         assert!(inflected > 0.1, "inflected = {inflected}");
-        assert!(
-            inflected > other,
-            "inflected = {inflected}, other = {other}"
-        );
+        assert!(inflected > other, "inflected = {inflected}, other = {other}");
     }
 
     #[test]

@@ -163,11 +163,8 @@ pub(crate) fn assign_agent(clause: &str) -> &'static str {
 
 /// The agent asked for by the first keyword in `clause`, if it has one.
 pub(crate) fn keyword_agent(clause: &str) -> Option<&'static str> {
-    let words: Vec<String> = clause
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect();
+    let words: Vec<String> =
+        clause.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
     (0..words.len()).find_map(|i| agent_at(&words, i))
 }
 
@@ -184,10 +181,7 @@ fn agent_at(words: &[String], i: usize) -> Option<&'static str> {
     if matches!(word, "set" | "sets" | "setting") && next == Some("up") {
         return Some(ENGINEER);
     }
-    KEYWORDS
-        .iter()
-        .find(|(pattern, _)| matches_keyword(word, pattern))
-        .map(|&(_, agent)| agent)
+    KEYWORDS.iter().find(|(pattern, _)| matches_keyword(word, pattern)).map(|&(_, agent)| agent)
 }
 
 fn matches_keyword(word: &str, pattern: &str) -> bool {
@@ -266,18 +260,9 @@ mod tests {
 
     #[test]
     fn earliest_keyword_wins() {
-        assert_eq!(
-            assign_agent("Analyze the requirements and build a plan"),
-            "analyst"
-        );
-        assert_eq!(
-            assign_agent("Build a plan after you analyze the requirements"),
-            "engineer"
-        );
-        assert_eq!(
-            assign_agent("Please review the draft and fix typos"),
-            "reviewer"
-        );
+        assert_eq!(assign_agent("Analyze the requirements and build a plan"), "analyst");
+        assert_eq!(assign_agent("Build a plan after you analyze the requirements"), "engineer");
+        assert_eq!(assign_agent("Please review the draft and fix typos"), "reviewer");
         assert_eq!(assign_agent("Fix the bug reported by users"), "engineer");
     }
 
@@ -298,20 +283,14 @@ mod tests {
 
     #[test]
     fn write_about_code_stays_with_the_writer() {
-        assert_eq!(
-            assign_agent("Write a summary of the code changes"),
-            "writer"
-        );
+        assert_eq!(assign_agent("Write a summary of the code changes"), "writer");
         assert_eq!(assign_agent("Write the release notes"), "writer");
     }
 
     #[test]
     fn matching_is_case_insensitive_and_unicode_aware() {
         assert_eq!(assign_agent("DEPLOY IT NOW"), "engineer");
-        assert_eq!(
-            assign_agent("Café owners: research their habits"),
-            "researcher"
-        );
+        assert_eq!(assign_agent("Café owners: research their habits"), "researcher");
     }
 
     #[test]

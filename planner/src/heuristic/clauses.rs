@@ -17,9 +17,7 @@ const LINE_BULLETS: [&str; 8] = ["-", "*", "+", "•", "‣", "◦", "▪", "–
 const INLINE_BULLETS: [char; 4] = ['•', '‣', '◦', '▪'];
 
 /// Words ending in "." that do not end a sentence.
-const ABBREVIATIONS: [&str; 10] = [
-    "e.g.", "i.e.", "eg.", "ie.", "vs.", "cf.", "approx.", "mr.", "mrs.", "dr.",
-];
+const ABBREVIATIONS: [&str; 10] = ["e.g.", "i.e.", "eg.", "ie.", "vs.", "cf.", "approx.", "mr.", "mrs.", "dr."];
 
 /// Connectors that start a new clause when preceded by "," or "and".
 const SPLITTING_CONNECTORS: [&str; 4] = ["then", "finally", "afterwards", "after that"];
@@ -54,12 +52,7 @@ pub(crate) fn split_clauses(description: &str) -> Vec<Clause> {
         .into_iter()
         .flat_map(split_sentences)
         .flat_map(split_connectors)
-        .filter_map(|raw| {
-            clean_clause(raw).map(|text| Clause {
-                text,
-                introduces_list: raw.trim_end().ends_with(':'),
-            })
-        })
+        .filter_map(|raw| clean_clause(raw).map(|text| Clause { text, introduces_list: raw.trim_end().ends_with(':') }))
         .collect()
 }
 
@@ -88,11 +81,7 @@ fn tokens(text: &str) -> Vec<Token<'_>> {
     for (i, c) in text.char_indices() {
         if c.is_whitespace() {
             if let Some(start) = token_start.take() {
-                out.push(Token {
-                    start,
-                    text: &text[start..i],
-                    first_on_line: token_first_on_line,
-                });
+                out.push(Token { start, text: &text[start..i], first_on_line: token_first_on_line });
             }
             if c == '\n' {
                 at_line_start = true;
@@ -104,11 +93,7 @@ fn tokens(text: &str) -> Vec<Token<'_>> {
         }
     }
     if let Some(start) = token_start {
-        out.push(Token {
-            start,
-            text: &text[start..],
-            first_on_line: token_first_on_line,
-        });
+        out.push(Token { start, text: &text[start..], first_on_line: token_first_on_line });
     }
     out
 }
@@ -117,9 +102,7 @@ fn tokens(text: &str) -> Vec<Token<'_>> {
 fn list_number(token: &str) -> Option<u32> {
     let digits = match token.strip_prefix('(') {
         Some(inner) => inner.strip_suffix(')')?,
-        None => token
-            .strip_suffix('.')
-            .or_else(|| token.strip_suffix(')'))?,
+        None => token.strip_suffix('.').or_else(|| token.strip_suffix(')'))?,
     };
     // More than three digits is a year or an amount, not a list position.
     if digits.is_empty() || digits.len() > 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -137,11 +120,8 @@ fn list_number(token: &str) -> Option<u32> {
 /// ("Do this: 1. a 2. b"); "(1)" and "1)" are list-like enough on their own.
 fn marker_spans(text: &str, tokens: &[Token<'_>]) -> Vec<(usize, usize)> {
     let mut spans = Vec::new();
-    let numbered: Vec<(usize, u32)> = tokens
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| list_number(t.text).map(|n| (i, n)))
-        .collect();
+    let numbered: Vec<(usize, u32)> =
+        tokens.iter().enumerate().filter_map(|(i, t)| list_number(t.text).map(|n| (i, n))).collect();
     let mut inline_run: Option<u32> = None;
     let mut run_line_start = 0;
     for (k, &(index, number)) in numbered.iter().enumerate() {
@@ -169,12 +149,7 @@ fn marker_spans(text: &str, tokens: &[Token<'_>]) -> Vec<(usize, usize)> {
     for token in tokens {
         if token.first_on_line && LINE_BULLETS.contains(&token.text) {
             spans.push((token.start, token.start + token.text.len()));
-        } else if let Some(bullet) = token
-            .text
-            .chars()
-            .next()
-            .filter(|c| INLINE_BULLETS.contains(c))
-        {
+        } else if let Some(bullet) = token.text.chars().next().filter(|c| INLINE_BULLETS.contains(c)) {
             // A bullet glued to its text ("•Research") is still a bullet.
             spans.push((token.start, token.start + bullet.len_utf8()));
         }
@@ -260,11 +235,7 @@ fn dot_ends_sentence(text: &str, dot: usize, rest: &[(usize, char)]) -> bool {
     }
     if word == "etc." {
         // "etc." ends a list, and ends the sentence only if a new one starts.
-        return rest
-            .iter()
-            .map(|&(_, c)| c)
-            .find(|c| !c.is_whitespace())
-            .is_some_and(char::is_uppercase);
+        return rest.iter().map(|&(_, c)| c).find(|c| !c.is_whitespace()).is_some_and(char::is_uppercase);
     }
     true
 }
@@ -275,14 +246,8 @@ fn word_at(text: &str, at: usize, word: &str) -> bool {
         return false;
     };
     rest.starts_with(word)
-        && text[..at]
-            .chars()
-            .next_back()
-            .is_none_or(|c| !c.is_alphanumeric())
-        && rest[word.len()..]
-            .chars()
-            .next()
-            .is_none_or(|c| !c.is_alphanumeric())
+        && text[..at].chars().next_back().is_none_or(|c| !c.is_alphanumeric())
+        && rest[word.len()..].chars().next().is_none_or(|c| !c.is_alphanumeric())
 }
 
 /// Where a clause joined by `connector` at byte `at` should be cut, if the
@@ -293,17 +258,11 @@ fn connector_cut(lower: &str, at: usize) -> Option<usize> {
     let cut = if let Some(rest) = before.strip_suffix(',') {
         rest.len()
     } else if before.ends_with("and") && word_at(before, before.len() - 3, "and") {
-        before[..before.len() - 3]
-            .trim_end()
-            .trim_end_matches(',')
-            .len()
+        before[..before.len() - 3].trim_end().trim_end_matches(',').len()
     } else {
         return None;
     };
-    lower[..cut]
-        .chars()
-        .any(char::is_alphanumeric)
-        .then_some(cut)
+    lower[..cut].chars().any(char::is_alphanumeric).then_some(cut)
 }
 
 /// Cuts `sentence` before ", then", " and then", ", finally" and the like.
@@ -361,9 +320,8 @@ const TRAILING_CONJUNCTIONS: [&str; 3] = ["and", "or", "then"];
 fn trim_clause_end(text: &str) -> &str {
     let mut text = text;
     loop {
-        let trimmed = text.trim_end_matches(|c: char| {
-            c.is_whitespace() || matches!(c, '.' | '!' | '?' | ';' | ',' | ':')
-        });
+        let trimmed =
+            text.trim_end_matches(|c: char| c.is_whitespace() || matches!(c, '.' | '!' | '?' | ';' | ',' | ':'));
         let without_conjunction = TRAILING_CONJUNCTIONS.iter().find_map(|word| {
             let rest = trimmed.strip_suffix(word)?;
             // Keep a clause that is only the conjunction, and words like "brand".
@@ -381,8 +339,7 @@ fn trim_clause_end(text: &str) -> &str {
 fn clean_clause(raw: &str) -> Option<String> {
     let mut text = raw;
     loop {
-        let trimmed =
-            text.trim_start_matches(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | ':'));
+        let trimmed = text.trim_start_matches(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | ':'));
         let stripped = strip_connector(trimmed);
         if stripped.len() == text.len() {
             break;
@@ -390,9 +347,7 @@ fn clean_clause(raw: &str) -> Option<String> {
         text = stripped;
     }
     let text = trim_clause_end(text);
-    text.chars()
-        .any(char::is_alphanumeric)
-        .then(|| capitalize_first(text))
+    text.chars().any(char::is_alphanumeric).then(|| capitalize_first(text))
 }
 
 #[cfg(test)]
@@ -405,10 +360,8 @@ mod tests {
 
     #[test]
     fn clauses_ending_in_a_colon_introduce_lists() {
-        let flags: Vec<bool> = split_clauses("Steps:\n- build it: quickly\n- test it")
-            .iter()
-            .map(|c| c.introduces_list)
-            .collect();
+        let flags: Vec<bool> =
+            split_clauses("Steps:\n- build it: quickly\n- test it").iter().map(|c| c.introduces_list).collect();
         assert_eq!(flags, [true, false, false]);
     }
 
@@ -416,13 +369,7 @@ mod tests {
     fn sentences() {
         assert_eq!(
             split("Gather the data. Analyse it! Is it sound? Write it up; ship it"),
-            [
-                "Gather the data",
-                "Analyse it",
-                "Is it sound",
-                "Write it up",
-                "Ship it"
-            ]
+            ["Gather the data", "Analyse it", "Is it sound", "Write it up", "Ship it"]
         );
     }
 
@@ -430,31 +377,20 @@ mod tests {
     fn spec_example() {
         assert_eq!(
             split("Analyze the requirements and build a plan. Then implement core APIs."),
-            [
-                "Analyze the requirements and build a plan",
-                "Implement core APIs"
-            ]
+            ["Analyze the requirements and build a plan", "Implement core APIs"]
         );
     }
 
     #[test]
     fn plain_and_does_not_split() {
-        assert_eq!(
-            split("research the market and compare vendors"),
-            ["Research the market and compare vendors"]
-        );
+        assert_eq!(split("research the market and compare vendors"), ["Research the market and compare vendors"]);
     }
 
     #[test]
     fn decimals_abbreviations_and_dotted_names_do_not_split() {
         assert_eq!(
-            split(
-                "Upgrade to version 3.5 of the parser, e.g. the one in api.rs vs. the old one. Then test it"
-            ),
-            [
-                "Upgrade to version 3.5 of the parser, e.g. the one in api.rs vs. the old one",
-                "Test it"
-            ]
+            split("Upgrade to version 3.5 of the parser, e.g. the one in api.rs vs. the old one. Then test it"),
+            ["Upgrade to version 3.5 of the parser, e.g. the one in api.rs vs. the old one", "Test it"]
         );
         assert_eq!(
             split("Compare tools i.e. linters, formatters etc. and pick one"),
@@ -472,21 +408,14 @@ mod tests {
 
     #[test]
     fn closing_quotes_stay_with_their_sentence() {
-        assert_eq!(
-            split("Fix the bug (see issue 12.) Then deploy."),
-            ["Fix the bug (see issue 12.)", "Deploy"]
-        );
+        assert_eq!(split("Fix the bug (see issue 12.) Then deploy."), ["Fix the bug (see issue 12.)", "Deploy"]);
     }
 
     #[test]
     fn numbered_list_on_lines() {
         assert_eq!(
             split("1. Research competitors\n2) Analyse pricing\n(3) Write the report\n"),
-            [
-                "Research competitors",
-                "Analyse pricing",
-                "Write the report"
-            ]
+            ["Research competitors", "Analyse pricing", "Write the report"]
         );
     }
 
@@ -494,12 +423,7 @@ mod tests {
     fn numbered_list_inline() {
         assert_eq!(
             split("Please do: 1. research competitors 2. analyse pricing 3. write the report."),
-            [
-                "Please do",
-                "Research competitors",
-                "Analyse pricing",
-                "Write the report"
-            ]
+            ["Please do", "Research competitors", "Analyse pricing", "Write the report"]
         );
     }
 
@@ -514,31 +438,16 @@ mod tests {
 
     #[test]
     fn sentences_ending_in_numbers_are_not_a_list() {
-        assert_eq!(
-            split("Raise the limit to 2. Then measure latency"),
-            ["Raise the limit to 2", "Measure latency"]
-        );
-        assert_eq!(
-            split("Run phase 1. Run phase 2. Run phase 3."),
-            ["Run phase 1", "Run phase 2", "Run phase 3"]
-        );
-        assert_eq!(
-            split("1. Raise the limit to 2. Measure again"),
-            ["Raise the limit to 2", "Measure again"]
-        );
+        assert_eq!(split("Raise the limit to 2. Then measure latency"), ["Raise the limit to 2", "Measure latency"]);
+        assert_eq!(split("Run phase 1. Run phase 2. Run phase 3."), ["Run phase 1", "Run phase 2", "Run phase 3"]);
+        assert_eq!(split("1. Raise the limit to 2. Measure again"), ["Raise the limit to 2", "Measure again"]);
     }
 
     #[test]
     fn bullets() {
         assert_eq!(
             split("Tasks:\n- gather sources\n* summarise them\n• review the summary\n  + publish"),
-            [
-                "Tasks",
-                "Gather sources",
-                "Summarise them",
-                "Review the summary",
-                "Publish"
-            ]
+            ["Tasks", "Gather sources", "Summarise them", "Review the summary", "Publish"]
         );
         assert_eq!(
             split("• find papers • summarize them •check citations"),
@@ -548,67 +457,41 @@ mod tests {
 
     #[test]
     fn hyphens_inside_text_are_not_bullets() {
-        assert_eq!(
-            split("Build a read-only cache - quickly"),
-            ["Build a read-only cache - quickly"]
-        );
+        assert_eq!(split("Build a read-only cache - quickly"), ["Build a read-only cache - quickly"]);
     }
 
     #[test]
     fn then_connectors() {
         assert_eq!(
-            split(
-                "Find the sources, then summarize them and then review the summary; then publish it"
-            ),
-            [
-                "Find the sources",
-                "Summarize them",
-                "Review the summary",
-                "Publish it"
-            ]
+            split("Find the sources, then summarize them and then review the summary; then publish it"),
+            ["Find the sources", "Summarize them", "Review the summary", "Publish it"]
         );
-        assert_eq!(
-            split("then build it, and then test it"),
-            ["Build it", "Test it"]
-        );
+        assert_eq!(split("then build it, and then test it"), ["Build it", "Test it"]);
     }
 
     #[test]
     fn then_without_comma_or_and_does_not_split() {
-        assert_eq!(
-            split("If the build fails then fix it"),
-            ["If the build fails then fix it"]
-        );
+        assert_eq!(split("If the build fails then fix it"), ["If the build fails then fix it"]);
     }
 
     #[test]
     fn other_leading_connectors_are_stripped() {
         assert_eq!(
-            split(
-                "First, gather data. Next, analyse it. After that write a draft. Finally: review it."
-            ),
+            split("First, gather data. Next, analyse it. After that write a draft. Finally: review it."),
             ["Gather data", "Analyse it", "Write a draft", "Review it"]
         );
     }
 
     #[test]
     fn finally_after_comma_splits() {
-        assert_eq!(
-            split("Build the API, and finally deploy it"),
-            ["Build the API", "Deploy it"]
-        );
+        assert_eq!(split("Build the API, and finally deploy it"), ["Build the API", "Deploy it"]);
     }
 
     #[test]
     fn connector_words_inside_other_words_are_kept() {
         assert_eq!(
             split("Thenardier story. Nextcloud setup. First-time user flow. Next.js app"),
-            [
-                "Thenardier story",
-                "Nextcloud setup",
-                "First-time user flow",
-                "Next.js app"
-            ]
+            ["Thenardier story", "Nextcloud setup", "First-time user flow", "Next.js app"]
         );
     }
 
@@ -623,10 +506,7 @@ mod tests {
     fn unicode_text_survives() {
         assert_eq!(
             split("Überprüfe die Daten. Dann schreibe — bitte — einen Bericht über 3.5 Ergebnisse"),
-            [
-                "Überprüfe die Daten",
-                "Dann schreibe — bitte — einen Bericht über 3.5 Ergebnisse"
-            ]
+            ["Überprüfe die Daten", "Dann schreibe — bitte — einen Bericht über 3.5 Ergebnisse"]
         );
     }
 

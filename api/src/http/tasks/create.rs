@@ -36,9 +36,7 @@ pub async fn create_task(
         CreateOutcome::Replayed(task) => (task, true),
         CreateOutcome::KeyConflict(id) => {
             return Err(ApiError::Conflict {
-                message: format!(
-                    "Idempotency-Key was already used for task {id} with a different request body"
-                ),
+                message: format!("Idempotency-Key was already used for task {id} with a different request body"),
             });
         }
     };
@@ -48,14 +46,12 @@ pub async fn create_task(
         state.dispatcher.enqueue(&[Job::plan(task.id)]).await?;
     }
 
-    let location = HeaderValue::from_str(&format!("/tasks/{}", task.id))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let location =
+        HeaderValue::from_str(&format!("/tasks/{}", task.id)).map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut response = (StatusCode::ACCEPTED, Json(TaskResponse::from(task))).into_response();
     response.headers_mut().insert(header::LOCATION, location);
     if replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -64,14 +60,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let bad = |message: &str| ApiError::BadParameter {
-        field: "Idempotency-Key".into(),
-        message: message.into(),
-    };
-    let key = value
-        .to_str()
-        .map_err(|_| bad("must be visible ASCII"))?
-        .trim();
+    let bad = |message: &str| ApiError::BadParameter { field: "Idempotency-Key".into(), message: message.into() };
+    let key = value.to_str().map_err(|_| bad("must be visible ASCII"))?.trim();
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_CHARS {
         return Err(bad("must be 1 to 200 characters"));
     }
@@ -79,41 +69,27 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::Invalid {
-        field: field.to_owned(),
-        message: message.into(),
-    }
+    ApiError::Invalid { field: field.to_owned(), message: message.into() }
 }
 
 /// Turns a request into a task to store, or names the first field that is wrong.
-fn validate(
-    request: CreateTaskRequest,
-    idempotency_key: Option<String>,
-) -> Result<NewTask, ApiError> {
+fn validate(request: CreateTaskRequest, idempotency_key: Option<String>) -> Result<NewTask, ApiError> {
     // Hash before normalising, so a replay must be byte-for-byte the same request.
-    let request_hash = hex::encode(Sha256::digest(
-        serde_json::to_vec(&request).unwrap_or_default(),
-    ));
+    let request_hash = hex::encode(Sha256::digest(serde_json::to_vec(&request).unwrap_or_default()));
 
     let user_id = request.user_id.trim();
     if user_id.is_empty() {
         return Err(invalid("user_id", "must not be blank"));
     }
     if user_id.chars().count() > MAX_USER_ID_CHARS {
-        return Err(invalid(
-            "user_id",
-            format!("must be at most {MAX_USER_ID_CHARS} characters"),
-        ));
+        return Err(invalid("user_id", format!("must be at most {MAX_USER_ID_CHARS} characters")));
     }
     let description = request.description.trim();
     if description.is_empty() {
         return Err(invalid("description", "must not be blank"));
     }
     if description.chars().count() > MAX_DESCRIPTION_CHARS {
-        return Err(invalid(
-            "description",
-            format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
-        ));
+        return Err(invalid("description", format!("must be at most {MAX_DESCRIPTION_CHARS} characters")));
     }
     if description.contains('\0') {
         return Err(invalid("description", "must not contain NUL characters"));
@@ -129,19 +105,11 @@ fn validate(
         return Err(invalid("metadata", "must not contain NUL characters"));
     }
     if metadata_text.len() > MAX_METADATA_BYTES {
-        return Err(invalid(
-            "metadata",
-            format!("must be at most {MAX_METADATA_BYTES} bytes of JSON"),
-        ));
+        return Err(invalid("metadata", format!("must be at most {MAX_METADATA_BYTES} bytes of JSON")));
     }
     let priority = request
         .priority
-        .or_else(|| {
-            metadata
-                .get("priority")
-                .and_then(Value::as_str)
-                .and_then(|p| p.parse().ok())
-        })
+        .or_else(|| metadata.get("priority").and_then(Value::as_str).and_then(|p| p.parse().ok()))
         .unwrap_or(Priority::Normal);
     if let Some(cost) = request.max_cost_usd
         && !(cost.is_finite() && cost >= 0.0)
@@ -200,37 +168,19 @@ mod tests {
             validate(request(b), None)
         };
         assert_eq!(field(with("description", "   ".into())), "description");
-        assert_eq!(
-            field(with("description", "x".repeat(8001).into())),
-            "description"
-        );
+        assert_eq!(field(with("description", "x".repeat(8001).into())), "description");
         assert_eq!(field(with("user_id", "".into())), "user_id");
         assert_eq!(field(with("metadata", serde_json::json!([1]))), "metadata");
-        assert_eq!(
-            field(with("metadata", serde_json::json!({"a": "\u{0}"}))),
-            "metadata"
-        );
+        assert_eq!(field(with("metadata", serde_json::json!({"a": "\u{0}"}))), "metadata");
         assert_eq!(field(with("max_tokens", (-1).into())), "max_tokens");
         assert!(with("description", "x".repeat(8000).into()).is_ok());
     }
 
     #[test]
     fn the_same_body_hashes_the_same() {
-        let a = validate(
-            request(serde_json::json!({"user_id": "u", "description": "d"})),
-            None,
-        )
-        .unwrap();
-        let b = validate(
-            request(serde_json::json!({"user_id": "u", "description": "d"})),
-            None,
-        )
-        .unwrap();
-        let c = validate(
-            request(serde_json::json!({"user_id": "u", "description": "e"})),
-            None,
-        )
-        .unwrap();
+        let a = validate(request(serde_json::json!({"user_id": "u", "description": "d"})), None).unwrap();
+        let b = validate(request(serde_json::json!({"user_id": "u", "description": "d"})), None).unwrap();
+        let c = validate(request(serde_json::json!({"user_id": "u", "description": "e"})), None).unwrap();
         assert_eq!(a.request_hash, b.request_hash);
         assert_ne!(a.request_hash, c.request_hash);
     }

@@ -39,22 +39,15 @@ pub async fn list_tasks(
 }
 
 fn bad(field: &str, message: &str) -> ApiError {
-    ApiError::BadParameter {
-        field: field.to_owned(),
-        message: message.to_owned(),
-    }
+    ApiError::BadParameter { field: field.to_owned(), message: message.to_owned() }
 }
 
 fn parse(params: ListParams) -> Result<TaskQuery, ApiError> {
     let status = params
         .status
         .map(|s| {
-            s.parse::<TaskStatus>().map_err(|_| {
-                bad(
-                    "status",
-                    "must be one of pending, planning, running, completed, failed, cancelled",
-                )
-            })
+            s.parse::<TaskStatus>()
+                .map_err(|_| bad("status", "must be one of pending, planning, running, completed, failed, cancelled"))
         })
         .transpose()?;
     let limit = match params.limit {
@@ -67,17 +60,10 @@ fn parse(params: ListParams) -> Result<TaskQuery, ApiError> {
     };
     let after = params
         .cursor
-        .map(|c| {
-            decode_cursor(&c).ok_or_else(|| bad("cursor", "is not a cursor this API returned"))
-        })
+        .map(|c| decode_cursor(&c).ok_or_else(|| bad("cursor", "is not a cursor this API returned")))
         .transpose()?;
     let user_id = params.user_id.filter(|u| !u.is_empty());
-    Ok(TaskQuery {
-        user_id,
-        status,
-        after,
-        limit,
-    })
+    Ok(TaskQuery { user_id, status, after, limit })
 }
 
 /// `<microseconds since epoch>_<task id>`: the position of the last task of a page.
@@ -87,10 +73,7 @@ fn encode_cursor(at: DateTime<Utc>, id: TaskId) -> String {
 
 fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, TaskId)> {
     let (micros, id) = cursor.split_once('_')?;
-    Some((
-        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        id.parse().ok()?,
-    ))
+    Some((DateTime::from_timestamp_micros(micros.parse().ok()?)?, id.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -128,11 +111,6 @@ mod tests {
         assert_eq!(field(parse(params(None, Some("101"), None))), "limit");
         assert_eq!(field(parse(params(None, Some("x"), None))), "limit");
         assert_eq!(field(parse(params(None, None, Some("1_2")))), "cursor");
-        assert_eq!(
-            parse(params(Some("completed"), Some("5"), None))
-                .unwrap()
-                .limit,
-            5
-        );
+        assert_eq!(parse(params(Some("completed"), Some("5"), None)).unwrap().limit, 5);
     }
 }

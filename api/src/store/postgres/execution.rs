@@ -19,11 +19,7 @@ use crate::{
 
 #[async_trait::async_trait]
 impl ExecutionStore for PgStore {
-    async fn claim_planning(
-        &self,
-        id: TaskId,
-        lease: &Lease,
-    ) -> Result<Option<PlanningClaim>, StoreError> {
+    async fn claim_planning(&self, id: TaskId, lease: &Lease) -> Result<Option<PlanningClaim>, StoreError> {
         let description: Option<String> = sqlx::query_scalar(
             "WITH c AS (
                 UPDATE tasks SET status = 'planning', lease_owner = $2, lease_token = $3,
@@ -45,14 +41,8 @@ impl ExecutionStore for PgStore {
         Ok(description.map(|description| PlanningClaim { description }))
     }
 
-    async fn save_plan(
-        &self,
-        id: TaskId,
-        lease: &Lease,
-        steps: &[NewStep],
-    ) -> Result<Option<Vec<StepId>>, StoreError> {
-        let steps_json =
-            serde_json::to_value(steps).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    async fn save_plan(&self, id: TaskId, lease: &Lease, steps: &[NewStep]) -> Result<Option<Vec<StepId>>, StoreError> {
+        let steps_json = serde_json::to_value(steps).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         // One statement: the task moves to running, its steps appear (roots already ready)
         // and the events are written, or nothing happens because the lease was lost.
         let ready: Option<Vec<Uuid>> = sqlx::query_scalar(
@@ -87,12 +77,7 @@ impl ExecutionStore for PgStore {
         Ok(ready.map(|ids| ids.into_iter().map(StepId).collect()))
     }
 
-    async fn fail_planning(
-        &self,
-        id: TaskId,
-        lease: &Lease,
-        error: &str,
-    ) -> Result<bool, StoreError> {
+    async fn fail_planning(&self, id: TaskId, lease: &Lease, error: &str) -> Result<bool, StoreError> {
         let failed = sqlx::query_scalar::<_, Uuid>(
             "WITH t AS (
                 UPDATE tasks SET status = 'failed', error = $3, lease_owner = NULL, lease_token = NULL,
@@ -128,7 +113,7 @@ impl ExecutionStore for PgStore {
                           t.description
              ), e AS (
                 INSERT INTO task_events (task_id, step_id, kind, data)
-                SELECT task_id, id, 'step_started', jsonb_build_object('attempt', attempt) FROM c
+                SELECT task_id, id, 'step_started', jsonb_build_object('attempt', attempt, 'worker', $2::text) FROM c
              )
              SELECT c.id, c.task_id, c.title, c.instruction, c.agent, c.attempt, c.description,
                     (SELECT coalesce(jsonb_agg(jsonb_build_array(d.title, coalesce(d.output, ''))
@@ -223,18 +208,10 @@ impl ExecutionStore for PgStore {
             false
         };
         tx.commit().await?;
-        Ok(Some(StepCompletion {
-            ready: ready.into_iter().map(StepId).collect(),
-            task_completed,
-        }))
+        Ok(Some(StepCompletion { ready: ready.into_iter().map(StepId).collect(), task_completed }))
     }
 
-    async fn fail_step(
-        &self,
-        claim: &StepClaim,
-        lease: &Lease,
-        error: &str,
-    ) -> Result<bool, StoreError> {
+    async fn fail_step(&self, claim: &StepClaim, lease: &Lease, error: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         lock_task(&mut tx, claim.task_id).await?;
         let failed = sqlx::query(
@@ -345,10 +322,7 @@ impl ExecutionStore for PgStore {
 }
 
 async fn lock_task(tx: &mut Transaction<'_, Postgres>, task: TaskId) -> Result<(), StoreError> {
-    sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE")
-        .bind(task.0)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE").bind(task.0).execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -372,8 +346,8 @@ impl TryFrom<ClaimRow> for StepClaim {
     type Error = StoreError;
 
     fn try_from(r: ClaimRow) -> Result<Self, StoreError> {
-        let dependency_outputs: Vec<(String, String)> = serde_json::from_value(r.dependencies)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let dependency_outputs: Vec<(String, String)> =
+            serde_json::from_value(r.dependencies).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(StepClaim {
             step_id: StepId(r.id),
             task_id: TaskId(r.task_id),

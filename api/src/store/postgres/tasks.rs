@@ -9,9 +9,7 @@ use super::{
 };
 use crate::{
     domain::TaskId,
-    store::{
-        CreateOutcome, NewTask, Step, StoreError, Task, TaskDetail, TaskPage, TaskQuery, TaskStore,
-    },
+    store::{CreateOutcome, NewTask, Step, StoreError, Task, TaskDetail, TaskPage, TaskQuery, TaskStore},
 };
 
 #[async_trait::async_trait]
@@ -60,15 +58,10 @@ impl TaskStore for PgStore {
             task_columns!(),
             ", request_hash FROM tasks WHERE user_id = $1 AND idempotency_key = $2"
         );
-        let existing: Option<TaskRowWithHash> = sqlx::query_as(EXISTING)
-            .bind(&new.user_id)
-            .bind(&new.idempotency_key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let existing: Option<TaskRowWithHash> =
+            sqlx::query_as(EXISTING).bind(&new.user_id).bind(&new.idempotency_key).fetch_optional(&self.pool).await?;
         let existing = existing.ok_or_else(|| {
-            StoreError::Corrupt(
-                "task insert returned nothing and no task holds its idempotency key".into(),
-            )
+            StoreError::Corrupt("task insert returned nothing and no task holds its idempotency key".into())
         })?;
         let task: Task = existing.task.try_into()?;
         if existing.request_hash.as_deref() == Some(new.request_hash.as_str()) {
@@ -80,16 +73,8 @@ impl TaskStore for PgStore {
 
     async fn task(&self, id: TaskId) -> Result<Option<TaskDetail>, StoreError> {
         const TASK: &str = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1");
-        const STEPS: &str = concat!(
-            "SELECT ",
-            step_columns!(),
-            " FROM steps WHERE task_id = $1 ORDER BY position"
-        );
-        let Some(task) = sqlx::query_as::<_, TaskRow>(TASK)
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
+        const STEPS: &str = concat!("SELECT ", step_columns!(), " FROM steps WHERE task_id = $1 ORDER BY position");
+        let Some(task) = sqlx::query_as::<_, TaskRow>(TASK).bind(id.0).fetch_optional(&self.pool).await? else {
             return Ok(None);
         };
         let steps = sqlx::query_as::<_, StepRow>(STEPS)
@@ -99,17 +84,12 @@ impl TaskStore for PgStore {
             .into_iter()
             .map(Step::try_from)
             .collect::<Result<_, _>>()?;
-        Ok(Some(TaskDetail {
-            task: task.try_into()?,
-            steps,
-        }))
+        Ok(Some(TaskDetail { task: task.try_into()?, steps }))
     }
 
     async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError> {
-        let (after_at, after_id): (Option<DateTime<Utc>>, Option<Uuid>) = query
-            .after
-            .map(|(at, id)| (Some(at), Some(id.0)))
-            .unwrap_or_default();
+        let (after_at, after_id): (Option<DateTime<Utc>>, Option<Uuid>) =
+            query.after.map(|(at, id)| (Some(at), Some(id.0))).unwrap_or_default();
         const SQL: &str = concat!(
             "SELECT ",
             task_columns!(),
@@ -134,11 +114,7 @@ impl TaskStore for PgStore {
             .collect::<Result<Vec<_>, _>>()?;
         let more = tasks.len() > query.limit as usize;
         tasks.truncate(query.limit as usize);
-        let next = if more {
-            tasks.last().map(|t| (t.created_at, t.id))
-        } else {
-            None
-        };
+        let next = if more { tasks.last().map(|t| (t.created_at, t.id)) } else { None };
         Ok(TaskPage { tasks, next })
     }
 }

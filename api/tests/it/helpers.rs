@@ -1,0 +1,191 @@
+//! The test harness: a real server on a random port with its own database and Redis prefix,
+//! plus a TCP proxy that can cut a dependency off, and polling helpers with deadlines.
+
+use std::{net::SocketAddr, time::Duration};
+
+use orchestrator::{app::App, config::Settings};
+use serde_json::Value;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Postgres server the tests create their databases on.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// `admin_url` pointed at another database on the same server.
+pub fn database_url(name: &str) -> String {
+    let mut url = url::Url::parse(&admin_url()).expect("TEST_DATABASE_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// Settings for an isolated test app: fresh database, unique prefix, short timeouts.
+pub fn test_settings() -> Settings {
+    let mut s = Settings::defaults();
+    let id = Uuid::new_v4().simple().to_string();
+    s.database_url = database_url(&format!("orch_test_{id}"));
+    s.database_max_connections = 10;
+    s.redis_url = redis_url();
+    s.redis_prefix = format!("orch-test-{id}");
+    s.bind_addr = "127.0.0.1:0".parse().expect("an address");
+    s.worker_concurrency = 8;
+    s.dispatch_secret = "integration-test-dispatch-secret".into();
+    s.shutdown_grace_secs = 5;
+    s
+}
+
+pub struct TestApp {
+    pub app: App,
+    pub addr: SocketAddr,
+    pub client: eval::ApiClient,
+    pub http: reqwest::Client,
+    pub db: PgPool,
+    shutdown: CancellationToken,
+    server: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    /// API and `workers` workers in one process, as `orchestrator run` does.
+    pub async fn spawn(workers: usize) -> Self {
+        Self::spawn_with(test_settings(), workers).await
+    }
+
+    pub async fn spawn_with(settings: Settings, workers: usize) -> Self {
+        let app = App::connect(settings).await.expect("the app connects");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let addr = listener.local_addr().expect("an address");
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn({
+            let (app, shutdown) = (app.clone(), shutdown.clone());
+            async move { app.run(Some(listener), workers, shutdown).await }
+        });
+        let base = format!("http://{addr}");
+        Self {
+            db: app.store.pool().clone(),
+            client: eval::ApiClient::new(base),
+            http: reqwest::Client::new(),
+            app,
+            addr,
+            shutdown,
+            server,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Submits a task and expects 202.
+    pub async fn submit(&self, description: &str) -> Uuid {
+        let body = serde_json::json!({"user_id": "test-user", "description": description});
+        self.client.submit(&body).await.expect("202 Accepted").id
+    }
+
+    /// Waits for the task to end (10 s deadline) and returns its JSON.
+    pub async fn wait(&self, id: Uuid) -> Value {
+        self.client.wait(id, Duration::from_secs(10)).await.expect("the task finishes").raw
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.db).await.expect("a count")
+    }
+
+    /// Jobs in the dispatch stream: enqueued and not yet retired by a worker.
+    pub async fn queued_jobs(&self) -> usize {
+        let mut redis = self.app.queue.pool().get().await.expect("redis");
+        redis::cmd("XLEN")
+            .arg(format!("{}:dispatch", self.app.settings.redis_prefix))
+            .query_async(&mut redis)
+            .await
+            .expect("xlen")
+    }
+
+    /// Stops the app, then drops its database and Redis keys. Cleans up over direct
+    /// connections, so it works after a test cut a dependency off.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.server.await.expect("the server task").expect("the server stops cleanly");
+        let settings = self.app.settings.clone();
+        self.db.close().await;
+        drop(self.app);
+        let client = redis::Client::open(redis_url()).expect("redis url");
+        let mut redis = client.get_multiplexed_async_connection().await.expect("redis");
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg(format!("{}:*", settings.redis_prefix)).query_async(&mut redis).await.expect("keys");
+        if !keys.is_empty() {
+            redis::cmd("DEL").arg(keys).query_async::<()>(&mut redis).await.expect("del");
+        }
+        drop_database(&settings.database_url).await;
+    }
+}
+
+/// Drops the database `url` names, on the admin server.
+pub async fn drop_database(url: &str) {
+    let name = url::Url::parse(url).expect("url").path().trim_start_matches('/').to_owned();
+    assert!(name.starts_with("orch_test_"), "only test databases are dropped, not {name}");
+    let mut admin = PgConnection::connect(&admin_url()).await.expect("admin connection");
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+        .execute(&mut admin)
+        .await
+        .expect("drop the test database");
+}
+
+/// Polls `check` every 20 ms until it returns `Some` or `deadline` passes.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < until, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A TCP proxy in front of a dependency, so a test can make it unreachable and back.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    cut: CancellationToken,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let addr = listener.local_addr().expect("an address");
+        let cut = CancellationToken::new();
+        let token = cut.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut inbound, _) = tokio::select! {
+                    accepted = listener.accept() => match accepted { Ok(c) => c, Err(_) => return },
+                    _ = token.cancelled() => return,
+                };
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = token.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Self { addr, cut }
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.cancel();
+    }
+}

@@ -1,0 +1,9 @@
+//! One integration-test binary: every test starts the real app on port 0 against a fresh
+//! Postgres database and its own Redis key prefix.
+
+mod dispatch;
+mod flow;
+mod health;
+mod helpers;
+mod store;
+mod tasks_api;
