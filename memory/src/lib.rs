@@ -7,6 +7,8 @@
 
 pub mod embed;
 pub mod error;
+pub mod store;
 
 pub use embed::{Embedder, HashingEmbedder};
 pub use error::MemoryError;
+pub use store::{DEFAULT_NAMESPACE, MemoryItem, MemoryStore, NewMemory, ScoredMemory, SearchQuery};
