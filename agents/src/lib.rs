@@ -1,18 +1,25 @@
 //! The agent layer: model clients ([`llm`]), agent specs ([`spec`]), model pricing
-//! ([`pricing`]) and the agent loop ([`run`]).
+//! ([`pricing`]), tools and their registry ([`tools`]) and the agent loop ([`run`]).
 //!
 //! Nothing here knows about HTTP, Postgres or Redis: what the loop needs from the outside
-//! world (somewhere to record model and tool calls) it declares as the [`run::RunRecorder`]
-//! trait, which the `api` crate implements.
+//! world (somewhere to record model calls, tool calls and messages) it declares as the
+//! [`run::RunRecorder`] trait, which the `api` crate implements; long-term memory comes in
+//! as a [`memory::MemoryStore`].
 
 pub mod llm;
 pub mod pricing;
 pub mod run;
 pub mod spec;
+pub mod tools;
 
 pub use llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Role, ToolCall, Usage};
 pub use pricing::{ModelPrice, PriceTable};
 pub use run::{
-    AgentError, AgentOutput, AgentRunner, LlmCallRecord, RunRecorder, StepInput, ToolCallRecord, ToolCallStatus,
+    AgentError, AgentOutput, AgentRunner, LlmCallRecord, LoopSettings, RecordError, RunRecorder, StepInput,
+    ToolCallRecord, ToolCallStatus,
 };
-pub use spec::{AgentCatalog, AgentSpec};
+pub use spec::{AgentCatalog, AgentSpec, CatalogError};
+pub use tools::{
+    AddressPolicy, HttpGetSettings, RegistryError, Tool, ToolContext, ToolError, ToolInfo, ToolRegistry, ToolSettings,
+    builtin_tools,
+};

@@ -1,284 +1,282 @@
 //! The agent loop: one step of a task, run by one agent.
 //!
-//! messages (system prompt, task, step, dependency outputs) → model → tool calls → fed back,
-//! until the model gives a final answer or the iteration limit is reached. Every model call
-//! and every tool call is handed to the [`RunRecorder`] as it happens, so cost is recorded
-//! even when the step later fails.
+//! messages (system prompt, earlier conversation, the step prompt with dependency outputs
+//! and relevant memories) → model → tool calls checked and run by the [`ToolRegistry`] →
+//! replies fed back, until the model gives a final answer or the agent's iteration limit
+//! (model calls per step) is reached. Every `summarize_every` tool calls the older part of
+//! the conversation is replaced by a summary the model writes.
 //!
-//! Tool execution arrives with the tool registry; until then every tool call is rejected
-//! (and recorded as such) and the reason goes back to the model, which is exactly what a
-//! call to a tool the agent may not use gets.
+//! Invariants: every model call, tool call and conversation message is handed to the
+//! [`RunRecorder`] as it happens, so cost and short-term memory are kept even when the step
+//! later fails; the system prompt and the step prompt are never summarised away, and a tool
+//! reply is never separated from the call it answers; cancellation is checked before every
+//! model call and every tool call.
+
+mod compress;
+mod prompt;
+mod record;
+#[cfg(test)]
+mod tests;
 
 use std::{sync::Arc, time::Instant};
 
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use record::{LlmCallRecord, RecordError, RunRecorder, ToolCallRecord, ToolCallStatus};
+
 use crate::{
-    llm::{ChatMessage, ChatRequest, LlmClient, LlmError, Role, Usage},
+    llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Role, Usage},
     pricing::PriceTable,
     spec::AgentSpec,
+    tools::{ToolContext, ToolRegistry},
 };
 
 /// What one step gives its agent.
 #[derive(Debug, Clone)]
 pub struct StepInput<'a> {
+    pub task_id: Uuid,
+    pub step_id: Uuid,
+    /// The task's user: tools act for them (memory is scoped to them).
+    pub owner: &'a str,
     pub task_description: &'a str,
     pub step_title: &'a str,
     pub instruction: &'a str,
     /// (title, output) of each completed dependency, in plan order.
     pub dependency_outputs: &'a [(String, String)],
+    /// Relevant long-term memories, listed in the step prompt.
+    pub memories: &'a [String],
+    /// The task's short-term memory so far (earlier attempts, context the user gave), put
+    /// before the step prompt as earlier conversation. System messages in it are ignored.
+    pub history: &'a [ChatMessage],
+    /// Set when the task is cancelled; the loop stops before its next model or tool call.
+    pub cancel: &'a CancellationToken,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct LlmCallRecord {
-    pub provider: String,
-    pub model: String,
-    pub usage: Usage,
-    pub cost_usd: f64,
-    pub latency_ms: f64,
-}
-
+/// How the loop manages a growing conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ToolCallStatus {
-    Ok,
-    Error,
-    Rejected,
+pub struct LoopSettings {
+    /// Summarise older messages after this many tool calls (since the last summary);
+    /// 0 never summarises.
+    pub summarize_every: usize,
+    /// Messages at the end of the conversation a summary leaves as they are (more when
+    /// needed to keep a tool call with its replies).
+    pub keep_recent: usize,
 }
 
-impl ToolCallStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Error => "error",
-            Self::Rejected => "rejected",
-        }
+impl Default for LoopSettings {
+    fn default() -> Self {
+        Self { summarize_every: 8, keep_recent: 6 }
     }
 }
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ToolCallRecord {
-    pub tool: String,
-    pub arguments: serde_json::Value,
-    pub result: Option<serde_json::Value>,
-    pub status: ToolCallStatus,
-    pub error: Option<String>,
-    pub latency_ms: f64,
-}
-
-/// Where the loop reports what it did. Implemented by the host (Postgres in `api`).
-#[async_trait::async_trait]
-pub trait RunRecorder: Send + Sync {
-    async fn llm_call(&self, call: LlmCallRecord) -> Result<(), RecordError>;
-    async fn tool_call(&self, call: ToolCallRecord) -> Result<(), RecordError>;
-}
-
-/// The recorder could not persist a record; the step must not go on unaccounted.
-#[derive(Debug, thiserror::Error)]
-#[error("could not record the agent's activity: {0}")]
-pub struct RecordError(pub String);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
     Llm(#[from] LlmError),
-    #[error("the agent gave no final answer within {0} model calls")]
+    #[error("the agent gave no final answer within {0} model calls (its iteration limit)")]
     IterationLimit(u32),
     #[error(transparent)]
     Record(#[from] RecordError),
     #[error("no agent named `{0}` is configured")]
     UnknownAgent(String),
+    #[error("the step was cancelled")]
+    Cancelled,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentOutput {
     pub text: String,
+    /// Usage of every model call of the step, summaries included.
     pub usage: Usage,
     pub cost_usd: f64,
+    /// Model calls of the step, summaries included.
     pub model_calls: u32,
+    /// Tool calls the model asked for, rejected ones included.
+    pub tool_calls: u32,
 }
 
-/// Runs agent specs against one model client.
+/// Runs agent specs against one model client and one tool registry.
 #[derive(Clone)]
 pub struct AgentRunner {
     llm: Arc<dyn LlmClient>,
     prices: Arc<PriceTable>,
+    tools: Arc<ToolRegistry>,
+    settings: LoopSettings,
+}
+
+/// The conversation of one step, in the order it is sent: `system`, `earlier` (the repaired
+/// history), `prompt`, `work` (this step's turns, possibly opened by a summary).
+struct Conversation {
+    system: ChatMessage,
+    earlier: Vec<ChatMessage>,
+    prompt: ChatMessage,
+    work: Vec<ChatMessage>,
+}
+
+impl Conversation {
+    fn messages(&self) -> Vec<ChatMessage> {
+        let mut all = Vec::with_capacity(self.earlier.len() + self.work.len() + 2);
+        all.push(self.system.clone());
+        all.extend(self.earlier.iter().cloned());
+        all.push(self.prompt.clone());
+        all.extend(self.work.iter().cloned());
+        all
+    }
 }
 
 impl AgentRunner {
-    pub fn new(llm: Arc<dyn LlmClient>, prices: Arc<PriceTable>) -> Self {
-        Self { llm, prices }
+    pub fn new(
+        llm: Arc<dyn LlmClient>,
+        prices: Arc<PriceTable>,
+        tools: Arc<ToolRegistry>,
+        settings: LoopSettings,
+    ) -> Self {
+        Self { llm, prices, tools, settings }
     }
 
     pub fn llm(&self) -> &Arc<dyn LlmClient> {
         &self.llm
     }
 
+    pub fn tools(&self) -> &Arc<ToolRegistry> {
+        &self.tools
+    }
+
+    /// Runs one step with `spec` until its final answer.
     pub async fn run(
         &self,
         spec: &AgentSpec,
         input: &StepInput<'_>,
         recorder: &dyn RunRecorder,
     ) -> Result<AgentOutput, AgentError> {
-        let mut request = ChatRequest {
-            messages: vec![
-                ChatMessage::new(Role::System, spec.system_prompt.clone()),
-                ChatMessage::new(Role::User, step_prompt(input)),
-            ],
-            tools: Vec::new(),
-            max_tokens: None,
+        let ctx = ToolContext { task_id: input.task_id, step_id: Some(input.step_id), owner: input.owner.to_owned() };
+        let definitions = self.tools.definitions_for(&spec.tools);
+        let mut convo = Conversation {
+            system: ChatMessage::new(Role::System, spec.system_prompt.clone()),
+            earlier: compress::repair_history(input.history),
+            prompt: ChatMessage::new(Role::User, prompt::step_prompt(input)),
+            work: Vec::new(),
         };
-        let mut output = AgentOutput { text: String::new(), usage: Usage::default(), cost_usd: 0.0, model_calls: 0 };
+        recorder.message(&convo.prompt).await?;
 
-        while output.model_calls < spec.max_iterations {
-            let started = Instant::now();
-            let response = self.llm.chat(&request).await?;
-            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            output.model_calls += 1;
-            let cost_usd = self.prices.cost(&response.model, &response.usage).unwrap_or_else(|| {
-                tracing::warn!(model = %response.model, "model has no price; its calls are recorded at zero cost");
-                0.0
-            });
-            output.usage += response.usage;
-            output.cost_usd += cost_usd;
-            recorder
-                .llm_call(LlmCallRecord {
-                    provider: self.llm.provider().to_owned(),
-                    model: response.model.clone(),
-                    usage: response.usage,
-                    cost_usd,
-                    latency_ms,
-                })
-                .await?;
+        let mut output =
+            AgentOutput { text: String::new(), usage: Usage::default(), cost_usd: 0.0, model_calls: 0, tool_calls: 0 };
+        let mut turns = 0;
+        let mut since_summary = 0;
+        loop {
+            if turns >= spec.max_iterations {
+                return Err(AgentError::IterationLimit(spec.max_iterations));
+            }
+            if self.settings.summarize_every > 0 && since_summary >= self.settings.summarize_every {
+                self.summarise(spec, input, &mut convo, &mut output, recorder).await?;
+                since_summary = 0;
+            }
+            let request = ChatRequest {
+                messages: convo.messages(),
+                tools: definitions.clone(),
+                model: spec.model.clone(),
+                ..ChatRequest::default()
+            };
+            let response = self.call_model(&request, input.cancel, &mut output, recorder).await?;
+            turns += 1;
 
             if response.tool_calls.is_empty() {
-                output.text = response.content.unwrap_or_default();
+                let answer = ChatMessage::new(Role::Assistant, response.content.unwrap_or_default());
+                recorder.message(&answer).await?;
+                output.text = answer.content;
                 return Ok(output);
             }
 
-            request.messages.push(ChatMessage {
+            let assistant = ChatMessage {
                 role: Role::Assistant,
                 content: response.content.unwrap_or_default(),
-                tool_calls: response.tool_calls.clone(),
+                tool_calls: response.tool_calls,
                 tool_call_id: None,
-            });
-            for call in response.tool_calls {
-                let reason = format!("tool `{}` is not available to the {} agent", call.name, spec.name);
-                recorder
-                    .tool_call(ToolCallRecord {
-                        tool: call.name.clone(),
-                        arguments: call.arguments.clone(),
-                        result: None,
-                        status: ToolCallStatus::Rejected,
-                        error: Some(reason.clone()),
-                        latency_ms: 0.0,
-                    })
-                    .await?;
-                request.messages.push(ChatMessage::tool_result(&call.id, format!("error: {reason}")));
+            };
+            recorder.message(&assistant).await?;
+            convo.work.push(assistant.clone());
+            for call in &assistant.tool_calls {
+                if input.cancel.is_cancelled() {
+                    return Err(AgentError::Cancelled);
+                }
+                let invocation = self.tools.invoke(&spec.tools, call, &ctx).await;
+                output.tool_calls += 1;
+                since_summary += 1;
+                recorder.tool_call(invocation.record).await?;
+                let reply = ChatMessage::tool_result(&call.id, invocation.reply);
+                recorder.message(&reply).await?;
+                convo.work.push(reply);
             }
         }
-        Err(AgentError::IterationLimit(spec.max_iterations))
-    }
-}
-
-/// The user message of a step: the task, this step, then each dependency's output under a
-/// `### title` heading.
-fn step_prompt(input: &StepInput<'_>) -> String {
-    let mut prompt =
-        format!("Task: {}\nStep: {}\nInstruction: {}\n", input.task_description, input.step_title, input.instruction);
-    if !input.dependency_outputs.is_empty() {
-        prompt.push_str("\nOutputs of earlier steps:\n");
-        for (title, output) in input.dependency_outputs {
-            prompt.push_str(&format!("\n### {title}\n{output}\n"));
-        }
-    }
-    prompt
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use super::*;
-    use crate::llm::{ChatResponse, ToolCall};
-    use crate::{AgentCatalog, llm::OfflineModel};
-
-    #[derive(Default)]
-    struct Log {
-        llm: Mutex<Vec<LlmCallRecord>>,
-        tools: Mutex<Vec<ToolCallRecord>>,
     }
 
-    #[async_trait::async_trait]
-    impl RunRecorder for Log {
-        async fn llm_call(&self, call: LlmCallRecord) -> Result<(), RecordError> {
-            self.llm.lock().unwrap().push(call);
-            Ok(())
+    /// One model call, accounted and recorded.
+    async fn call_model(
+        &self,
+        request: &ChatRequest,
+        cancel: &CancellationToken,
+        output: &mut AgentOutput,
+        recorder: &dyn RunRecorder,
+    ) -> Result<ChatResponse, AgentError> {
+        if cancel.is_cancelled() {
+            return Err(AgentError::Cancelled);
         }
-        async fn tool_call(&self, call: ToolCallRecord) -> Result<(), RecordError> {
-            self.tools.lock().unwrap().push(call);
-            Ok(())
-        }
-    }
-
-    /// Always asks for a tool, never answers.
-    struct ToolHungry;
-
-    #[async_trait::async_trait]
-    impl LlmClient for ToolHungry {
-        fn provider(&self) -> &str {
-            "test"
-        }
-        fn model(&self) -> &str {
-            "hungry"
-        }
-        async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
-            Ok(ChatResponse {
-                content: None,
-                tool_calls: vec![ToolCall {
-                    id: format!("call-{}", request.messages.len()),
-                    name: "calculator".into(),
-                    arguments: serde_json::json!({"expression": "1+1"}),
-                }],
-                usage: Usage { prompt_tokens: 10, completion_tokens: 2, cached_tokens: 0 },
-                model: "hungry".into(),
+        let started = Instant::now();
+        let response = self.llm.chat(request).await?;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        output.model_calls += 1;
+        let cost_usd = self.prices.cost(&response.model, &response.usage).unwrap_or_else(|| {
+            tracing::warn!(model = %response.model, "model has no price; its calls are recorded at zero cost");
+            0.0
+        });
+        output.usage += response.usage;
+        output.cost_usd += cost_usd;
+        recorder
+            .llm_call(LlmCallRecord {
+                provider: self.llm.provider().to_owned(),
+                model: response.model.clone(),
+                usage: response.usage,
+                cost_usd,
+                latency_ms,
             })
+            .await?;
+        Ok(response)
+    }
+
+    /// Replaces the history and all but the recent part of this step's turns by one summary
+    /// message. Does nothing when there is too little to summarise, or when the model
+    /// returns no summary (the conversation is then kept whole rather than lost).
+    async fn summarise(
+        &self,
+        spec: &AgentSpec,
+        input: &StepInput<'_>,
+        convo: &mut Conversation,
+        output: &mut AgentOutput,
+        recorder: &dyn RunRecorder,
+    ) -> Result<(), AgentError> {
+        let split = compress::tail_start(&convo.work, self.settings.keep_recent);
+        let old: Vec<ChatMessage> = convo.earlier.iter().chain(&convo.work[..split]).cloned().collect();
+        if old.len() < 2 {
+            return Ok(());
         }
-    }
-
-    fn input<'a>(deps: &'a [(String, String)]) -> StepInput<'a> {
-        StepInput {
-            task_description: "Ship it",
-            step_title: "Build",
-            instruction: "Build the API",
-            dependency_outputs: deps,
-        }
-    }
-
-    #[tokio::test]
-    async fn offline_step_records_one_model_call() {
-        let runner = AgentRunner::new(Arc::new(OfflineModel::default()), Arc::new(PriceTable::builtin()));
-        let spec = AgentCatalog::builtin().get("engineer").unwrap().clone();
-        let deps = vec![("Plan".to_owned(), "the plan".to_owned())];
-        let log = Log::default();
-        let out = runner.run(&spec, &input(&deps), &log).await.unwrap();
-        assert_eq!(out.model_calls, 1);
-        assert!(out.text.starts_with("Build: done."), "{}", out.text);
-        assert!(out.text.contains("1 earlier step output"), "{}", out.text);
-        let calls = log.llm.lock().unwrap();
-        assert_eq!(calls.len(), 1);
-        assert_eq!(calls[0].usage, out.usage);
-        assert_eq!(calls[0].provider, "offline");
-    }
-
-    #[tokio::test]
-    async fn unavailable_tools_are_rejected_and_the_loop_is_bounded() {
-        let runner = AgentRunner::new(Arc::new(ToolHungry), Arc::new(PriceTable::builtin()));
-        let mut spec = AgentCatalog::builtin().get("analyst").unwrap().clone();
-        spec.max_iterations = 3;
-        let log = Log::default();
-        let err = runner.run(&spec, &input(&[]), &log).await.unwrap_err();
-        assert!(matches!(err, AgentError::IterationLimit(3)), "{err}");
-        assert_eq!(log.llm.lock().unwrap().len(), 3);
-        let tools = log.tools.lock().unwrap();
-        assert_eq!(tools.len(), 3);
-        assert!(tools.iter().all(|t| t.status == ToolCallStatus::Rejected));
+        let request = ChatRequest {
+            messages: vec![
+                ChatMessage::new(Role::System, prompt::SUMMARY_SYSTEM_PROMPT),
+                ChatMessage::new(Role::User, prompt::summary_request(input.step_title, &old)),
+            ],
+            model: spec.model.clone(),
+            ..ChatRequest::default()
+        };
+        let response = self.call_model(&request, input.cancel, output, recorder).await?;
+        let Some(summary) = response.content.filter(|s| !s.trim().is_empty()) else {
+            tracing::warn!(agent = %spec.name, "the model returned an empty summary; keeping the full conversation");
+            return Ok(());
+        };
+        let message = prompt::summary_message(&summary);
+        recorder.message(&message).await?;
+        convo.earlier.clear();
+        convo.work.splice(..split, [message]);
+        Ok(())
     }
 }

@@ -3,16 +3,18 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use agents::{AgentCatalog, AgentRunner, PriceTable, llm::OfflineModel};
+use agents::{AgentCatalog, AgentRunner, LlmClient, LoopSettings, PriceTable, ToolRegistry};
 use anyhow::Context;
-use planner::{HeuristicPlanner, PlanLimits};
+use planner::PlanLimits;
 use sqlx::{PgPool, Postgres, migrate::MigrateDatabase, postgres::PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    config::{DEV_DISPATCH_SECRET, LlmProvider, Settings},
+    config::{DEV_DISPATCH_SECRET, Settings},
+    coordination::RedisCoordination,
     http::{AppState, build_router},
+    providers::{self, TaskPlanner},
     queue::{JobSigner, RedisQueue},
     store::PgStore,
     worker::{Worker, WorkerConfig, WorkerDeps},
@@ -28,6 +30,11 @@ pub struct App {
     pub settings: Settings,
     pub store: PgStore,
     pub queue: RedisQueue,
+    pub coordination: RedisCoordination,
+    pub agents: Arc<AgentCatalog>,
+    pub tools: Arc<ToolRegistry>,
+    pub llm: Arc<dyn LlmClient>,
+    pub prices: Arc<PriceTable>,
 }
 
 impl App {
@@ -52,11 +59,22 @@ impl App {
         )
         .await
         .with_context(|| format!("cannot reach Redis at {}", redact(&settings.redis_url)))?;
-        Ok(Self { settings, store: PgStore::new(pool), queue })
+        let coordination = RedisCoordination::new(queue.pool().clone(), &settings.redis_url, &settings.redis_prefix)?;
+        let tools = Arc::new(agents::builtin_tools(&providers::tool_settings(&settings), None)?);
+        let agents = Arc::new(providers::agent_catalog(&settings, &tools)?);
+        let llm = providers::llm_client(&settings)?;
+        let prices = Arc::new(providers::price_table(&settings)?);
+        Ok(Self { settings, store: PgStore::new(pool), queue, coordination, agents, tools, llm, prices })
     }
 
     pub fn router(&self) -> axum::Router {
-        build_router(AppState { tasks: Arc::new(self.store.clone()), dispatcher: Arc::new(self.queue.clone()) })
+        build_router(AppState {
+            tasks: Arc::new(self.store.clone()),
+            dispatcher: Arc::new(self.queue.clone()),
+            coordination: Arc::new(self.coordination.clone()),
+            agents: self.agents.clone(),
+            tools: self.tools.clone(),
+        })
     }
 
     /// Serves the API on `listener` until `shutdown` fires, then finishes open requests.
@@ -71,19 +89,23 @@ impl App {
 
     /// A worker with its own consumer name; several may run in one process.
     pub fn worker(&self, id: impl Into<String>) -> Worker {
+        self.worker_with_llm(id, self.llm.clone())
+    }
+
+    /// A worker that talks to `llm` instead of the configured provider.
+    pub fn worker_with_llm(&self, id: impl Into<String>, llm: Arc<dyn agents::LlmClient>) -> Worker {
         let s = &self.settings;
-        let llm: Arc<dyn agents::LlmClient> = match s.llm_provider {
-            LlmProvider::Offline => Arc::new(OfflineModel::new(Duration::from_millis(s.offline_llm_delay_ms))),
-        };
         let plan_limits = PlanLimits { max_steps: s.max_plan_steps as usize, ..PlanLimits::default() };
         let deps = WorkerDeps {
             store: Arc::new(self.store.clone()),
             dispatcher: Arc::new(self.queue.clone()),
             source: Arc::new(self.queue.clone()),
-            planner: Arc::new(HeuristicPlanner::new(plan_limits)),
+            coordination: Arc::new(self.coordination.clone()),
+            planner: Arc::new(TaskPlanner::new(s, llm.clone(), &self.agents, plan_limits)),
             plan_limits,
-            agents: Arc::new(AgentCatalog::builtin()),
-            runner: AgentRunner::new(llm, Arc::new(PriceTable::builtin())),
+            agents: self.agents.clone(),
+            prices: self.prices.clone(),
+            runner: AgentRunner::new(llm, self.prices.clone(), self.tools.clone(), LoopSettings::default()),
         };
         Worker::new(
             Arc::new(deps),
@@ -93,6 +115,11 @@ impl App {
                 lease: s.lease(),
                 visibility_timeout: s.visibility_timeout(),
                 shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
+                step_timeout: Duration::from_secs(s.step_timeout_secs),
+                retry_base: Duration::from_millis(s.retry_base_ms),
+                retry_max: Duration::from_millis(s.retry_max_ms),
+                reconcile_interval: Duration::from_millis(s.reconcile_interval_ms),
+                reconcile_min_age: Duration::from_millis(s.reconcile_min_age_ms),
             },
         )
     }

@@ -29,6 +29,19 @@ pub enum Command {
 pub enum LlmProvider {
     /// Deterministic, no network: the default.
     Offline,
+    /// OpenAI's chat completions API, or any server that speaks it (Ollama, vLLM, llama.cpp).
+    Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlannerKind {
+    /// The model plans (with the heuristic planner as fallback), except with the offline
+    /// provider, which plans with the heuristic planner's logic.
+    Auto,
+    Heuristic,
+    Llm,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,6 +77,53 @@ pub struct Settings {
     #[arg(long, env = "LLM_PROVIDER", value_enum, default_value_t = LlmProvider::Offline)]
     pub llm_provider: LlmProvider,
 
+    /// Base URL of the provider's API; defaults to the provider's public endpoint.
+    #[arg(long, env = "LLM_BASE_URL")]
+    pub llm_base_url: Option<String>,
+
+    /// API key of the provider. Never logged.
+    #[arg(long, env = "LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<String>,
+
+    /// Model to call; defaults to gpt-4o-mini (openai) or claude-3-5-haiku-latest (anthropic).
+    #[arg(long, env = "LLM_MODEL")]
+    pub llm_model: Option<String>,
+
+    /// Time limit of one model request.
+    #[arg(long, env = "LLM_TIMEOUT_SECS", default_value_t = 120)]
+    pub llm_timeout_secs: u64,
+
+    /// Retries of a model request on 429, 5xx and connection errors.
+    #[arg(long, env = "LLM_MAX_RETRIES", default_value_t = 3)]
+    pub llm_max_retries: u32,
+
+    /// Output tokens one model call may produce.
+    #[arg(long, env = "LLM_MAX_TOKENS")]
+    pub llm_max_tokens: Option<u32>,
+
+    /// TOML file of model prices (USD per million tokens) merged over the built-in table.
+    #[arg(long, env = "LLM_PRICES_FILE")]
+    pub llm_prices_file: Option<std::path::PathBuf>,
+
+    #[arg(long, env = "PLANNER", value_enum, default_value_t = PlannerKind::Auto)]
+    pub planner: PlannerKind,
+
+    /// TOML file declaring more agents (or overriding built-in ones).
+    #[arg(long, env = "AGENTS_FILE")]
+    pub agents_file: Option<std::path::PathBuf>,
+
+    /// Hosts the http_get tool may fetch from, comma separated; empty disables the tool.
+    #[arg(long, env = "HTTP_GET_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub http_get_allowed_hosts: Vec<String>,
+
+    /// Time limit of one tool call.
+    #[arg(long, env = "TOOL_TIMEOUT_SECS", default_value_t = 10)]
+    pub tool_timeout_secs: u64,
+
+    /// Tool results are cut to this many bytes for the record and the model.
+    #[arg(long, env = "TOOL_MAX_RESULT_BYTES", default_value_t = 16 * 1024)]
+    pub tool_max_result_bytes: usize,
+
     /// Simulated latency of the offline model, to model a slow provider in benchmarks.
     #[arg(long, env = "OFFLINE_LLM_DELAY_MS", default_value_t = 0)]
     pub offline_llm_delay_ms: u64,
@@ -89,6 +149,26 @@ pub struct Settings {
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
 
+    /// Longest one attempt of a step may run; a timed-out attempt is retried.
+    #[arg(long, env = "STEP_TIMEOUT_SECS", default_value_t = 600)]
+    pub step_timeout_secs: u64,
+
+    /// Delay before the first retry of a failed step; it doubles per attempt, with jitter.
+    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 1000)]
+    pub retry_base_ms: u64,
+
+    /// Longest delay between two attempts of a step.
+    #[arg(long, env = "RETRY_MAX_MS", default_value_t = 60_000)]
+    pub retry_max_ms: u64,
+
+    /// How often the reconciler looks for work whose job was lost.
+    #[arg(long, env = "RECONCILE_INTERVAL_MS", default_value_t = 5000)]
+    pub reconcile_interval_ms: u64,
+
+    /// Work untouched for this long without a job is re-enqueued.
+    #[arg(long, env = "RECONCILE_MIN_AGE_MS", default_value_t = 10_000)]
+    pub reconcile_min_age_ms: u64,
+
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
@@ -104,6 +184,8 @@ pub enum SettingsError {
         "QUEUE_VISIBILITY_TIMEOUT_SECS ({visibility}s) must exceed LEASE_SECS ({lease}s), or live steps would be handed to a second worker"
     )]
     VisibilityBelowLease { visibility: u64, lease: u64 },
+    #[error("RETRY_MAX_MS must be at least RETRY_BASE_MS")]
+    RetryMaxBelowBase,
     #[error("DISPATCH_SECRET must be at least 16 bytes")]
     ShortSecret,
     #[error("REDIS_PREFIX must be 1 to 100 characters without spaces")]
@@ -113,8 +195,18 @@ pub enum SettingsError {
 impl Settings {
     /// Checks the invariants that span several settings.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        if self.lease_secs == 0 {
-            return Err(SettingsError::Zero { field: "LEASE_SECS" });
+        for (field, value) in [
+            ("LEASE_SECS", self.lease_secs),
+            ("STEP_TIMEOUT_SECS", self.step_timeout_secs),
+            ("RETRY_BASE_MS", self.retry_base_ms),
+            ("RECONCILE_INTERVAL_MS", self.reconcile_interval_ms),
+        ] {
+            if value == 0 {
+                return Err(SettingsError::Zero { field });
+            }
+        }
+        if self.retry_max_ms < self.retry_base_ms {
+            return Err(SettingsError::RetryMaxBelowBase);
         }
         if self.visibility_timeout_secs <= self.lease_secs {
             return Err(SettingsError::VisibilityBelowLease {

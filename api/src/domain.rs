@@ -147,11 +147,15 @@ state_enum!(
         TaskPlanned => "task_planned",
         TaskCompleted => "task_completed",
         TaskFailed => "task_failed",
+        TaskCancelled => "task_cancelled",
         StepReady => "step_ready",
         StepStarted => "step_started",
         StepCompleted => "step_completed",
+        StepRetrying => "step_retrying",
         StepFailed => "step_failed",
         StepSkipped => "step_skipped",
+        StepCancelled => "step_cancelled",
+        StepReleased => "step_released",
     }
 );
 

@@ -3,8 +3,10 @@
 
 pub mod app;
 pub mod config;
+pub mod coordination;
 pub mod domain;
 pub mod http;
+pub mod providers;
 pub mod queue;
 pub mod store;
 pub mod worker;

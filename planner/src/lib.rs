@@ -7,12 +7,14 @@
 
 pub mod error;
 pub mod heuristic;
+pub mod llm;
 pub mod plan;
 mod text;
 pub mod validate;
 
 pub use error::PlanError;
 pub use heuristic::{HEURISTIC_PLANNER_VERSION, HeuristicPlanner};
+pub use llm::{LLM_PLANNER_VERSION, LlmPlanner, PlanOutcome, PlannedCall};
 pub use plan::{MAX_TITLE_CHARS, Plan, PlannedStep, make_title};
 pub use validate::{PlanLimits, validate};
 

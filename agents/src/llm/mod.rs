@@ -1,12 +1,26 @@
-//! The model interface shared by the agents and the planner.
+//! The model interface shared by the agents and the planner, and its providers.
 //!
 //! Providers translate [`ChatRequest`] into their wire format and report usage exactly as
 //! the provider counted it; cost is computed later from [`crate::PriceTable`], so a price
-//! change never needs a provider change.
+//! change never needs a provider change. Only when a provider reports no usage at all is it
+//! counted here, with a real tokenizer ([`count_tokens`]).
+//!
+//! Providers: [`OfflineModel`] (deterministic, no network, the default), [`OpenAiClient`]
+//! (OpenAI-compatible chat completions: OpenAI, Ollama, vLLM, llama.cpp …) and
+//! [`AnthropicClient`] (Anthropic Messages). The HTTP providers share one retry policy
+//! ([`Backoff`]) and never put their API key in a log line, an error or a `Debug` string.
 
+mod anthropic;
 mod offline;
+mod openai;
+mod retry;
+mod tokens;
 
+pub use anthropic::{ANTHROPIC_VERSION, AnthropicClient, AnthropicConfig};
 pub use offline::OfflineModel;
+pub use openai::{MaxTokensField, OpenAiClient, OpenAiConfig};
+pub use retry::Backoff;
+pub use tokens::{count_tokens, warm_up_tokenizer};
 
 use serde::{Deserialize, Serialize};
 
@@ -25,14 +39,20 @@ pub enum Role {
 pub struct ToolCall {
     /// Provider-assigned id, echoed back in the tool's answer.
     pub id: String,
+    /// Name of the tool to call.
     pub name: String,
+    /// The arguments as the model wrote them. Normally an object; when a provider sent
+    /// arguments that are not valid JSON they arrive here as a JSON string holding the raw
+    /// text, so the tool registry can reject them with a reason instead of the call failing.
     pub arguments: serde_json::Value,
 }
 
 /// One message of a conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
+    /// Who said it.
     pub role: Role,
+    /// The text; may be empty on an assistant message that only asked for tools.
     pub content: String,
     /// Set on assistant messages that asked for tools.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -43,10 +63,12 @@ pub struct ChatMessage {
 }
 
 impl ChatMessage {
+    /// A plain message with no tool calls.
     pub fn new(role: Role, content: impl Into<String>) -> Self {
         Self { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
     }
 
+    /// The answer to tool call `call_id`.
     pub fn tool_result(call_id: &str, content: impl Into<String>) -> Self {
         Self {
             role: Role::Tool,
@@ -60,23 +82,45 @@ impl ChatMessage {
 /// A tool the model may call, as advertised to the provider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolDefinition {
+    /// The name the model calls it by.
     pub name: String,
+    /// What the tool does, for the model.
     pub description: String,
     /// JSON Schema of the arguments object.
     pub parameters: serde_json::Value,
 }
 
+/// Whether the model may answer in text or must call one of the offered tools.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// The model decides (the providers' own default; nothing is sent).
+    #[default]
+    Auto,
+    /// The model must call one of the offered tools: used for structured output.
+    Required,
+}
+
+/// One model call.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatRequest {
+    /// The conversation so far, system prompt first.
     pub messages: Vec<ChatMessage>,
+    /// Tools the model may call.
     pub tools: Vec<ToolDefinition>,
+    /// Ceiling on the answer's tokens; `None` uses the client's default.
     pub max_tokens: Option<u32>,
+    /// Model for this call (an agent's override); `None` uses the client's default model.
+    pub model: Option<String>,
+    /// Whether a tool call is mandatory; ignored when `tools` is empty.
+    pub tool_choice: ToolChoice,
 }
 
 /// Token usage of one model call, as the provider reported it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
+    /// All prompt tokens, cached ones included.
     pub prompt_tokens: u64,
+    /// Tokens of the answer.
     pub completion_tokens: u64,
     /// Prompt tokens served from the provider's cache (a subset of `prompt_tokens`).
     pub cached_tokens: u64,
@@ -90,28 +134,66 @@ impl std::ops::AddAssign for Usage {
     }
 }
 
+/// What the model answered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatResponse {
     /// The final answer, when the model gave one.
     pub content: Option<String>,
+    /// Tools the model wants called before it answers.
     pub tool_calls: Vec<ToolCall>,
+    /// Tokens used, from the provider or counted when it reported none.
     pub usage: Usage,
     /// The model that actually answered (providers may resolve aliases).
     pub model: String,
 }
 
+/// Why a model call failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum LlmError {
     /// The provider refused the request (400, 401, 403 …); retrying will not help.
     #[error("the model provider rejected the request ({status}): {message}")]
-    Rejected { status: u16, message: String },
+    Rejected {
+        /// HTTP status of the refusal.
+        status: u16,
+        /// The provider's own explanation, when it gave one.
+        message: String,
+    },
     /// Overloaded, rate limited or unreachable after all retries.
     #[error("the model provider is unavailable: {0}")]
     Unavailable(String),
+    /// Every attempt ran past the configured timeout.
     #[error("the model call timed out")]
     Timeout,
+    /// The provider answered, but not with something this client understands.
     #[error("the model provider sent an invalid response: {0}")]
     InvalidResponse(String),
+}
+
+/// A provider client could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum LlmConfigError {
+    /// The base URL does not parse or is not http(s).
+    #[error("invalid model provider base URL `{url}`: {reason}")]
+    BaseUrl {
+        /// The URL as configured.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The API key cannot be sent as an HTTP header (the key itself is never shown).
+    #[error("the model provider API key contains characters that cannot be sent in an HTTP header")]
+    ApiKey,
+    /// A setting is out of range.
+    #[error("invalid model provider setting `{field}`: {reason}")]
+    Setting {
+        /// The offending setting.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The HTTP client could not be created (TLS backend initialisation).
+    #[error("cannot create the HTTP client: {0}")]
+    Http(#[source] reqwest::Error),
 }
 
 /// A chat model. Implementations must be cheap to share (`Arc<dyn LlmClient>`).
@@ -121,12 +203,6 @@ pub trait LlmClient: Send + Sync {
     fn provider(&self) -> &str;
     /// Default model of this client.
     fn model(&self) -> &str;
+    /// One model call; HTTP providers retry transient failures inside it.
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError>;
-}
-
-/// Rough token count for providers that report none: about four characters per token for
-/// English text, never zero for non-empty text.
-pub fn estimate_tokens(text: &str) -> u64 {
-    let chars = text.chars().count() as u64;
-    chars.div_ceil(4)
 }

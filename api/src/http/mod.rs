@@ -1,9 +1,11 @@
 //! The HTTP API: routes, the shared state they read, and the middleware around them.
 
+mod catalog;
 mod error;
 mod extract;
 mod health;
 mod tasks;
+mod workers;
 
 pub use error::ApiError;
 
@@ -23,13 +25,18 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{queue::Dispatcher, store::TaskStore};
+use agents::{AgentCatalog, ToolRegistry};
+
+use crate::{coordination::Coordination, queue::Dispatcher, store::TaskStore};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub tasks: Arc<dyn TaskStore>,
     pub dispatcher: Arc<dyn Dispatcher>,
+    pub coordination: Arc<dyn Coordination>,
+    pub agents: Arc<AgentCatalog>,
+    pub tools: Arc<ToolRegistry>,
 }
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,6 +45,9 @@ pub fn build_router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(tasks::routes())
+        .route("/workers", get(workers::list_workers))
+        .route("/agents", get(catalog::list_agents))
+        .route("/tools", get(catalog::list_tools))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(no_route)

@@ -1,15 +1,16 @@
 //! The job format and its signature.
 //!
-//! On the wire a job is a flat list of stream fields: `v`, `kind`, `task`, `step`, `attempt`
-//! and `sig`, where `sig` is hex HMAC-SHA256 over `v|kind|task|step|attempt`. Signing every
-//! field means a forged or altered job is refused before it can touch a task.
+//! On the wire a job is a flat list of stream fields: `v`, `kind`, `task`, `step`, `attempt`,
+//! `priority` and `sig`, where `sig` is hex HMAC-SHA256 over
+//! `v|kind|task|step|attempt|priority`. Signing every field means a forged or altered job
+//! is refused before it can touch a task.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::domain::{StepId, TaskId};
+use crate::domain::{Priority, StepId, TaskId};
 
-const VERSION: &str = "1";
+const VERSION: &str = "2";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
@@ -35,15 +36,27 @@ pub struct Job {
     pub step: Option<StepId>,
     /// The attempt the job was sent for; informational, the store decides what runs.
     pub attempt: u32,
+    /// Which stream carries it: higher priorities are read first.
+    pub priority: Priority,
 }
 
 impl Job {
-    pub fn plan(task: TaskId) -> Self {
-        Self { kind: JobKind::Plan, task, step: None, attempt: 1 }
+    pub fn plan(task: TaskId, priority: Priority) -> Self {
+        Self { kind: JobKind::Plan, task, step: None, attempt: 1, priority }
     }
 
-    pub fn step(task: TaskId, step: StepId) -> Self {
-        Self { kind: JobKind::Step, task, step: Some(step), attempt: 1 }
+    /// A job to run `attempt` (1-based) of a step.
+    pub fn step(task: TaskId, step: StepId, attempt: u32, priority: Priority) -> Self {
+        Self { kind: JobKind::Step, task, step: Some(step), attempt, priority }
+    }
+
+    /// Names the work a job stands for: duplicates of one job share it, and each attempt of
+    /// a step has its own, so acknowledging a failed attempt cannot hide its retry's job.
+    pub fn key(&self) -> String {
+        match self.step {
+            Some(step) => format!("step:{step}:{}", self.attempt),
+            None => format!("plan:{}", self.task),
+        }
     }
 }
 
@@ -61,6 +74,7 @@ impl std::fmt::Debug for JobSigner {
 
 impl JobSigner {
     pub fn new(secret: &[u8]) -> Self {
+        // HMAC takes keys of any length (long ones are hashed), so this cannot fail.
         Self { mac: Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length") }
     }
 
@@ -73,8 +87,9 @@ impl JobSigner {
     /// The stream fields of a job, signature included.
     pub fn encode(&self, job: &Job) -> Vec<(&'static str, String)> {
         let step = job.step.map(|s| s.to_string()).unwrap_or_default();
-        let (kind, task, attempt) = (job.kind.as_str(), job.task.to_string(), job.attempt.to_string());
-        let payload = format!("{VERSION}|{kind}|{task}|{step}|{attempt}");
+        let (kind, task, attempt, priority) =
+            (job.kind.as_str(), job.task.to_string(), job.attempt.to_string(), job.priority.as_str());
+        let payload = format!("{VERSION}|{kind}|{task}|{step}|{attempt}|{priority}");
         let sig = hex::encode(self.signature(&payload).finalize().into_bytes());
         vec![
             ("v", VERSION.to_owned()),
@@ -82,6 +97,7 @@ impl JobSigner {
             ("task", task),
             ("step", step),
             ("attempt", attempt),
+            ("priority", priority.to_owned()),
             ("sig", sig),
         ]
     }
@@ -89,13 +105,14 @@ impl JobSigner {
     /// Parses and verifies a job from its stream fields.
     pub fn decode<'a>(&self, field: impl Fn(&str) -> Option<&'a str>) -> Result<Job, String> {
         let get = |name: &str| field(name).ok_or_else(|| format!("missing field `{name}`"));
-        let (version, kind, task, step, attempt) =
-            (get("v")?, get("kind")?, get("task")?, get("step")?, get("attempt")?);
+        let version = get("v")?;
         if version != VERSION {
             return Err(format!("unsupported job version `{version}`"));
         }
+        let (kind, task, step, attempt, priority) =
+            (get("kind")?, get("task")?, get("step")?, get("attempt")?, get("priority")?);
         let sig = hex::decode(get("sig")?).map_err(|_| "signature is not hex".to_owned())?;
-        self.signature(&format!("{version}|{kind}|{task}|{step}|{attempt}"))
+        self.signature(&format!("{version}|{kind}|{task}|{step}|{attempt}|{priority}"))
             .verify_slice(&sig)
             .map_err(|_| "bad signature".to_owned())?;
         let kind = match kind {
@@ -112,7 +129,8 @@ impl JobSigner {
             return Err("a step job needs a step and a plan job has none".into());
         }
         let attempt = attempt.parse().map_err(|_| "attempt is not a number".to_owned())?;
-        Ok(Job { kind, task, step, attempt })
+        let priority = priority.parse().map_err(|_| "unknown priority".to_owned())?;
+        Ok(Job { kind, task, step, attempt, priority })
     }
 }
 
@@ -127,25 +145,40 @@ mod tests {
     #[test]
     fn a_signed_job_round_trips() {
         let signer = JobSigner::new(b"0123456789abcdef");
-        let job = Job::step(TaskId::new(), StepId::new());
+        let job = Job::step(TaskId::new(), StepId::new(), 2, Priority::High);
         assert_eq!(decode(&signer, &signer.encode(&job)), Ok(job));
-        let plan = Job::plan(TaskId::new());
+        let plan = Job::plan(TaskId::new(), Priority::Low);
         assert_eq!(decode(&signer, &signer.encode(&plan)), Ok(plan));
     }
 
     #[test]
     fn altered_or_foreign_jobs_are_refused() {
         let signer = JobSigner::new(b"0123456789abcdef");
-        let mut fields = signer.encode(&Job::plan(TaskId::new()));
+        let mut fields = signer.encode(&Job::plan(TaskId::new(), Priority::Normal));
         fields[2].1 = TaskId::new().to_string(); // point it at another task
         assert_eq!(decode(&signer, &fields), Err("bad signature".into()));
 
-        let other = JobSigner::new(b"another-secret-key!");
-        let fields = other.encode(&Job::plan(TaskId::new()));
+        let mut fields = signer.encode(&Job::plan(TaskId::new(), Priority::Low));
+        fields[5].1 = "high".into(); // jump the queue
         assert_eq!(decode(&signer, &fields), Err("bad signature".into()));
 
-        let unsigned: Vec<_> =
-            signer.encode(&Job::plan(TaskId::new())).into_iter().filter(|(k, _)| *k != "sig").collect();
+        let other = JobSigner::new(b"another-secret-key!");
+        let fields = other.encode(&Job::plan(TaskId::new(), Priority::Normal));
+        assert_eq!(decode(&signer, &fields), Err("bad signature".into()));
+
+        let unsigned: Vec<_> = signer
+            .encode(&Job::plan(TaskId::new(), Priority::Normal))
+            .into_iter()
+            .filter(|(k, _)| *k != "sig")
+            .collect();
         assert_eq!(decode(&signer, &unsigned), Err("missing field `sig`".into()));
+    }
+
+    #[test]
+    fn duplicates_share_a_key_and_attempts_do_not() {
+        let (task, step) = (TaskId::new(), StepId::new());
+        assert_eq!(Job::step(task, step, 1, Priority::High).key(), Job::step(task, step, 1, Priority::Low).key());
+        assert_ne!(Job::step(task, step, 1, Priority::High).key(), Job::step(task, step, 2, Priority::High).key());
+        assert_ne!(Job::plan(task, Priority::High).key(), Job::step(task, step, 1, Priority::High).key());
     }
 }

@@ -1,10 +1,13 @@
-//! Dispatch. A job names a task, optionally a step, and the attempt it was sent for; it
-//! carries an HMAC-SHA256 signature that workers verify before acting on it.
+//! Dispatch. A job names a task, optionally a step, the attempt it was sent for and its
+//! priority; it carries an HMAC-SHA256 signature that workers verify before acting on it.
 //!
 //! Delivery is at least once: a job is acknowledged only after the Postgres transition it
 //! caused has committed, and a job left unacknowledged past the visibility timeout is
 //! handed to another worker. Duplicates are harmless because every transition is a
 //! conditional update, so the queue never has to be exactly-once itself.
+//!
+//! The queue also remembers which work has a job (queued, delayed or in flight), so the
+//! reconciler can tell a step that is merely waiting from one whose job was lost.
 
 mod job;
 mod redis_stream;
@@ -25,26 +28,36 @@ pub enum QueueError {
 /// A job as a worker received it.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    /// The queue's id for this delivery, used to acknowledge it.
+    /// The queue's id for this delivery.
     pub id: String,
+    /// The stream it came from, to acknowledge it there.
+    pub stream: String,
     /// The job, or why it was refused (bad signature, malformed fields).
     pub job: Result<Job, String>,
 }
 
-/// The sending side, used by the API and by workers that enqueue follow-up steps.
+/// The sending side, used by the API, the workers and the reconciler.
 #[async_trait::async_trait]
 pub trait Dispatcher: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), QueueError>;
     async fn enqueue(&self, jobs: &[Job]) -> Result<(), QueueError>;
+    /// Enqueues `job` once `delay` has passed (retry backoff).
+    async fn enqueue_after(&self, job: &Job, delay: Duration) -> Result<(), QueueError>;
+    /// For each job, whether work of its key has a job queued, delayed or in flight.
+    async fn has_job(&self, jobs: &[Job]) -> Result<Vec<bool>, QueueError>;
 }
 
 /// The receiving side, used by workers.
 #[async_trait::async_trait]
 pub trait JobSource: Send + Sync + 'static {
-    /// Waits up to `block` for at most `max` new jobs for `consumer`.
+    /// Waits up to `block` for at most `max` new jobs for `consumer`, higher priorities first.
     async fn fetch(&self, consumer: &str, max: usize, block: Duration) -> Result<Vec<Delivery>, QueueError>;
     /// Takes over at most `max` jobs delivered to other consumers and unacknowledged for
     /// longer than the visibility timeout (their worker died or stalled).
     async fn reclaim(&self, consumer: &str, max: usize) -> Result<Vec<Delivery>, QueueError>;
-    async fn ack(&self, delivery_id: &str) -> Result<(), QueueError>;
+    /// Moves delayed jobs whose time has come into their streams.
+    async fn promote_due(&self) -> Result<usize, QueueError>;
+    /// Tells the queue the job is still being worked on, so it is not reclaimed.
+    async fn touch(&self, consumer: &str, delivery: &Delivery) -> Result<(), QueueError>;
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError>;
 }

@@ -1,9 +1,12 @@
-//! The dispatch queue on a Redis stream with one consumer group.
+//! The dispatch queue on Redis: one stream per priority with one consumer group each, a
+//! sorted set of delayed jobs, and a hash of the job keys that have a job.
 //!
-//! `XADD` enqueues, `XREADGROUP` delivers, `XACK` + `XDEL` retire a job once its effect has
-//! committed (so the stream holds only live jobs), and `XAUTOCLAIM` hands jobs idle past
-//! the visibility timeout to another consumer. If the stream or group vanished (a Redis
-//! restart without persistence, a `FLUSHALL`), the group is recreated on the next read.
+//! `XADD` enqueues, `XREADGROUP` delivers (high, then normal, then low), `XACK` + `XDEL`
+//! retire a job once its effect has committed (so streams hold only live jobs), `XCLAIM
+//! … JUSTID` keeps a long job's delivery fresh, and `XAUTOCLAIM` hands jobs idle past the
+//! visibility timeout to another consumer. If a stream or group vanished (a Redis restart
+//! without persistence, a `FLUSHALL`), groups are recreated on the next read and the
+//! reconciler re-enqueues from Postgres.
 
 use std::time::Duration;
 
@@ -14,19 +17,40 @@ use redis::{
 };
 
 use super::{Delivery, Dispatcher, Job, JobSigner, JobSource, QueueError};
+use crate::domain::Priority;
 
 const GROUP: &str = "workers";
+/// Delayed jobs moved per promotion round.
+const PROMOTE_BATCH: usize = 500;
+
+/// Moves due members of the delayed set into their streams atomically, so a job is never
+/// both delayed and queued, nor lost between the two.
+const PROMOTE_SCRIPT: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  local job = cjson.decode(member)
+  local args = {job.s, '*'}
+  for _, kv in ipairs(job.f) do
+    args[#args + 1] = kv[1]
+    args[#args + 1] = kv[2]
+  end
+  redis.call('XADD', unpack(args))
+  redis.call('ZREM', KEYS[1], member)
+end
+return #due
+";
 
 #[derive(Clone)]
 pub struct RedisQueue {
     pool: Pool,
-    stream: String,
+    prefix: String,
     signer: JobSigner,
     visibility_timeout: Duration,
+    promote: redis::Script,
 }
 
 impl RedisQueue {
-    /// Connects and makes sure the stream and its consumer group exist.
+    /// Connects and makes sure the streams and their consumer groups exist.
     pub async fn connect(
         url: &str,
         prefix: &str,
@@ -39,8 +63,14 @@ impl RedisQueue {
         let pool = config.create_pool(Some(Runtime::Tokio1)).map_err(|e| {
             redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad REDIS_URL", e.to_string()))
         })?;
-        let queue = Self { pool, stream: format!("{prefix}:dispatch"), signer, visibility_timeout };
-        queue.ensure_group().await?;
+        let queue = Self {
+            pool,
+            prefix: prefix.to_owned(),
+            signer,
+            visibility_timeout,
+            promote: redis::Script::new(PROMOTE_SCRIPT),
+        };
+        queue.ensure_groups().await?;
         Ok(queue)
     }
 
@@ -48,30 +78,84 @@ impl RedisQueue {
         &self.pool
     }
 
-    async fn ensure_group(&self) -> Result<(), QueueError> {
-        let mut conn = self.pool.get().await?;
-        // From id 0, so jobs enqueued before the first worker started are delivered too.
-        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&self.stream)
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match created {
-            Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
-            _ => Ok(()),
-        }
+    /// The stream of one priority.
+    pub fn stream(&self, priority: Priority) -> String {
+        format!("{}:dispatch:{}", self.prefix, priority.as_str())
     }
 
-    fn delivery(&self, entry: &StreamId) -> Delivery {
+    fn streams(&self) -> [String; 3] {
+        [self.stream(Priority::High), self.stream(Priority::Normal), self.stream(Priority::Low)]
+    }
+
+    fn delayed_key(&self) -> String {
+        format!("{}:dispatch:delayed", self.prefix)
+    }
+
+    fn live_key(&self) -> String {
+        format!("{}:dispatch:live", self.prefix)
+    }
+
+    async fn ensure_groups(&self) -> Result<(), QueueError> {
+        let mut conn = self.pool.get().await?;
+        for stream in self.streams() {
+            // From id 0, so jobs enqueued before the first worker started are delivered too.
+            let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut conn)
+                .await;
+            match created {
+                Err(e) if e.code() != Some("BUSYGROUP") => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn delivery(&self, stream: &str, entry: &StreamId) -> Delivery {
         let job = self.signer.decode(|name| match entry.map.get(name) {
             Some(Value::BulkString(bytes)) => std::str::from_utf8(bytes).ok(),
             Some(Value::SimpleString(s)) => Some(s.as_str()),
             _ => None,
         });
-        Delivery { id: entry.id.clone(), job }
+        Delivery { id: entry.id.clone(), stream: stream.to_owned(), job }
+    }
+
+    fn deliveries(&self, reply: Option<StreamReadReply>) -> Vec<Delivery> {
+        reply
+            .map(|r| r.keys.iter().flat_map(|k| k.ids.iter().map(|e| self.delivery(&k.key, e))).collect())
+            .unwrap_or_default()
+    }
+
+    /// One XREADGROUP over `streams`; a vanished group is recreated and reads as empty.
+    async fn read(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        consumer: &str,
+        count: usize,
+        block: Option<Duration>,
+        streams: &[String],
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP").arg(GROUP).arg(consumer).arg("COUNT").arg(count);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(streams);
+        for _ in streams {
+            cmd.arg(">");
+        }
+        match cmd.query_async::<Option<StreamReadReply>>(conn).await {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.ensure_groups().await?;
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e.into()),
+            Ok(reply) => Ok(self.deliveries(reply)),
+        }
     }
 }
 
@@ -88,16 +172,50 @@ impl Dispatcher for RedisQueue {
             return Ok(());
         }
         let mut pipe = redis::pipe();
+        let now = now_ms();
         for job in jobs {
-            let cmd = pipe.cmd("XADD").arg(&self.stream).arg("*");
+            let cmd = pipe.cmd("XADD").arg(self.stream(job.priority)).arg("*");
             for (field, value) in self.signer.encode(job) {
                 cmd.arg(field).arg(value);
             }
             cmd.ignore();
+            pipe.cmd("HSET").arg(self.live_key()).arg(job.key()).arg(now).ignore();
         }
         let mut conn = self.pool.get().await?;
         pipe.query_async::<()>(&mut conn).await?;
         Ok(())
+    }
+
+    async fn enqueue_after(&self, job: &Job, delay: Duration) -> Result<(), QueueError> {
+        let fields: Vec<[String; 2]> = self.signer.encode(job).into_iter().map(|(k, v)| [k.to_owned(), v]).collect();
+        let member = serde_json::json!({"s": self.stream(job.priority), "f": fields}).to_string();
+        let due = now_ms() + delay.as_millis() as u64;
+        let mut conn = self.pool.get().await?;
+        redis::pipe()
+            .cmd("ZADD")
+            .arg(self.delayed_key())
+            .arg(due)
+            .arg(member)
+            .ignore()
+            .cmd("HSET")
+            .arg(self.live_key())
+            .arg(job.key())
+            .arg(now_ms())
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn has_job(&self, jobs: &[Job]) -> Result<Vec<bool>, QueueError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.pool.get().await?;
+        let keys: Vec<String> = jobs.iter().map(Job::key).collect();
+        let found: Vec<Option<String>> =
+            redis::cmd("HMGET").arg(self.live_key()).arg(keys).query_async(&mut conn).await?;
+        Ok(found.into_iter().map(|v| v.is_some()).collect())
     }
 }
 
@@ -105,71 +223,86 @@ impl Dispatcher for RedisQueue {
 impl JobSource for RedisQueue {
     async fn fetch(&self, consumer: &str, max: usize, block: Duration) -> Result<Vec<Delivery>, QueueError> {
         let mut conn = self.pool.get().await?;
-        // The read blocks server-side; give the client more patience than the server.
-        conn.set_response_timeout(block + Duration::from_secs(5));
-        let reply: Result<Option<StreamReadReply>, redis::RedisError> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(max)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&self.stream)
-            .arg(">")
-            .query_async(&mut conn)
-            .await;
-        let reply = match reply {
-            Err(e) if e.code() == Some("NOGROUP") => {
-                drop(conn);
-                self.ensure_group().await?;
-                return Ok(Vec::new());
+        // Without blocking, in priority order: a burst of low jobs never delays a high one
+        // by more than the jobs this worker already holds.
+        let mut got = Vec::new();
+        for stream in self.streams() {
+            if got.len() >= max {
+                break;
             }
-            other => other?,
-        };
-        Ok(reply
-            .map(|r| r.keys.iter().flat_map(|k| k.ids.iter()).map(|e| self.delivery(e)).collect())
-            .unwrap_or_default())
+            let more = self.read(&mut conn, consumer, max - got.len(), None, std::slice::from_ref(&stream)).await?;
+            got.extend(more);
+        }
+        if !got.is_empty() {
+            return Ok(got);
+        }
+        // Nothing anywhere: wait on all three for the first job, which the next call
+        // follows with a full priority-ordered read.
+        conn.set_response_timeout(block + Duration::from_secs(5));
+        self.read(&mut conn, consumer, 1, Some(block), &self.streams()).await
     }
 
     async fn reclaim(&self, consumer: &str, max: usize) -> Result<Vec<Delivery>, QueueError> {
         let mut conn = self.pool.get().await?;
-        let reply: Result<StreamAutoClaimReply, _> = redis::cmd("XAUTOCLAIM")
-            .arg(&self.stream)
-            .arg(GROUP)
-            .arg(consumer)
-            .arg(self.visibility_timeout.as_millis() as u64)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(max)
-            .query_async(&mut conn)
-            .await;
-        match reply {
-            Err(e) if e.code() == Some("NOGROUP") => {
-                drop(conn);
-                self.ensure_group().await?;
-                Ok(Vec::new())
+        let mut got = Vec::new();
+        for stream in self.streams() {
+            if got.len() >= max {
+                break;
             }
-            Err(e) => Err(e.into()),
-            Ok(reply) => Ok(reply.claimed.iter().map(|e| self.delivery(e)).collect()),
+            let reply: Result<StreamAutoClaimReply, _> = redis::cmd("XAUTOCLAIM")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg(consumer)
+                .arg(self.visibility_timeout.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(max - got.len())
+                .query_async(&mut conn)
+                .await;
+            match reply {
+                Err(e) if e.code() == Some("NOGROUP") => self.ensure_groups().await?,
+                Err(e) => return Err(e.into()),
+                Ok(reply) => got.extend(reply.claimed.iter().map(|e| self.delivery(&stream, e))),
+            }
         }
+        Ok(got)
     }
 
-    async fn ack(&self, delivery_id: &str) -> Result<(), QueueError> {
+    async fn promote_due(&self) -> Result<usize, QueueError> {
         let mut conn = self.pool.get().await?;
-        redis::pipe()
-            .cmd("XACK")
-            .arg(&self.stream)
+        let moved: usize =
+            self.promote.key(self.delayed_key()).arg(now_ms()).arg(PROMOTE_BATCH).invoke_async(&mut conn).await?;
+        Ok(moved)
+    }
+
+    async fn touch(&self, consumer: &str, delivery: &Delivery) -> Result<(), QueueError> {
+        let mut conn = self.pool.get().await?;
+        // Claiming our own delivery resets its idle time.
+        redis::cmd("XCLAIM")
+            .arg(&delivery.stream)
             .arg(GROUP)
-            .arg(delivery_id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&self.stream)
-            .arg(delivery_id)
-            .ignore()
+            .arg(consumer)
+            .arg(0)
+            .arg(&delivery.id)
+            .arg("JUSTID")
             .query_async::<()>(&mut conn)
             .await?;
         Ok(())
     }
+
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
+        let mut conn = self.pool.get().await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("XACK").arg(&delivery.stream).arg(GROUP).arg(&delivery.id).ignore();
+        pipe.cmd("XDEL").arg(&delivery.stream).arg(&delivery.id).ignore();
+        if let Ok(job) = &delivery.job {
+            pipe.cmd("HDEL").arg(self.live_key()).arg(job.key()).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

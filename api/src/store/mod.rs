@@ -41,6 +41,14 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn create_task(&self, task: &NewTask) -> Result<CreateOutcome, StoreError>;
     async fn task(&self, id: TaskId) -> Result<Option<TaskDetail>, StoreError>;
     async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError>;
+    /// Ends a task that has not ended: its waiting steps are cancelled at once, its running
+    /// steps stop at their next model or tool call.
+    async fn cancel_task(&self, id: TaskId) -> Result<CancelOutcome, StoreError>;
+    /// The task's cost from its `llm_calls` rows: totals, per step and per model. `None`
+    /// when the task does not exist.
+    async fn task_cost(&self, id: TaskId) -> Result<Option<CostReport>, StoreError>;
+    /// The task's tool calls in the order they were made.
+    async fn tool_calls(&self, id: TaskId) -> Result<Option<Vec<ToolCallRow>>, StoreError>;
 }
 
 /// What the worker needs: claims, results and accounting.
@@ -49,14 +57,20 @@ pub trait ExecutionStore: Send + Sync + 'static {
     /// `pending → planning` (or takes over a planning whose lease expired).
     async fn claim_planning(&self, id: TaskId, lease: &Lease) -> Result<Option<PlanningClaim>, StoreError>;
     /// `planning → running` with the steps inserted; returns the steps that are ready.
-    async fn save_plan(&self, id: TaskId, lease: &Lease, steps: &[NewStep]) -> Result<Option<Vec<StepId>>, StoreError>;
+    async fn save_plan(
+        &self,
+        id: TaskId,
+        lease: &Lease,
+        steps: &[NewStep],
+        from_cache: bool,
+    ) -> Result<Option<Vec<StepId>>, StoreError>;
     /// `planning → failed`.
     async fn fail_planning(&self, id: TaskId, lease: &Lease, error: &str) -> Result<bool, StoreError>;
     /// `ready → running` (or takes over a running step whose lease expired), with what the
     /// agent needs to run it.
     async fn claim_step(&self, id: StepId, lease: &Lease) -> Result<Option<StepClaim>, StoreError>;
-    /// Pushes the lease expiry forward; false when the lease is no longer ours.
-    async fn renew_step_lease(&self, id: StepId, lease: &Lease) -> Result<bool, StoreError>;
+    /// Pushes the lease expiry forward, and says whether the task still runs.
+    async fn renew_step_lease(&self, id: StepId, lease: &Lease) -> Result<LeaseState, StoreError>;
     /// `running → completed`, promotes dependants whose dependencies are all completed, and
     /// completes the task after its last step. `None` when the lease was lost.
     async fn complete_step(
@@ -65,8 +79,27 @@ pub trait ExecutionStore: Send + Sync + 'static {
         lease: &Lease,
         output: &str,
     ) -> Result<Option<StepCompletion>, StoreError>;
-    /// `running → failed`; the task fails and its unfinished steps are skipped.
-    async fn fail_step(&self, claim: &StepClaim, lease: &Lease, error: &str) -> Result<bool, StoreError>;
+    /// A failed attempt: `running → ready` after `retry_after` while attempts remain (and
+    /// the error is worth retrying: `Some`), otherwise `running → failed`, failing the task
+    /// and skipping its unfinished steps.
+    async fn fail_step(
+        &self,
+        claim: &StepClaim,
+        lease: &Lease,
+        error: &str,
+        retry_after: Option<Duration>,
+    ) -> Result<FailOutcome, StoreError>;
+    /// `running → cancelled`, for a step that stopped because its task was cancelled.
+    async fn cancel_step(&self, claim: &StepClaim, lease: &Lease) -> Result<bool, StoreError>;
+    /// `running → ready` without charging an attempt: the worker is shutting down.
+    async fn release_step(&self, claim: &StepClaim, lease: &Lease) -> Result<bool, StoreError>;
+    /// Whether the task is still running (a cancelled task's steps stop).
+    async fn task_running(&self, task: TaskId) -> Result<bool, StoreError>;
+    async fn cached_plan(&self, hash: &str) -> Result<Option<serde_json::Value>, StoreError>;
+    async fn cache_plan(&self, hash: &str, planner: &str, plan: &serde_json::Value) -> Result<(), StoreError>;
+    /// Pending tasks and ready steps untouched for `min_age`, and planning tasks and running
+    /// steps whose lease has expired: each should have a job.
+    async fn unfinished_work(&self, min_age: Duration, limit: i64) -> Result<Vec<Unfinished>, StoreError>;
     async fn record_llm_call(&self, task: TaskId, step: Option<StepId>, call: &LlmCallRecord)
     -> Result<(), StoreError>;
     async fn record_tool_call(
@@ -75,6 +108,17 @@ pub trait ExecutionStore: Send + Sync + 'static {
         step: Option<StepId>,
         call: &ToolCallRecord,
     ) -> Result<(), StoreError>;
+    /// Appends to the task's short-term memory.
+    async fn record_message(
+        &self,
+        task: TaskId,
+        step: Option<StepId>,
+        role: &str,
+        content: &str,
+    ) -> Result<(), StoreError>;
+    /// The task-level short-term memory (context given at submission), oldest first, at most
+    /// `limit` of the most recent.
+    async fn task_context(&self, task: TaskId, limit: i64) -> Result<Vec<(String, String)>, StoreError>;
 }
 
 /// A claim on a task or step held by one worker: the token fences every later write.

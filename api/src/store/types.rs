@@ -18,6 +18,11 @@ pub struct NewTask {
     pub idempotency_key: Option<String>,
     /// Hash of the request body, to tell a replay from a conflicting reuse of a key.
     pub request_hash: String,
+    /// Overrides the agents' retry policy for every step of this task.
+    pub max_attempts: Option<i32>,
+    pub use_plan_cache: bool,
+    /// Messages that pre-seed the task's short-term memory, as (role, content).
+    pub context: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +106,9 @@ pub struct TaskPage {
 #[derive(Debug, Clone)]
 pub struct PlanningClaim {
     pub description: String,
+    pub priority: Priority,
+    pub max_attempts: Option<i32>,
+    pub use_plan_cache: bool,
 }
 
 /// A step of a validated plan, ready to insert.
@@ -124,6 +132,9 @@ pub struct StepClaim {
     pub instruction: String,
     pub agent: String,
     pub attempt: i32,
+    pub max_attempts: i32,
+    pub priority: Priority,
+    pub user_id: String,
     pub task_description: String,
     /// (title, output) of each dependency, in plan order.
     pub dependency_outputs: Vec<(String, String)>,
@@ -134,4 +145,97 @@ pub struct StepCompletion {
     /// Dependants that became ready and need a job.
     pub ready: Vec<StepId>,
     pub task_completed: bool,
+}
+
+/// What became of a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// Attempts remain: the step is ready again once the backoff has passed.
+    Retrying { next_attempt: i32 },
+    /// The last attempt failed: the task failed and its unfinished steps were skipped.
+    Failed,
+    /// The lease was no longer ours; nothing was written.
+    LeaseLost,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Cancelled,
+    /// The task had already ended in this state.
+    AlreadyFinished(TaskStatus),
+    NotFound,
+}
+
+/// Work that should have a job, for the reconciler to check against the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unfinished {
+    pub task: TaskId,
+    /// `None` for a task waiting to be planned.
+    pub step: Option<StepId>,
+    /// The attempt the next job would run (for a step; 1 for plans).
+    pub attempt: i32,
+    pub priority: Priority,
+}
+
+/// A step lease after a renewal attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Still ours; `task_running` is false once the task was cancelled or failed.
+    Held { task_running: bool },
+    /// Another worker holds the step, or it already ended.
+    Lost,
+}
+
+/// Token and cost sums over some `llm_calls` rows.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct Usage {
+    pub calls: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub tokens_cached: i64,
+    pub cost_usd: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct StepCost {
+    pub step_id: StepId,
+    pub position: i32,
+    pub title: String,
+    pub agent: String,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub usage: Usage,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct ModelCost {
+    pub provider: String,
+    pub model: String,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub usage: Usage,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CostReport {
+    pub task_id: TaskId,
+    pub total: Usage,
+    /// Calls made to plan the task, outside any step.
+    pub planning: Usage,
+    pub steps: Vec<StepCost>,
+    pub models: Vec<ModelCost>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct ToolCallRow {
+    pub id: uuid::Uuid,
+    pub step_id: Option<StepId>,
+    pub tool: String,
+    pub arguments: Value,
+    pub result: Option<Value>,
+    /// `ok`, `error` or `rejected`.
+    pub status: String,
+    pub error: Option<String>,
+    pub latency_ms: f64,
+    pub created_at: DateTime<Utc>,
 }

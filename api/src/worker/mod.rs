@@ -1,23 +1,37 @@
 //! The worker runtime: reads jobs from the queue and runs up to `concurrency` of them at
 //! once (a semaphore bounds them, a join set owns them, a cancellation token stops them).
 //!
-//! Invariant: a job is acknowledged only after the Postgres transition it caused has
-//! committed and its follow-up jobs are enqueued. A job that finds its task or step not in
-//! the expected state is acknowledged and dropped: someone else already did the work.
+//! Invariants:
+//! - a job is acknowledged only after the Postgres transition it caused has committed and
+//!   its follow-up jobs are enqueued; a job that finds its task or step not in the expected
+//!   state is acknowledged and dropped, because someone else already did the work;
+//! - on shutdown the loop stops reading, in-flight jobs get a grace period, and steps still
+//!   running after it are released (ready again, attempt not charged) and re-enqueued, so
+//!   another worker takes them at once instead of after a lease expiry.
 
+mod backoff;
+mod inflight;
+mod maintenance;
 mod plan;
 mod recorder;
 mod step;
 
+pub use backoff::delay as backoff_delay;
+
 use std::{sync::Arc, time::Duration};
 
-use agents::{AgentCatalog, AgentRunner};
-use planner::{PlanLimits, Planner};
+use agents::{AgentCatalog, AgentRunner, PriceTable};
+use planner::PlanLimits;
 use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::{Delivery, Dispatcher, JobKind, JobSource};
-use crate::store::ExecutionStore;
+use self::{backoff::Backoff, inflight::InFlight};
+use crate::{
+    coordination::Coordination,
+    providers::TaskPlanner,
+    queue::{Delivery, Dispatcher, JobKind, JobSource},
+    store::ExecutionStore,
+};
 
 /// How long one read waits for new jobs before the loop looks around (shutdown, reclaim).
 const FETCH_BLOCK: Duration = Duration::from_secs(1);
@@ -29,9 +43,12 @@ pub struct WorkerDeps {
     pub store: Arc<dyn ExecutionStore>,
     pub dispatcher: Arc<dyn Dispatcher>,
     pub source: Arc<dyn JobSource>,
-    pub planner: Arc<dyn Planner>,
+    pub coordination: Arc<dyn Coordination>,
+    pub planner: Arc<TaskPlanner>,
     pub plan_limits: PlanLimits,
     pub agents: Arc<AgentCatalog>,
+    /// Prices planning calls; the runner prices the agents' calls itself.
+    pub prices: Arc<PriceTable>,
     pub runner: AgentRunner,
 }
 
@@ -43,23 +60,46 @@ pub struct WorkerConfig {
     pub lease: Duration,
     pub visibility_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Longest a step attempt may run before it counts as failed.
+    pub step_timeout: Duration,
+    /// First retry delay of a failed step; doubles per attempt up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub reconcile_interval: Duration,
+    /// Work untouched this long without a job is re-enqueued by the reconciler.
+    pub reconcile_min_age: Duration,
 }
 
 pub struct Worker {
     deps: Arc<WorkerDeps>,
-    config: WorkerConfig,
+    config: Arc<WorkerConfig>,
+}
+
+/// What one job handler sees.
+pub(crate) struct JobContext<'a> {
+    deps: &'a WorkerDeps,
+    config: &'a WorkerConfig,
+    delivery: &'a Delivery,
+    /// Fires when the job's task is cancelled.
+    cancelled: CancellationToken,
+    /// Fires when the worker's grace period is over: let go of the work.
+    released: CancellationToken,
 }
 
 impl Worker {
     pub fn new(deps: Arc<WorkerDeps>, config: WorkerConfig) -> Self {
-        Self { deps, config }
+        Self { deps, config: Arc::new(config) }
     }
 
-    /// Runs until `shutdown` fires, then lets in-flight jobs finish for the grace period.
+    /// Runs until `shutdown` fires, then lets in-flight jobs finish for the grace period and
+    /// releases what is left.
     pub async fn run(self, shutdown: CancellationToken) {
         let semaphore = Arc::new(Semaphore::new(self.config.concurrency));
+        let inflight = InFlight::default();
+        let release = CancellationToken::new();
         let mut jobs = JoinSet::new();
-        // Reclaim at a fraction of the visibility timeout so a dead worker's jobs wait at
+        let maintenance = maintenance::spawn(self.deps.clone(), self.config.clone(), inflight.clone());
+        // Reclaim at a fraction of the visibility timeout, so a dead worker's jobs wait at
         // most about 1.5 timeouts.
         let reclaim_every = self.config.visibility_timeout / 2;
         let mut next_reclaim = Instant::now();
@@ -69,8 +109,9 @@ impl Worker {
         loop {
             while jobs.try_join_next().is_some() {}
             let first = tokio::select! {
-                permit = semaphore.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                biased; // shutdown first: a free permit must not keep the loop reading
                 _ = shutdown.cancelled() => break,
+                permit = semaphore.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             };
             let capacity = (1 + semaphore.available_permits()).min(FETCH_BATCH);
 
@@ -78,10 +119,11 @@ impl Worker {
                 next_reclaim = Instant::now() + reclaim_every;
                 self.deps.source.reclaim(&self.config.id, capacity).await
             } else {
-                tokio::select! {
-                    r = self.deps.source.fetch(&self.config.id, capacity, FETCH_BLOCK) => r,
-                    _ = shutdown.cancelled() => break,
-                }
+                // Never abandoned half-way, even at shutdown: Redis would still hand the next
+                // job to this blocked read and the job would sit with a consumer that is gone
+                // until the visibility timeout. The read ends within FETCH_BLOCK, and what it
+                // returns is run as part of the drain.
+                self.deps.source.fetch(&self.config.id, capacity, FETCH_BLOCK).await
             };
             let deliveries = match fetched {
                 Ok(d) => {
@@ -105,56 +147,61 @@ impl Worker {
                     Some(p) => p,
                     None => semaphore.clone().try_acquire_owned().expect("permits were counted before the read"),
                 };
-                let deps = self.deps.clone();
-                let config = self.config.clone();
+                let (deps, config, inflight, release) =
+                    (self.deps.clone(), self.config.clone(), inflight.clone(), release.clone());
                 jobs.spawn(async move {
-                    handle(&deps, &config, delivery).await;
+                    handle(&deps, &config, &inflight, delivery, release).await;
                     drop(permit);
                 });
             }
         }
 
         tracing::info!(worker = %self.config.id, in_flight = jobs.len(), "worker draining");
-        let drained =
-            tokio::time::timeout(self.config.shutdown_grace, async { while jobs.join_next().await.is_some() {} }).await;
-        if drained.is_err() {
-            // Unacknowledged jobs go back to the queue after the visibility timeout and their
-            // leases expire, so aborting loses no work.
-            tracing::warn!(worker = %self.config.id, aborted = jobs.len(), "drain deadline passed");
-            jobs.shutdown().await;
+        let drain = async { while jobs.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.config.shutdown_grace, drain).await.is_err() {
+            tracing::warn!(worker = %self.config.id, left = jobs.len(), "grace period over: releasing running steps");
+            release.cancel();
+            while jobs.join_next().await.is_some() {}
         }
+        maintenance.stop().await;
         tracing::info!(worker = %self.config.id, "worker stopped");
     }
 }
 
 /// Runs one delivery and acknowledges it unless it must be retried.
-async fn handle(deps: &WorkerDeps, config: &WorkerConfig, delivery: Delivery) {
-    let job = match delivery.job {
-        Ok(job) => job,
+async fn handle(
+    deps: &WorkerDeps,
+    config: &WorkerConfig,
+    inflight: &InFlight,
+    delivery: Delivery,
+    released: CancellationToken,
+) {
+    let job = match &delivery.job {
+        Ok(job) => *job,
         Err(reason) => {
             tracing::error!(delivery = %delivery.id, %reason, "refusing a job that failed verification");
-            ack(deps, &delivery.id).await;
+            ack(deps, &delivery).await;
             return;
         }
     };
+    let (_registration, cancelled) = inflight.register(&delivery.id, job);
+    let ctx = JobContext { deps, config, delivery: &delivery, cancelled, released };
     let outcome = match (job.kind, job.step) {
-        (JobKind::Plan, _) => plan::run(deps, config, job.task).await,
-        (JobKind::Step, Some(step)) => step::run(deps, config, job.task, step).await,
+        (JobKind::Plan, _) => plan::run(&ctx, job.task).await,
+        (JobKind::Step, Some(step)) => step::run(&ctx, job.task, step).await,
         (JobKind::Step, None) => Ok(()), // decode() refuses these; nothing to run
     };
     match outcome {
-        Ok(()) => ack(deps, &delivery.id).await,
+        Ok(()) => ack(deps, &delivery).await,
         // Not acknowledged: the queue redelivers it after the visibility timeout, and the
         // conditional transitions make that safe.
-        Err(e) => {
-            tracing::error!(task = %job.task, step = ?job.step, error = %e, "job failed; it will be redelivered")
-        }
+        Err(e) => tracing::error!(task = %job.task, step = ?job.step, error = %e, "job failed; it will be redelivered"),
     }
 }
 
-async fn ack(deps: &WorkerDeps, delivery_id: &str) {
-    if let Err(e) = deps.source.ack(delivery_id).await {
-        tracing::warn!(delivery = %delivery_id, error = %e, "could not acknowledge a job; it will be redelivered");
+async fn ack(deps: &WorkerDeps, delivery: &Delivery) {
+    if let Err(e) = deps.source.ack(delivery).await {
+        tracing::warn!(delivery = %delivery.id, error = %e, "could not acknowledge a job; it will be redelivered");
     }
 }
 
@@ -167,23 +214,4 @@ pub enum JobError {
     Queue(#[from] crate::queue::QueueError),
     #[error(transparent)]
     Record(agents::run::RecordError),
-}
-
-/// Exponential backoff with jitter, capped, for infrastructure errors.
-#[derive(Debug, Default)]
-struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        self.failures = self.failures.saturating_add(1);
-        let base = Duration::from_millis(100) * 2u32.saturating_pow(self.failures.min(6));
-        let capped = base.min(Duration::from_secs(5));
-        capped.mul_f64(rand::random_range(0.5..1.0))
-    }
-
-    fn reset(&mut self) {
-        self.failures = 0;
-    }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use agents::{LlmCallRecord, RunRecorder, ToolCallRecord, run::RecordError};
+use agents::{ChatMessage, LlmCallRecord, Role, RunRecorder, ToolCallRecord, run::RecordError};
 
 use crate::{
     domain::{StepId, TaskId},
@@ -23,5 +23,18 @@ impl RunRecorder for StoreRecorder {
 
     async fn tool_call(&self, call: ToolCallRecord) -> Result<(), RecordError> {
         self.store.record_tool_call(self.task, self.step, &call).await.map_err(|e| RecordError(e.to_string()))
+    }
+
+    async fn message(&self, message: &ChatMessage) -> Result<(), RecordError> {
+        let role = match message.role {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        };
+        self.store
+            .record_message(self.task, self.step, role, &message.content)
+            .await
+            .map_err(|e| RecordError(e.to_string()))
     }
 }

@@ -1,32 +1,54 @@
 //! Step jobs: claim the step with a lease, run its agent while renewing the lease, then
-//! complete it (fenced by the lease) and enqueue the steps that became ready.
+//! complete it (fenced by the lease) and enqueue the steps that became ready. A failed
+//! attempt is retried with backoff while attempts remain; a cancelled task's step stops at
+//! its next model or tool call; at the end of a shutdown's grace period the step is
+//! released for another worker.
 
-use agents::{AgentError, StepInput};
+use agents::{AgentError, ChatMessage, LlmError, Role, StepInput};
 
-use super::{JobError, WorkerConfig, WorkerDeps, recorder::StoreRecorder};
+use super::{JobContext, JobError, backoff_delay, recorder::StoreRecorder};
 use crate::{
     domain::{StepId, TaskId},
     queue::Job,
-    store::{Lease, StepClaim},
+    store::{FailOutcome, Lease, LeaseState, StepClaim},
 };
 
-pub(super) async fn run(deps: &WorkerDeps, config: &WorkerConfig, task: TaskId, step: StepId) -> Result<(), JobError> {
-    let lease = Lease::new(&config.id, config.lease);
+/// Task-level context messages given to each step.
+const CONTEXT_MESSAGES: i64 = 50;
+
+enum Outcome {
+    Finished(Result<String, AgentError>),
+    TimedOut,
+    LeaseLost(String),
+    Released,
+}
+
+pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Result<(), JobError> {
+    let deps = ctx.deps;
+    let lease = Lease::new(&ctx.config.id, ctx.config.lease);
     let Some(claim) = deps.store.claim_step(step, &lease).await? else {
         tracing::debug!(%task, %step, "step job dropped: the step is not ready");
         return Ok(());
     };
+    let history: Vec<ChatMessage> = deps
+        .store
+        .task_context(task, CONTEXT_MESSAGES)
+        .await?
+        .into_iter()
+        .filter_map(|(role, content)| Some(ChatMessage::new(context_role(&role)?, content)))
+        .collect();
 
-    let result = tokio::select! {
-        result = run_agent(deps, &claim) => result,
-        lost = keep_lease(deps, step, &lease) => {
-            tracing::warn!(%task, %step, reason = %lost, "step abandoned: its lease was lost");
-            return Ok(());
-        }
+    let outcome = tokio::select! {
+        result = tokio::time::timeout(ctx.config.step_timeout, run_agent(ctx, &claim, &history)) => match result {
+            Ok(result) => Outcome::Finished(result),
+            Err(_) => Outcome::TimedOut,
+        },
+        reason = keep_lease(ctx, step, &lease) => Outcome::LeaseLost(reason),
+        _ = ctx.released.cancelled() => Outcome::Released,
     };
 
-    match result {
-        Ok(output) => {
+    let (error, retry) = match outcome {
+        Outcome::Finished(Ok(output)) => {
             let Some(done) = deps.store.complete_step(&claim, &lease, &output).await? else {
                 tracing::warn!(%task, %step, "step result discarded: the lease was lost");
                 return Ok(());
@@ -34,46 +56,104 @@ pub(super) async fn run(deps: &WorkerDeps, config: &WorkerConfig, task: TaskId, 
             if done.task_completed {
                 tracing::info!(%task, "task completed");
             }
-            let jobs: Vec<Job> = done.ready.into_iter().map(|s| Job::step(task, s)).collect();
+            let jobs: Vec<Job> = done.ready.into_iter().map(|s| Job::step(task, s, 1, claim.priority)).collect();
             deps.dispatcher.enqueue(&jobs).await?;
+            return Ok(());
         }
-        Err(AgentError::Record(e)) => {
-            // Accounting failed (the database is unreachable): leave the job for redelivery
-            // rather than run on unaccounted.
-            return Err(JobError::Record(e));
+        Outcome::LeaseLost(reason) => {
+            tracing::warn!(%task, %step, %reason, "step abandoned: its lease was lost");
+            return Ok(());
         }
-        Err(e) => {
-            tracing::warn!(%task, %step, error = %e, "step failed");
-            deps.store.fail_step(&claim, &lease, &e.to_string()).await?;
+        Outcome::Released => {
+            if deps.store.release_step(&claim, &lease).await? {
+                let job = Job::step(task, step, claim.attempt as u32, claim.priority);
+                deps.dispatcher.enqueue(&[job]).await?;
+                tracing::info!(%task, %step, "step released for another worker");
+            }
+            return Ok(());
         }
+        Outcome::Finished(Err(AgentError::Cancelled)) => {
+            deps.store.cancel_step(&claim, &lease).await?;
+            tracing::info!(%task, %step, "step stopped: its task was cancelled");
+            return Ok(());
+        }
+        // Accounting failed (the database is unreachable): leave the job for redelivery
+        // rather than run on unaccounted.
+        Outcome::Finished(Err(AgentError::Record(e))) => return Err(JobError::Record(e)),
+        Outcome::Finished(Err(e)) => (e.to_string(), retryable(&e)),
+        Outcome::TimedOut => (format!("the step timed out after {:?}", ctx.config.step_timeout), true),
+    };
+
+    let retry_after = retry.then(|| backoff_delay(ctx.config.retry_base, ctx.config.retry_max, claim.attempt as u32));
+    match deps.store.fail_step(&claim, &lease, &error, retry_after).await? {
+        FailOutcome::Retrying { next_attempt } => {
+            let delay = retry_after.unwrap_or_default();
+            tracing::warn!(%task, %step, attempt = claim.attempt, error = %error, retry_in = ?delay, "step attempt failed; retrying");
+            let job = Job::step(task, step, next_attempt as u32, claim.priority);
+            deps.dispatcher.enqueue_after(&job, delay).await?;
+        }
+        FailOutcome::Failed => tracing::warn!(%task, %step, error = %error, "step failed; the task failed"),
+        FailOutcome::LeaseLost => tracing::warn!(%task, %step, "step failure discarded: the lease was lost"),
     }
     Ok(())
 }
 
-async fn run_agent(deps: &WorkerDeps, claim: &StepClaim) -> Result<String, AgentError> {
+/// Errors that another attempt cannot fix fail the step at once.
+fn retryable(error: &AgentError) -> bool {
+    !matches!(error, AgentError::Llm(LlmError::Rejected { .. }) | AgentError::UnknownAgent(_))
+}
+
+fn context_role(role: &str) -> Option<Role> {
+    match role {
+        "user" => Some(Role::User),
+        "assistant" => Some(Role::Assistant),
+        "system" => Some(Role::System),
+        _ => None,
+    }
+}
+
+async fn run_agent(ctx: &JobContext<'_>, claim: &StepClaim, history: &[ChatMessage]) -> Result<String, AgentError> {
+    let deps = ctx.deps;
     let Some(spec) = deps.agents.get(&claim.agent) else {
         return Err(AgentError::UnknownAgent(claim.agent.clone()));
     };
     let recorder = StoreRecorder { store: deps.store.clone(), task: claim.task_id, step: Some(claim.step_id) };
     let input = StepInput {
+        task_id: claim.task_id.0,
+        step_id: claim.step_id.0,
+        owner: &claim.user_id,
         task_description: &claim.task_description,
         step_title: &claim.title,
         instruction: &claim.instruction,
         dependency_outputs: &claim.dependency_outputs,
+        memories: &[],
+        history,
+        cancel: &ctx.cancelled,
     };
     deps.runner.run(spec, &input, &recorder).await.map(|out| out.text)
 }
 
-/// Renews the lease at a third of its length; returns only when it can no longer be held.
-async fn keep_lease(deps: &WorkerDeps, step: StepId, lease: &Lease) -> String {
+/// Renews the lease (and keeps the queue delivery fresh) at a third of the lease; returns
+/// only when the lease can no longer be held. Notices a cancelled task even when the cancel
+/// message was missed, because the renewal reads the task's status.
+async fn keep_lease(ctx: &JobContext<'_>, step: StepId, lease: &Lease) -> String {
+    let deps = ctx.deps;
     let mut tick = tokio::time::interval(lease.duration / 3);
     tick.tick().await; // the first tick is immediate and the lease is fresh
     let mut failures = 0;
     loop {
         tick.tick().await;
+        if let Err(e) = deps.source.touch(&ctx.config.id, ctx.delivery).await {
+            tracing::debug!(%step, error = %e, "could not refresh the delivery");
+        }
         match deps.store.renew_step_lease(step, lease).await {
-            Ok(true) => failures = 0,
-            Ok(false) => return "another worker holds the step now".into(),
+            Ok(LeaseState::Held { task_running }) => {
+                failures = 0;
+                if !task_running {
+                    ctx.cancelled.cancel();
+                }
+            }
+            Ok(LeaseState::Lost) => return "another worker holds the step now".into(),
             // A blip is survivable: the lease still has two thirds of its time.
             Err(e) if failures < 1 => {
                 failures += 1;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use orchestrator::{
     app::App,
-    domain::{StepId, TaskId},
+    domain::{Priority, StepId, TaskId},
     queue::{Dispatcher, Job, JobSigner, RedisQueue},
 };
 use tokio_util::sync::CancellationToken;
@@ -39,7 +39,7 @@ async fn two_worker_runtimes_on_one_stream_run_every_step_exactly_once() {
         (0..20).map(|n| format!("Research topic {n}. Then write a report on it.")).collect();
     let ids = join_all(descriptions.iter().map(|d| api.submit(d))).await;
     // Duplicate plan jobs for every task: each must be dropped, not plan the task again.
-    let plans: Vec<Job> = ids.iter().map(|&id| Job::plan(TaskId(id))).collect();
+    let plans: Vec<Job> = ids.iter().map(|&id| Job::plan(TaskId(id), Priority::Normal)).collect();
     api.app.queue.enqueue(&plans).await.unwrap();
 
     for id in &ids {
@@ -48,7 +48,7 @@ async fn two_worker_runtimes_on_one_stream_run_every_step_exactly_once() {
     // Replay every step job after the fact: completed steps must not run again.
     let steps: Vec<(Uuid, Uuid)> = sqlx::query_as("SELECT task_id, id FROM steps").fetch_all(&api.db).await.unwrap();
     assert_eq!(steps.len(), 40);
-    let replays: Vec<Job> = steps.iter().map(|&(t, s)| Job::step(TaskId(t), StepId(s))).collect();
+    let replays: Vec<Job> = steps.iter().map(|&(t, s)| Job::step(TaskId(t), StepId(s), 1, Priority::Normal)).collect();
     api.app.queue.enqueue(&replays).await.unwrap();
     eventually(Duration::from_secs(10), "the workers to drain the stream", || async {
         (api.queued_jobs().await == 0).then_some(())
@@ -87,9 +87,15 @@ async fn jobs_signed_with_another_secret_are_refused() {
     .unwrap();
     // Drop the genuine job first so only the forged one is left.
     let mut redis = app.app.queue.pool().get().await.unwrap();
-    redis::cmd("DEL").arg(format!("{}:dispatch", settings.redis_prefix)).query_async::<()>(&mut redis).await.unwrap();
+    redis::cmd("XTRIM")
+        .arg(app.app.queue.stream(Priority::Normal))
+        .arg("MAXLEN")
+        .arg(0)
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
     drop(redis);
-    forger.enqueue(&[Job::plan(TaskId(id))]).await.unwrap();
+    forger.enqueue(&[Job::plan(TaskId(id), Priority::Normal)]).await.unwrap();
 
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(app.app.worker("verifier").run(shutdown.clone()));

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{Proxy, TestApp, test_settings};
+use crate::helpers::{Proxy, TestApp, test_settings, upstream, via};
 use orchestrator::app::App;
 
 #[tokio::test]
@@ -15,18 +15,6 @@ async fn healthz_and_readyz_answer_when_everything_is_up() {
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["checks"], serde_json::json!({"postgres": "ok", "redis": "ok"}));
     app.stop().await;
-}
-
-async fn upstream(url: &str) -> std::net::SocketAddr {
-    let u = url::Url::parse(url).unwrap();
-    tokio::net::lookup_host((u.host_str().unwrap(), u.port_or_known_default().unwrap())).await.unwrap().next().unwrap()
-}
-
-fn via(url: &str, proxy: &Proxy) -> String {
-    let mut u = url::Url::parse(url).unwrap();
-    u.set_host(Some("127.0.0.1")).unwrap();
-    u.set_port(Some(proxy.addr.port())).unwrap();
-    u.to_string()
 }
 
 #[tokio::test]

@@ -58,6 +58,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(settings: Settings, workers: usize) -> Self {
+        init_tracing();
         let app = App::connect(settings).await.expect("the app connects");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
         let addr = listener.local_addr().expect("an address");
@@ -97,14 +98,16 @@ impl TestApp {
         sqlx::query_scalar(sql).fetch_one(&self.db).await.expect("a count")
     }
 
-    /// Jobs in the dispatch stream: enqueued and not yet retired by a worker.
+    /// Jobs in the dispatch streams: enqueued and not yet retired by a worker.
     pub async fn queued_jobs(&self) -> usize {
         let mut redis = self.app.queue.pool().get().await.expect("redis");
-        redis::cmd("XLEN")
-            .arg(format!("{}:dispatch", self.app.settings.redis_prefix))
-            .query_async(&mut redis)
-            .await
-            .expect("xlen")
+        let mut total = 0;
+        for priority in orchestrator::domain::Priority::ALL {
+            let len: usize =
+                redis::cmd("XLEN").arg(self.app.queue.stream(*priority)).query_async(&mut redis).await.expect("xlen");
+            total += len;
+        }
+        total
     }
 
     /// Stops the app, then drops its database and Redis keys. Cleans up over direct
@@ -137,6 +140,16 @@ pub async fn drop_database(url: &str) {
         .expect("drop the test database");
 }
 
+/// Logs to the test output when `RUST_LOG` is set, e.g. `RUST_LOG=orchestrator=debug`.
+fn init_tracing() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
+    });
+}
+
 /// Polls `check` every 20 ms until it returns `Some` or `deadline` passes.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where
@@ -156,22 +169,26 @@ where
 /// A TCP proxy in front of a dependency, so a test can make it unreachable and back.
 pub struct Proxy {
     pub addr: SocketAddr,
-    cut: CancellationToken,
+    /// The current generation's token: cancelled by `cut`, replaced by `resume`.
+    open: std::sync::Arc<std::sync::Mutex<Option<CancellationToken>>>,
+    stop: CancellationToken,
 }
 
 impl Proxy {
     pub async fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
         let addr = listener.local_addr().expect("an address");
-        let cut = CancellationToken::new();
-        let token = cut.clone();
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Some(CancellationToken::new())));
+        let stop = CancellationToken::new();
+        let (state, stopped) = (open.clone(), stop.clone());
         tokio::spawn(async move {
             loop {
                 let (mut inbound, _) = tokio::select! {
                     accepted = listener.accept() => match accepted { Ok(c) => c, Err(_) => return },
-                    _ = token.cancelled() => return,
+                    _ = stopped.cancelled() => return,
                 };
-                let token = token.clone();
+                // While cut, connections are accepted and dropped at once: "connection reset".
+                let Some(token) = state.lock().unwrap().clone() else { continue };
                 tokio::spawn(async move {
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else { return };
                     tokio::select! {
@@ -181,11 +198,53 @@ impl Proxy {
                 });
             }
         });
-        Self { addr, cut }
+        Self { addr, open, stop }
     }
 
     /// Drops every connection and refuses new ones.
     pub fn cut(&self) {
-        self.cut.cancel();
+        if let Some(token) = self.open.lock().unwrap().take() {
+            token.cancel();
+        }
     }
+
+    /// Lets connections through again.
+    pub fn resume(&self) {
+        self.open.lock().unwrap().get_or_insert_with(CancellationToken::new);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.stop.cancel();
+    }
+}
+
+/// The socket address a URL points at.
+pub async fn upstream(url: &str) -> SocketAddr {
+    let u = url::Url::parse(url).expect("url");
+    tokio::net::lookup_host((u.host_str().expect("host"), u.port_or_known_default().expect("port")))
+        .await
+        .expect("resolves")
+        .next()
+        .expect("an address")
+}
+
+/// `url` rerouted through `proxy`.
+pub fn via(url: &str, proxy: &Proxy) -> String {
+    let mut u = url::Url::parse(url).expect("url");
+    u.set_host(Some("127.0.0.1")).expect("host");
+    u.set_port(Some(proxy.addr.port())).expect("port");
+    u.to_string()
+}
+
+/// Ids of `kind` events of a task, oldest first: a cheap way to watch progress.
+pub async fn events(db: &PgPool, task: Uuid, kind: &str) -> Vec<i64> {
+    sqlx::query_scalar("SELECT id FROM task_events WHERE task_id = $1 AND kind = $2 ORDER BY id")
+        .bind(task)
+        .bind(kind)
+        .fetch_all(db)
+        .await
+        .expect("events")
 }

@@ -2,8 +2,12 @@
 //! Postgres database and its own Redis key prefix.
 
 mod dispatch;
+mod durability;
+mod fake_llm;
+mod faults;
 mod flow;
 mod health;
 mod helpers;
+mod llm;
 mod store;
 mod tasks_api;

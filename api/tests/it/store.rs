@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use orchestrator::{
     domain::{StepId, TaskId, TaskStatus},
-    store::{CreateOutcome, ExecutionStore, Lease, NewStep, NewTask, TaskStore},
+    store::{CreateOutcome, ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, NewTask, TaskStore},
 };
 
 use crate::helpers::TestApp;
@@ -21,6 +21,9 @@ async fn new_task(app: &TestApp) -> TaskId {
         max_tokens: None,
         idempotency_key: None,
         request_hash: "h".into(),
+        max_attempts: None,
+        use_plan_cache: true,
+        context: Vec::new(),
     };
     match app.app.store.create_task(&task).await.unwrap() {
         CreateOutcome::Created(t) => t.id,
@@ -56,7 +59,7 @@ async fn planned_diamond(app: &TestApp, task: TaskId) -> [StepId; 4] {
         step(ids[2], 2, vec![ids[0]]),
         step(ids[3], 3, vec![ids[1], ids[2]]),
     ];
-    let ready = store.save_plan(task, &planning, &steps).await.unwrap().expect("lease held");
+    let ready = store.save_plan(task, &planning, &steps, false).await.unwrap().expect("lease held");
     assert_eq!(ready, [ids[0]]);
     ids
 }
@@ -72,8 +75,8 @@ async fn a_claim_is_exclusive_and_writes_are_fenced_by_the_lease() {
     assert!(store.claim_planning(task, &planning).await.unwrap().is_some());
     assert!(store.claim_planning(task, &lease("w2")).await.unwrap().is_none());
     let a = StepId::new();
-    assert!(store.save_plan(task, &lease("w2"), &[step(a, 0, vec![])]).await.unwrap().is_none());
-    assert_eq!(store.save_plan(task, &planning, &[step(a, 0, vec![])]).await.unwrap(), Some(vec![a]));
+    assert!(store.save_plan(task, &lease("w2"), &[step(a, 0, vec![])], false).await.unwrap().is_none());
+    assert_eq!(store.save_plan(task, &planning, &[step(a, 0, vec![])], false).await.unwrap(), Some(vec![a]));
 
     // Steps: one claim wins; a stale lease cannot complete or fail the step.
     let mine = lease("w1");
@@ -82,9 +85,9 @@ async fn a_claim_is_exclusive_and_writes_are_fenced_by_the_lease() {
     assert!(store.claim_step(a, &lease("w2")).await.unwrap().is_none());
     let stale = lease("w2");
     assert!(store.complete_step(&claim, &stale, "forged").await.unwrap().is_none());
-    assert!(!store.fail_step(&claim, &stale, "forged").await.unwrap());
-    assert!(store.renew_step_lease(a, &mine).await.unwrap());
-    assert!(!store.renew_step_lease(a, &stale).await.unwrap());
+    assert_eq!(store.fail_step(&claim, &stale, "forged", None).await.unwrap(), FailOutcome::LeaseLost);
+    assert_eq!(store.renew_step_lease(a, &mine).await.unwrap(), LeaseState::Held { task_running: true });
+    assert_eq!(store.renew_step_lease(a, &stale).await.unwrap(), LeaseState::Lost);
 
     let done = store.complete_step(&claim, &mine, "the output").await.unwrap().expect("lease held");
     assert!(done.task_completed);
@@ -130,7 +133,7 @@ async fn a_failed_step_fails_its_task_and_skips_what_is_left() {
     let [a, ..] = planned_diamond(&app, task).await;
     let l = lease("w");
     let claim = store.claim_step(a, &l).await.unwrap().unwrap();
-    assert!(store.fail_step(&claim, &l, "the model refused").await.unwrap());
+    assert_eq!(store.fail_step(&claim, &l, "the model refused", None).await.unwrap(), FailOutcome::Failed);
 
     let detail = store.task(task).await.unwrap().unwrap();
     assert_eq!(detail.task.status, TaskStatus::Failed);

@@ -22,6 +22,7 @@ const MAX_USER_ID_CHARS: usize = 200;
 const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
 /// Metadata is stored and returned with every read; keep it small.
 const MAX_METADATA_BYTES: usize = 16 * 1024;
+const MAX_CONTEXT_MESSAGES: usize = 50;
 
 pub async fn create_task(
     State(state): State<AppState>,
@@ -43,7 +44,7 @@ pub async fn create_task(
     if !replayed {
         // The task is already durable; if this fails, the client gets 503 and the reconciler
         // re-enqueues the pending task.
-        state.dispatcher.enqueue(&[Job::plan(task.id)]).await?;
+        state.dispatcher.enqueue(&[Job::plan(task.id, task.priority)]).await?;
     }
 
     let location =
@@ -119,6 +120,25 @@ fn validate(request: CreateTaskRequest, idempotency_key: Option<String>) -> Resu
     if request.max_tokens.is_some_and(|t| t < 0) {
         return Err(invalid("max_tokens", "must not be negative"));
     }
+    if request.max_attempts.is_some_and(|a| !(1..=10).contains(&a)) {
+        return Err(invalid("max_attempts", "must be from 1 to 10"));
+    }
+    let context = request.context.unwrap_or_default();
+    if context.len() > MAX_CONTEXT_MESSAGES {
+        return Err(invalid("context", format!("must hold at most {MAX_CONTEXT_MESSAGES} messages")));
+    }
+    for (i, message) in context.iter().enumerate() {
+        if !matches!(message.role.as_str(), "user" | "assistant" | "system") {
+            return Err(invalid(&format!("context[{i}].role"), "must be user, assistant or system"));
+        }
+        let content = message.content.trim();
+        if content.is_empty() || content.chars().count() > MAX_DESCRIPTION_CHARS || content.contains('\0') {
+            return Err(invalid(
+                &format!("context[{i}].content"),
+                format!("must be 1 to {MAX_DESCRIPTION_CHARS} characters, without NUL"),
+            ));
+        }
+    }
 
     Ok(NewTask {
         id: TaskId::new(),
@@ -130,6 +150,9 @@ fn validate(request: CreateTaskRequest, idempotency_key: Option<String>) -> Resu
         max_tokens: request.max_tokens,
         idempotency_key,
         request_hash,
+        max_attempts: request.max_attempts,
+        use_plan_cache: request.use_plan_cache.unwrap_or(true),
+        context: context.into_iter().map(|m| (m.role, m.content.trim().to_owned())).collect(),
     })
 }
 
@@ -173,6 +196,16 @@ mod tests {
         assert_eq!(field(with("metadata", serde_json::json!([1]))), "metadata");
         assert_eq!(field(with("metadata", serde_json::json!({"a": "\u{0}"}))), "metadata");
         assert_eq!(field(with("max_tokens", (-1).into())), "max_tokens");
+        assert_eq!(field(with("max_attempts", 0.into())), "max_attempts");
+        assert_eq!(field(with("max_attempts", 11.into())), "max_attempts");
+        assert_eq!(field(with("context", serde_json::json!([{"role": "tool", "content": "x"}]))), "context[0].role");
+        assert_eq!(
+            field(with(
+                "context",
+                serde_json::json!([{"role": "user", "content": "ok"}, {"role": "user", "content": " "}])
+            )),
+            "context[1].content"
+        );
         assert!(with("description", "x".repeat(8000).into()).is_ok());
     }
 

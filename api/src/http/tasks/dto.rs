@@ -25,6 +25,23 @@ pub struct CreateTaskRequest {
     pub max_cost_usd: Option<f64>,
     #[serde(default)]
     pub max_tokens: Option<i64>,
+    /// Attempts per step (1 to 10), overriding each agent's own retry policy.
+    #[serde(default)]
+    pub max_attempts: Option<i32>,
+    /// Reuse the plan of an identical earlier task (default true).
+    #[serde(default)]
+    pub use_plan_cache: Option<bool>,
+    /// Messages that pre-seed the task's short-term memory: every step sees them.
+    #[serde(default)]
+    pub context: Option<Vec<ContextMessage>>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextMessage {
+    /// `user`, `assistant` or `system`.
+    pub role: String,
+    pub content: String,
 }
 
 #[derive(Debug, Serialize)]

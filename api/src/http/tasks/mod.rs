@@ -1,11 +1,23 @@
 //! `/tasks`: submit, read and list tasks.
 
+mod cancel;
 mod create;
 mod dto;
 mod get;
 mod list;
+mod reports;
 
-use axum::{Router, routing::get};
+use crate::{domain::TaskId, http::error::ApiError};
+
+/// Parses a task id from the path, or names the parameter.
+fn task_id(raw: &str) -> Result<TaskId, ApiError> {
+    raw.parse().map_err(|_| ApiError::BadParameter { field: "id".into(), message: "must be a UUID".into() })
+}
+
+use axum::{
+    Router,
+    routing::{get, post},
+};
 
 use super::AppState;
 
@@ -13,4 +25,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/tasks", get(list::list_tasks).post(create::create_task))
         .route("/tasks/{id}", get(get::get_task))
+        .route("/tasks/{id}/cancel", post(cancel::cancel_task))
+        .route("/tasks/{id}/cost", get(reports::task_cost))
+        .route("/tasks/{id}/tool-calls", get(reports::tool_calls))
 }

@@ -6,6 +6,8 @@
 //! serialises sibling steps finishing at the same moment, so the last of them always sees
 //! the others as completed and promotes the shared dependant exactly once.
 
+use std::time::Duration;
+
 use agents::{LlmCallRecord, ToolCallRecord};
 use serde_json::Value;
 use sqlx::{Postgres, Transaction};
@@ -14,23 +16,26 @@ use uuid::Uuid;
 use super::PgStore;
 use crate::{
     domain::{StepId, TaskId},
-    store::{ExecutionStore, Lease, NewStep, PlanningClaim, StepClaim, StepCompletion, StoreError},
+    store::{
+        ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanningClaim, StepClaim, StepCompletion, StoreError,
+        Unfinished,
+    },
 };
 
 #[async_trait::async_trait]
 impl ExecutionStore for PgStore {
     async fn claim_planning(&self, id: TaskId, lease: &Lease) -> Result<Option<PlanningClaim>, StoreError> {
-        let description: Option<String> = sqlx::query_scalar(
+        let row: Option<(String, String, Option<i32>, bool)> = sqlx::query_as(
             "WITH c AS (
                 UPDATE tasks SET status = 'planning', lease_owner = $2, lease_token = $3,
                        lease_expires_at = now() + make_interval(secs => $4),
                        started_at = coalesce(started_at, now()), updated_at = now()
                 WHERE id = $1 AND (status = 'pending' OR (status = 'planning' AND lease_expires_at < now()))
-                RETURNING id, description
+                RETURNING id, description, priority, max_attempts, use_plan_cache
              ), e AS (
                 INSERT INTO task_events (task_id, kind) SELECT id, 'task_planning' FROM c
              )
-             SELECT description FROM c",
+             SELECT description, priority, max_attempts, use_plan_cache FROM c",
         )
         .bind(id.0)
         .bind(&lease.owner)
@@ -38,10 +43,19 @@ impl ExecutionStore for PgStore {
         .bind(lease.seconds())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(description.map(|description| PlanningClaim { description }))
+        row.map(|(description, priority, max_attempts, use_plan_cache)| {
+            Ok(PlanningClaim { description, priority: priority.parse()?, max_attempts, use_plan_cache })
+        })
+        .transpose()
     }
 
-    async fn save_plan(&self, id: TaskId, lease: &Lease, steps: &[NewStep]) -> Result<Option<Vec<StepId>>, StoreError> {
+    async fn save_plan(
+        &self,
+        id: TaskId,
+        lease: &Lease,
+        steps: &[NewStep],
+        from_cache: bool,
+    ) -> Result<Option<Vec<StepId>>, StoreError> {
         let steps_json = serde_json::to_value(steps).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         // One statement: the task moves to running, its steps appear (roots already ready)
         // and the events are written, or nothing happens because the lease was lost.
@@ -62,7 +76,8 @@ impl ExecutionStore for PgStore {
                 RETURNING id, status
              ), e AS (
                 INSERT INTO task_events (task_id, step_id, kind, data)
-                SELECT t.id, NULL::uuid, 'task_planned', jsonb_build_object('steps', jsonb_array_length($3)) FROM t
+                SELECT t.id, NULL::uuid, 'task_planned',
+                       jsonb_build_object('steps', jsonb_array_length($3), 'from_cache', $4::boolean) FROM t
                 UNION ALL
                 SELECT $1, s.id, 'step_ready', '{}'::jsonb FROM s WHERE s.status = 'ready'
              )
@@ -72,6 +87,7 @@ impl ExecutionStore for PgStore {
         .bind(id.0)
         .bind(lease.token)
         .bind(steps_json)
+        .bind(from_cache)
         .fetch_optional(&self.pool)
         .await?;
         Ok(ready.map(|ids| ids.into_iter().map(StepId).collect()))
@@ -104,18 +120,20 @@ impl ExecutionStore for PgStore {
         let row: Option<ClaimRow> = sqlx::query_as(
             "WITH c AS (
                 UPDATE steps s SET status = 'running', attempt = s.attempt + 1, lease_owner = $2,
-                       lease_token = $3, lease_expires_at = now() + make_interval(secs => $4),
+                       lease_token = $3, lease_expires_at = now() + make_interval(secs => $4), not_before = NULL,
                        started_at = coalesce(s.started_at, now()), updated_at = now()
                 FROM tasks t
                 WHERE s.id = $1 AND t.id = s.task_id AND t.status = 'running'
-                  AND (s.status = 'ready' OR (s.status = 'running' AND s.lease_expires_at < now()))
+                  AND ((s.status = 'ready' AND (s.not_before IS NULL OR s.not_before <= now()))
+                       OR (s.status = 'running' AND s.lease_expires_at < now()))
                 RETURNING s.id, s.task_id, s.title, s.instruction, s.agent, s.depends_on, s.attempt,
-                          t.description
+                          s.max_attempts, t.priority, t.user_id, t.description
              ), e AS (
                 INSERT INTO task_events (task_id, step_id, kind, data)
                 SELECT task_id, id, 'step_started', jsonb_build_object('attempt', attempt, 'worker', $2::text) FROM c
              )
-             SELECT c.id, c.task_id, c.title, c.instruction, c.agent, c.attempt, c.description,
+             SELECT c.id, c.task_id, c.title, c.instruction, c.agent, c.attempt, c.max_attempts, c.priority,
+                    c.user_id, c.description,
                     (SELECT coalesce(jsonb_agg(jsonb_build_array(d.title, coalesce(d.output, ''))
                                                ORDER BY d.position), '[]'::jsonb)
                      FROM steps d WHERE d.id = ANY(c.depends_on)) AS dependencies
@@ -130,17 +148,21 @@ impl ExecutionStore for PgStore {
         row.map(StepClaim::try_from).transpose()
     }
 
-    async fn renew_step_lease(&self, id: StepId, lease: &Lease) -> Result<bool, StoreError> {
-        let renewed = sqlx::query(
+    async fn renew_step_lease(&self, id: StepId, lease: &Lease) -> Result<LeaseState, StoreError> {
+        let task_running: Option<bool> = sqlx::query_scalar(
             "UPDATE steps SET lease_expires_at = now() + make_interval(secs => $3)
-             WHERE id = $1 AND status = 'running' AND lease_token = $2",
+             WHERE id = $1 AND status = 'running' AND lease_token = $2
+             RETURNING (SELECT t.status = 'running' FROM tasks t WHERE t.id = steps.task_id)",
         )
         .bind(id.0)
         .bind(lease.token)
         .bind(lease.seconds())
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(renewed.rows_affected() == 1)
+        Ok(match task_running {
+            Some(task_running) => LeaseState::Held { task_running },
+            None => LeaseState::Lost,
+        })
     }
 
     async fn complete_step(
@@ -211,7 +233,44 @@ impl ExecutionStore for PgStore {
         Ok(Some(StepCompletion { ready: ready.into_iter().map(StepId).collect(), task_completed }))
     }
 
-    async fn fail_step(&self, claim: &StepClaim, lease: &Lease, error: &str) -> Result<bool, StoreError> {
+    async fn fail_step(
+        &self,
+        claim: &StepClaim,
+        lease: &Lease,
+        error: &str,
+        retry_after: Option<Duration>,
+    ) -> Result<FailOutcome, StoreError> {
+        // First the retry: a single fenced statement that only matches while attempts remain.
+        let retried: Option<i32> = match retry_after {
+            None => None,
+            Some(backoff) => {
+                sqlx::query_scalar(
+                    "WITH s AS (
+                UPDATE steps SET status = 'ready', error = $3, lease_owner = NULL, lease_token = NULL,
+                       lease_expires_at = NULL, not_before = now() + make_interval(secs => $4), updated_at = now()
+                WHERE id = $1 AND status = 'running' AND lease_token = $2 AND attempt < max_attempts
+                  AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = steps.task_id AND t.status = 'running')
+                RETURNING id, task_id, attempt
+             ), e AS (
+                INSERT INTO task_events (task_id, step_id, kind, data)
+                SELECT task_id, id, 'step_retrying',
+                       jsonb_build_object('error', $3::text, 'attempt', attempt, 'backoff_ms', ($4 * 1000)::bigint)
+                FROM s
+             )
+             SELECT attempt + 1 FROM s",
+                )
+                .bind(claim.step_id.0)
+                .bind(lease.token)
+                .bind(error)
+                .bind(backoff.as_secs_f64())
+                .fetch_optional(&self.pool)
+                .await?
+            }
+        };
+        if let Some(next_attempt) = retried {
+            return Ok(FailOutcome::Retrying { next_attempt });
+        }
+
         let mut tx = self.pool.begin().await?;
         lock_task(&mut tx, claim.task_id).await?;
         let failed = sqlx::query(
@@ -230,9 +289,10 @@ impl ExecutionStore for PgStore {
         .execute(&mut *tx)
         .await?;
         if failed.rows_affected() == 0 {
-            return Ok(false);
+            return Ok(FailOutcome::LeaseLost);
         }
-        let task_error = format!("step {} ({}) failed: {error}", claim.title, claim.step_id);
+        let task_error =
+            format!("step {} ({}) failed after {} attempt(s): {error}", claim.title, claim.step_id, claim.attempt);
         sqlx::query(
             "WITH k AS (
                 UPDATE steps SET status = 'skipped', updated_at = now()
@@ -253,7 +313,99 @@ impl ExecutionStore for PgStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(FailOutcome::Failed)
+    }
+
+    async fn cancel_step(&self, claim: &StepClaim, lease: &Lease) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "WITH s AS (
+                UPDATE steps SET status = 'cancelled', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                       completed_at = now(), updated_at = now()
+                WHERE id = $1 AND status = 'running' AND lease_token = $2
+                RETURNING id, task_id
+             )
+             INSERT INTO task_events (task_id, step_id, kind) SELECT task_id, id, 'step_cancelled' FROM s",
+        )
+        .bind(claim.step_id.0)
+        .bind(lease.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_step(&self, claim: &StepClaim, lease: &Lease) -> Result<bool, StoreError> {
+        // The attempt was interrupted by our shutdown, not failed: it is not charged.
+        let done = sqlx::query(
+            "WITH s AS (
+                UPDATE steps SET status = 'ready', attempt = attempt - 1, lease_owner = NULL, lease_token = NULL,
+                       lease_expires_at = NULL, updated_at = now()
+                WHERE id = $1 AND status = 'running' AND lease_token = $2
+                RETURNING id, task_id
+             )
+             INSERT INTO task_events (task_id, step_id, kind) SELECT task_id, id, 'step_released' FROM s",
+        )
+        .bind(claim.step_id.0)
+        .bind(lease.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn task_running(&self, task: TaskId) -> Result<bool, StoreError> {
+        let running: Option<bool> = sqlx::query_scalar("SELECT status = 'running' FROM tasks WHERE id = $1")
+            .bind(task.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(running.unwrap_or(false))
+    }
+
+    async fn cached_plan(&self, hash: &str) -> Result<Option<Value>, StoreError> {
+        let plan =
+            sqlx::query_scalar("UPDATE plan_cache SET hits = hits + 1, used_at = now() WHERE hash = $1 RETURNING plan")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(plan)
+    }
+
+    async fn cache_plan(&self, hash: &str, planner: &str, plan: &Value) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO plan_cache (hash, planner, plan) VALUES ($1, $2, $3)
+             ON CONFLICT (hash) DO UPDATE SET plan = EXCLUDED.plan, planner = EXCLUDED.planner, used_at = now()",
+        )
+        .bind(hash)
+        .bind(planner)
+        .bind(plan)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn unfinished_work(&self, min_age: Duration, limit: i64) -> Result<Vec<Unfinished>, StoreError> {
+        let rows: Vec<(Uuid, Option<Uuid>, i32, String)> = sqlx::query_as(
+            "(SELECT id, NULL::uuid, 1, priority FROM tasks
+              WHERE (status = 'pending' AND updated_at < now() - make_interval(secs => $1))
+                 OR (status = 'planning' AND lease_expires_at < now())
+              ORDER BY updated_at LIMIT $2)
+             UNION ALL
+             (SELECT s.task_id, s.id,
+                     CASE WHEN s.status = 'ready' THEN s.attempt + 1 ELSE s.attempt END, t.priority
+              FROM steps s JOIN tasks t ON t.id = s.task_id
+              WHERE t.status = 'running'
+                AND ((s.status = 'ready' AND s.updated_at < now() - make_interval(secs => $1)
+                      AND (s.not_before IS NULL OR s.not_before <= now()))
+                  OR (s.status = 'running' AND s.lease_expires_at < now()))
+              ORDER BY s.updated_at LIMIT $2)",
+        )
+        .bind(min_age.as_secs_f64())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(task, step, attempt, priority)| {
+                Ok(Unfinished { task: TaskId(task), step: step.map(StepId), attempt, priority: priority.parse()? })
+            })
+            .collect()
     }
 
     async fn record_llm_call(
@@ -319,6 +471,37 @@ impl ExecutionStore for PgStore {
         .await?;
         Ok(())
     }
+
+    async fn record_message(
+        &self,
+        task: TaskId,
+        step: Option<StepId>,
+        role: &str,
+        content: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO task_messages (task_id, step_id, role, content) VALUES ($1, $2, $3, $4)")
+            .bind(task.0)
+            .bind(step.map(|s| s.0))
+            .bind(role)
+            .bind(content)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn task_context(&self, task: TaskId, limit: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query_as(
+            "SELECT role, content FROM (
+                SELECT id, role, content FROM task_messages WHERE task_id = $1 AND step_id IS NULL
+                ORDER BY id DESC LIMIT $2
+             ) recent ORDER BY id",
+        )
+        .bind(task.0)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
 }
 
 async fn lock_task(tx: &mut Transaction<'_, Postgres>, task: TaskId) -> Result<(), StoreError> {
@@ -338,6 +521,9 @@ struct ClaimRow {
     instruction: String,
     agent: String,
     attempt: i32,
+    max_attempts: i32,
+    priority: String,
+    user_id: String,
     description: String,
     dependencies: Value,
 }
@@ -355,6 +541,9 @@ impl TryFrom<ClaimRow> for StepClaim {
             instruction: r.instruction,
             agent: r.agent,
             attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            priority: r.priority.parse()?,
+            user_id: r.user_id,
             task_description: r.description,
             dependency_outputs,
         })

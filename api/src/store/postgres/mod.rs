@@ -4,6 +4,7 @@
 //! the other's commit when it decides which dependants are ready.
 
 mod execution;
+mod reports;
 mod rows;
 mod tasks;
 

@@ -9,7 +9,10 @@ use super::{
 };
 use crate::{
     domain::TaskId,
-    store::{CreateOutcome, NewTask, Step, StoreError, Task, TaskDetail, TaskPage, TaskQuery, TaskStore},
+    store::{
+        CancelOutcome, CostReport, CreateOutcome, NewTask, Step, StoreError, Task, TaskDetail, TaskPage, TaskQuery,
+        TaskStore, ToolCallRow,
+    },
 };
 
 #[async_trait::async_trait]
@@ -24,13 +27,18 @@ impl TaskStore for PgStore {
         const SQL: &str = concat!(
             "WITH t AS (
                 INSERT INTO tasks (id, user_id, description, metadata, priority, max_cost_usd, max_tokens,
-                                   idempotency_key, request_hash)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                   idempotency_key, request_hash, max_attempts, use_plan_cache)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                 ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                 RETURNING *
              ), e AS (
                 INSERT INTO task_events (task_id, kind, data)
                 SELECT id, 'task_created', jsonb_build_object('status', status) FROM t
+             ), m AS (
+                INSERT INTO task_messages (task_id, role, content)
+                SELECT t.id, x.role, x.content
+                FROM t, unnest($12::text[], $13::text[]) WITH ORDINALITY AS x(role, content, n)
+                ORDER BY x.n
              )
              SELECT ",
             task_columns!(),
@@ -46,6 +54,10 @@ impl TaskStore for PgStore {
             .bind(new.max_tokens)
             .bind(&new.idempotency_key)
             .bind(&new.request_hash)
+            .bind(new.max_attempts)
+            .bind(new.use_plan_cache)
+            .bind(new.context.iter().map(|(role, _)| role.as_str()).collect::<Vec<_>>())
+            .bind(new.context.iter().map(|(_, content)| content.as_str()).collect::<Vec<_>>())
             .fetch_optional(&self.pool)
             .await?;
         if let Some(row) = created {
@@ -116,6 +128,47 @@ impl TaskStore for PgStore {
         tasks.truncate(query.limit as usize);
         let next = if more { tasks.last().map(|t| (t.created_at, t.id)) } else { None };
         Ok(TaskPage { tasks, next })
+    }
+
+    async fn task_cost(&self, id: TaskId) -> Result<Option<CostReport>, StoreError> {
+        self.cost_report(id).await
+    }
+
+    async fn tool_calls(&self, id: TaskId) -> Result<Option<Vec<ToolCallRow>>, StoreError> {
+        self.tool_call_rows(id).await
+    }
+
+    async fn cancel_task(&self, id: TaskId) -> Result<CancelOutcome, StoreError> {
+        // One statement: the task, its waiting steps and the events change together. Running
+        // steps are left to their workers, which stop at the next model or tool call.
+        let row: Option<(String, bool)> = sqlx::query_as(
+            "WITH cur AS (
+                SELECT id, status FROM tasks WHERE id = $1 FOR UPDATE
+             ), t AS (
+                UPDATE tasks SET status = 'cancelled', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                       error = 'cancelled by request', completed_at = now(), updated_at = now()
+                FROM cur WHERE tasks.id = cur.id AND cur.status IN ('pending', 'planning', 'running')
+                RETURNING tasks.id
+             ), s AS (
+                UPDATE steps SET status = 'cancelled', updated_at = now(), completed_at = now()
+                WHERE task_id IN (SELECT id FROM t) AND status IN ('pending', 'ready')
+                RETURNING id, task_id
+             ), e AS (
+                INSERT INTO task_events (task_id, step_id, kind)
+                SELECT task_id, id, 'step_cancelled' FROM s
+                UNION ALL
+                SELECT id, NULL::uuid, 'task_cancelled' FROM t
+             )
+             SELECT cur.status, EXISTS (SELECT 1 FROM t) FROM cur",
+        )
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            None => CancelOutcome::NotFound,
+            Some((_, true)) => CancelOutcome::Cancelled,
+            Some((status, false)) => CancelOutcome::AlreadyFinished(status.parse()?),
+        })
     }
 }
 

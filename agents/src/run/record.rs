@@ -1,0 +1,68 @@
+//! What the agent loop reports to its host, and the [`RunRecorder`] trait it reports through.
+//!
+//! The loop hands over every model call, every tool call (rejected ones included) and every
+//! message it adds to the conversation as it happens, so cost and short-term memory are
+//! kept even when the step later fails.
+
+use crate::llm::{ChatMessage, Usage};
+
+/// One model call, as the provider reported it, with its cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmCallRecord {
+    pub provider: String,
+    pub model: String,
+    pub usage: Usage,
+    pub cost_usd: f64,
+    pub latency_ms: f64,
+}
+
+/// How a tool call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolCallStatus {
+    /// The tool ran and returned a result.
+    Ok,
+    /// The tool ran and failed, or timed out.
+    Error,
+    /// The call was refused: unknown tool, not allowed for the agent, invalid arguments or
+    /// a policy (e.g. a forbidden address).
+    Rejected,
+}
+
+impl ToolCallStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// One tool call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCallRecord {
+    pub tool: String,
+    pub arguments: serde_json::Value,
+    /// The result (possibly truncated); `None` unless the status is `Ok`.
+    pub result: Option<serde_json::Value>,
+    pub status: ToolCallStatus,
+    /// Why the call was rejected or failed.
+    pub error: Option<String>,
+    pub latency_ms: f64,
+}
+
+/// Where the loop reports what it did. Implemented by the host (Postgres in `api`).
+#[async_trait::async_trait]
+pub trait RunRecorder: Send + Sync {
+    async fn llm_call(&self, call: LlmCallRecord) -> Result<(), RecordError>;
+    async fn tool_call(&self, call: ToolCallRecord) -> Result<(), RecordError>;
+    /// A message added to the step's conversation (short-term memory), in order: the step
+    /// prompt, each assistant message, each tool reply and each summary. The agent's system
+    /// prompt and the history the step was given are not repeated.
+    async fn message(&self, message: &ChatMessage) -> Result<(), RecordError>;
+}
+
+/// The recorder could not persist a record; the step must not go on unaccounted.
+#[derive(Debug, thiserror::Error)]
+#[error("could not record the agent's activity: {0}")]
+pub struct RecordError(pub String);

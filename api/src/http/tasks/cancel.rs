@@ -1,0 +1,34 @@
+//! `POST /tasks/{id}/cancel`: ends a task that has not ended.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+
+use super::dto::TaskResponse;
+use crate::{
+    http::{AppState, error::ApiError},
+    store::CancelOutcome,
+};
+
+pub async fn cancel_task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskResponse>, ApiError> {
+    let id = super::task_id(&id)?;
+    match state.tasks.cancel_task(id).await? {
+        CancelOutcome::Cancelled => {
+            // Workers running its steps stop at their next model or tool call. Should this
+            // message be lost, their lease renewal notices the cancelled status.
+            if let Err(e) = state.coordination.publish_cancel(id).await {
+                tracing::warn!(task = %id, error = %e, "cancel broadcast failed; workers notice at their next lease renewal");
+            }
+        }
+        CancelOutcome::AlreadyFinished(status) => {
+            return Err(ApiError::Conflict { message: format!("task {id} already ended: it is {status}") });
+        }
+        CancelOutcome::NotFound => return Err(ApiError::NotFound { resource: "task", id: id.to_string() }),
+    }
+    let detail = state.tasks.task(id).await?.ok_or(ApiError::NotFound { resource: "task", id: id.to_string() })?;
+    Ok(Json(detail.into()))
+}

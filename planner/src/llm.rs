@@ -1,0 +1,348 @@
+//! The LLM planner: asks a model for a plan as structured output (a `submit_plan` tool whose
+//! JSON Schema is the plan), checks it, and falls back to the heuristic planner.
+//!
+//! Invariants: every plan it returns has passed [`validate()`] against the agents and
+//! limits it was built with, or comes from the fallback [`HeuristicPlanner`]; the model is
+//! asked at most twice per plan (a rejected plan is sent back once, with the reason); every
+//! model call that answered is reported with its usage ([`PlanOutcome::calls`]) so the
+//! caller can account for planning cost, including calls whose plan was rejected.
+
+use std::{sync::Arc, time::Instant};
+
+use agents::llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, Role, ToolChoice, ToolDefinition, Usage};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    HeuristicPlanner, MAX_TITLE_CHARS, Plan, PlanError, PlanLimits, PlannedStep, Planner, make_title, validate,
+};
+
+/// Version of the LLM planner's prompt and parsing; bump it when the same description could
+/// be planned differently.
+pub const LLM_PLANNER_VERSION: &str = "llm-1";
+
+/// The tool the model submits its plan with.
+const SUBMIT_PLAN: &str = "submit_plan";
+/// Model calls per plan: the first answer and one corrected answer.
+const MAX_MODEL_CALLS: usize = 2;
+
+/// One model call made while planning, for the caller's cost records (`llm_calls` rows with
+/// no step).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedCall {
+    /// Provider of the client, e.g. `openai`.
+    pub provider: String,
+    /// The model that answered.
+    pub model: String,
+    /// Tokens the call used.
+    pub usage: Usage,
+    /// Wall time of the call, retries included.
+    pub latency_ms: f64,
+}
+
+/// The result of planning one task, with what it cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanOutcome {
+    /// The plan, or why there is none (only a blank description or unsatisfiable limits).
+    pub plan: Result<Plan, PlanError>,
+    /// The model calls that answered, in order.
+    pub calls: Vec<PlannedCall>,
+    /// Why the heuristic fallback made the plan, when it did.
+    pub fallback_reason: Option<String>,
+}
+
+impl PlanOutcome {
+    /// True when the plan came from the heuristic fallback rather than the model.
+    pub fn used_fallback(&self) -> bool {
+        self.fallback_reason.is_some()
+    }
+}
+
+/// Plans with a model; see the module docs.
+pub struct LlmPlanner {
+    llm: Arc<dyn LlmClient>,
+    /// (name, description) of each agent the model may assign.
+    agents: Vec<(String, String)>,
+    limits: PlanLimits,
+    fallback: HeuristicPlanner,
+    model: Option<String>,
+}
+
+impl std::fmt::Debug for LlmPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmPlanner")
+            .field("provider", &self.llm.provider())
+            .field("model", &self.model.as_deref().unwrap_or(self.llm.model()))
+            .field("agents", &self.agents.iter().map(|(name, _)| name).collect::<Vec<_>>())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LlmPlanner {
+    /// A planner that assigns steps to `agents` (name, description) within `limits`, and
+    /// uses `fallback` when the model fails or twice answers with an unacceptable plan.
+    pub fn new(
+        llm: Arc<dyn LlmClient>,
+        agents: Vec<(String, String)>,
+        limits: PlanLimits,
+        fallback: HeuristicPlanner,
+    ) -> Self {
+        Self { llm, agents, limits, fallback, model: None }
+    }
+
+    /// Plans with `model` instead of the client's default model.
+    pub fn with_model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// Plans `description` and reports every model call made for it. Use this rather than
+    /// [`Planner::plan`] when planning cost must be recorded.
+    pub async fn plan_with_usage(&self, description: &str) -> PlanOutcome {
+        let description = description.trim();
+        if description.is_empty() {
+            return PlanOutcome { plan: Err(PlanError::EmptyDescription), calls: Vec::new(), fallback_reason: None };
+        }
+        let mut request = self.request(description);
+        let mut calls = Vec::new();
+        let mut problem = String::new();
+        for attempt in 1..=MAX_MODEL_CALLS {
+            let started = Instant::now();
+            let response = match self.llm.chat(&request).await {
+                Ok(response) => response,
+                Err(err) => {
+                    problem = format!("the planning model failed: {err}");
+                    break;
+                }
+            };
+            calls.push(PlannedCall {
+                provider: self.llm.provider().to_owned(),
+                model: response.model.clone(),
+                usage: response.usage,
+                latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            });
+            match self.read_plan(&response) {
+                Ok(plan) => return PlanOutcome { plan: Ok(plan), calls, fallback_reason: None },
+                Err(reason) => {
+                    tracing::warn!(attempt, %reason, "the planning model's plan was not acceptable");
+                    push_feedback(&mut request, response, &reason);
+                    problem = reason;
+                }
+            }
+        }
+        tracing::warn!(reason = %problem, "falling back to the heuristic planner");
+        PlanOutcome { plan: self.fallback.plan_description(description), calls, fallback_reason: Some(problem) }
+    }
+
+    fn request(&self, description: &str) -> ChatRequest {
+        ChatRequest {
+            messages: vec![
+                ChatMessage::new(Role::System, self.system_prompt()),
+                ChatMessage::new(Role::User, format!("Task: {description}")),
+            ],
+            tools: vec![self.submit_plan_tool()],
+            max_tokens: None,
+            model: self.model.clone(),
+            tool_choice: ToolChoice::Required,
+        }
+    }
+
+    fn system_prompt(&self) -> String {
+        let agents: String =
+            self.agents.iter().map(|(name, description)| format!("- {name}: {description}\n")).collect();
+        format!(
+            "You are the planner of a team of AI agents. Break the user's task into steps that the \
+             agents carry out, and submit the plan by calling the {SUBMIT_PLAN} tool exactly once.\n\n\
+             Agents:\n{agents}\n\
+             Rules:\n\
+             - Use 1 to {max_steps} steps; a simple task needs few.\n\
+             - title: a short label, at most {MAX_TITLE_CHARS} characters.\n\
+             - instruction: exactly what the agent must do, understandable on its own, at most \
+             {max_chars} characters.\n\
+             - agent: the name of one of the agents above.\n\
+             - depends_on: the zero-based indices of the earlier steps whose output this step \
+             needs. Steps that do not need each other's output must not depend on each other, so \
+             they can run in parallel. Only depend on steps listed before this one.\n",
+            max_steps = self.limits.max_steps,
+            max_chars = self.limits.max_instruction_chars,
+        )
+    }
+
+    fn submit_plan_tool(&self) -> ToolDefinition {
+        let names: Vec<&str> = self.agents.iter().map(|(name, _)| name.as_str()).collect();
+        ToolDefinition {
+            name: SUBMIT_PLAN.to_owned(),
+            description: "Submit the plan for the task: its steps in order.".to_owned(),
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "steps": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": self.limits.max_steps,
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "title": {"type": "string", "maxLength": MAX_TITLE_CHARS},
+                                "instruction": {"type": "string", "maxLength": self.limits.max_instruction_chars},
+                                "agent": {"type": "string", "enum": names},
+                                "depends_on": {"type": "array", "items": {"type": "integer", "minimum": 0}}
+                            },
+                            "required": ["title", "instruction", "agent", "depends_on"],
+                            "additionalProperties": false
+                        }
+                    }
+                },
+                "required": ["steps"],
+                "additionalProperties": false
+            }),
+        }
+    }
+
+    /// The plan in the model's answer, or what is wrong with it (worded for the model).
+    fn read_plan(&self, response: &ChatResponse) -> Result<Plan, String> {
+        let arguments = match response.tool_calls.iter().find(|c| c.name == SUBMIT_PLAN) {
+            Some(call) => call.arguments.clone(),
+            // Second chance for models that write the plan as text instead of calling the tool.
+            None => response
+                .content
+                .as_deref()
+                .and_then(json_object_in)
+                .ok_or_else(|| format!("the answer contains no plan; call the {SUBMIT_PLAN} tool with the plan"))?,
+        };
+        if let Value::String(raw) = &arguments {
+            return Err(format!("the {SUBMIT_PLAN} arguments are not valid JSON: {raw}"));
+        }
+        let submitted: SubmittedPlan = serde_json::from_value(arguments)
+            .map_err(|e| format!("the plan does not match the {SUBMIT_PLAN} schema: {e}"))?;
+        let plan = Plan { steps: submitted.steps.into_iter().map(SubmittedStep::into_step).collect() };
+        let names: Vec<&str> = self.agents.iter().map(|(name, _)| name.as_str()).collect();
+        validate(&plan, &names, &self.limits).map_err(|e| format!("the plan is invalid: {e}"))?;
+        Ok(plan)
+    }
+}
+
+#[async_trait::async_trait]
+impl Planner for LlmPlanner {
+    fn version(&self) -> &str {
+        LLM_PLANNER_VERSION
+    }
+
+    /// Plans without reporting the model calls; see [`LlmPlanner::plan_with_usage`].
+    async fn plan(&self, description: &str) -> Result<Plan, PlanError> {
+        self.plan_with_usage(description).await.plan
+    }
+}
+
+#[derive(Deserialize)]
+struct SubmittedPlan {
+    steps: Vec<SubmittedStep>,
+}
+
+#[derive(Deserialize)]
+struct SubmittedStep {
+    #[serde(default)]
+    title: String,
+    instruction: String,
+    agent: String,
+    #[serde(default)]
+    depends_on: Vec<usize>,
+}
+
+impl SubmittedStep {
+    /// The step with its text tidied: a missing title is made from the instruction, an
+    /// over-long one is shortened the way the heuristic planner shortens titles.
+    fn into_step(self) -> PlannedStep {
+        let instruction = self.instruction.trim().to_owned();
+        let title = self.title.trim();
+        let title = if title.is_empty() {
+            make_title(&instruction)
+        } else if title.chars().count() > MAX_TITLE_CHARS {
+            make_title(title)
+        } else {
+            title.to_owned()
+        };
+        PlannedStep { title, instruction, agent: self.agent.trim().to_owned(), depends_on: self.depends_on }
+    }
+}
+
+/// Tells the model why its answer was refused. Tool calls get a tool result each, because
+/// providers require every call to be answered before the conversation goes on.
+fn push_feedback(request: &mut ChatRequest, response: ChatResponse, reason: &str) {
+    let retry = format!("Fix it and call {SUBMIT_PLAN} again with the whole corrected plan.");
+    let calls = response.tool_calls;
+    let answers: Vec<ChatMessage> = calls
+        .iter()
+        .map(|call| {
+            let text = if call.name == SUBMIT_PLAN {
+                format!("Rejected: {reason}. {retry}")
+            } else {
+                format!("Unknown tool `{}`. {retry}", call.name)
+            };
+            ChatMessage::tool_result(&call.id, text)
+        })
+        .collect();
+    let answered_with_tools = !answers.is_empty();
+    request.messages.push(ChatMessage {
+        role: Role::Assistant,
+        content: response.content.unwrap_or_default(),
+        tool_calls: calls,
+        tool_call_id: None,
+    });
+    request.messages.extend(answers);
+    if !answered_with_tools {
+        request.messages.push(ChatMessage::new(Role::User, format!("Your answer was not accepted: {reason}. {retry}")));
+    }
+}
+
+/// The JSON object in a text answer: the whole text, a fenced block, or the span from the
+/// first `{` to the last `}`.
+fn json_object_in(text: &str) -> Option<Value> {
+    let text = text.trim();
+    let unfenced = text
+        .strip_prefix("```json")
+        .or_else(|| text.strip_prefix("```"))
+        .and_then(|rest| rest.trim_end().strip_suffix("```"))
+        .unwrap_or(text);
+    let parse = |candidate: &str| serde_json::from_str::<Value>(candidate).ok().filter(Value::is_object);
+    parse(unfenced).or_else(|| {
+        let start = text.find('{')?;
+        let end = text.rfind('}')?;
+        (start < end).then(|| parse(&text[start..=end])).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_json_objects_in_text_answers() {
+        assert_eq!(json_object_in(r#"{"steps": []}"#), Some(json!({"steps": []})));
+        assert_eq!(json_object_in("```json\n{\"steps\": []}\n```"), Some(json!({"steps": []})));
+        assert_eq!(json_object_in("Here is the plan: {\"steps\": []} Done."), Some(json!({"steps": []})));
+        assert_eq!(json_object_in("no plan here"), None);
+        assert_eq!(json_object_in("[1, 2]"), None);
+    }
+
+    #[test]
+    fn titles_are_made_or_shortened() {
+        let step = |title: &str| SubmittedStep {
+            title: title.into(),
+            instruction: "  research the market for electric bikes  ".into(),
+            agent: " researcher ".into(),
+            depends_on: vec![],
+        };
+        let made = step("").into_step();
+        assert_eq!(made.title, "Research the market for electric bikes");
+        assert_eq!(
+            (made.instruction.as_str(), made.agent.as_str()),
+            ("research the market for electric bikes", "researcher")
+        );
+        let long = "word ".repeat(30);
+        let shortened = step(&long).into_step();
+        assert_eq!(shortened.title, make_title(&long));
+        assert!(shortened.title.chars().count() <= MAX_TITLE_CHARS);
+    }
+}
