@@ -5,6 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use agents::{AgentCatalog, AgentRunner, LlmClient, LoopSettings, PriceTable, ToolRegistry};
 use anyhow::Context;
+use memory::{LongTermConfig, LongTermMemory};
 use planner::PlanLimits;
 use sqlx::{PgPool, Postgres, migrate::MigrateDatabase, postgres::PgPoolOptions};
 use tokio::net::TcpListener;
@@ -14,9 +15,11 @@ use crate::{
     config::{DEV_DISPATCH_SECRET, Settings},
     coordination::RedisCoordination,
     http::{AppState, build_router},
+    metrics::Metrics,
     providers::{self, TaskPlanner},
     queue::{JobSigner, RedisQueue},
     store::PgStore,
+    webhooks::{WebhookConfig, WebhookSender},
     worker::{Worker, WorkerConfig, WorkerDeps},
 };
 
@@ -24,7 +27,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connected infrastructure, shared by the API and the workers of one process.
+/// Connected infrastructure, shared by the API and the workers of one process. Cloning
+/// shares it.
 #[derive(Clone)]
 pub struct App {
     pub settings: Settings,
@@ -35,6 +39,9 @@ pub struct App {
     pub tools: Arc<ToolRegistry>,
     pub llm: Arc<dyn LlmClient>,
     pub prices: Arc<PriceTable>,
+    pub memory: Arc<LongTermMemory>,
+    pub metrics: Arc<Metrics>,
+    pub webhooks: Arc<WebhookSender>,
 }
 
 impl App {
@@ -60,28 +67,63 @@ impl App {
         .await
         .with_context(|| format!("cannot reach Redis at {}", redact(&settings.redis_url)))?;
         let coordination = RedisCoordination::new(queue.pool().clone(), &settings.redis_url, &settings.redis_prefix)?;
-        let tools = Arc::new(agents::builtin_tools(&providers::tool_settings(&settings), None)?);
+        let memory = Arc::new(
+            LongTermMemory::open(
+                pool.clone(),
+                providers::embedder(&settings)?,
+                LongTermConfig::new(settings.data_dir.clone()),
+            )
+            .await
+            .context("opening long-term memory")?,
+        );
+        let report = memory.startup();
+        tracing::info!(source = ?report.source, "long-term memory ready");
+        let tools = Arc::new(agents::builtin_tools(&providers::tool_settings(&settings), Some(memory.clone() as _))?);
         let agents = Arc::new(providers::agent_catalog(&settings, &tools)?);
         let llm = providers::llm_client(&settings)?;
         let prices = Arc::new(providers::price_table(&settings)?);
-        Ok(Self { settings, store: PgStore::new(pool), queue, coordination, agents, tools, llm, prices })
+        let metrics = Arc::new(Metrics::new());
+        let webhooks = Arc::new(WebhookSender::new(
+            Arc::new(PgStore::new(pool.clone())),
+            WebhookConfig::from_settings(&settings)?,
+        )?);
+        Ok(Self {
+            settings,
+            store: PgStore::new(pool),
+            queue,
+            coordination,
+            agents,
+            tools,
+            llm,
+            prices,
+            memory,
+            metrics,
+            webhooks,
+        })
     }
 
-    pub fn router(&self) -> axum::Router {
+    /// The API; `shutdown` also ends its open event streams, which would otherwise hold a
+    /// graceful shutdown open for as long as their tasks run.
+    pub fn router(&self, shutdown: &CancellationToken) -> axum::Router {
         build_router(AppState {
             tasks: Arc::new(self.store.clone()),
             dispatcher: Arc::new(self.queue.clone()),
             coordination: Arc::new(self.coordination.clone()),
             agents: self.agents.clone(),
             tools: self.tools.clone(),
+            memory: self.memory.clone(),
+            events: crate::events::EventHub::new(self.store.pool(), shutdown.child_token()),
+            metrics: self.metrics.clone(),
         })
+        // Read by `POST /tasks` to check callback URLs (WEBHOOK_ALLOW_PRIVATE).
+        .layer(axum::Extension(self.webhooks.policy()))
     }
 
     /// Serves the API on `listener` until `shutdown` fires, then finishes open requests.
     pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "API listening");
-        axum::serve(listener, self.router().into_make_service_with_connect_info::<SocketAddr>())
+        axum::serve(listener, self.router(&shutdown).into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .context("HTTP server failed")
@@ -105,7 +147,12 @@ impl App {
             plan_limits,
             agents: self.agents.clone(),
             prices: self.prices.clone(),
+            memory: self.memory.clone(),
+            metrics: self.metrics.clone(),
+            memory_context_items: s.memory_context_items,
+            memory_store_results: s.memory_store_results,
             runner: AgentRunner::new(llm, self.prices.clone(), self.tools.clone(), LoopSettings::default()),
+            webhooks: self.webhooks.clone(),
         };
         Worker::new(
             Arc::new(deps),
@@ -147,8 +194,21 @@ impl App {
         // If the server stopped on its own (an error), take the workers down with it.
         shutdown.cancel();
         tracker.wait().await;
+        // A last snapshot, so the next start only catches up what others wrote since.
+        if let Err(e) = self.memory.shutdown().await {
+            tracing::warn!(error = %e, "memory snapshot at shutdown failed; the next start rebuilds from Postgres");
+        }
         served
     }
+}
+
+/// Recomputes every memory's embedding with the configured embedder, for `orchestrator
+/// memory reembed` after a change of embedder.
+pub async fn reembed_memory(settings: &Settings) -> anyhow::Result<usize> {
+    let pool = connect_postgres(settings).await?;
+    MIGRATOR.run(&pool).await.context("applying database migrations failed")?;
+    let embedder = providers::embedder(settings)?;
+    Ok(LongTermMemory::reembed(&pool, embedder.as_ref()).await?)
 }
 
 /// A consumer name unique across hosts, processes and restarts.

@@ -23,6 +23,27 @@ pub enum Command {
     Worker(Settings),
     /// Apply database migrations and exit.
     Migrate(Settings),
+    /// Long-term memory maintenance.
+    #[command(subcommand)]
+    Memory(MemoryCommand),
+    /// `submit` and `tasks …`: drive a running server over HTTP (see `crate::cli`).
+    #[command(flatten)]
+    Client(crate::cli::ClientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemoryCommand {
+    /// Recompute every stored memory's embedding with the configured embedder (after
+    /// changing EMBEDDER or its model), then start normally.
+    Reembed(Settings),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmbedderKind {
+    /// Local feature hashing: deterministic, no network.
+    Hashing,
+    /// An OpenAI-compatible embeddings API.
+    Openai,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -124,6 +145,34 @@ pub struct Settings {
     #[arg(long, env = "TOOL_MAX_RESULT_BYTES", default_value_t = 16 * 1024)]
     pub tool_max_result_bytes: usize,
 
+    /// Where this process keeps its vector index snapshots; one process per directory.
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    pub data_dir: std::path::PathBuf,
+
+    #[arg(long, env = "EMBEDDER", value_enum, default_value_t = EmbedderKind::Hashing)]
+    pub embedder: EmbedderKind,
+
+    /// Vector size of the embedder.
+    #[arg(long, env = "EMBEDDING_DIM", default_value_t = 384)]
+    pub embedding_dim: usize,
+
+    #[arg(long, env = "EMBEDDING_BASE_URL", default_value = "https://api.openai.com/v1")]
+    pub embedding_base_url: String,
+
+    #[arg(long, env = "EMBEDDING_API_KEY", hide_env_values = true)]
+    pub embedding_api_key: Option<String>,
+
+    #[arg(long, env = "EMBEDDING_MODEL", default_value = "text-embedding-3-small")]
+    pub embedding_model: String,
+
+    /// Long-term memories of the task's user put in each step's prompt; 0 puts none.
+    #[arg(long, env = "MEMORY_CONTEXT_ITEMS", default_value_t = 3)]
+    pub memory_context_items: usize,
+
+    /// Store each completed task's result as a memory of its user.
+    #[arg(long, env = "MEMORY_STORE_RESULTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub memory_store_results: bool,
+
     /// Simulated latency of the offline model, to model a slow provider in benchmarks.
     #[arg(long, env = "OFFLINE_LLM_DELAY_MS", default_value_t = 0)]
     pub offline_llm_delay_ms: u64,
@@ -171,6 +220,24 @@ pub struct Settings {
 
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Key of the HMAC-SHA256 signature on webhook calls (at least 16 bytes); receivers
+    /// verify with it. Share it between every worker of a deployment.
+    #[arg(long, env = "WEBHOOK_SECRET", default_value = crate::webhooks::DEV_WEBHOOK_SECRET, hide_default_value = true, hide_env_values = true)]
+    pub webhook_secret: String,
+
+    /// Time limit of one webhook attempt.
+    #[arg(long, env = "WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
+    pub webhook_timeout_secs: u64,
+
+    /// Attempts per webhook delivery, the first included, before it is marked failed.
+    #[arg(long, env = "WEBHOOK_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub webhook_max_attempts: u32,
+
+    /// Let callback URLs point at loopback, private and link-local addresses: for local
+    /// development and tests only.
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
 }
 
 /// Used when no `DISPATCH_SECRET` is set; start-up warns about it.

@@ -156,6 +156,8 @@ state_enum!(
         StepSkipped => "step_skipped",
         StepCancelled => "step_cancelled",
         StepReleased => "step_released",
+        /// A tool call was recorded (ok, error or rejected); `data` names the tool and status.
+        ToolCalled => "tool_called",
     }
 );
 

@@ -2,11 +2,15 @@
 //! the integration tests start the very same [`app::App`] on port 0.
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod coordination;
 pub mod domain;
+pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod providers;
 pub mod queue;
 pub mod store;
+pub mod webhooks;
 pub mod worker;

@@ -3,16 +3,25 @@
 use clap::Parser;
 use orchestrator::{
     app::App,
-    config::{Cli, Command, LogFormat, Settings},
+    config::{Cli, Command, LogFormat, MemoryCommand, Settings},
 };
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let settings = match &cli.command {
-        Command::Run(s) | Command::Serve(s) | Command::Worker(s) | Command::Migrate(s) => s.clone(),
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return orchestrator::cli::usage(&e),
+    };
+    let settings = match cli.command {
+        // Client commands talk to a server over HTTP: no settings, no connections, no logs.
+        Command::Client(command) => return orchestrator::cli::run(command).await,
+        Command::Run(ref s)
+        | Command::Serve(ref s)
+        | Command::Worker(ref s)
+        | Command::Migrate(ref s)
+        | Command::Memory(MemoryCommand::Reembed(ref s)) => s.clone(),
     };
     init_tracing(&settings);
     match run(cli.command, settings).await {
@@ -26,6 +35,11 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    if let Command::Memory(MemoryCommand::Reembed(_)) = &command {
+        let n = orchestrator::app::reembed_memory(&settings).await?;
+        println!("re-embedded {n} memories");
+        return Ok(());
+    }
     let app = App::connect(settings.clone()).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
@@ -42,6 +56,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Run(_) => app.run(Some(bind().await?), 1, shutdown).await,
         Command::Serve(_) => app.run(Some(bind().await?), 0, shutdown).await,
         Command::Worker(_) => app.run(None, 1, shutdown).await,
+        Command::Memory(_) => Ok(()), // handled before connecting
+        Command::Client(_) => Ok(()), // handled in main, without connecting
     }
 }
 

@@ -10,7 +10,22 @@ use agents::{
 use anyhow::Context;
 use planner::{HeuristicPlanner, LlmPlanner, PlanLimits};
 
-use crate::config::{LlmProvider, PlannerKind, Settings};
+use memory::{Embedder, HashingEmbedder, OpenAiEmbedder, OpenAiEmbedderConfig};
+
+use crate::config::{EmbedderKind, LlmProvider, PlannerKind, Settings};
+
+/// The embedder of long-term memory.
+pub fn embedder(s: &Settings) -> anyhow::Result<Arc<dyn Embedder>> {
+    Ok(match s.embedder {
+        EmbedderKind::Hashing => Arc::new(HashingEmbedder::new(s.embedding_dim).context("EMBEDDING_DIM")?),
+        EmbedderKind::Openai => {
+            let mut config =
+                OpenAiEmbedderConfig::new(s.embedding_base_url.clone(), s.embedding_model.clone(), s.embedding_dim);
+            config.api_key = s.embedding_api_key.clone();
+            Arc::new(OpenAiEmbedder::new(config).context("embedding settings")?)
+        }
+    })
+}
 
 /// The model client of the configured provider.
 pub fn llm_client(s: &Settings) -> anyhow::Result<Arc<dyn LlmClient>> {

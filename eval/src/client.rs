@@ -1,10 +1,18 @@
-//! A small typed client for the orchestrator's REST API.
+//! A small typed client for the orchestrator's REST API: tasks (submit, read, list, cancel)
+//! and their live event stream (Server-Sent Events).
+//!
+//! Every call states the status it expects; any other answer is a [`ClientError::Status`]
+//! carrying the server's problem+json body, whose `detail` [`ClientError::detail`] extracts.
 
 use std::time::{Duration, Instant};
 
+use reqwest::{Method, RequestBuilder, Url, header};
 use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
+
+/// How long connecting to the server may take before the call fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -15,6 +23,33 @@ pub enum ClientError {
     Status { status: u16, body: String },
     #[error("task {task} did not finish within {waited:?} (last status {status})")]
     Timeout { task: Uuid, waited: Duration, status: String },
+    #[error("invalid server URL {url}: {reason}")]
+    BadUrl { url: String, reason: String },
+    /// The event stream sent something that is not an event of the API.
+    #[error("unreadable event stream: {0}")]
+    Stream(String),
+}
+
+impl ClientError {
+    /// One line for a person: the problem's `detail` when the server sent one.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Status { status, body } => serde_json::from_str::<Value>(body)
+                .ok()
+                .and_then(|problem| problem.get("detail").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| format!("the server answered {status}: {}", body.trim())),
+            Self::Http(e) if e.is_connect() || e.is_timeout() => format!("cannot reach the server: {e}"),
+            other => other.to_string(),
+        }
+    }
+
+    /// The HTTP status the server answered with, when it answered one the call did not expect.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
 }
 
 /// The parts of a task every caller needs; the full document is in `raw`.
@@ -26,8 +61,51 @@ pub struct TaskView {
     pub result: Option<String>,
     #[serde(default)]
     pub error: Option<String>,
+    #[serde(default)]
+    pub user_id: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub priority: String,
+    #[serde(default)]
+    pub tokens_in: i64,
+    #[serde(default)]
+    pub tokens_out: i64,
+    #[serde(default)]
+    pub cost_usd: f64,
+    #[serde(default)]
+    pub created_at: String,
+    #[serde(default)]
+    pub completed_at: Option<String>,
+    /// Present when the task was read on its own (`GET /tasks/{id}`), empty in lists.
+    #[serde(default)]
+    pub steps: Vec<StepView>,
     #[serde(skip)]
     pub raw: Value,
+}
+
+/// One step of a task, in plan order.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StepView {
+    pub id: Uuid,
+    pub position: i32,
+    pub title: String,
+    pub agent: String,
+    pub status: String,
+    #[serde(default)]
+    pub attempt: i32,
+    #[serde(default)]
+    pub max_attempts: i32,
+    #[serde(default)]
+    pub output: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub tokens_in: i64,
+    #[serde(default)]
+    pub tokens_out: i64,
+    #[serde(default)]
+    pub cost_usd: f64,
 }
 
 impl TaskView {
@@ -44,30 +122,161 @@ impl TaskView {
     }
 }
 
+/// The answer to a submission.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub task: TaskView,
+    /// The `Location` header: where the task can be read.
+    pub location: Option<String>,
+    /// The same Idempotency-Key and body were submitted before; this is that task.
+    pub replayed: bool,
+}
+
+/// Filters of `GET /tasks`; `None` leaves a filter out.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub user_id: Option<String>,
+    pub status: Option<String>,
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of tasks, newest first.
+#[derive(Debug, Clone)]
+pub struct TaskPage {
+    pub items: Vec<TaskView>,
+    pub next_cursor: Option<String>,
+}
+
+/// One event of a task's log, as the event stream sends it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct EventView {
+    pub id: i64,
+    pub task_id: Uuid,
+    pub step_id: Option<Uuid>,
+    /// `task_created`, `step_started`, `tool_called`, `task_completed`, …
+    pub kind: String,
+    #[serde(default)]
+    pub data: Value,
+    pub created_at: String,
+}
+
+impl EventView {
+    /// Whether this is the task's final event.
+    pub fn ends_task(&self) -> bool {
+        matches!(self.kind.as_str(), "task_completed" | "task_failed" | "task_cancelled")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ApiClient {
     base: String,
+    api_key: Option<String>,
     http: reqwest::Client,
 }
 
 impl ApiClient {
     pub fn new(base_url: impl Into<String>) -> Self {
-        Self { base: base_url.into().trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            // Building only fails when a TLS backend cannot start; this build has none.
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self { base: base_url.into().trim_end_matches('/').to_owned(), api_key: None, http }
+    }
+
+    /// Sends `Authorization: Bearer <key>` with every request when `key` is set.
+    pub fn with_api_key(mut self, key: Option<String>) -> Self {
+        self.api_key = key.filter(|k| !k.is_empty());
+        self
     }
 
     pub fn base_url(&self) -> &str {
         &self.base
     }
 
+    fn request(&self, method: Method, url: impl reqwest::IntoUrl) -> RequestBuilder {
+        let request = self.http.request(method, url);
+        match &self.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
     /// Submits a task; the body is sent as given so callers can test any shape.
     pub async fn submit(&self, body: &Value) -> Result<TaskView, ClientError> {
-        let response = self.http.post(format!("{}/tasks", self.base)).json(body).send().await?;
-        TaskView::from_value(expect(response, 202).await?)
+        Ok(self.create(body).await?.task)
+    }
+
+    /// Submits a task and returns it with its `Location`.
+    pub async fn create(&self, body: &Value) -> Result<Submitted, ClientError> {
+        let response = self.request(Method::POST, self.url("/tasks")).json(body).send().await?;
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let location = header(header::LOCATION.as_str());
+        let replayed = header("idempotent-replayed").as_deref() == Some("true");
+        let task = TaskView::from_value(expect(response, 202).await?)?;
+        Ok(Submitted { task, location, replayed })
     }
 
     pub async fn task(&self, id: Uuid) -> Result<TaskView, ClientError> {
-        let response = self.http.get(format!("{}/tasks/{id}", self.base)).send().await?;
+        let response = self.request(Method::GET, self.url(&format!("/tasks/{id}"))).send().await?;
         TaskView::from_value(expect(response, 200).await?)
+    }
+
+    /// One page of tasks matching `query`, newest first.
+    pub async fn list(&self, query: &ListQuery) -> Result<TaskPage, ClientError> {
+        let mut url = Url::parse(&self.url("/tasks"))
+            .map_err(|e| ClientError::BadUrl { url: self.base.clone(), reason: e.to_string() })?;
+        {
+            let mut pairs = url.query_pairs_mut();
+            let limit = query.limit.map(|l| l.to_string());
+            for (name, value) in [
+                ("user_id", query.user_id.as_deref()),
+                ("status", query.status.as_deref()),
+                ("limit", limit.as_deref()),
+                ("cursor", query.cursor.as_deref()),
+            ] {
+                if let Some(value) = value {
+                    pairs.append_pair(name, value);
+                }
+            }
+        }
+        let response = self.request(Method::GET, url).send().await?;
+        let mut page = expect(response, 200).await?;
+        let items = match page.get_mut("items").map(Value::take) {
+            Some(Value::Array(items)) => items.into_iter().map(TaskView::from_value).collect::<Result<_, _>>()?,
+            _ => return Err(ClientError::Status { status: 200, body: "a task list without items".into() }),
+        };
+        let next_cursor = page.get("next_cursor").and_then(Value::as_str).map(str::to_owned);
+        Ok(TaskPage { items, next_cursor })
+    }
+
+    /// Cancels a task that has not ended; the server answers 409 for one that has.
+    pub async fn cancel(&self, id: Uuid) -> Result<TaskView, ClientError> {
+        let response = self.request(Method::POST, self.url(&format!("/tasks/{id}/cancel"))).send().await?;
+        TaskView::from_value(expect(response, 200).await?)
+    }
+
+    /// Opens the task's event stream: the events after `after` (an event id; from the first
+    /// event when `None`), then new ones as they happen, ending after the task's final event.
+    pub async fn events(&self, id: Uuid, after: Option<i64>) -> Result<EventStream, ClientError> {
+        let mut request = self
+            .request(Method::GET, self.url(&format!("/tasks/{id}/events")))
+            .header(header::ACCEPT, "text/event-stream");
+        if let Some(after) = after {
+            request = request.header("last-event-id", after.to_string());
+        }
+        let response = request.send().await?;
+        if response.status().as_u16() != 200 {
+            let status = response.status().as_u16();
+            return Err(ClientError::Status { status, body: response.text().await.unwrap_or_default() });
+        }
+        Ok(EventStream { response, parser: SseParser::default() })
     }
 
     /// Polls the task until it reaches a terminal state or `deadline` passes.
@@ -96,4 +305,114 @@ async fn expect(response: reqwest::Response, expected: u16) -> Result<Value, Cli
         return Err(ClientError::Status { status, body });
     }
     Ok(response.json().await?)
+}
+
+/// A task's events as they arrive; see [`ApiClient::events`].
+pub struct EventStream {
+    response: reqwest::Response,
+    parser: SseParser,
+}
+
+impl EventStream {
+    /// The next event; `None` once the server closed the stream (after the task's final
+    /// event, or early when it shut down: resume from the last id seen).
+    pub async fn next(&mut self) -> Result<Option<EventView>, ClientError> {
+        loop {
+            if let Some(frame) = self.parser.next_frame() {
+                return serde_json::from_str(&frame.data)
+                    .map(Some)
+                    .map_err(|e| ClientError::Stream(format!("event {:?}: {e}", frame.id)));
+            }
+            match self.response.chunk().await? {
+                Some(bytes) => self.parser.push(&bytes),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// One dispatched Server-Sent Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SseFrame {
+    id: Option<String>,
+    event: Option<String>,
+    data: String,
+}
+
+/// Splits a `text/event-stream` body into events; comments (keep-alives) are skipped.
+#[derive(Debug, Default)]
+struct SseParser {
+    buffer: Vec<u8>,
+    id: Option<String>,
+    event: Option<String>,
+    data: Vec<String>,
+}
+
+impl SseParser {
+    fn push(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The next complete event in what was pushed so far.
+    fn next_frame(&mut self) -> Option<SseFrame> {
+        while let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buffer.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line[..end]);
+            let line = line.strip_suffix('\r').unwrap_or(&line);
+            if line.is_empty() {
+                let (id, event, data) = (self.id.take(), self.event.take(), std::mem::take(&mut self.data));
+                if !data.is_empty() {
+                    return Some(SseFrame { id, event, data: data.join("\n") });
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
+            match field {
+                "id" => self.id = Some(value),
+                "event" => self.event = Some(value),
+                "data" => self.data.push(value),
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_parsed_across_chunk_boundaries_and_keep_alives_are_skipped() {
+        let mut parser = SseParser::default();
+        parser.push(b": keep-alive\n\nid: 7\nevent: step_started\nda");
+        assert_eq!(parser.next_frame(), None);
+        parser.push(b"ta: {\"a\":1}\r\ndata: {\"b\":2}\n\nid: 8\ndata:x\n\n");
+        assert_eq!(
+            parser.next_frame(),
+            Some(SseFrame {
+                id: Some("7".into()),
+                event: Some("step_started".into()),
+                data: "{\"a\":1}\n{\"b\":2}".into()
+            })
+        );
+        assert_eq!(parser.next_frame(), Some(SseFrame { id: Some("8".into()), event: None, data: "x".into() }));
+        assert_eq!(parser.next_frame(), None);
+    }
+
+    #[test]
+    fn the_problem_detail_is_the_message() {
+        let error = ClientError::Status {
+            status: 409,
+            body: r#"{"type":"urn:orchestrator:problem:conflict","status":409,"detail":"task x already ended"}"#.into(),
+        };
+        assert_eq!(error.detail(), "task x already ended");
+        assert_eq!(error.status(), Some(409));
+        let plain = ClientError::Status { status: 502, body: "Bad Gateway\n".into() };
+        assert_eq!(plain.detail(), "the server answered 502: Bad Gateway");
+    }
 }

@@ -1,5 +1,6 @@
-//! Agent memory: turning text into vectors (embedders) and, later, storing
-//! and recalling them (long-term vector memory, short-term memory).
+//! Agent memory: turning text into vectors (embedders), storing and recalling them
+//! (long-term vector memory on FAISS with its metadata in Postgres), and the per-task
+//! message log (short-term memory).
 //!
 //! Invariant: every vector this crate produces or stores is tagged with the
 //! [`Embedder::name`] that made it; vectors with different names are never
@@ -7,8 +8,14 @@
 
 pub mod embed;
 pub mod error;
+pub mod index;
+pub mod long_term;
+pub mod short_term;
 pub mod store;
+pub mod vector;
 
-pub use embed::{Embedder, HashingEmbedder};
-pub use error::MemoryError;
+pub use embed::{Embedder, HashingEmbedder, OpenAiEmbedder, OpenAiEmbedderConfig};
+pub use error::{MemoryError, REEMBED_COMMAND};
+pub use long_term::{LongTermConfig, LongTermMemory, SnapshotInfo, StartupReport, StartupSource};
+pub use short_term::{MessageRole, NewMessage, StoredMessage, TaskMessages};
 pub use store::{DEFAULT_NAMESPACE, MemoryItem, MemoryStore, NewMemory, ScoredMemory, SearchQuery};

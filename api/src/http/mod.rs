@@ -4,6 +4,8 @@ mod catalog;
 mod error;
 mod extract;
 mod health;
+mod memory;
+mod observe;
 mod tasks;
 mod workers;
 
@@ -37,6 +39,9 @@ pub struct AppState {
     pub coordination: Arc<dyn Coordination>,
     pub agents: Arc<AgentCatalog>,
     pub tools: Arc<ToolRegistry>,
+    pub memory: Arc<dyn ::memory::MemoryStore>,
+    pub events: crate::events::EventHub,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,12 +50,15 @@ pub fn build_router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(tasks::routes())
+        .merge(memory::routes())
         .route("/workers", get(workers::list_workers))
         .route("/agents", get(catalog::list_agents))
         .route("/tools", get(catalog::list_tools))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(observe::metrics))
         .fallback(no_route)
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe::record))
         .with_state(state)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))

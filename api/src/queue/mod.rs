@@ -45,6 +45,17 @@ pub trait Dispatcher: Send + Sync + 'static {
     async fn enqueue_after(&self, job: &Job, delay: Duration) -> Result<(), QueueError>;
     /// For each job, whether work of its key has a job queued, delayed or in flight.
     async fn has_job(&self, jobs: &[Job]) -> Result<Vec<bool>, QueueError>;
+    /// Depth and age of each priority's queue, for metrics.
+    async fn stats(&self) -> Result<Vec<QueueStats>, QueueError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueueStats {
+    pub priority: crate::domain::Priority,
+    /// Jobs queued or delivered and not yet acknowledged.
+    pub depth: u64,
+    /// How long the oldest of them has waited: the dispatch lag.
+    pub oldest_age: Duration,
 }
 
 /// The receiving side, used by workers.

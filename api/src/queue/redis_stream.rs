@@ -16,7 +16,7 @@ use redis::{
     streams::{StreamAutoClaimReply, StreamId, StreamReadReply},
 };
 
-use super::{Delivery, Dispatcher, Job, JobSigner, JobSource, QueueError};
+use super::{Delivery, Dispatcher, Job, JobSigner, JobSource, QueueError, QueueStats};
 use crate::domain::Priority;
 
 const GROUP: &str = "workers";
@@ -216,6 +216,31 @@ impl Dispatcher for RedisQueue {
         let found: Vec<Option<String>> =
             redis::cmd("HMGET").arg(self.live_key()).arg(keys).query_async(&mut conn).await?;
         Ok(found.into_iter().map(|v| v.is_some()).collect())
+    }
+
+    async fn stats(&self) -> Result<Vec<QueueStats>, QueueError> {
+        let mut conn = self.pool.get().await?;
+        let mut pipe = redis::pipe();
+        for stream in self.streams() {
+            pipe.cmd("XLEN").arg(&stream);
+            pipe.cmd("XRANGE").arg(&stream).arg("-").arg("+").arg("COUNT").arg(1);
+        }
+        let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+        let now = now_ms();
+        let stats = [Priority::High, Priority::Normal, Priority::Low]
+            .into_iter()
+            .zip(replies.chunks(2))
+            .map(|(priority, pair)| {
+                let depth = redis::from_redis_value_ref::<u64>(&pair[0]).unwrap_or(0);
+                // Stream ids start with the millisecond they were added at.
+                let oldest_ms = redis::from_redis_value_ref::<Vec<(String, Value)>>(&pair[1])
+                    .ok()
+                    .and_then(|entries| entries.first().and_then(|(id, _)| id.split('-').next()?.parse::<u64>().ok()));
+                let oldest_age = oldest_ms.map(|ms| Duration::from_millis(now.saturating_sub(ms))).unwrap_or_default();
+                QueueStats { priority, depth, oldest_age }
+            })
+            .collect();
+        Ok(stats)
     }
 }
 

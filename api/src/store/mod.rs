@@ -47,8 +47,17 @@ pub trait TaskStore: Send + Sync + 'static {
     /// The task's cost from its `llm_calls` rows: totals, per step and per model. `None`
     /// when the task does not exist.
     async fn task_cost(&self, id: TaskId) -> Result<Option<CostReport>, StoreError>;
+    /// How many tasks are pending, planning and running (an index-only count).
+    async fn unfinished_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
     /// The task's tool calls in the order they were made.
     async fn tool_calls(&self, id: TaskId) -> Result<Option<Vec<ToolCallRow>>, StoreError>;
+    /// Where a stream of the task's events starts: after the event `after` (its id), or from
+    /// the first event when `None`.
+    async fn event_stream_start(&self, task: TaskId, after: Option<i64>) -> Result<EventStreamStart, StoreError>;
+    /// Up to `limit` of the task's events after `cursor`, in stream order. Events that a
+    /// still-running transaction might yet precede are withheld (see [`EventCursor`]), so a
+    /// reader that resumes from the last event it got never skips one.
+    async fn task_events_after(&self, task: TaskId, cursor: EventCursor, limit: i64) -> Result<EventBatch, StoreError>;
 }
 
 /// What the worker needs: claims, results and accounting.

@@ -23,6 +23,8 @@ pub struct NewTask {
     pub use_plan_cache: bool,
     /// Messages that pre-seed the task's short-term memory, as (role, content).
     pub context: Vec<(String, String)>,
+    /// Where the task's summary is POSTed when it ends (see `crate::webhooks`); validated.
+    pub callback_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -144,7 +146,8 @@ pub struct StepClaim {
 pub struct StepCompletion {
     /// Dependants that became ready and need a job.
     pub ready: Vec<StepId>,
-    pub task_completed: bool,
+    /// Set when this step completed its task: the task's result.
+    pub task_result: Option<String>,
 }
 
 /// What became of a failed attempt.
@@ -238,4 +241,62 @@ pub struct ToolCallRow {
     pub error: Option<String>,
     pub latency_ms: f64,
     pub created_at: DateTime<Utc>,
+}
+
+use crate::domain::EventKind;
+
+/// A position in a task's event stream. Events are read in (writing transaction, id) order
+/// rather than by id alone: ids are taken before commit, so a lower id can become visible
+/// after a higher one, while a transaction older than every running one can no longer be
+/// preceded by anything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventCursor {
+    /// The writing transaction's id (`task_events.xact_id`); 0 before the first event.
+    pub xact: i64,
+    /// The event's id; 0 before the first event.
+    pub id: i64,
+}
+
+/// Events after which a task has ended.
+pub const TASK_END_EVENTS: [EventKind; 3] = [EventKind::TaskCompleted, EventKind::TaskFailed, EventKind::TaskCancelled];
+
+/// One `task_events` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskEvent {
+    pub id: i64,
+    pub task_id: TaskId,
+    pub step_id: Option<StepId>,
+    pub kind: EventKind,
+    pub data: Value,
+    pub created_at: DateTime<Utc>,
+    /// Where a stream that delivered this event resumes.
+    pub cursor: EventCursor,
+}
+
+impl TaskEvent {
+    /// Whether this is the task's final event (completed, failed or cancelled).
+    pub fn ends_task(&self) -> bool {
+        TASK_END_EVENTS.contains(&self.kind)
+    }
+}
+
+/// Where a stream of a task's events starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventStreamStart {
+    /// The task does not exist.
+    NoTask,
+    /// The event to resume after is not one of the task's events.
+    NoSuchEvent,
+    /// Resume after `cursor`. `ended` when the task's final event lies at or before it: the
+    /// client has seen the end already.
+    Resume { cursor: EventCursor, ended: bool },
+}
+
+/// A page of a task's events, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct EventBatch {
+    pub events: Vec<TaskEvent>,
+    /// Later events exist but were written by a transaction that a still-running one might
+    /// precede: they are withheld until it ends, so read again shortly.
+    pub held_back: bool,
 }

@@ -1,6 +1,6 @@
 //! A worker's background duties: its heartbeat, moving due retries into the queue, the
-//! reconciler (one active instance per deployment, by a Redis lock), and listening for
-//! cancelled tasks.
+//! reconciler (one active instance per deployment, by a Redis lock), listening for
+//! cancelled tasks, and sending webhooks (`crate::webhooks`).
 //!
 //! The reconciler is what makes Postgres the truth: work that should have a job (a pending
 //! task, a ready step, a plan or step whose lease expired) but has none in the queue, after
@@ -95,6 +95,19 @@ pub(super) fn spawn(deps: Arc<WorkerDeps>, config: Arc<WorkerConfig>, inflight: 
                     }
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "could not take the reconciler lock"),
+                }
+            }
+        }
+    }));
+
+    // Webhooks of ended tasks: every worker sends, the outbox's claims keep them apart.
+    tasks.spawn(every(crate::webhooks::POLL_EVERY, stop.clone(), {
+        let deps = deps.clone();
+        move || {
+            let deps = deps.clone();
+            async move {
+                if let Err(e) = deps.webhooks.send_due().await {
+                    tracing::warn!(error = %e, "could not read the webhook outbox");
                 }
             }
         }

@@ -24,6 +24,7 @@ use agents::{AgentCatalog, AgentRunner, PriceTable};
 use planner::PlanLimits;
 use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use self::{backoff::Backoff, inflight::InFlight};
 use crate::{
@@ -49,7 +50,16 @@ pub struct WorkerDeps {
     pub agents: Arc<AgentCatalog>,
     /// Prices planning calls; the runner prices the agents' calls itself.
     pub prices: Arc<PriceTable>,
+    /// Long-term memory: relevant items go into step prompts, results may be stored.
+    pub memory: Arc<dyn memory::MemoryStore>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Memories put in each step's prompt; 0 puts none.
+    pub memory_context_items: usize,
+    /// Store each completed task's result as a memory of its user.
+    pub memory_store_results: bool,
     pub runner: AgentRunner,
+    /// Sends the webhooks of ended tasks, as one of the worker's background duties.
+    pub webhooks: Arc<crate::webhooks::WebhookSender>,
 }
 
 #[derive(Debug, Clone)]
@@ -186,11 +196,18 @@ async fn handle(
     };
     let (_registration, cancelled) = inflight.register(&delivery.id, job);
     let ctx = JobContext { deps, config, delivery: &delivery, cancelled, released };
-    let outcome = match (job.kind, job.step) {
-        (JobKind::Plan, _) => plan::run(&ctx, job.task).await,
-        (JobKind::Step, Some(step)) => step::run(&ctx, job.task, step).await,
-        (JobKind::Step, None) => Ok(()), // decode() refuses these; nothing to run
-    };
+    // Every log line of the job carries its task and step.
+    let span =
+        tracing::info_span!("job", task = %job.task, step = ?job.step.map(|s| s.to_string()), attempt = job.attempt);
+    let outcome = async {
+        match (job.kind, job.step) {
+            (JobKind::Plan, _) => plan::run(&ctx, job.task).await,
+            (JobKind::Step, Some(step)) => step::run(&ctx, job.task, step).await,
+            (JobKind::Step, None) => Ok(()), // decode() refuses these; nothing to run
+        }
+    }
+    .instrument(span)
+    .await;
     match outcome {
         Ok(()) => ack(deps, &delivery).await,
         // Not acknowledged: the queue redelivers it after the visibility timeout, and the

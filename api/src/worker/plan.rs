@@ -37,7 +37,9 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId) -> Result<(), JobErr
         Ok(plan) => plan,
         Err(e) => {
             tracing::warn!(%task, error = %e, "planning failed");
-            deps.store.fail_planning(task, &lease, &format!("planning failed: {e}")).await?;
+            if deps.store.fail_planning(task, &lease, &format!("planning failed: {e}")).await? {
+                deps.metrics.tasks_finished.with_label_values(&["failed"]).inc();
+            }
             return Ok(());
         }
     };
@@ -104,6 +106,8 @@ async fn plan_afresh(
             cost_usd,
             latency_ms: call.latency_ms,
         };
+        let latency = std::time::Duration::from_secs_f64(call.latency_ms.max(0.0) / 1000.0);
+        deps.metrics.observe_llm_call(&call.provider, &call.model, &call.usage, cost_usd, latency);
         deps.store.record_llm_call(task, None, &record).await?;
     }
     Ok(outcome.plan)

@@ -11,6 +11,7 @@ use crate::{
 
 pub(super) struct StoreRecorder {
     pub store: Arc<dyn ExecutionStore>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub task: TaskId,
     pub step: Option<StepId>,
 }
@@ -18,10 +19,13 @@ pub(super) struct StoreRecorder {
 #[async_trait::async_trait]
 impl RunRecorder for StoreRecorder {
     async fn llm_call(&self, call: LlmCallRecord) -> Result<(), RecordError> {
+        let latency = std::time::Duration::from_secs_f64(call.latency_ms.max(0.0) / 1000.0);
+        self.metrics.observe_llm_call(&call.provider, &call.model, &call.usage, call.cost_usd, latency);
         self.store.record_llm_call(self.task, self.step, &call).await.map_err(|e| RecordError(e.to_string()))
     }
 
     async fn tool_call(&self, call: ToolCallRecord) -> Result<(), RecordError> {
+        self.metrics.tool_calls.with_label_values(&[&call.tool, call.status.as_str()]).inc();
         self.store.record_tool_call(self.task, self.step, &call).await.map_err(|e| RecordError(e.to_string()))
     }
 

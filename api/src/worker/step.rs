@@ -5,6 +5,7 @@
 //! released for another worker.
 
 use agents::{AgentError, ChatMessage, LlmError, Role, StepInput};
+use memory::{NewMemory, SearchQuery};
 
 use super::{JobContext, JobError, backoff_delay, recorder::StoreRecorder};
 use crate::{
@@ -15,6 +16,10 @@ use crate::{
 
 /// Task-level context messages given to each step.
 const CONTEXT_MESSAGES: i64 = 50;
+/// Namespace of the memories that completed tasks leave behind.
+pub const TASK_RESULTS_NAMESPACE: &str = "task-results";
+/// Longest memory a task result becomes (the memory API's own limit).
+const MAX_MEMORY_CHARS: usize = 8000;
 
 enum Outcome {
     Finished(Result<String, AgentError>),
@@ -38,8 +43,10 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
         .filter_map(|(role, content)| Some(ChatMessage::new(context_role(&role)?, content)))
         .collect();
 
+    let memories = relevant_memories(ctx, &claim).await;
+
     let outcome = tokio::select! {
-        result = tokio::time::timeout(ctx.config.step_timeout, run_agent(ctx, &claim, &history)) => match result {
+        result = tokio::time::timeout(ctx.config.step_timeout, run_agent(ctx, &claim, &history, &memories)) => match result {
             Ok(result) => Outcome::Finished(result),
             Err(_) => Outcome::TimedOut,
         },
@@ -53,8 +60,11 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
                 tracing::warn!(%task, %step, "step result discarded: the lease was lost");
                 return Ok(());
             };
-            if done.task_completed {
+            deps.metrics.steps_finished.with_label_values(&[&claim.agent, "completed"]).inc();
+            if let Some(result) = &done.task_result {
+                deps.metrics.tasks_finished.with_label_values(&["completed"]).inc();
                 tracing::info!(%task, "task completed");
+                remember_result(ctx, &claim, result).await;
             }
             let jobs: Vec<Job> = done.ready.into_iter().map(|s| Job::step(task, s, 1, claim.priority)).collect();
             deps.dispatcher.enqueue(&jobs).await?;
@@ -74,6 +84,7 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
         }
         Outcome::Finished(Err(AgentError::Cancelled)) => {
             deps.store.cancel_step(&claim, &lease).await?;
+            deps.metrics.steps_finished.with_label_values(&[&claim.agent, "cancelled"]).inc();
             tracing::info!(%task, %step, "step stopped: its task was cancelled");
             return Ok(());
         }
@@ -87,12 +98,17 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
     let retry_after = retry.then(|| backoff_delay(ctx.config.retry_base, ctx.config.retry_max, claim.attempt as u32));
     match deps.store.fail_step(&claim, &lease, &error, retry_after).await? {
         FailOutcome::Retrying { next_attempt } => {
+            deps.metrics.steps_finished.with_label_values(&[&claim.agent, "retrying"]).inc();
             let delay = retry_after.unwrap_or_default();
             tracing::warn!(%task, %step, attempt = claim.attempt, error = %error, retry_in = ?delay, "step attempt failed; retrying");
             let job = Job::step(task, step, next_attempt as u32, claim.priority);
             deps.dispatcher.enqueue_after(&job, delay).await?;
         }
-        FailOutcome::Failed => tracing::warn!(%task, %step, error = %error, "step failed; the task failed"),
+        FailOutcome::Failed => {
+            deps.metrics.steps_finished.with_label_values(&[&claim.agent, "failed"]).inc();
+            deps.metrics.tasks_finished.with_label_values(&["failed"]).inc();
+            tracing::warn!(%task, %step, error = %error, "step failed; the task failed");
+        }
         FailOutcome::LeaseLost => tracing::warn!(%task, %step, "step failure discarded: the lease was lost"),
     }
     Ok(())
@@ -112,12 +128,65 @@ fn context_role(role: &str) -> Option<Role> {
     }
 }
 
-async fn run_agent(ctx: &JobContext<'_>, claim: &StepClaim, history: &[ChatMessage]) -> Result<String, AgentError> {
+/// The user's long-term memories closest to this step's instruction. Memory helps but is not
+/// essential: if the search fails the step runs without it.
+async fn relevant_memories(ctx: &JobContext<'_>, claim: &StepClaim) -> Vec<String> {
+    let limit = ctx.deps.memory_context_items;
+    if limit == 0 {
+        return Vec::new();
+    }
+    let query = SearchQuery {
+        owner: claim.user_id.clone(),
+        namespace: None,
+        text: format!("{}\n{}", claim.title, claim.instruction),
+        limit,
+        metadata: None,
+    };
+    match ctx.deps.memory.search(&query).await {
+        Ok(found) => found.into_iter().map(|m| m.item.content).collect(),
+        Err(e) => {
+            tracing::warn!(task = %claim.task_id, step = %claim.step_id, error = %e, "memory search failed; running without memories");
+            Vec::new()
+        }
+    }
+}
+
+/// Keeps a completed task's result as a memory of its user, when configured.
+async fn remember_result(ctx: &JobContext<'_>, claim: &StepClaim, result: &str) {
+    if !ctx.deps.memory_store_results || result.trim().is_empty() {
+        return;
+    }
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("kind".into(), "task_result".into());
+    metadata.insert("task_id".into(), claim.task_id.to_string().into());
+    let memory = NewMemory {
+        owner: claim.user_id.clone(),
+        namespace: TASK_RESULTS_NAMESPACE.into(),
+        content: format!("{}\n\n{}", claim.task_description, result).chars().take(MAX_MEMORY_CHARS).collect(),
+        metadata,
+        source_task: Some(claim.task_id.0),
+    };
+    if let Err(e) = ctx.deps.memory.store(memory).await {
+        tracing::warn!(task = %claim.task_id, error = %e, "could not store the task's result as a memory");
+    }
+}
+
+async fn run_agent(
+    ctx: &JobContext<'_>,
+    claim: &StepClaim,
+    history: &[ChatMessage],
+    memories: &[String],
+) -> Result<String, AgentError> {
     let deps = ctx.deps;
     let Some(spec) = deps.agents.get(&claim.agent) else {
         return Err(AgentError::UnknownAgent(claim.agent.clone()));
     };
-    let recorder = StoreRecorder { store: deps.store.clone(), task: claim.task_id, step: Some(claim.step_id) };
+    let recorder = StoreRecorder {
+        store: deps.store.clone(),
+        metrics: deps.metrics.clone(),
+        task: claim.task_id,
+        step: Some(claim.step_id),
+    };
     let input = StepInput {
         task_id: claim.task_id.0,
         step_id: claim.step_id.0,
@@ -126,7 +195,7 @@ async fn run_agent(ctx: &JobContext<'_>, claim: &StepClaim, history: &[ChatMessa
         step_title: &claim.title,
         instruction: &claim.instruction,
         dependency_outputs: &claim.dependency_outputs,
-        memories: &[],
+        memories,
         history,
         cancel: &ctx.cancelled,
     };

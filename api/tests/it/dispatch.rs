@@ -29,10 +29,13 @@ async fn two_worker_runtimes_on_one_stream_run_every_step_exactly_once() {
     // The API process runs no worker; two other "processes" (own pools, own consumers) do.
     let api = TestApp::spawn(0).await;
     let shutdown = CancellationToken::new();
-    let mut workers = Vec::new();
+    let (mut workers, mut apps) = (Vec::new(), Vec::new());
     for n in 0..2 {
-        let app = App::connect(api.app.settings.clone()).await.unwrap();
+        let mut settings = api.app.settings.clone();
+        settings.data_dir = crate::helpers::data_dir(&format!("{}-worker-{n}", settings.redis_prefix));
+        let app = App::connect(settings).await.unwrap();
         workers.push(tokio::spawn(app.worker(format!("test-worker-{n}")).run(shutdown.clone())));
+        apps.push(app);
     }
 
     let descriptions: Vec<String> =
@@ -66,6 +69,10 @@ async fn two_worker_runtimes_on_one_stream_run_every_step_exactly_once() {
     shutdown.cancel();
     for w in workers {
         w.await.unwrap();
+    }
+    for app in apps {
+        app.memory.shutdown().await.unwrap();
+        let _ = std::fs::remove_dir_all(&app.settings.data_dir);
     }
     api.stop().await;
 }

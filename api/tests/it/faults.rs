@@ -64,6 +64,7 @@ async fn a_worker_killed_mid_step_loses_nothing_and_the_step_completes_once() {
         .env("LEASE_SECS", "1")
         .env("QUEUE_VISIBILITY_TIMEOUT_SECS", "2")
         .env("RUST_LOG", "warn")
+        .env("DATA_DIR", crate::helpers::data_dir(&format!("{}-killed", settings.redis_prefix)))
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()

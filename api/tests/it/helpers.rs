@@ -38,7 +38,13 @@ pub fn test_settings() -> Settings {
     s.worker_concurrency = 8;
     s.dispatch_secret = "integration-test-dispatch-secret".into();
     s.shutdown_grace_secs = 5;
+    s.data_dir = data_dir(&id);
     s
+}
+
+/// A fresh directory for one process's memory snapshots.
+pub fn data_dir(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join("orchestrator-tests").join(name)
 }
 
 pub struct TestApp {
@@ -126,6 +132,7 @@ impl TestApp {
             redis::cmd("DEL").arg(keys).query_async::<()>(&mut redis).await.expect("del");
         }
         drop_database(&settings.database_url).await;
+        let _ = std::fs::remove_dir_all(&settings.data_dir);
     }
 }
 

@@ -1,13 +1,18 @@
 //! One integration-test binary: every test starts the real app on port 0 against a fresh
 //! Postgres database and its own Redis key prefix.
 
+mod cli;
 mod dispatch;
 mod durability;
+mod events;
 mod fake_llm;
 mod faults;
 mod flow;
 mod health;
 mod helpers;
 mod llm;
+mod memory;
+mod observability;
 mod store;
 mod tasks_api;
+mod webhooks;

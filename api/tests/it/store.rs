@@ -24,6 +24,7 @@ async fn new_task(app: &TestApp) -> TaskId {
         max_attempts: None,
         use_plan_cache: true,
         context: Vec::new(),
+        callback_url: None,
     };
     match app.app.store.create_task(&task).await.unwrap() {
         CreateOutcome::Created(t) => t.id,
@@ -90,7 +91,7 @@ async fn a_claim_is_exclusive_and_writes_are_fenced_by_the_lease() {
     assert_eq!(store.renew_step_lease(a, &stale).await.unwrap(), LeaseState::Lost);
 
     let done = store.complete_step(&claim, &mine, "the output").await.unwrap().expect("lease held");
-    assert!(done.task_completed);
+    assert_eq!(done.task_result.as_deref(), Some("the output"));
     // Completing twice is refused: the step is no longer running.
     assert!(store.complete_step(&claim, &mine, "again").await.unwrap().is_none());
     let detail = store.task(task).await.unwrap().unwrap();

@@ -6,8 +6,10 @@
 //! [`Embedder::dimension`] elements.
 
 pub mod hashing;
+pub mod openai;
 
 pub use hashing::HashingEmbedder;
+pub use openai::{OpenAiEmbedder, OpenAiEmbedderConfig};
 
 use crate::error::MemoryError;
 

@@ -18,6 +18,7 @@ pub async fn cancel_task(
     let id = super::task_id(&id)?;
     match state.tasks.cancel_task(id).await? {
         CancelOutcome::Cancelled => {
+            state.metrics.tasks_finished.with_label_values(&["cancelled"]).inc();
             // Workers running its steps stop at their next model or tool call. Should this
             // message be lost, their lease renewal notices the cancelled status.
             if let Err(e) = state.coordination.publish_cancel(id).await {

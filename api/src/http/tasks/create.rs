@@ -1,7 +1,7 @@
 //! `POST /tasks`: validate, store the task as `pending`, enqueue its plan job, answer 202.
 
 use axum::{
-    Json,
+    Extension, Json,
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -15,6 +15,7 @@ use crate::{
     http::{AppState, error::ApiError, extract::JsonBody},
     queue::Job,
     store::{CreateOutcome, NewTask},
+    webhooks::{self, TargetPolicy},
 };
 
 pub const MAX_DESCRIPTION_CHARS: usize = 8000;
@@ -27,10 +28,13 @@ const MAX_CONTEXT_MESSAGES: usize = 50;
 pub async fn create_task(
     State(state): State<AppState>,
     headers: HeaderMap,
+    // Set by the app from WEBHOOK_ALLOW_PRIVATE; without it, private targets are refused.
+    policy: Option<Extension<TargetPolicy>>,
     JsonBody(request): JsonBody<CreateTaskRequest>,
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency_key(&headers)?;
-    let task = validate(request, idempotency_key)?;
+    let policy = policy.map(|Extension(p)| p).unwrap_or_default();
+    let task = validate(request, idempotency_key, policy)?;
 
     let (task, replayed) = match state.tasks.create_task(&task).await? {
         CreateOutcome::Created(task) => (task, false),
@@ -42,6 +46,7 @@ pub async fn create_task(
         }
     };
     if !replayed {
+        state.metrics.tasks_submitted.with_label_values(&[task.priority.as_str()]).inc();
         // The task is already durable; if this fails, the client gets 503 and the reconciler
         // re-enqueues the pending task.
         state.dispatcher.enqueue(&[Job::plan(task.id, task.priority)]).await?;
@@ -74,7 +79,11 @@ fn invalid(field: &str, message: impl Into<String>) -> ApiError {
 }
 
 /// Turns a request into a task to store, or names the first field that is wrong.
-fn validate(request: CreateTaskRequest, idempotency_key: Option<String>) -> Result<NewTask, ApiError> {
+fn validate(
+    request: CreateTaskRequest,
+    idempotency_key: Option<String>,
+    callback_policy: TargetPolicy,
+) -> Result<NewTask, ApiError> {
     // Hash before normalising, so a replay must be byte-for-byte the same request.
     let request_hash = hex::encode(Sha256::digest(serde_json::to_vec(&request).unwrap_or_default()));
 
@@ -140,6 +149,13 @@ fn validate(request: CreateTaskRequest, idempotency_key: Option<String>) -> Resu
         }
     }
 
+    let callback_url = request
+        .callback_url
+        .as_deref()
+        .map(|raw| webhooks::parse_callback_url(raw, callback_policy).map(String::from))
+        .transpose()
+        .map_err(|e| invalid("callback_url", e.to_string()))?;
+
     Ok(NewTask {
         id: TaskId::new(),
         user_id: user_id.to_owned(),
@@ -153,6 +169,7 @@ fn validate(request: CreateTaskRequest, idempotency_key: Option<String>) -> Resu
         max_attempts: request.max_attempts,
         use_plan_cache: request.use_plan_cache.unwrap_or(true),
         context: context.into_iter().map(|m| (m.role, m.content.trim().to_owned())).collect(),
+        callback_url,
     })
 }
 
@@ -176,6 +193,7 @@ mod tests {
         let task = validate(
             request(serde_json::json!({"user_id": "demo-user", "description": "  Analyze it. ", "metadata": {"priority": "high"}})),
             None,
+            TargetPolicy::default(),
         )
         .unwrap();
         assert_eq!(task.description, "Analyze it.");
@@ -188,7 +206,7 @@ mod tests {
         let with = |k: &str, v: Value| {
             let mut b = base();
             b[k] = v;
-            validate(request(b), None)
+            validate(request(b), None, TargetPolicy::default())
         };
         assert_eq!(field(with("description", "   ".into())), "description");
         assert_eq!(field(with("description", "x".repeat(8001).into())), "description");
@@ -210,10 +228,25 @@ mod tests {
     }
 
     #[test]
+    fn a_callback_url_must_be_a_public_http_url_unless_private_targets_are_allowed() {
+        let with = |url: &str, allow_private: bool| {
+            let body = serde_json::json!({"user_id": "u", "description": "d", "callback_url": url});
+            validate(request(body), None, TargetPolicy { allow_private })
+        };
+        for bad in ["ftp://example.com/x", "not a url", "http://127.0.0.1:9/x", "http://[::1]/", "http://10.0.0.1/"] {
+            assert_eq!(field(with(bad, false)), "callback_url", "{bad}");
+        }
+        let kept = with("https://hooks.example.com/t?a=1", false).unwrap().callback_url;
+        assert_eq!(kept.as_deref(), Some("https://hooks.example.com/t?a=1"));
+        assert_eq!(with("http://127.0.0.1:9/x", true).unwrap().callback_url.as_deref(), Some("http://127.0.0.1:9/x"));
+    }
+
+    #[test]
     fn the_same_body_hashes_the_same() {
-        let a = validate(request(serde_json::json!({"user_id": "u", "description": "d"})), None).unwrap();
-        let b = validate(request(serde_json::json!({"user_id": "u", "description": "d"})), None).unwrap();
-        let c = validate(request(serde_json::json!({"user_id": "u", "description": "e"})), None).unwrap();
+        let strict = TargetPolicy::default();
+        let a = validate(request(serde_json::json!({"user_id": "u", "description": "d"})), None, strict).unwrap();
+        let b = validate(request(serde_json::json!({"user_id": "u", "description": "d"})), None, strict).unwrap();
+        let c = validate(request(serde_json::json!({"user_id": "u", "description": "e"})), None, strict).unwrap();
         assert_eq!(a.request_hash, b.request_hash);
         assert_ne!(a.request_hash, c.request_hash);
     }

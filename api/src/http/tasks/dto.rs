@@ -34,6 +34,11 @@ pub struct CreateTaskRequest {
     /// Messages that pre-seed the task's short-term memory: every step sees them.
     #[serde(default)]
     pub context: Option<Vec<ContextMessage>>,
+    /// An http(s) URL that gets a signed POST of the task's summary when it ends (see
+    /// `crate::webhooks`). Omitted from the body when absent, so the request hash of
+    /// earlier clients' bodies does not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

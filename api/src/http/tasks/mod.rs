@@ -3,6 +3,7 @@
 mod cancel;
 mod create;
 mod dto;
+mod events;
 mod get;
 mod list;
 mod reports;
@@ -26,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tasks", get(list::list_tasks).post(create::create_task))
         .route("/tasks/{id}", get(get::get_task))
         .route("/tasks/{id}/cancel", post(cancel::cancel_task))
+        .route("/tasks/{id}/events", get(events::task_events))
         .route("/tasks/{id}/cost", get(reports::task_cost))
         .route("/tasks/{id}/tool-calls", get(reports::tool_calls))
 }

@@ -210,27 +210,29 @@ impl ExecutionStore for PgStore {
         .fetch_all(&mut *tx)
         .await?;
 
-        let task_completed = if ready.is_empty() {
+        let task_result = if ready.is_empty() {
             // The result is the output of the last step in plan order.
-            let done = sqlx::query(
+            let done: Option<Option<String>> = sqlx::query_scalar(
                 "WITH t AS (
                     UPDATE tasks SET status = 'completed', completed_at = now(), updated_at = now(),
                            result = (SELECT output FROM steps WHERE task_id = $1 ORDER BY position DESC LIMIT 1)
                     WHERE id = $1 AND status = 'running'
                       AND NOT EXISTS (SELECT 1 FROM steps WHERE task_id = $1 AND status <> 'completed')
-                    RETURNING id
+                    RETURNING id, result
+                 ), e AS (
+                    INSERT INTO task_events (task_id, kind) SELECT id, 'task_completed' FROM t
                  )
-                 INSERT INTO task_events (task_id, kind) SELECT id, 'task_completed' FROM t",
+                 SELECT result FROM t",
             )
             .bind(claim.task_id.0)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-            done.rows_affected() == 1
+            done.map(Option::unwrap_or_default)
         } else {
-            false
+            None
         };
         tx.commit().await?;
-        Ok(Some(StepCompletion { ready: ready.into_iter().map(StepId).collect(), task_completed }))
+        Ok(Some(StepCompletion { ready: ready.into_iter().map(StepId).collect(), task_result }))
     }
 
     async fn fail_step(
@@ -454,9 +456,17 @@ impl ExecutionStore for PgStore {
         step: Option<StepId>,
         call: &ToolCallRecord,
     ) -> Result<(), StoreError> {
+        // The call and its `tool_called` event are written by one statement, so the live
+        // event stream shows every recorded call and nothing else.
         sqlx::query(
-            "INSERT INTO tool_calls (id, task_id, step_id, tool, arguments, result, status, error, latency_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "WITH c AS (
+                INSERT INTO tool_calls (id, task_id, step_id, tool, arguments, result, status, error, latency_ms)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                RETURNING id, task_id, step_id, tool, status
+             )
+             INSERT INTO task_events (task_id, step_id, kind, data)
+             SELECT task_id, step_id, 'tool_called', jsonb_build_object('tool_call_id', id, 'tool', tool, 'status', status)
+             FROM c",
         )
         .bind(Uuid::now_v7())
         .bind(task.0)

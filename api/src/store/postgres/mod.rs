@@ -7,6 +7,7 @@ mod execution;
 mod reports;
 mod rows;
 mod tasks;
+mod webhooks;
 
 use sqlx::PgPool;
 

@@ -27,8 +27,8 @@ impl TaskStore for PgStore {
         const SQL: &str = concat!(
             "WITH t AS (
                 INSERT INTO tasks (id, user_id, description, metadata, priority, max_cost_usd, max_tokens,
-                                   idempotency_key, request_hash, max_attempts, use_plan_cache)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                   idempotency_key, request_hash, max_attempts, use_plan_cache, callback_url)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $14)
                 ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                 RETURNING *
              ), e AS (
@@ -58,6 +58,7 @@ impl TaskStore for PgStore {
             .bind(new.use_plan_cache)
             .bind(new.context.iter().map(|(role, _)| role.as_str()).collect::<Vec<_>>())
             .bind(new.context.iter().map(|(_, content)| content.as_str()).collect::<Vec<_>>())
+            .bind(&new.callback_url)
             .fetch_optional(&self.pool)
             .await?;
         if let Some(row) = created {
@@ -130,6 +131,16 @@ impl TaskStore for PgStore {
         Ok(TaskPage { tasks, next })
     }
 
+    async fn unfinished_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        // Matches the partial index tasks_unfinished, so the count never scans finished work.
+        let rows = sqlx::query_as(
+            "SELECT status, count(*) FROM tasks WHERE status IN ('pending', 'planning', 'running') GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
     async fn task_cost(&self, id: TaskId) -> Result<Option<CostReport>, StoreError> {
         self.cost_report(id).await
     }
@@ -169,6 +180,79 @@ impl TaskStore for PgStore {
             Some((_, true)) => CancelOutcome::Cancelled,
             Some((status, false)) => CancelOutcome::AlreadyFinished(status.parse()?),
         })
+    }
+
+    async fn event_stream_start(
+        &self,
+        task: TaskId,
+        after: Option<i64>,
+    ) -> Result<crate::store::EventStreamStart, StoreError> {
+        use crate::store::{EventCursor, EventStreamStart, TASK_END_EVENTS};
+        let end_kinds: Vec<&str> = TASK_END_EVENTS.iter().map(|k| k.as_str()).collect();
+        let (task_exists, xact, ended): (bool, Option<i64>, bool) = sqlx::query_as(
+            "WITH c AS (SELECT xact_id, id FROM task_events WHERE task_id = $1 AND id = $2)
+             SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1),
+                    (SELECT xact_id::text::bigint FROM c),
+                    EXISTS (SELECT 1 FROM task_events e, c
+                            WHERE e.task_id = $1 AND e.kind = ANY($3) AND (e.xact_id, e.id) <= (c.xact_id, c.id))",
+        )
+        .bind(task.0)
+        .bind(after)
+        .bind(end_kinds)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(match (task_exists, after, xact) {
+            (false, _, _) => EventStreamStart::NoTask,
+            (true, None, _) => EventStreamStart::Resume { cursor: EventCursor::default(), ended: false },
+            (true, Some(_), None) => EventStreamStart::NoSuchEvent,
+            (true, Some(id), Some(xact)) => EventStreamStart::Resume { cursor: EventCursor { xact, id }, ended },
+        })
+    }
+
+    async fn task_events_after(
+        &self,
+        task: TaskId,
+        cursor: crate::store::EventCursor,
+        limit: i64,
+    ) -> Result<crate::store::EventBatch, StoreError> {
+        use crate::{
+            domain::StepId,
+            store::{EventBatch, EventCursor, TaskEvent},
+        };
+        type Row = (i64, Uuid, Option<Uuid>, String, serde_json::Value, DateTime<Utc>, i64, bool);
+        // `settled`: the writing transaction is older than every running one, so no event
+        // can still appear before this one. Settled rows form a prefix of this order.
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, task_id, step_id, kind, data, created_at, xact_id::text::bigint AS xact,
+                    xact_id < pg_snapshot_xmin(pg_current_snapshot()) AS settled
+             FROM task_events
+             WHERE task_id = $1 AND (xact_id, id) > (($2::bigint)::text::xid8, $3)
+             ORDER BY xact_id, id
+             LIMIT $4",
+        )
+        .bind(task.0)
+        .bind(cursor.xact)
+        .bind(cursor.id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let held_back = rows.iter().any(|row| !row.7);
+        let events = rows
+            .into_iter()
+            .take_while(|row| row.7)
+            .map(|(id, task_id, step_id, kind, data, created_at, xact, _)| {
+                Ok(TaskEvent {
+                    id,
+                    task_id: TaskId(task_id),
+                    step_id: step_id.map(StepId),
+                    kind: kind.parse()?,
+                    data,
+                    created_at,
+                    cursor: EventCursor { xact, id },
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(EventBatch { events, held_back })
     }
 }
 

@@ -1,0 +1,103 @@
+//! The command line of the client commands. They talk to a running server over HTTP and
+//! never touch Postgres or Redis themselves.
+
+use clap::{Args, Subcommand};
+use uuid::Uuid;
+
+/// Commands that drive a running server; flattened into the top level (`orchestrator submit`).
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClientCommand {
+    /// Submit a task to a running server; with --wait, follow it to the end.
+    #[command(after_help = EXIT_CODES)]
+    Submit(SubmitArgs),
+    /// List, show or cancel tasks on a running server.
+    #[command(after_help = EXIT_CODES)]
+    Tasks(TasksArgs),
+}
+
+/// Printed under `--help`; the codes are [`super::Outcome`]'s.
+const EXIT_CODES: &str = "Exit codes: 0 success (with --wait: the task completed), 1 the task failed, 2 the task was \
+cancelled, 3 a usage error, an unreachable server or an error answer from it (printed as `error: <detail>`).";
+
+/// Where the server is; every client command takes these.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Base URL of the orchestrator's API.
+    #[arg(long, global = true, env = "ORCHESTRATOR_URL", default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+
+    /// Sent as `Authorization: Bearer <key>` when set; prefer the environment variable, which
+    /// stays out of the process list.
+    #[arg(long, global = true, env = "ORCHESTRATOR_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SubmitArgs {
+    /// What the task should achieve, in plain words.
+    pub goal: String,
+
+    /// The user the task belongs to.
+    #[arg(long, env = "USER", default_value = "cli")]
+    pub user: String,
+
+    /// Dispatch priority.
+    #[arg(long, value_parser = ["high", "normal", "low"])]
+    pub priority: Option<String>,
+
+    /// Attempts per step (1 to 10), overriding each agent's retry policy.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=10))]
+    pub max_attempts: Option<i32>,
+
+    /// Follow the task live until it ends, then print its result; the exit code says how it
+    /// ended.
+    #[arg(long)]
+    pub wait: bool,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TasksArgs {
+    #[command(subcommand)]
+    pub command: TasksCommand,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum TasksCommand {
+    /// Tasks, newest first.
+    List(ListArgs),
+    /// One task: its steps with status, agent and attempts, its result and cost.
+    Show {
+        /// The task's id.
+        id: Uuid,
+    },
+    /// Cancel a task that has not ended.
+    Cancel {
+        /// The task's id.
+        id: Uuid,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Only this user's tasks.
+    #[arg(long)]
+    pub user: Option<String>,
+
+    /// Only tasks in this state.
+    #[arg(long, value_parser = ["pending", "planning", "running", "completed", "failed", "cancelled"])]
+    pub status: Option<String>,
+
+    /// Tasks per page.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub limit: u32,
+
+    /// Continue after a previous page (the cursor it printed).
+    #[arg(long)]
+    pub cursor: Option<String>,
+}

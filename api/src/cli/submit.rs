@@ -1,0 +1,39 @@
+//! `orchestrator submit`: submits a task; with `--wait`, follows it to the end.
+
+use serde_json::json;
+
+use super::{Outcome, Result, SubmitArgs, follow, render};
+use eval::ApiClient;
+
+pub async fn submit(client: &ApiClient, args: &SubmitArgs) -> Result<Outcome> {
+    let mut body = json!({ "user_id": args.user, "description": args.goal });
+    if let Some(priority) = &args.priority {
+        body["priority"] = json!(priority);
+    }
+    if let Some(attempts) = args.max_attempts {
+        body["max_attempts"] = json!(attempts);
+    }
+    let submitted = client.create(&body).await?;
+    let id = submitted.task.id;
+    let location = match submitted.location {
+        Some(l) if l.starts_with("http://") || l.starts_with("https://") => l,
+        Some(path) => format!("{}{path}", client.base_url()),
+        None => format!("{}/tasks/{id}", client.base_url()),
+    };
+    if !args.wait {
+        // The id alone on the first line, for scripts: `id=$(orchestrator submit … | head -1)`.
+        println!("{id}");
+        println!("location: {location}");
+        return Ok(Outcome::Success);
+    }
+    println!("task {id} submitted: {location}");
+    let task = follow::follow(client, id).await?;
+    print!("{}", render::summary(&task));
+    Ok(match task.status.as_str() {
+        "completed" => Outcome::Success,
+        "failed" => Outcome::TaskFailed,
+        "cancelled" => Outcome::TaskCancelled,
+        // `follow` only returns a task that has ended.
+        _ => Outcome::Error,
+    })
+}

@@ -1,0 +1,45 @@
+//! `orchestrator tasks list|show|cancel`.
+
+use eval::{ApiClient, client::ListQuery};
+
+use super::{ListArgs, Outcome, Result, TasksCommand, render};
+
+pub async fn run(client: &ApiClient, command: &TasksCommand) -> Result<Outcome> {
+    match command {
+        TasksCommand::List(args) => list(client, args).await,
+        TasksCommand::Show { id } => {
+            print!("{}", render::task_detail(&client.task(*id).await?));
+            Ok(Outcome::Success)
+        }
+        TasksCommand::Cancel { id } => {
+            let task = client.cancel(*id).await?;
+            println!("task {} is {}", task.id, task.status);
+            Ok(Outcome::Success)
+        }
+    }
+}
+
+async fn list(client: &ApiClient, args: &ListArgs) -> Result<Outcome> {
+    let query = ListQuery {
+        user_id: args.user.clone(),
+        status: args.status.clone(),
+        limit: Some(args.limit),
+        cursor: args.cursor.clone(),
+    };
+    let page = client.list(&query).await?;
+    if page.items.is_empty() {
+        println!("no tasks");
+    } else {
+        print!("{}", render::task_table(&page.items));
+    }
+    if let Some(cursor) = page.next_cursor {
+        let mut next = format!("orchestrator tasks list --limit {}", args.limit);
+        for (flag, value) in [("--user", &args.user), ("--status", &args.status)] {
+            if let Some(value) = value {
+                next.push_str(&format!(" {flag} '{value}'"));
+            }
+        }
+        println!("more: {next} --cursor {cursor}");
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,59 @@
+//! HTTP observability: request counts and latencies by route template and status, and
+//! `GET /metrics`, which refreshes the shared-state gauges before rendering.
+
+use std::time::Instant;
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    http::header,
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+
+use super::AppState;
+
+/// Counts every request under its route template (`/tasks/{id}`, not the concrete path), so
+/// the label set stays bounded whatever clients send.
+pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    state.metrics.http_requests.with_label_values(&[&method, &route, &status]).inc();
+    state.metrics.http_duration.with_label_values(&[&method, &route]).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    // Shared state is read at scrape time; a dependency that does not answer leaves its
+    // gauges at their last value rather than failing the scrape.
+    let (tasks, queue) = tokio::join!(state.tasks.unfinished_counts(), state.dispatcher.stats());
+    match tasks {
+        Ok(counts) => {
+            for status in ["pending", "planning", "running"] {
+                let n = counts.iter().find(|(s, _)| s == status).map(|(_, n)| *n).unwrap_or(0);
+                state.metrics.tasks_unfinished.with_label_values(&[status]).set(n);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "task gauges not refreshed"),
+    }
+    match queue {
+        Ok(stats) => {
+            for s in stats {
+                state.metrics.queue_depth.with_label_values(&[s.priority.as_str()]).set(s.depth as i64);
+                state
+                    .metrics
+                    .queue_oldest_age
+                    .with_label_values(&[s.priority.as_str()])
+                    .set(s.oldest_age.as_secs_f64());
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "queue gauges not refreshed"),
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}

@@ -1,0 +1,134 @@
+//! Prometheus metrics of one app instance, served by `GET /metrics`.
+//!
+//! Counters are bumped where things happen (HTTP middleware, task submission, the worker's
+//! recorder, step and task endings); gauges that describe shared state (unfinished tasks,
+//! queue depth and age) are read from Postgres and Redis when scraped, so every replica
+//! reports the same truth. Each app owns its registry: no process-global recorder, so
+//! several apps (tests, embedded use) never mix their numbers.
+
+use std::time::Duration;
+
+use prometheus::{
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub tasks_submitted: IntCounterVec,
+    pub tasks_finished: IntCounterVec,
+    pub steps_finished: IntCounterVec,
+    pub llm_calls: IntCounterVec,
+    pub llm_tokens: IntCounterVec,
+    pub llm_cost: CounterVec,
+    pub llm_latency: HistogramVec,
+    pub tool_calls: IntCounterVec,
+    pub tasks_unfinished: IntGaugeVec,
+    pub queue_depth: IntGaugeVec,
+    pub queue_oldest_age: prometheus::GaugeVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help).namespace("orchestrator"), labels)
+        .expect("metric names and labels are static and valid");
+    registry.register(Box::new(c.clone())).expect("each metric is registered once");
+    c
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).namespace("orchestrator").buckets(buckets), labels)
+        .expect("metric names and labels are static and valid");
+    registry.register(Box::new(h.clone())).expect("each metric is registered once");
+    h
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help).namespace("orchestrator"), labels)
+        .expect("metric names and labels are static and valid");
+    registry.register(Box::new(g.clone())).expect("each metric is registered once");
+    g
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let latency = vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+        let llm_cost = CounterVec::new(
+            Opts::new("llm_cost_usd_total", "Cost of model calls in USD").namespace("orchestrator"),
+            &["provider", "model"],
+        )
+        .expect("metric names and labels are static and valid");
+        registry.register(Box::new(llm_cost.clone())).expect("each metric is registered once");
+        let queue_oldest_age = prometheus::GaugeVec::new(
+            Opts::new("queue_oldest_job_age_seconds", "Age of the oldest queued job (dispatch lag)")
+                .namespace("orchestrator"),
+            &["priority"],
+        )
+        .expect("metric names and labels are static and valid");
+        registry.register(Box::new(queue_oldest_age.clone())).expect("each metric is registered once");
+        Self {
+            http_requests: counter(&registry, "http_requests_total", "HTTP requests", &["method", "route", "status"]),
+            http_duration: histogram(
+                &registry,
+                "http_request_duration_seconds",
+                "HTTP request latency",
+                &["method", "route"],
+                latency.clone(),
+            ),
+            tasks_submitted: counter(&registry, "tasks_submitted_total", "Tasks accepted", &["priority"]),
+            tasks_finished: counter(
+                &registry,
+                "tasks_finished_total",
+                "Tasks that ended, by final status",
+                &["status"],
+            ),
+            steps_finished: counter(
+                &registry,
+                "steps_finished_total",
+                "Step attempts that ended, by outcome",
+                &["agent", "status"],
+            ),
+            llm_calls: counter(&registry, "llm_calls_total", "Model calls", &["provider", "model"]),
+            llm_tokens: counter(&registry, "llm_tokens_total", "Model tokens", &["provider", "model", "kind"]),
+            llm_cost,
+            llm_latency: histogram(
+                &registry,
+                "llm_call_duration_seconds",
+                "Model call latency",
+                &["provider", "model"],
+                latency,
+            ),
+            tool_calls: counter(&registry, "tool_calls_total", "Tool calls", &["tool", "status"]),
+            tasks_unfinished: gauge(&registry, "tasks", "Tasks not yet ended, by status", &["status"]),
+            queue_depth: gauge(&registry, "queue_depth", "Jobs queued or in flight", &["priority"]),
+            queue_oldest_age,
+            registry,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+
+    pub fn observe_llm_call(&self, provider: &str, model: &str, usage: &agents::Usage, cost: f64, latency: Duration) {
+        self.llm_calls.with_label_values(&[provider, model]).inc();
+        for (kind, n) in
+            [("in", usage.prompt_tokens), ("out", usage.completion_tokens), ("cached", usage.cached_tokens)]
+        {
+            self.llm_tokens.with_label_values(&[provider, model, kind]).inc_by(n);
+        }
+        self.llm_cost.with_label_values(&[provider, model]).inc_by(cost);
+        self.llm_latency.with_label_values(&[provider, model]).observe(latency.as_secs_f64());
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

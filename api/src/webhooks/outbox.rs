@@ -1,0 +1,174 @@
+//! The outbox the sender works from: `webhook_deliveries` rows (written by a trigger when a
+//! task with a callback URL ends) and the `webhook_attempts` log. The Postgres
+//! implementation lives in `store::postgres::webhooks`.
+//!
+//! Invariants the implementation keeps:
+//! - a claim takes only pending rows that are due, skipping rows another claim has locked,
+//!   counts the attempt and pushes `next_attempt_at` past the lease, all in one statement,
+//!   so no two senders hold the same attempt and a sender that dies mid-send only delays
+//!   the row until the lease ends;
+//! - the final write of an attempt is fenced by the claim's token, so a sender whose lease
+//!   ran out cannot overwrite a newer claim; its attempt is still logged.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{domain::TaskId, store::StoreError};
+
+/// Which ending of a task a delivery reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WebhookEvent {
+    TaskCompleted,
+    TaskFailed,
+    TaskCancelled,
+}
+
+impl WebhookEvent {
+    /// The `type` field of the payload and the `event` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TaskCompleted => "task.completed",
+            Self::TaskFailed => "task.failed",
+            Self::TaskCancelled => "task.cancelled",
+        }
+    }
+}
+
+impl FromStr for WebhookEvent {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "task.completed" => Ok(Self::TaskCompleted),
+            "task.failed" => Ok(Self::TaskFailed),
+            "task.cancelled" => Ok(Self::TaskCancelled),
+            other => Err(StoreError::Corrupt(format!("unknown webhook event `{other}`"))),
+        }
+    }
+}
+
+impl fmt::Display for WebhookEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `pending → delivered | failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt (or being attempted).
+    Pending,
+    /// A receiver answered 2xx.
+    Delivered,
+    /// Every attempt failed.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl FromStr for DeliveryStatus {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(Self::Pending),
+            "delivered" => Ok(Self::Delivered),
+            "failed" => Ok(Self::Failed),
+            other => Err(StoreError::Corrupt(format!("unknown webhook delivery status `{other}`"))),
+        }
+    }
+}
+
+/// A delivery claimed for one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedDelivery {
+    /// The `Webhook-Id`; the same on every attempt.
+    pub id: Uuid,
+    pub task_id: TaskId,
+    pub event: WebhookEvent,
+    pub url: String,
+    /// The body to send.
+    pub payload: Value,
+    /// This attempt's number, from 1.
+    pub attempt: i32,
+    /// Fences the write that records this attempt.
+    pub lease_token: Uuid,
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptResult {
+    /// The receiver's status code, when it answered.
+    pub http_status: Option<u16>,
+    /// Why there was no acceptable answer: refused address, timeout, connection error.
+    pub error: Option<String>,
+    pub latency: Duration,
+}
+
+/// What becomes of the delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    Delivered,
+    RetryAfter(Duration),
+    /// No attempts left.
+    GiveUp,
+}
+
+/// One `webhook_attempts` row, as read back for reports and tests.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub attempt: i32,
+    pub http_status: Option<i32>,
+    pub error: Option<String>,
+    pub latency_ms: f64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A delivery's state, for reports and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliverySummary {
+    pub id: Uuid,
+    pub event: WebhookEvent,
+    pub url: String,
+    pub status: DeliveryStatus,
+    /// Attempts started so far.
+    pub attempts: i32,
+    /// The status code of the last answer, if the last attempt got one.
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// Durable webhook deliveries.
+#[async_trait::async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Claims up to `limit` due deliveries for one attempt each, hidden from other claims
+    /// for `lease`.
+    async fn claim_due_webhooks(&self, limit: i64, lease: Duration) -> Result<Vec<ClaimedDelivery>, StoreError>;
+
+    /// Logs the attempt and moves the delivery on. `false` when the claim was no longer
+    /// current (its lease ran out and another sender took the row): the attempt is logged,
+    /// the delivery left to the newer claim.
+    async fn record_webhook_attempt(
+        &self,
+        delivery: &ClaimedDelivery,
+        result: &AttemptResult,
+        next: NextStep,
+    ) -> Result<bool, StoreError>;
+
+    /// The attempts of a delivery, oldest first.
+    async fn webhook_attempts(&self, delivery: Uuid) -> Result<Vec<AttemptRow>, StoreError>;
+
+    /// The deliveries of a task (at most one per event), oldest first.
+    async fn task_webhooks(&self, task: TaskId) -> Result<Vec<DeliverySummary>, StoreError>;
+}
