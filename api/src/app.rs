@@ -196,7 +196,7 @@ impl App {
         tracker.wait().await;
         // A last snapshot, so the next start only catches up what others wrote since.
         if let Err(e) = self.memory.shutdown().await {
-            tracing::warn!(error = %e, "memory snapshot at shutdown failed; the next start rebuilds from Postgres");
+            tracing::warn!(error = %e, "memory snapshot at shutdown failed; the next start loads the previous snapshot and catches up");
         }
         served
     }

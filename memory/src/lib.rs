@@ -12,6 +12,7 @@ pub mod index;
 pub mod long_term;
 pub mod short_term;
 pub mod store;
+mod validate;
 pub mod vector;
 
 pub use embed::{Embedder, HashingEmbedder, OpenAiEmbedder, OpenAiEmbedderConfig};

@@ -142,6 +142,9 @@ impl TaskMessages {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
+        for message in messages {
+            crate::validate::check_no_nul("content", &message.content)?;
+        }
         let step_ids: Vec<Option<Uuid>> = messages.iter().map(|m| m.step_id).collect();
         let roles: Vec<&str> = messages.iter().map(|m| m.role.as_str()).collect();
         let contents: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();

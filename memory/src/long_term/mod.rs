@@ -40,6 +40,7 @@ use crate::embed::Embedder;
 use crate::error::MemoryError;
 use crate::index::{IndexParams, OwnerIndexes};
 use crate::store::{MemoryItem, MemoryStore, NewMemory, ScoredMemory, SearchQuery};
+use crate::validate::{check_metadata, check_name, check_no_nul, check_text};
 use crate::vector::{check, normalize};
 
 use catch_up::Cursor;
@@ -48,8 +49,7 @@ use snapshot::Loaded;
 pub use search::MAX_LIMIT;
 pub use snapshot::SnapshotInfo;
 
-/// Longest owner or namespace accepted, in characters (as `tasks.user_id`).
-pub const MAX_NAME_CHARS: usize = 200;
+pub use crate::validate::MAX_NAME_CHARS;
 
 /// Configuration of a [`LongTermMemory`].
 #[derive(Debug, Clone, PartialEq)]
@@ -168,8 +168,7 @@ impl LongTermMemory {
             return Err(MemoryError::EmbedderMismatch { stored, configured: name });
         }
         let store_id = rows::store_id(&pool).await?;
-        let dir = config.data_dir.clone();
-        let dir_lock = blocking(move || snapshot::lock_data_dir(&dir)).await?;
+        let dir_lock = acquire_data_dir(&config.data_dir).await?;
 
         let (indexes, cursor, source) = load_or_rebuild(&pool, &config, store_id, &name, dimension).await?;
 
@@ -248,6 +247,25 @@ impl LongTermMemory {
     }
 }
 
+/// How long `open` waits for a store that is going away to release the data directory.
+const DATA_DIR_RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// Locks the data directory. A store dropped a moment ago in this process releases the lock
+/// only when its background task has noticed the cancellation, so a restart in place waits
+/// briefly for it; a directory held by a live store stays an error.
+async fn acquire_data_dir(dir: &std::path::Path) -> Result<std::fs::File, MemoryError> {
+    let deadline = Instant::now() + DATA_DIR_RELEASE_WAIT;
+    loop {
+        let path = dir.to_path_buf();
+        match blocking(move || snapshot::lock_data_dir(&path)).await {
+            Err(MemoryError::DataDirLocked(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Drop for LongTermMemory {
     fn drop(&mut self) {
         self.shutdown.cancel();
@@ -259,9 +277,8 @@ impl MemoryStore for LongTermMemory {
     async fn store(&self, memory: NewMemory) -> Result<MemoryItem, MemoryError> {
         check_name("owner", &memory.owner)?;
         check_name("namespace", &memory.namespace)?;
-        if memory.content.trim().is_empty() {
-            return Err(MemoryError::invalid("content", "must not be empty"));
-        }
+        check_text("content", &memory.content)?;
+        check_metadata("metadata", &memory.metadata)?;
         let shared = &self.shared;
         let vector = shared.embed_one(&memory.content).await?;
         let item = rows::insert(&shared.pool, &memory, &vector, shared.embedder.name()).await?;
@@ -280,10 +297,12 @@ impl MemoryStore for LongTermMemory {
     }
 
     async fn get(&self, owner: &str, id: i64) -> Result<Option<MemoryItem>, MemoryError> {
+        check_no_nul("owner", owner)?;
         rows::get(&self.shared.pool, owner, id).await
     }
 
     async fn delete(&self, owner: &str, id: i64) -> Result<bool, MemoryError> {
+        check_no_nul("owner", owner)?;
         if !rows::soft_delete(&self.shared.pool, owner, id).await? {
             return Ok(false);
         }
@@ -401,17 +420,6 @@ where
     tokio::task::spawn_blocking(work).await.map_err(|e| MemoryError::Internal(format!("blocking task failed: {e}")))?
 }
 
-/// Checks an owner or namespace: not blank, at most [`MAX_NAME_CHARS`].
-pub(crate) fn check_name(field: &'static str, value: &str) -> Result<(), MemoryError> {
-    if value.trim().is_empty() {
-        return Err(MemoryError::invalid(field, "must not be empty"));
-    }
-    if value.chars().count() > MAX_NAME_CHARS {
-        return Err(MemoryError::invalid(field, format!("must be at most {MAX_NAME_CHARS} characters")));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,13 +436,5 @@ mod tests {
         ] {
             assert!(matches!(bad.validate(), Err(MemoryError::InvalidConfig(_))), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn names_are_checked() {
-        assert!(check_name("owner", "alice").is_ok());
-        assert!(check_name("owner", &"é".repeat(MAX_NAME_CHARS)).is_ok());
-        assert!(check_name("owner", &"é".repeat(MAX_NAME_CHARS + 1)).is_err());
-        assert!(matches!(check_name("namespace", " "), Err(MemoryError::InvalidInput { field: "namespace", .. })));
     }
 }

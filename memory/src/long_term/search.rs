@@ -14,8 +14,9 @@ use std::collections::{HashMap, HashSet};
 use crate::error::MemoryError;
 use crate::index::Hit;
 use crate::long_term::rows::{self, Filter};
-use crate::long_term::{Shared, blocking, check_name};
+use crate::long_term::{Shared, blocking};
 use crate::store::{ScoredMemory, SearchQuery};
+use crate::validate::{check_metadata, check_name, check_text};
 use crate::vector::dot;
 
 /// Most results one search may ask for.
@@ -108,8 +109,9 @@ fn validate(query: &SearchQuery) -> Result<(), MemoryError> {
     if !(1..=MAX_LIMIT).contains(&query.limit) {
         return Err(MemoryError::invalid("limit", format!("must be between 1 and {MAX_LIMIT}, got {}", query.limit)));
     }
-    if query.text.trim().is_empty() {
-        return Err(MemoryError::invalid("text", "must not be empty"));
+    check_text("text", &query.text)?;
+    if let Some(metadata) = &query.metadata {
+        check_metadata("metadata", metadata)?;
     }
     Ok(())
 }

@@ -120,6 +120,10 @@ async fn bad_input_is_rejected_with_the_field_named() {
     assert_eq!(field(memory.search(&query("alice", "x", 101)).await.map(|_| ())), "limit");
     assert_eq!(field(memory.store(new_memory("", "default", "x")).await.map(|_| ())), "owner");
     assert_eq!(field(memory.store(new_memory("alice", "default", "  ")).await.map(|_| ())), "content");
+    assert_eq!(field(memory.store(new_memory("alice", "default", "nul \0 byte")).await.map(|_| ())), "content");
+    let nul_meta = NewMemory { metadata: meta(serde_json::json!({"k": "v\0"})), ..new_memory("alice", "default", "x") };
+    assert_eq!(field(memory.store(nul_meta).await.map(|_| ())), "metadata");
+    assert_eq!(field(memory.get("al\0ice", 1).await.map(|_| ())), "owner");
     let unknown_task = NewMemory { source_task: Some(uuid::Uuid::new_v4()), ..new_memory("alice", "default", "x") };
     assert_eq!(field(memory.store(unknown_task).await.map(|_| ())), "source_task");
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM memory_items").fetch_one(&db.pool).await.expect("count");

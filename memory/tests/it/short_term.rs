@@ -58,12 +58,17 @@ async fn recent_returns_the_latest_window_oldest_first() {
 }
 
 #[tokio::test]
-async fn messages_need_an_existing_task() {
+async fn messages_need_an_existing_task_and_valid_text() {
     let db = TestDb::new().await;
     let messages = TaskMessages::new(db.pool.clone());
     match messages.append(Uuid::new_v4(), None, MessageRole::User, "orphan").await {
         Err(MemoryError::InvalidInput { field: "task_id", .. }) => {}
         other => panic!("stored a message of no task: {other:?}"),
+    }
+    let task_id = task(&db.pool).await;
+    match messages.append(task_id, None, MessageRole::Tool, "nul \0 byte").await {
+        Err(MemoryError::InvalidInput { field: "content", .. }) => {}
+        other => panic!("{other:?}"),
     }
     db.drop_db().await;
 }
