@@ -29,6 +29,9 @@ pub enum Command {
     /// `submit` and `tasks …`: drive a running server over HTTP (see `crate::cli`).
     #[command(flatten)]
     Client(crate::cli::ClientCommand),
+    /// The evaluation harness against a running server (see `eval::bench`).
+    #[command(subcommand)]
+    Eval(eval::bench::EvalCommand),
 }
 
 #[derive(Debug, Subcommand)]

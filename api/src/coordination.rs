@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::{domain::TaskId, queue::QueueError};
 
 /// What a worker says about itself in its heartbeat.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerInfo {
     pub id: String,
     pub started_at: DateTime<Utc>,
@@ -25,7 +25,7 @@ pub struct WorkerInfo {
     pub in_flight: Vec<InFlightJob>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InFlightJob {
     /// `plan` or `step`.
     pub kind: String,

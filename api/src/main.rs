@@ -17,6 +17,7 @@ async fn main() -> std::process::ExitCode {
     let settings = match cli.command {
         // Client commands talk to a server over HTTP: no settings, no connections, no logs.
         Command::Client(command) => return orchestrator::cli::run(command).await,
+        Command::Eval(command) => return eval::bench::run(command).await,
         Command::Run(ref s)
         | Command::Serve(ref s)
         | Command::Worker(ref s)
@@ -58,6 +59,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Worker(_) => app.run(None, 1, shutdown).await,
         Command::Memory(_) => Ok(()), // handled before connecting
         Command::Client(_) => Ok(()), // handled in main, without connecting
+        Command::Eval(_) => Ok(()),   // handled in main, without connecting
     }
 }
 

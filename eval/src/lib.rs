@@ -4,6 +4,7 @@
 //! [`client::ApiClient`] is the typed client the suites and benchmarks are built on; the
 //! integration tests of `api` use it too.
 
+pub mod bench;
 pub mod client;
 
 pub use client::{ApiClient, ClientError, TaskView};

@@ -58,14 +58,29 @@ impl From<QueueError> for ApiError {
     }
 }
 
-/// RFC 7807 body. `type` is a stable identifier clients may match on.
-#[derive(Debug, Serialize)]
+/// RFC 7807 body (`application/problem+json`). `type` is a stable identifier clients may
+/// match on.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "urn:orchestrator:problem:validation",
+    "title": "Invalid value",
+    "status": 422,
+    "detail": "description: must not be blank",
+    "field": "description"
+}))]
 pub struct Problem {
+    /// A stable URN naming the kind of problem, e.g. `urn:orchestrator:problem:not-found`.
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     pub kind: &'static str,
+    /// A short summary of the kind of problem.
+    #[schema(value_type = String)]
     pub title: &'static str,
+    /// The HTTP status code.
     pub status: u16,
+    /// What went wrong with this request.
     pub detail: String,
+    /// The body field or parameter at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }

@@ -15,7 +15,11 @@ use memory::{DEFAULT_NAMESPACE, MemoryError, MemoryItem, NewMemory, SearchQuery}
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{AppState, error::ApiError, extract::JsonBody};
+use super::{
+    AppState,
+    error::{ApiError, Problem},
+    extract::JsonBody,
+};
 
 const MAX_CONTENT_CHARS: usize = 8000;
 const MAX_QUERY_CHARS: usize = 2000;
@@ -30,45 +34,81 @@ pub fn routes() -> Router<AppState> {
         .route("/memory/{id}", get(read).delete(remove))
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /memory` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "user_id": "demo-user",
+    "content": "Prefers answers as bullet points.",
+    "namespace": "preferences",
+    "metadata": {"source": "onboarding"}
+}))]
 pub struct CreateMemory {
+    /// The owner (1 to 200 characters).
     user_id: String,
+    /// The text to remember (1 to 8000 characters).
     content: String,
+    /// 1 to 100 of `A-Z a-z 0-9 _ - . :` (default `default`).
     #[serde(default)]
     namespace: Option<String>,
+    /// A JSON object (at most 16 KiB).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /memory/search` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"user_id": "demo-user", "query": "how does the user like answers?", "limit": 5}))]
 pub struct SearchMemory {
+    /// The owner whose items are searched.
     user_id: String,
+    /// The text to rank items against (1 to 2000 characters).
     query: String,
+    /// How many items to return, 1 to 100 (default 10).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// Only items of this namespace.
     #[serde(default)]
     namespace: Option<String>,
     /// Items must carry each of these metadata keys with exactly this value.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Owner {
+    /// The owner of the item (required); another user's item is answered as not found.
+    #[param(value_type = String)]
     user_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A memory item.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "id": 42,
+    "user_id": "demo-user",
+    "namespace": "preferences",
+    "content": "Prefers answers as bullet points.",
+    "metadata": {"source": "onboarding"},
+    "source_task_id": null,
+    "created_at": "2026-01-01T12:00:00Z"
+}))]
 pub struct MemoryResponse {
     id: i64,
     user_id: String,
     namespace: String,
     content: String,
+    #[schema(value_type = Object)]
     metadata: Map<String, Value>,
+    /// The task that produced the item, if a task did.
     source_task_id: Option<uuid::Uuid>,
     created_at: DateTime<Utc>,
+    /// Similarity to the query; present in search results only.
     #[serde(skip_serializing_if = "Option::is_none")]
     score: Option<f32>,
 }
@@ -88,12 +128,32 @@ impl MemoryResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// Search results, most similar first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SearchResponse {
     items: Vec<MemoryResponse>,
 }
 
-async fn create(State(state): State<AppState>, JsonBody(body): JsonBody<CreateMemory>) -> Result<Response, ApiError> {
+/// Store a memory item
+#[utoipa::path(
+    post,
+    path = "/memory",
+    tag = "memory",
+    request_body(content = CreateMemory, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The stored item.", body = MemoryResponse,
+            headers(("Location" = String, description = "`/memory/{id}` of the item."))),
+        (status = 400, description = "The body is not JSON of the expected shape.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 256 KiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field has a value that is not acceptable; `field` names it.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The embedder or Postgres is unavailable.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub(super) async fn create(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateMemory>,
+) -> Result<Response, ApiError> {
     let memory = NewMemory {
         owner: user_id(&body.user_id)?,
         namespace: namespace(body.namespace.as_deref())?.unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
@@ -109,7 +169,24 @@ async fn create(State(state): State<AppState>, JsonBody(body): JsonBody<CreateMe
     Ok(response)
 }
 
-async fn search(
+/// Search a user's memory
+///
+/// Ranks the user's items by similarity to the query.
+#[utoipa::path(
+    post,
+    path = "/memory/search",
+    tag = "memory",
+    request_body(content = SearchMemory, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The most similar items, each with its `score`.", body = SearchResponse),
+        (status = 400, description = "The body is not JSON of the expected shape.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 256 KiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field has a value that is not acceptable; `field` names it.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The embedder or Postgres is unavailable.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub(super) async fn search(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<SearchMemory>,
 ) -> Result<Json<SearchResponse>, ApiError> {
@@ -129,7 +206,23 @@ async fn search(
     Ok(Json(SearchResponse { items: found.into_iter().map(|m| MemoryResponse::new(m.item, Some(m.score))).collect() }))
 }
 
-async fn read(
+/// Get a memory item
+#[utoipa::path(
+    get,
+    path = "/memory/{id}",
+    tag = "memory",
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The memory item id (a positive integer)."),
+        Owner,
+    ),
+    responses(
+        (status = 200, description = "The item.", body = MemoryResponse),
+        (status = 400, description = "The id is not a positive integer, or `user_id` is missing.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such item for this user.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Postgres is unavailable.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub(super) async fn read(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(owner): Query<Owner>,
@@ -139,7 +232,23 @@ async fn read(
     Ok(Json(MemoryResponse::new(item, None)))
 }
 
-async fn remove(
+/// Delete a memory item
+#[utoipa::path(
+    delete,
+    path = "/memory/{id}",
+    tag = "memory",
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The memory item id (a positive integer)."),
+        Owner,
+    ),
+    responses(
+        (status = 204, description = "The item was deleted."),
+        (status = 400, description = "The id is not a positive integer, or `user_id` is missing.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such item for this user.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Postgres is unavailable.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub(super) async fn remove(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(owner): Query<Owner>,

@@ -6,6 +6,7 @@ mod extract;
 mod health;
 mod memory;
 mod observe;
+pub mod openapi;
 mod tasks;
 mod workers;
 
@@ -28,6 +29,7 @@ use tower_http::{
 };
 
 use agents::{AgentCatalog, ToolRegistry};
+use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::{coordination::Coordination, queue::Dispatcher, store::TaskStore};
 
@@ -57,6 +59,8 @@ pub fn build_router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(observe::metrics))
+        .route(openapi::OPENAPI_PATH, get(openapi_document))
+        .merge(SwaggerUi::new(openapi::DOCS_PATH).config(SwaggerConfig::new([openapi::OPENAPI_PATH])))
         .fallback(no_route)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe::record))
         .with_state(state)
@@ -69,6 +73,12 @@ pub fn build_router(state: AppState) -> Router {
         }))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// `GET /openapi.json`: the document of [`openapi::ApiDoc`], built once.
+async fn openapi_document() -> Response {
+    static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(openapi::document_json);
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], DOCUMENT.as_str()).into_response()
 }
 
 async fn no_route(req: Request) -> Response {

@@ -29,6 +29,15 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
     response
 }
 
+/// Prometheus metrics
+///
+/// The text exposition format: HTTP request counts and latencies, task and queue gauges.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Metrics in the Prometheus text format.", body = String, content_type = "text/plain; version=0.0.4")),
+)]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     // Shared state is read at scrape time; a dependency that does not answer leaves its
     // gauges at their last value rather than failing the scrape.

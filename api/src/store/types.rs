@@ -190,7 +190,7 @@ pub enum LeaseState {
 }
 
 /// Token and cost sums over some `llm_calls` rows.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Usage {
     pub calls: i64,
     pub tokens_in: i64,
@@ -199,7 +199,7 @@ pub struct Usage {
     pub cost_usd: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct StepCost {
     pub step_id: StepId,
     pub position: i32,
@@ -210,7 +210,7 @@ pub struct StepCost {
     pub usage: Usage,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ModelCost {
     pub provider: String,
     pub model: String,
@@ -219,7 +219,7 @@ pub struct ModelCost {
     pub usage: Usage,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct CostReport {
     pub task_id: TaskId,
     pub total: Usage,
@@ -229,7 +229,7 @@ pub struct CostReport {
     pub models: Vec<ModelCost>,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ToolCallRow {
     pub id: uuid::Uuid,
     pub step_id: Option<StepId>,

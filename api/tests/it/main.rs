@@ -1,6 +1,7 @@
 //! One integration-test binary: every test starts the real app on port 0 against a fresh
 //! Postgres database and its own Redis key prefix.
 
+mod bench;
 mod cli;
 mod dispatch;
 mod durability;
@@ -13,6 +14,7 @@ mod helpers;
 mod llm;
 mod memory;
 mod observability;
+mod openapi;
 mod store;
 mod tasks_api;
 mod webhooks;

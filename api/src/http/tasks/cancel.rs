@@ -7,10 +7,32 @@ use axum::{
 
 use super::dto::TaskResponse;
 use crate::{
-    http::{AppState, error::ApiError},
+    http::{
+        AppState,
+        error::{ApiError, Problem},
+    },
     store::CancelOutcome,
 };
 
+/// Cancel a task
+///
+/// Ends a task that has not ended; workers running its steps stop at their next model or
+/// tool call.
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/cancel",
+    tag = "tasks",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The task id (a UUID)."),
+    ),
+    responses(
+        (status = 200, description = "The task, now `cancelled`, with its steps.", body = TaskResponse),
+        (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The task already ended.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Postgres is unavailable.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn cancel_task(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -12,7 +12,11 @@ use sha2::{Digest, Sha256};
 use super::dto::{CreateTaskRequest, TaskResponse};
 use crate::{
     domain::{Priority, TaskId},
-    http::{AppState, error::ApiError, extract::JsonBody},
+    http::{
+        AppState,
+        error::{ApiError, Problem},
+        extract::JsonBody,
+    },
     queue::Job,
     store::{CreateOutcome, NewTask},
     webhooks::{self, TargetPolicy},
@@ -25,6 +29,34 @@ const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 const MAX_CONTEXT_MESSAGES: usize = 50;
 
+/// Submit a task
+///
+/// Validates the task, stores it as `pending` and queues its planning. The answer is `202`
+/// with the task and a `Location` header. With an `Idempotency-Key`, a repeated identical
+/// request answers the first task again (with `Idempotent-Replayed: true`); the same key
+/// with a different body is a `409`.
+#[utoipa::path(
+    post,
+    path = "/tasks",
+    tag = "tasks",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters; makes retries of this request safe."),
+    ),
+    request_body(content = CreateTaskRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "The task was accepted (or replayed for the same Idempotency-Key).", body = TaskResponse,
+            headers(
+                ("Location" = String, description = "`/tasks/{id}` of the task."),
+                ("Idempotent-Replayed" = String, description = "`true` when the answer replays an earlier request with the same Idempotency-Key."),
+            )),
+        (status = 400, description = "The body is not JSON of the expected shape, or the Idempotency-Key header is not acceptable.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The Idempotency-Key was already used with a different body.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 256 KiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field has a value that is not acceptable; `field` names it.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Postgres or Redis is unavailable; retry later.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn create_task(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::{
     domain::{Priority, StepId, StepStatus, TaskId, TaskStatus},
@@ -11,28 +12,44 @@ use crate::{
 };
 
 /// `POST /tasks` body. Unknown fields are refused, so a typo never passes silently.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "user_id": "demo-user",
+    "description": "Summarise the three most recent releases of the project.",
+    "metadata": {"priority": "high"},
+    "max_cost_usd": 0.5
+}))]
 pub struct CreateTaskRequest {
+    /// The user the task belongs to (1 to 200 characters).
     pub user_id: String,
+    /// What to do, in plain language (1 to 8000 characters).
     pub description: String,
+    /// A JSON object (at most 16 KiB) stored and returned with the task.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     /// Dispatch priority; when absent, `metadata.priority` is used if it names one.
     #[serde(default)]
     pub priority: Option<Priority>,
+    /// Budget in US dollars; the task fails when its model calls exceed it.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub max_cost_usd: Option<f64>,
+    /// Token budget over all the task's model calls.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub max_tokens: Option<i64>,
     /// Attempts per step (1 to 10), overriding each agent's own retry policy.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10)]
     pub max_attempts: Option<i32>,
     /// Reuse the plan of an identical earlier task (default true).
     #[serde(default)]
     pub use_plan_cache: Option<bool>,
     /// Messages that pre-seed the task's short-term memory: every step sees them.
     #[serde(default)]
+    #[schema(max_items = 50)]
     pub context: Option<Vec<ContextMessage>>,
     /// An http(s) URL that gets a signed POST of the task's summary when it ends (see
     /// `crate::webhooks`). Omitted from the body when absent, so the request hash of
@@ -41,7 +58,7 @@ pub struct CreateTaskRequest {
     pub callback_url: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContextMessage {
     /// `user`, `assistant` or `system`.
@@ -49,11 +66,33 @@ pub struct ContextMessage {
     pub content: String,
 }
 
-#[derive(Debug, Serialize)]
+/// A task, with its totals so far.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0193a5b2-7c1e-7d3a-9f10-2b3c4d5e6f70",
+    "user_id": "demo-user",
+    "description": "Summarise the three most recent releases of the project.",
+    "metadata": {"priority": "high"},
+    "status": "pending",
+    "priority": "high",
+    "max_cost_usd": 0.5,
+    "max_tokens": null,
+    "result": null,
+    "error": null,
+    "tokens_in": 0,
+    "tokens_out": 0,
+    "tokens_cached": 0,
+    "cost_usd": 0.0,
+    "created_at": "2026-01-01T12:00:00Z",
+    "started_at": null,
+    "completed_at": null,
+    "updated_at": "2026-01-01T12:00:00Z"
+}))]
 pub struct TaskResponse {
     pub id: TaskId,
     pub user_id: String,
     pub description: String,
+    #[schema(value_type = Object)]
     pub metadata: Value,
     pub status: TaskStatus,
     pub priority: Priority,
@@ -74,7 +113,8 @@ pub struct TaskResponse {
     pub steps: Option<Vec<StepResponse>>,
 }
 
-#[derive(Debug, Serialize)]
+/// One step of a task's plan.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StepResponse {
     pub id: StepId,
     pub position: i32,
@@ -97,7 +137,8 @@ pub struct StepResponse {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of tasks, newest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TaskListResponse {
     pub items: Vec<TaskResponse>,
     /// Pass as `cursor` to get the next page; absent on the last page.

@@ -28,7 +28,10 @@ use serde_json::Value;
 use crate::{
     domain::{EventKind, StepId, TaskId},
     events::Subscription,
-    http::{AppState, error::ApiError},
+    http::{
+        AppState,
+        error::{ApiError, Problem},
+    },
     store::{EventCursor, EventStreamStart, TaskEvent, TaskStore},
 };
 
@@ -46,11 +49,37 @@ const PAGE: i64 = 200;
 const MAX_READ_FAILURES: u32 = 3;
 
 /// Every parameter arrives as text so a bad value gets an error naming it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventParams {
+    /// Replay only the events after this event id (0: from the start). `Last-Event-ID` wins
+    /// over it.
+    #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<String>,
 }
 
+/// Stream a task's events
+///
+/// Server-Sent Events: the task's events after `Last-Event-ID` (or `?after=`) are replayed,
+/// then new ones follow; the stream closes after the task's final event (`task_completed`,
+/// `task_failed` or `task_cancelled`). Each SSE event carries `id: <event id>`,
+/// `event: <kind>` and a `TaskEvent` as JSON `data`.
+#[utoipa::path(
+    get,
+    path = "/tasks/{id}/events",
+    tag = "tasks",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The task id (a UUID)."),
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id, as an SSE client does on reconnection."),
+        EventParams,
+    ),
+    responses(
+        (status = 200, description = "An SSE stream; each event's `data` is a `TaskEvent`.", body = EventBody<'static>, content_type = "text/event-stream"),
+        (status = 400, description = "The id is not a UUID, or the resume point is not an event of this task.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Postgres is unavailable.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn task_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -108,12 +137,16 @@ fn resume_point(headers: &HeaderMap, after: Option<&str>) -> Result<(&'static st
 }
 
 /// The JSON of one SSE event: the `task_events` row.
-#[derive(Debug, Serialize)]
-struct EventBody<'a> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = TaskEvent)]
+pub struct EventBody<'a> {
+    /// The event id: pass it as `Last-Event-ID` or `after` to resume after this event.
     id: i64,
     task_id: TaskId,
     step_id: Option<StepId>,
     kind: EventKind,
+    /// Details of the event; their shape depends on `kind`.
+    #[schema(value_type = Object)]
     data: &'a Value,
     created_at: DateTime<Utc>,
 }

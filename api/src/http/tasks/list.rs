@@ -10,7 +10,10 @@ use serde::Deserialize;
 use super::dto::{TaskListResponse, TaskResponse};
 use crate::{
     domain::{TaskId, TaskStatus},
-    http::{AppState, error::ApiError},
+    http::{
+        AppState,
+        error::{ApiError, Problem},
+    },
     store::TaskQuery,
 };
 
@@ -18,14 +21,35 @@ const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 100;
 
 /// Every parameter arrives as text so a bad value gets an error naming it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only this user's tasks.
     user_id: Option<String>,
+    /// Only tasks in this status.
+    #[param(value_type = Option<TaskStatus>)]
     status: Option<String>,
+    /// Page size, 1 to 100 (default 20).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// List tasks
+///
+/// Newest first, optionally filtered by user and status, paginated by an opaque cursor.
+#[utoipa::path(
+    get,
+    path = "/tasks",
+    tag = "tasks",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of tasks.", body = TaskListResponse),
+        (status = 400, description = "A query parameter is not acceptable; `field` names it.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Postgres is unavailable.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn list_tasks(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,

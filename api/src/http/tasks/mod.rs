@@ -1,12 +1,12 @@
 //! `/tasks`: submit, read and list tasks.
 
-mod cancel;
-mod create;
-mod dto;
-mod events;
-mod get;
-mod list;
-mod reports;
+pub(super) mod cancel;
+pub(super) mod create;
+pub(super) mod dto;
+pub(super) mod events;
+pub(super) mod get;
+pub(super) mod list;
+pub(super) mod reports;
 
 use crate::{domain::TaskId, http::error::ApiError};
 

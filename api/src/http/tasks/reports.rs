@@ -7,24 +7,60 @@ use axum::{
 use serde::Serialize;
 
 use crate::{
-    http::{AppState, error::ApiError},
+    http::{
+        AppState,
+        error::{ApiError, Problem},
+    },
     store::{CostReport, ToolCallRow},
 };
 
+/// Get a task's cost
+///
 /// Totals, the planning share, and breakdowns per step and per model; every figure is a sum
 /// of the task's recorded model calls.
+#[utoipa::path(
+    get,
+    path = "/tasks/{id}/cost",
+    tag = "tasks",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The task id (a UUID)."),
+    ),
+    responses(
+        (status = 200, description = "The task's cost report.", body = CostReport),
+        (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Postgres is unavailable.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn task_cost(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<CostReport>, ApiError> {
     let id = super::task_id(&id)?;
     let report = state.tasks.task_cost(id).await?.ok_or(ApiError::NotFound { resource: "task", id: id.to_string() })?;
     Ok(Json(report))
 }
 
-#[derive(Debug, Serialize)]
+/// Every tool call of a task, in order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ToolCallList {
     pub items: Vec<ToolCallRow>,
 }
 
+/// List a task's tool calls
+///
 /// Every tool call of the task in order, rejected ones included.
+#[utoipa::path(
+    get,
+    path = "/tasks/{id}/tool-calls",
+    tag = "tasks",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The task id (a UUID)."),
+    ),
+    responses(
+        (status = 200, description = "The task's tool calls.", body = ToolCallList),
+        (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Postgres is unavailable.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn tool_calls(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ToolCallList>, ApiError> {
     let id = super::task_id(&id)?;
     let items = state.tasks.tool_calls(id).await?.ok_or(ApiError::NotFound { resource: "task", id: id.to_string() })?;

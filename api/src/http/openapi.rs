@@ -1,0 +1,139 @@
+//! The OpenAPI 3.1 document of the API, served at `GET /openapi.json`, with Swagger UI at
+//! `GET /docs` (its assets are embedded in the binary: nothing is fetched from a CDN).
+//!
+//! Every route of [`super::build_router`] is listed in [`ApiDoc`]; the integration test
+//! `openapi` checks that the two agree and that `docs/openapi.json` is this document.
+
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+
+use super::{catalog, error::Problem, health, memory, observe, tasks, workers};
+use crate::{
+    coordination::{InFlightJob, WorkerInfo},
+    domain::{EventKind, Priority, StepId, StepStatus, TaskId, TaskStatus},
+    store::{CostReport, ModelCost, StepCost, ToolCallRow, Usage},
+};
+
+/// Where the document is served.
+pub const OPENAPI_PATH: &str = "/openapi.json";
+/// Where Swagger UI is served.
+pub const DOCS_PATH: &str = "/docs";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Agent orchestrator API",
+        description = "Submit tasks that a planner splits into steps run by agents; follow them, \
+                       read their cost and tool calls, and manage users' long-term memory. \
+                       Errors are RFC 7807 `application/problem+json` bodies (`Problem`).",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        tasks::create::create_task,
+        tasks::list::list_tasks,
+        tasks::get::get_task,
+        tasks::cancel::cancel_task,
+        tasks::events::task_events,
+        tasks::reports::task_cost,
+        tasks::reports::tool_calls,
+        memory::create,
+        memory::search,
+        memory::read,
+        memory::remove,
+        catalog::list_agents,
+        catalog::list_tools,
+        workers::list_workers,
+        health::healthz,
+        health::readyz,
+        observe::metrics,
+    ),
+    components(schemas(
+        Problem,
+        TaskId,
+        StepId,
+        TaskStatus,
+        StepStatus,
+        Priority,
+        EventKind,
+        tasks::dto::CreateTaskRequest,
+        tasks::dto::ContextMessage,
+        tasks::dto::TaskResponse,
+        tasks::dto::StepResponse,
+        tasks::dto::TaskListResponse,
+        tasks::events::EventBody,
+        tasks::reports::ToolCallList,
+        CostReport,
+        Usage,
+        StepCost,
+        ModelCost,
+        ToolCallRow,
+        memory::CreateMemory,
+        memory::SearchMemory,
+        memory::MemoryResponse,
+        memory::SearchResponse,
+        catalog::AgentList,
+        catalog::ToolList,
+        catalog::AgentDoc,
+        catalog::ToolDoc,
+        workers::WorkerList,
+        WorkerInfo,
+        InFlightJob,
+        health::Health,
+        health::Readiness,
+        health::ReadinessChecks,
+    )),
+    modifiers(&BearerAuth),
+    // `()` first: authentication is optional until it arrives.
+    security((), ("bearer" = [])),
+    tags(
+        (name = "tasks", description = "Submit, follow, cancel and account for tasks."),
+        (name = "memory", description = "A user's long-term memory."),
+        (name = "catalog", description = "The agents and tools of this deployment."),
+        (name = "operations", description = "Workers, health, readiness and metrics."),
+    ),
+)]
+pub struct ApiDoc;
+
+/// Declares the `bearer` scheme. Requests are not authenticated yet; clients may already send
+/// `Authorization: Bearer <token>`.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("Optional for now: requests are not authenticated yet."))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document as served: pretty-printed JSON with object keys in sorted order, so the
+/// checked-in `docs/openapi.json` is stable.
+pub fn document_json() -> String {
+    let value = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises");
+    let mut text = serde_json::to_string_pretty(&sorted(value)).expect("JSON serialises");
+    text.push('\n');
+    text
+}
+
+/// Rebuilds every object with its keys sorted (serde_json may preserve insertion order).
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
