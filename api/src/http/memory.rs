@@ -19,11 +19,11 @@ use super::{
     AppState,
     error::{ApiError, Problem},
     extract::JsonBody,
+    validate::{invalid, metadata, text, user_id},
 };
 
 const MAX_CONTENT_CHARS: usize = 8000;
 const MAX_QUERY_CHARS: usize = 2000;
-const MAX_METADATA_BYTES: usize = 16 * 1024;
 const DEFAULT_LIMIT: usize = 10;
 const MAX_LIMIT: usize = 100;
 
@@ -261,10 +261,6 @@ pub(super) async fn remove(
     }
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::Invalid { field: field.to_owned(), message: message.into() }
-}
-
 fn not_found(id: i64) -> ApiError {
     ApiError::NotFound { resource: "memory", id: id.to_string() }
 }
@@ -281,28 +277,6 @@ fn query_user(owner: Owner) -> Result<String, ApiError> {
     user_id(&raw).map_err(|_| ApiError::BadParameter { field: "user_id".into(), message: "is required".into() })
 }
 
-fn user_id(raw: &str) -> Result<String, ApiError> {
-    let user = raw.trim();
-    if user.is_empty() || user.chars().count() > 200 {
-        return Err(invalid("user_id", "must be 1 to 200 characters"));
-    }
-    Ok(user.to_owned())
-}
-
-fn text(field: &str, raw: &str, max: usize) -> Result<String, ApiError> {
-    let text = raw.trim();
-    if text.is_empty() {
-        return Err(invalid(field, "must not be blank"));
-    }
-    if text.chars().count() > max {
-        return Err(invalid(field, format!("must be at most {max} characters")));
-    }
-    if text.contains('\0') {
-        return Err(invalid(field, "must not contain NUL characters"));
-    }
-    Ok(text.to_owned())
-}
-
 fn namespace(raw: Option<&str>) -> Result<Option<String>, ApiError> {
     let Some(ns) = raw else { return Ok(None) };
     let ok = (1..=100).contains(&ns.len())
@@ -311,23 +285,6 @@ fn namespace(raw: Option<&str>) -> Result<Option<String>, ApiError> {
         return Err(invalid("namespace", "must be 1 to 100 of A-Z, a-z, 0-9, _ - . :"));
     }
     Ok(Some(ns.to_owned()))
-}
-
-fn metadata(raw: Option<Value>) -> Result<Option<Map<String, Value>>, ApiError> {
-    match raw {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(map)) => {
-            let text = Value::Object(map.clone()).to_string();
-            if text.len() > MAX_METADATA_BYTES {
-                return Err(invalid("metadata", format!("must be at most {MAX_METADATA_BYTES} bytes of JSON")));
-            }
-            if text.contains("\\u0000") {
-                return Err(invalid("metadata", "must not contain NUL characters"));
-            }
-            Ok(Some(map))
-        }
-        Some(_) => Err(invalid("metadata", "must be a JSON object")),
-    }
 }
 
 /// Maps the memory crate's errors to HTTP. Exhaustive on purpose.

@@ -8,6 +8,7 @@ mod memory;
 mod observe;
 pub mod openapi;
 mod tasks;
+mod validate;
 mod workers;
 
 pub use error::ApiError;

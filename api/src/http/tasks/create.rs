@@ -16,6 +16,7 @@ use crate::{
         AppState,
         error::{ApiError, Problem},
         extract::JsonBody,
+        validate::{self, invalid},
     },
     queue::Job,
     store::{CreateOutcome, NewTask},
@@ -23,10 +24,7 @@ use crate::{
 };
 
 pub const MAX_DESCRIPTION_CHARS: usize = 8000;
-const MAX_USER_ID_CHARS: usize = 200;
 const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
-/// Metadata is stored and returned with every read; keep it small.
-const MAX_METADATA_BYTES: usize = 16 * 1024;
 const MAX_CONTEXT_MESSAGES: usize = 50;
 
 /// Submit a task
@@ -106,10 +104,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::Invalid { field: field.to_owned(), message: message.into() }
-}
-
 /// Turns a request into a task to store, or names the first field that is wrong.
 fn validate(
     request: CreateTaskRequest,
@@ -119,36 +113,9 @@ fn validate(
     // Hash before normalising, so a replay must be byte-for-byte the same request.
     let request_hash = hex::encode(Sha256::digest(serde_json::to_vec(&request).unwrap_or_default()));
 
-    let user_id = request.user_id.trim();
-    if user_id.is_empty() {
-        return Err(invalid("user_id", "must not be blank"));
-    }
-    if user_id.chars().count() > MAX_USER_ID_CHARS {
-        return Err(invalid("user_id", format!("must be at most {MAX_USER_ID_CHARS} characters")));
-    }
-    let description = request.description.trim();
-    if description.is_empty() {
-        return Err(invalid("description", "must not be blank"));
-    }
-    if description.chars().count() > MAX_DESCRIPTION_CHARS {
-        return Err(invalid("description", format!("must be at most {MAX_DESCRIPTION_CHARS} characters")));
-    }
-    if description.contains('\0') {
-        return Err(invalid("description", "must not contain NUL characters"));
-    }
-    let metadata = match request.metadata {
-        None | Some(Value::Null) => Value::Object(Default::default()),
-        Some(v @ Value::Object(_)) => v,
-        Some(_) => return Err(invalid("metadata", "must be a JSON object")),
-    };
-    // Postgres jsonb refuses NUL in strings; catch it here rather than as a 500.
-    let metadata_text = metadata.to_string();
-    if metadata_text.contains("\\u0000") {
-        return Err(invalid("metadata", "must not contain NUL characters"));
-    }
-    if metadata_text.len() > MAX_METADATA_BYTES {
-        return Err(invalid("metadata", format!("must be at most {MAX_METADATA_BYTES} bytes of JSON")));
-    }
+    let user_id = validate::user_id(&request.user_id)?;
+    let description = validate::text("description", &request.description, MAX_DESCRIPTION_CHARS)?;
+    let metadata = Value::Object(validate::metadata(request.metadata)?.unwrap_or_default());
     let priority = request
         .priority
         .or_else(|| metadata.get("priority").and_then(Value::as_str).and_then(|p| p.parse().ok()))
@@ -168,17 +135,13 @@ fn validate(
     if context.len() > MAX_CONTEXT_MESSAGES {
         return Err(invalid("context", format!("must hold at most {MAX_CONTEXT_MESSAGES} messages")));
     }
-    for (i, message) in context.iter().enumerate() {
+    let mut seeded = Vec::with_capacity(context.len());
+    for (i, message) in context.into_iter().enumerate() {
         if !matches!(message.role.as_str(), "user" | "assistant" | "system") {
             return Err(invalid(&format!("context[{i}].role"), "must be user, assistant or system"));
         }
-        let content = message.content.trim();
-        if content.is_empty() || content.chars().count() > MAX_DESCRIPTION_CHARS || content.contains('\0') {
-            return Err(invalid(
-                &format!("context[{i}].content"),
-                format!("must be 1 to {MAX_DESCRIPTION_CHARS} characters, without NUL"),
-            ));
-        }
+        let content = validate::text(&format!("context[{i}].content"), &message.content, MAX_DESCRIPTION_CHARS)?;
+        seeded.push((message.role, content));
     }
 
     let callback_url = request
@@ -190,8 +153,8 @@ fn validate(
 
     Ok(NewTask {
         id: TaskId::new(),
-        user_id: user_id.to_owned(),
-        description: description.to_owned(),
+        user_id,
+        description,
         metadata,
         priority,
         max_cost_usd: request.max_cost_usd,
@@ -200,7 +163,7 @@ fn validate(
         request_hash,
         max_attempts: request.max_attempts,
         use_plan_cache: request.use_plan_cache.unwrap_or(true),
-        context: context.into_iter().map(|m| (m.role, m.content.trim().to_owned())).collect(),
+        context: seeded,
         callback_url,
     })
 }
