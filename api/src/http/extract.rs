@@ -2,8 +2,8 @@
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, Request},
-    http::header,
+    extract::{FromRequest, FromRequestParts, Query, Request},
+    http::{header, request::Parts},
 };
 use serde::de::DeserializeOwned;
 
@@ -39,6 +39,27 @@ where
         let bytes =
             Bytes::from_request(req, state).await.map_err(|_| ApiError::PayloadTooLarge { limit: BODY_LIMIT })?;
         parse(&bytes).map(JsonBody)
+    }
+}
+
+/// Like `axum::extract::Query`, with problem+json errors naming the parameter (a repeated
+/// `?limit=1&limit=2`, say) instead of axum's plain-text rejection.
+pub struct QueryParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for QueryParams<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        Query::try_from_uri(&parts.uri).map(|Query(params)| QueryParams(params)).map_err(|rejection| {
+            let message = rejection.body_text();
+            // serde names the parameter between backticks ("duplicate field `limit`").
+            let field = message.split('`').nth(1).unwrap_or("query").to_owned();
+            ApiError::BadParameter { field, message }
+        })
     }
 }
 

@@ -5,7 +5,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use super::{
     AppState,
     error::{ApiError, Problem},
-    extract::JsonBody,
+    extract::{JsonBody, QueryParams},
     validate::{invalid, metadata, text, user_id},
 };
 
@@ -225,7 +225,7 @@ pub(super) async fn search(
 pub(super) async fn read(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(owner): Query<Owner>,
+    QueryParams(owner): QueryParams<Owner>,
 ) -> Result<Json<MemoryResponse>, ApiError> {
     let (id, owner) = (memory_id(&id)?, query_user(owner)?);
     let item = state.memory.get(&owner, id).await.map_err(memory_error)?.ok_or_else(|| not_found(id))?;
@@ -251,7 +251,7 @@ pub(super) async fn read(
 pub(super) async fn remove(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(owner): Query<Owner>,
+    QueryParams(owner): QueryParams<Owner>,
 ) -> Result<StatusCode, ApiError> {
     let (id, owner) = (memory_id(&id)?, query_user(owner)?);
     if state.memory.delete(&owner, id).await.map_err(memory_error)? {

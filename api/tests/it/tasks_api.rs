@@ -149,9 +149,10 @@ async fn listing_is_newest_first_filtered_and_paginated() {
     assert_eq!(none["items"], json!([]));
     assert_eq!(none["next_cursor"], Value::Null);
 
-    for bad in ["limit=0", "limit=101", "limit=abc", "status=done", "cursor=garbage"] {
+    for bad in ["limit=0", "limit=101", "limit=abc", "status=done", "cursor=garbage", "limit=1&limit=2"] {
         let r = app.http.get(app.url(&format!("/tasks?{bad}"))).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 400, "{bad}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json", "{bad}");
         let problem: Value = r.json().await.unwrap();
         assert_eq!(problem["field"].as_str(), bad.split('=').next(), "{bad}");
     }

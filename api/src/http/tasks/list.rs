@@ -1,9 +1,6 @@
 //! `GET /tasks`: newest first, filtered by user and status, paginated by an opaque cursor.
 
-use axum::{
-    Json,
-    extract::{Query, State},
-};
+use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -13,6 +10,7 @@ use crate::{
     http::{
         AppState,
         error::{ApiError, Problem},
+        extract::QueryParams,
     },
     store::TaskQuery,
 };
@@ -52,7 +50,7 @@ pub struct ListParams {
 )]
 pub async fn list_tasks(
     State(state): State<AppState>,
-    Query(params): Query<ListParams>,
+    QueryParams(params): QueryParams<ListParams>,
 ) -> Result<Json<TaskListResponse>, ApiError> {
     let query = parse(params)?;
     let page = state.tasks.list_tasks(&query).await?;
