@@ -241,6 +241,15 @@ pub struct Settings {
     /// development and tests only.
     #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
     pub webhook_allow_private: bool,
+
+    #[command(flatten)]
+    pub auth: crate::auth::AuthSettings,
+
+    #[command(flatten)]
+    pub rate_limits: crate::ratelimit::RateLimitSettings,
+
+    #[command(flatten)]
+    pub budgets: crate::budget::BudgetSettings,
 }
 
 /// Used when no `DISPATCH_SECRET` is set; start-up warns about it.

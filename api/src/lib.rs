@@ -2,6 +2,8 @@
 //! the integration tests start the very same [`app::App`] on port 0.
 
 pub mod app;
+pub mod auth;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod coordination;
@@ -11,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod providers;
 pub mod queue;
+pub mod ratelimit;
 pub mod store;
 pub mod webhooks;
 pub mod worker;
