@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    auth::{AuthMode, Authenticator, KeyStore},
     config::{DEV_DISPATCH_SECRET, Settings},
     coordination::RedisCoordination,
     http::{AppState, build_router},
@@ -42,6 +43,7 @@ pub struct App {
     pub memory: Arc<LongTermMemory>,
     pub metrics: Arc<Metrics>,
     pub webhooks: Arc<WebhookSender>,
+    pub auth: Arc<Authenticator>,
 }
 
 impl App {
@@ -54,6 +56,12 @@ impl App {
         }
         let pool = connect_postgres(&settings).await?;
         MIGRATOR.run(&pool).await.context("applying database migrations failed")?;
+        let keys = KeyStore::new(pool.clone());
+        if let Some(secret) = &settings.auth.bootstrap_admin_key {
+            keys.ensure_bootstrap(secret).await.context("storing BOOTSTRAP_ADMIN_KEY")?;
+        }
+        let auth =
+            Arc::new(Authenticator::new(settings.auth.mode(), keys, Duration::from_secs(settings.auth.cache_secs)));
         let signer = JobSigner::new(settings.dispatch_secret.as_bytes());
         // Blocking reads hold a connection each: one per worker loop, plus the senders.
         let pool_size = 16 + 2 * settings.worker_concurrency.min(64) as usize;
@@ -99,6 +107,7 @@ impl App {
             memory,
             metrics,
             webhooks,
+            auth,
         })
     }
 
@@ -114,6 +123,7 @@ impl App {
             memory: self.memory.clone(),
             events: crate::events::EventHub::new(self.store.pool(), shutdown.child_token()),
             metrics: self.metrics.clone(),
+            auth: self.auth.clone(),
         })
         // Read by `POST /tasks` to check callback URLs (WEBHOOK_ALLOW_PRIVATE).
         .layer(axum::Extension(self.webhooks.policy()))
@@ -122,7 +132,14 @@ impl App {
     /// Serves the API on `listener` until `shutdown` fires, then finishes open requests.
     pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, "API listening");
+        if self.auth.mode() == AuthMode::Disabled {
+            anyhow::ensure!(
+                addr.ip().is_loopback(),
+                "refusing to serve {addr} with AUTH=disabled: anyone who can reach it could read and spend as any user; bind a loopback address (BIND_ADDR=127.0.0.1:8000) or set AUTH=required"
+            );
+            tracing::warn!(%addr, "AUTH=disabled: no API keys are checked and every request may act as any user; for local use only");
+        }
+        tracing::info!(%addr, auth = ?self.auth.mode(), "API listening");
         axum::serve(listener, self.router(&shutdown).into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
@@ -205,10 +222,16 @@ impl App {
 /// Recomputes every memory's embedding with the configured embedder, for `orchestrator
 /// memory reembed` after a change of embedder.
 pub async fn reembed_memory(settings: &Settings) -> anyhow::Result<usize> {
-    let pool = connect_postgres(settings).await?;
-    MIGRATOR.run(&pool).await.context("applying database migrations failed")?;
+    let pool = open_database(settings).await?;
     let embedder = providers::embedder(settings)?;
     Ok(LongTermMemory::reembed(&pool, embedder.as_ref()).await?)
+}
+
+/// Postgres with the schema up to date, for commands that need nothing else.
+pub async fn open_database(settings: &Settings) -> anyhow::Result<PgPool> {
+    let pool = connect_postgres(settings).await?;
+    MIGRATOR.run(&pool).await.context("applying database migrations failed")?;
+    Ok(pool)
 }
 
 /// A consumer name unique across hosts, processes and restarts.

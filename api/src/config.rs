@@ -26,6 +26,9 @@ pub enum Command {
     /// Long-term memory maintenance.
     #[command(subcommand)]
     Memory(MemoryCommand),
+    /// API keys: create (printed once), list, revoke. Talks to Postgres directly.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// `submit` and `tasks …`: drive a running server over HTTP (see `crate::cli`).
     #[command(flatten)]
     Client(crate::cli::ClientCommand),
@@ -39,6 +42,46 @@ pub enum MemoryCommand {
     /// Recompute every stored memory's embedding with the configured embedder (after
     /// changing EMBEDDER or its model), then start normally.
     Reembed(Settings),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it on stdout, once: only its hash is stored.
+    Create {
+        /// The user the key acts as.
+        #[arg(long)]
+        user: String,
+        /// An admin key may act for every user and see every task.
+        #[arg(long)]
+        admin: bool,
+        /// A label to tell keys apart in `keys list`.
+        #[arg(long, default_value = "")]
+        name: String,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this user's keys.
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Revoke a key by id; it stops working within AUTH_CACHE_SECS.
+    Revoke {
+        id: uuid::Uuid,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+impl KeysCommand {
+    pub fn settings(&self) -> &Settings {
+        match self {
+            Self::Create { settings, .. } | Self::List { settings, .. } | Self::Revoke { settings, .. } => settings,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -3,6 +3,7 @@
 use clap::Parser;
 use orchestrator::{
     app::App,
+    auth::AuthMode,
     config::{Cli, Command, LogFormat, MemoryCommand, Settings},
 };
 use tokio_util::sync::CancellationToken;
@@ -14,7 +15,7 @@ async fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => return orchestrator::cli::usage(&e),
     };
-    let settings = match cli.command {
+    let mut settings = match cli.command {
         // Client commands talk to a server over HTTP: no settings, no connections, no logs.
         Command::Client(command) => return orchestrator::cli::run(command).await,
         Command::Eval(command) => return eval::bench::run(command).await,
@@ -23,7 +24,14 @@ async fn main() -> std::process::ExitCode {
         | Command::Worker(ref s)
         | Command::Migrate(ref s)
         | Command::Memory(MemoryCommand::Reembed(ref s)) => s.clone(),
+        Command::Keys(ref keys) => keys.settings().clone(),
     };
+    // `run` is the local, all-in-one command: without a key store to set up first. Everything
+    // else guards its API unless told otherwise.
+    if settings.auth.mode.is_none() {
+        settings.auth.mode =
+            Some(if matches!(cli.command, Command::Run(_)) { AuthMode::Disabled } else { AuthMode::Required });
+    }
     init_tracing(&settings);
     match run(cli.command, settings).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -36,6 +44,9 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    if let Command::Keys(keys) = command {
+        return orchestrator::auth::command::run(keys).await;
+    }
     if let Command::Memory(MemoryCommand::Reembed(_)) = &command {
         let n = orchestrator::app::reembed_memory(&settings).await?;
         println!("re-embedded {n} memories");
@@ -57,9 +68,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Run(_) => app.run(Some(bind().await?), 1, shutdown).await,
         Command::Serve(_) => app.run(Some(bind().await?), 0, shutdown).await,
         Command::Worker(_) => app.run(None, 1, shutdown).await,
-        Command::Memory(_) => Ok(()), // handled before connecting
-        Command::Client(_) => Ok(()), // handled in main, without connecting
-        Command::Eval(_) => Ok(()),   // handled in main, without connecting
+        Command::Memory(_) | Command::Keys(_) => Ok(()), // handled before connecting
+        Command::Client(_) => Ok(()),                    // handled in main, without connecting
+        Command::Eval(_) => Ok(()),                      // handled in main, without connecting
     }
 }
 

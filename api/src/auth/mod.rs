@@ -1,4 +1,16 @@
 //! Who is calling: API keys, the caller a key stands for, and the middleware that checks them.
+//!
+//! A key belongs to one user. A non-admin caller acts only as that user: it may name itself in
+//! a body or query (`user_id`), naming anyone else is refused (403), and another user's
+//! resources answer 404 so their ids don't leak. Admin keys act for anyone. With auth disabled
+//! (local use) every request is an admin that must name its user.
+
+pub mod command;
+mod keys;
+mod middleware;
+
+pub use keys::{ApiKey, CreatedKey, KeyError, KeyStore};
+pub use middleware::{Authenticator, authenticate};
 
 use clap::{Args, ValueEnum};
 
@@ -13,6 +25,15 @@ pub struct Caller {
     pub admin: bool,
 }
 
+/// Why a caller may not act as the user a request names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActAsError {
+    #[error("does not match the API key's user")]
+    OtherUser,
+    #[error("is required")]
+    Missing,
+}
+
 impl Caller {
     /// The caller of every request while auth is disabled.
     pub fn local() -> Self {
@@ -22,6 +43,29 @@ impl Caller {
     /// The key under which this caller's requests are counted by per-user limits.
     pub fn limit_key(&self) -> &str {
         self.user_id.as_deref().unwrap_or("local")
+    }
+
+    /// The user a request acts as, given the `user_id` it names (if any): the key's own user by
+    /// default; another user only for admins.
+    pub fn act_as(&self, requested: Option<&str>) -> Result<String, ActAsError> {
+        match (requested, self.user_id.as_deref()) {
+            (Some(requested), _) if self.admin => Ok(requested.to_owned()),
+            (Some(requested), Some(own)) if requested == own => Ok(own.to_owned()),
+            (Some(_), _) => Err(ActAsError::OtherUser),
+            (None, Some(own)) => Ok(own.to_owned()),
+            (None, None) => Err(ActAsError::Missing),
+        }
+    }
+
+    /// Whether this caller may see a resource of `owner`.
+    pub fn may_access(&self, owner: &str) -> bool {
+        self.admin || self.user_id.as_deref() == Some(owner)
+    }
+
+    /// The user whose resources a listing is limited to: a non-admin sees only its own, an
+    /// admin whatever it asks for (everything when it names nobody).
+    pub fn list_scope(&self, requested: Option<&str>) -> Result<Option<String>, ActAsError> {
+        if self.admin { Ok(requested.map(str::to_owned)) } else { self.act_as(requested).map(Some) }
     }
 }
 
@@ -44,4 +88,53 @@ pub struct AuthSettings {
     /// be used without running `orchestrator keys create` first. Never logged.
     #[arg(long, env = "BOOTSTRAP_ADMIN_KEY", hide_env_values = true)]
     pub bootstrap_admin_key: Option<String>,
+
+    /// How long a checked key is trusted without asking Postgres again; a revoked key stops
+    /// working within this time.
+    #[arg(long, env = "AUTH_CACHE_SECS", default_value_t = 30)]
+    pub cache_secs: u64,
+}
+
+impl AuthSettings {
+    /// The mode in force: the one configured, else required. Commands meant for local use set
+    /// their own default before the app starts.
+    pub fn mode(&self) -> AuthMode {
+        self.mode.unwrap_or(AuthMode::Required)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> Caller {
+        Caller { user_id: Some(id.into()), admin: false }
+    }
+
+    #[test]
+    fn a_user_acts_only_as_itself() {
+        assert_eq!(user("ann").act_as(None), Ok("ann".into()));
+        assert_eq!(user("ann").act_as(Some("ann")), Ok("ann".into()));
+        assert_eq!(user("ann").act_as(Some("bob")), Err(ActAsError::OtherUser));
+        assert!(user("ann").may_access("ann"));
+        assert!(!user("ann").may_access("bob"));
+        assert_eq!(user("ann").list_scope(None), Ok(Some("ann".into())));
+        assert_eq!(user("ann").list_scope(Some("bob")), Err(ActAsError::OtherUser));
+    }
+
+    #[test]
+    fn an_admin_acts_for_anyone() {
+        let admin = Caller { user_id: Some("root".into()), admin: true };
+        assert_eq!(admin.act_as(None), Ok("root".into()));
+        assert_eq!(admin.act_as(Some("bob")), Ok("bob".into()));
+        assert!(admin.may_access("bob"));
+        assert_eq!(admin.list_scope(None), Ok(None));
+    }
+
+    #[test]
+    fn without_auth_a_request_names_its_user() {
+        assert_eq!(Caller::local().act_as(None), Err(ActAsError::Missing));
+        assert_eq!(Caller::local().act_as(Some("bob")), Ok("bob".into()));
+        assert_eq!(Caller::local().list_scope(None), Ok(None));
+    }
 }

@@ -37,9 +37,10 @@ pub struct SubmitArgs {
     /// What the task should achieve, in plain words.
     pub goal: String,
 
-    /// The user the task belongs to.
-    #[arg(long, env = "USER", default_value = "cli")]
-    pub user: String,
+    /// The user the task belongs to. With an API key the key's user is the default (only
+    /// admin keys may name another); without one, `cli`.
+    #[arg(long, env = "ORCHESTRATOR_USER")]
+    pub user: Option<String>,
 
     /// Dispatch priority.
     #[arg(long, value_parser = ["high", "normal", "low"])]

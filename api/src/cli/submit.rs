@@ -5,8 +5,17 @@ use serde_json::json;
 use super::{Outcome, Result, SubmitArgs, follow, render};
 use eval::ApiClient;
 
+/// The user of tasks submitted without an API key or `--user`.
+const DEFAULT_USER: &str = "cli";
+
 pub async fn submit(client: &ApiClient, args: &SubmitArgs) -> Result<Outcome> {
-    let mut body = json!({ "user_id": args.user, "description": args.goal });
+    let mut body = json!({ "description": args.goal });
+    // With a key the server knows the user; a server without auth needs one named.
+    match (&args.user, &args.server.api_key) {
+        (Some(user), _) => body["user_id"] = json!(user),
+        (None, None) => body["user_id"] = json!(DEFAULT_USER),
+        (None, Some(_)) => {}
+    }
     if let Some(priority) = &args.priority {
         body["priority"] = json!(priority);
     }

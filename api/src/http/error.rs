@@ -27,6 +27,11 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("{message}")]
+    Unauthorized { message: String },
+    /// The caller may not act as the user the request names.
+    #[error("{field}: {message}")]
+    Forbidden { field: String, message: String },
     #[error("{resource} {id} does not exist")]
     NotFound { resource: &'static str, id: String },
     #[error("no route for {path}")]
@@ -117,6 +122,12 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "urn:orchestrator:problem:payload-too-large", "Payload too large", None)
             }
+            Self::Unauthorized { .. } => {
+                (StatusCode::UNAUTHORIZED, "urn:orchestrator:problem:unauthorized", "Unauthorized", None)
+            }
+            Self::Forbidden { field, .. } => {
+                (StatusCode::FORBIDDEN, "urn:orchestrator:problem:forbidden", "Forbidden", Some(field.as_str()))
+            }
             Self::NotFound { .. } => (StatusCode::NOT_FOUND, "urn:orchestrator:problem:not-found", "Not found", None),
             Self::NoRoute { .. } => (StatusCode::NOT_FOUND, "urn:orchestrator:problem:no-route", "Not found", None),
             Self::Conflict { .. } => (StatusCode::CONFLICT, "urn:orchestrator:problem:conflict", "Conflict", None),
@@ -146,6 +157,9 @@ impl IntoResponse for ApiError {
         let body = Problem { kind, title, status: status.as_u16(), detail, field: field.map(str::to_owned) };
         let mut response = (status, Json(body)).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         response
     }
 }

@@ -17,10 +17,12 @@ use serde_json::{Map, Value};
 
 use super::{
     AppState,
+    access::{Named, acting_user},
     error::{ApiError, Problem},
     extract::{JsonBody, QueryParams},
-    validate::{invalid, metadata, text, user_id},
+    validate::{invalid, metadata, text},
 };
+use crate::auth::Caller;
 
 const MAX_CONTENT_CHARS: usize = 8000;
 const MAX_QUERY_CHARS: usize = 2000;
@@ -44,8 +46,10 @@ pub fn routes() -> Router<AppState> {
     "metadata": {"source": "onboarding"}
 }))]
 pub struct CreateMemory {
-    /// The owner (1 to 200 characters).
-    user_id: String,
+    /// The owner (1 to 200 characters); defaults to the API key's user, and only admin keys
+    /// may name another. Required when auth is disabled.
+    #[serde(default)]
+    user_id: Option<String>,
     /// The text to remember (1 to 8000 characters).
     content: String,
     /// 1 to 100 of `A-Z a-z 0-9 _ - . :` (default `default`).
@@ -62,8 +66,10 @@ pub struct CreateMemory {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"user_id": "demo-user", "query": "how does the user like answers?", "limit": 5}))]
 pub struct SearchMemory {
-    /// The owner whose items are searched.
-    user_id: String,
+    /// The owner whose items are searched; defaults to the API key's user, and only admin
+    /// keys may name another. Required when auth is disabled.
+    #[serde(default)]
+    user_id: Option<String>,
     /// The text to rank items against (1 to 2000 characters).
     query: String,
     /// How many items to return, 1 to 100 (default 10).
@@ -82,8 +88,8 @@ pub struct SearchMemory {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct Owner {
-    /// The owner of the item (required); another user's item is answered as not found.
-    #[param(value_type = String)]
+    /// The owner of the item; defaults to the API key's user (required when auth is
+    /// disabled). Another user's item is answered as not found.
     user_id: Option<String>,
 }
 
@@ -146,16 +152,18 @@ pub struct SearchResponse {
         (status = 400, description = "The body is not JSON of the expected shape.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than 256 KiB.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`user_id` names another user than the API key's.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field has a value that is not acceptable; `field` names it.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The embedder or Postgres is unavailable.", body = Problem, content_type = "application/problem+json"),
     ),
 )]
 pub(super) async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     JsonBody(body): JsonBody<CreateMemory>,
 ) -> Result<Response, ApiError> {
     let memory = NewMemory {
-        owner: user_id(&body.user_id)?,
+        owner: acting_user(&caller, body.user_id.as_deref(), Named::Body)?,
         namespace: namespace(body.namespace.as_deref())?.unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
         content: text("content", &body.content, MAX_CONTENT_CHARS)?,
         metadata: metadata(body.metadata)?.unwrap_or_default(),
@@ -182,12 +190,14 @@ pub(super) async fn create(
         (status = 400, description = "The body is not JSON of the expected shape.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than 256 KiB.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`user_id` names another user than the API key's.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field has a value that is not acceptable; `field` names it.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The embedder or Postgres is unavailable.", body = Problem, content_type = "application/problem+json"),
     ),
 )]
 pub(super) async fn search(
     State(state): State<AppState>,
+    caller: Caller,
     JsonBody(body): JsonBody<SearchMemory>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     let limit = match body.limit {
@@ -196,7 +206,7 @@ pub(super) async fn search(
         Some(_) => return Err(invalid("limit", format!("must be from 1 to {MAX_LIMIT}"))),
     };
     let query = SearchQuery {
-        owner: user_id(&body.user_id)?,
+        owner: acting_user(&caller, body.user_id.as_deref(), Named::Body)?,
         namespace: namespace(body.namespace.as_deref())?,
         text: text("query", &body.query, MAX_QUERY_CHARS)?,
         limit,
@@ -218,16 +228,18 @@ pub(super) async fn search(
     responses(
         (status = 200, description = "The item.", body = MemoryResponse),
         (status = 400, description = "The id is not a positive integer, or `user_id` is missing.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`user_id` names another user than the API key's.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such item for this user.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Postgres is unavailable.", body = Problem, content_type = "application/problem+json"),
     ),
 )]
 pub(super) async fn read(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     QueryParams(owner): QueryParams<Owner>,
 ) -> Result<Json<MemoryResponse>, ApiError> {
-    let (id, owner) = (memory_id(&id)?, query_user(owner)?);
+    let (id, owner) = (memory_id(&id)?, acting_user(&caller, owner.user_id.as_deref(), Named::Query)?);
     let item = state.memory.get(&owner, id).await.map_err(memory_error)?.ok_or_else(|| not_found(id))?;
     Ok(Json(MemoryResponse::new(item, None)))
 }
@@ -244,16 +256,18 @@ pub(super) async fn read(
     responses(
         (status = 204, description = "The item was deleted."),
         (status = 400, description = "The id is not a positive integer, or `user_id` is missing.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`user_id` names another user than the API key's.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such item for this user.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Postgres is unavailable.", body = Problem, content_type = "application/problem+json"),
     ),
 )]
 pub(super) async fn remove(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     QueryParams(owner): QueryParams<Owner>,
 ) -> Result<StatusCode, ApiError> {
-    let (id, owner) = (memory_id(&id)?, query_user(owner)?);
+    let (id, owner) = (memory_id(&id)?, acting_user(&caller, owner.user_id.as_deref(), Named::Query)?);
     if state.memory.delete(&owner, id).await.map_err(memory_error)? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -270,11 +284,6 @@ fn memory_id(raw: &str) -> Result<i64, ApiError> {
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(|| ApiError::BadParameter { field: "id".into(), message: "must be a positive integer".into() })
-}
-
-fn query_user(owner: Owner) -> Result<String, ApiError> {
-    let raw = owner.user_id.unwrap_or_default();
-    user_id(&raw).map_err(|_| ApiError::BadParameter { field: "user_id".into(), message: "is required".into() })
 }
 
 fn namespace(raw: Option<&str>) -> Result<Option<String>, ApiError> {

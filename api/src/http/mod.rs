@@ -1,5 +1,6 @@
 //! The HTTP API: routes, the shared state they read, and the middleware around them.
 
+mod access;
 mod catalog;
 mod error;
 mod extract;
@@ -45,18 +46,24 @@ pub struct AppState {
     pub memory: Arc<dyn ::memory::MemoryStore>,
     pub events: crate::events::EventHub,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub auth: Arc<crate::auth::Authenticator>,
 }
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn build_router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    // Everything a key guards; health, metrics and the API's own description stay open so
+    // probes, scrapers and client generators need no key.
+    let guarded = Router::new()
         .merge(tasks::routes())
         .merge(memory::routes())
         .route("/workers", get(workers::list_workers))
         .route("/agents", get(catalog::list_agents))
         .route("/tools", get(catalog::list_tools))
+        .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), crate::auth::authenticate));
+    Router::new()
+        .merge(guarded)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(observe::metrics))

@@ -6,7 +6,11 @@
 
 use utoipa::{
     Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::{
+        ContentBuilder, Ref, ResponseBuilder,
+        path::Operation,
+        security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
+    },
 };
 
 use super::{catalog, error::Problem, health, memory, observe, tasks, workers};
@@ -85,8 +89,7 @@ pub const DOCS_PATH: &str = "/docs";
         health::ReadinessChecks,
     )),
     modifiers(&BearerAuth),
-    // `()` first: authentication is optional until it arrives.
-    security((), ("bearer" = [])),
+    security(("bearer" = [])),
     tags(
         (name = "tasks", description = "Submit, follow, cancel and account for tasks."),
         (name = "memory", description = "A user's long-term memory."),
@@ -96,8 +99,11 @@ pub const DOCS_PATH: &str = "/docs";
 )]
 pub struct ApiDoc;
 
-/// Declares the `bearer` scheme. Requests are not authenticated yet; clients may already send
-/// `Authorization: Bearer <token>`.
+/// Paths that need no key (see [`super::build_router`]).
+const OPEN_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// Declares the `bearer` scheme, exempts the open paths from it and documents the 401 of
+/// every other operation.
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -108,11 +114,35 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("Optional for now: requests are not authenticated yet."))
+                    .description(Some(
+                        "An API key from `orchestrator keys create`. Not needed when the server runs with \
+                         AUTH=disabled (local use).",
+                    ))
                     .build(),
             ),
         );
+        let unauthorized = ResponseBuilder::new()
+            .description("No valid API key: `Authorization: Bearer <key>` is missing, unknown or revoked.")
+            .content(
+                "application/problem+json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+            )
+            .build();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let open = OPEN_PATHS.contains(&path.as_str());
+            for operation in operations(item) {
+                if open {
+                    operation.security = Some(vec![SecurityRequirement::default()]);
+                } else {
+                    operation.responses.responses.insert("401".into(), unauthorized.clone().into());
+                }
+            }
+        }
     }
+}
+
+fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+    [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete].into_iter().flatten()
 }
 
 /// The document as served: pretty-printed JSON with object keys in sorted order, so the

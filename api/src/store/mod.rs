@@ -40,6 +40,9 @@ pub trait TaskStore: Send + Sync + 'static {
     /// created under the same idempotency key.
     async fn create_task(&self, task: &NewTask) -> Result<CreateOutcome, StoreError>;
     async fn task(&self, id: TaskId) -> Result<Option<TaskDetail>, StoreError>;
+    /// The user a task belongs to, `None` when it does not exist: the access check of the
+    /// routes under `/tasks/{id}`.
+    async fn task_owner(&self, id: TaskId) -> Result<Option<String>, StoreError>;
     async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError>;
     /// Ends a task that has not ended: its waiting steps are cancelled at once, its running
     /// steps stop at their next model or tool call.

@@ -39,6 +39,8 @@ pub fn test_settings() -> Settings {
     s.dispatch_secret = "integration-test-dispatch-secret".into();
     s.shutdown_grace_secs = 5;
     s.data_dir = data_dir(&id);
+    // Most tests are about other things than keys; tests of auth turn it on.
+    s.auth.mode = Some(orchestrator::auth::AuthMode::Disabled);
     s
 }
 

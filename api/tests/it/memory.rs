@@ -65,7 +65,7 @@ async fn bad_memory_requests_name_the_field_and_store_nothing() {
         ("/memory", json!({"user_id": "u", "content": long}), 422, "content"),
         ("/memory", json!({"user_id": "u", "content": "c", "metadata": [1]}), 422, "metadata"),
         ("/memory", json!({"user_id": "u", "content": "c", "namespace": "no spaces"}), 422, "namespace"),
-        ("/memory", json!({"content": "c"}), 400, "user_id"),
+        ("/memory", json!({"content": "c"}), 422, "user_id"),
         ("/memory/search", json!({"user_id": "u", "query": ""}), 422, "query"),
         ("/memory/search", json!({"user_id": "u", "query": "q", "limit": 0}), 422, "limit"),
         ("/memory/search", json!({"user_id": "u", "query": "q", "limit": 101}), 422, "limit"),

@@ -124,7 +124,7 @@ async fn openapi_documents_exactly_the_served_routes() {
     let wrong_method = app.http.put(app.url("/tasks")).send().await.unwrap();
     assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
 
-    // Headers, the bearer scheme (optional) and the error schema are declared.
+    // Headers, the bearer scheme and the error schema are declared.
     let create = &doc["paths"]["/tasks"]["post"];
     assert!(
         create["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header")
@@ -134,7 +134,10 @@ async fn openapi_documents_exactly_the_served_routes() {
         events["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "Last-Event-ID" && p["in"] == "header")
     );
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
-    assert!(doc["security"].as_array().unwrap().iter().any(|s| s.as_object().is_some_and(|o| o.is_empty())));
+    // A key is required everywhere but on the probes, and its absence is a documented 401.
+    assert_eq!(doc["security"], serde_json::json!([{"bearer": []}]));
+    assert_eq!(doc["paths"]["/healthz"]["get"]["security"], serde_json::json!([{}]));
+    assert!(create["responses"]["401"].is_object());
     assert!(doc["components"]["schemas"]["Problem"].is_object());
     app.stop().await;
 }

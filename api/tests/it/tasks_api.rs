@@ -28,7 +28,7 @@ async fn bad_submissions_get_a_4xx_naming_the_field_and_write_nothing() {
     let cases: Vec<(&str, String, u16, Option<&str>)> = vec![
         ("application/json", "{not json".into(), 400, None),
         ("application/json", json!({"user_id": "u"}).to_string(), 400, Some("description")),
-        ("application/json", json!({"description": "d"}).to_string(), 400, Some("user_id")),
+        ("application/json", json!({"description": "d"}).to_string(), 422, Some("user_id")),
         ("application/json", json!({"user_id": "u", "description": "   "}).to_string(), 422, Some("description")),
         ("application/json", json!({"user_id": "u", "description": long}).to_string(), 422, Some("description")),
         ("application/json", json!({"user_id": "u", "description": 7}).to_string(), 400, Some("description")),

@@ -7,8 +7,9 @@ use axum::{
 
 use super::dto::TaskResponse;
 use crate::{
+    auth::Caller,
     http::{
-        AppState,
+        AppState, access,
         error::{ApiError, Problem},
     },
     store::CancelOutcome,
@@ -35,9 +36,11 @@ use crate::{
 )]
 pub async fn cancel_task(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<TaskResponse>, ApiError> {
     let id = super::task_id(&id)?;
+    access::check_task(state.tasks.as_ref(), &caller, id).await?;
     match state.tasks.cancel_task(id).await? {
         CancelOutcome::Cancelled => {
             state.metrics.tasks_finished.with_label_values(&["cancelled"]).inc();

@@ -11,9 +11,11 @@ use sha2::{Digest, Sha256};
 
 use super::dto::{CreateTaskRequest, TaskResponse};
 use crate::{
+    auth::Caller,
     domain::{Priority, TaskId},
     http::{
         AppState,
+        access::{self, Named},
         error::{ApiError, Problem},
         extract::JsonBody,
         validate::{self, invalid},
@@ -48,6 +50,8 @@ const MAX_CONTEXT_MESSAGES: usize = 50;
                 ("Idempotent-Replayed" = String, description = "`true` when the answer replays an earlier request with the same Idempotency-Key."),
             )),
         (status = 400, description = "The body is not JSON of the expected shape, or the Idempotency-Key header is not acceptable.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`user_id` names another user than the API key's.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The Idempotency-Key was already used with a different body.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than 256 KiB.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `application/json`.", body = Problem, content_type = "application/problem+json"),
@@ -57,6 +61,7 @@ const MAX_CONTEXT_MESSAGES: usize = 50;
 )]
 pub async fn create_task(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     // Set by the app from WEBHOOK_ALLOW_PRIVATE; without it, private targets are refused.
     policy: Option<Extension<TargetPolicy>>,
@@ -64,7 +69,7 @@ pub async fn create_task(
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency_key(&headers)?;
     let policy = policy.map(|Extension(p)| p).unwrap_or_default();
-    let task = validate(request, idempotency_key, policy)?;
+    let task = validate(request, &caller, idempotency_key, policy)?;
 
     let (task, replayed) = match state.tasks.create_task(&task).await? {
         CreateOutcome::Created(task) => (task, false),
@@ -107,13 +112,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 /// Turns a request into a task to store, or names the first field that is wrong.
 fn validate(
     request: CreateTaskRequest,
+    caller: &Caller,
     idempotency_key: Option<String>,
     callback_policy: TargetPolicy,
 ) -> Result<NewTask, ApiError> {
     // Hash before normalising, so a replay must be byte-for-byte the same request.
     let request_hash = hex::encode(Sha256::digest(serde_json::to_vec(&request).unwrap_or_default()));
 
-    let user_id = validate::user_id(&request.user_id)?;
+    let user_id = access::acting_user(caller, request.user_id.as_deref(), Named::Body)?;
     let description = validate::text("description", &request.description, MAX_DESCRIPTION_CHARS)?;
     let metadata = Value::Object(validate::metadata(request.metadata)?.unwrap_or_default());
     let priority = request
@@ -187,6 +193,7 @@ mod tests {
     fn a_seed_request_is_accepted_with_priority_from_metadata() {
         let task = validate(
             request(serde_json::json!({"user_id": "demo-user", "description": "  Analyze it. ", "metadata": {"priority": "high"}})),
+            &Caller::local(),
             None,
             TargetPolicy::default(),
         )
@@ -201,7 +208,7 @@ mod tests {
         let with = |k: &str, v: Value| {
             let mut b = base();
             b[k] = v;
-            validate(request(b), None, TargetPolicy::default())
+            validate(request(b), &Caller::local(), None, TargetPolicy::default())
         };
         assert_eq!(field(with("description", "   ".into())), "description");
         assert_eq!(field(with("description", "x".repeat(8001).into())), "description");
@@ -226,7 +233,7 @@ mod tests {
     fn a_callback_url_must_be_a_public_http_url_unless_private_targets_are_allowed() {
         let with = |url: &str, allow_private: bool| {
             let body = serde_json::json!({"user_id": "u", "description": "d", "callback_url": url});
-            validate(request(body), None, TargetPolicy { allow_private })
+            validate(request(body), &Caller::local(), None, TargetPolicy { allow_private })
         };
         for bad in ["ftp://example.com/x", "not a url", "http://127.0.0.1:9/x", "http://[::1]/", "http://10.0.0.1/"] {
             assert_eq!(field(with(bad, false)), "callback_url", "{bad}");
@@ -239,9 +246,15 @@ mod tests {
     #[test]
     fn the_same_body_hashes_the_same() {
         let strict = TargetPolicy::default();
-        let a = validate(request(serde_json::json!({"user_id": "u", "description": "d"})), None, strict).unwrap();
-        let b = validate(request(serde_json::json!({"user_id": "u", "description": "d"})), None, strict).unwrap();
-        let c = validate(request(serde_json::json!({"user_id": "u", "description": "e"})), None, strict).unwrap();
+        let a =
+            validate(request(serde_json::json!({"user_id": "u", "description": "d"})), &Caller::local(), None, strict)
+                .unwrap();
+        let b =
+            validate(request(serde_json::json!({"user_id": "u", "description": "d"})), &Caller::local(), None, strict)
+                .unwrap();
+        let c =
+            validate(request(serde_json::json!({"user_id": "u", "description": "e"})), &Caller::local(), None, strict)
+                .unwrap();
         assert_eq!(a.request_hash, b.request_hash);
         assert_ne!(a.request_hash, c.request_hash);
     }

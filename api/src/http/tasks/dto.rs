@@ -21,8 +21,10 @@ use crate::{
     "max_cost_usd": 0.5
 }))]
 pub struct CreateTaskRequest {
-    /// The user the task belongs to (1 to 200 characters).
-    pub user_id: String,
+    /// The user the task belongs to (1 to 200 characters). Defaults to the API key's user;
+    /// only admin keys may name another. Required when auth is disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     /// What to do, in plain language (1 to 8000 characters).
     pub description: String,
     /// A JSON object (at most 16 KiB) stored and returned with the task.

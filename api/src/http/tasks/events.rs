@@ -82,11 +82,13 @@ pub struct EventParams {
 )]
 pub async fn task_events(
     State(state): State<AppState>,
+    caller: crate::auth::Caller,
     Path(id): Path<String>,
     Query(params): Query<EventParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = super::task_id(&id)?;
+    crate::http::access::check_task(state.tasks.as_ref(), &caller, id).await?;
     let (field, after) = resume_point(&headers, params.after.as_deref())?;
     let (cursor, ended) = match state.tasks.event_stream_start(id, after).await? {
         EventStreamStart::NoTask => return Err(ApiError::NotFound { resource: "task", id: id.to_string() }),

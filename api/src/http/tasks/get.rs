@@ -6,9 +6,12 @@ use axum::{
 };
 
 use super::dto::TaskResponse;
-use crate::http::{
-    AppState,
-    error::{ApiError, Problem},
+use crate::{
+    auth::Caller,
+    http::{
+        AppState,
+        error::{ApiError, Problem},
+    },
 };
 
 /// Get a task
@@ -28,8 +31,14 @@ use crate::http::{
         (status = 503, description = "Postgres is unavailable.", body = Problem, content_type = "application/problem+json"),
     ),
 )]
-pub async fn get_task(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TaskResponse>, ApiError> {
+pub async fn get_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<TaskResponse>, ApiError> {
     let id = super::task_id(&id)?;
-    let detail = state.tasks.task(id).await?.ok_or(ApiError::NotFound { resource: "task", id: id.to_string() })?;
-    Ok(Json(detail.into()))
+    match state.tasks.task(id).await? {
+        Some(detail) if caller.may_access(&detail.task.user_id) => Ok(Json(detail.into())),
+        _ => Err(ApiError::NotFound { resource: "task", id: id.to_string() }),
+    }
 }

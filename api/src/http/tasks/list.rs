@@ -6,9 +6,10 @@ use serde::Deserialize;
 
 use super::dto::{TaskListResponse, TaskResponse};
 use crate::{
+    auth::Caller,
     domain::{TaskId, TaskStatus},
     http::{
-        AppState,
+        AppState, access,
         error::{ApiError, Problem},
         extract::QueryParams,
     },
@@ -22,7 +23,8 @@ const MAX_LIMIT: u32 = 100;
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// Only this user's tasks.
+    /// Only this user's tasks. A non-admin API key sees only its own user's tasks, whatever
+    /// this says (naming another user is a 403).
     user_id: Option<String>,
     /// Only tasks in this status.
     #[param(value_type = Option<TaskStatus>)]
@@ -45,13 +47,16 @@ pub struct ListParams {
     responses(
         (status = 200, description = "A page of tasks.", body = TaskListResponse),
         (status = 400, description = "A query parameter is not acceptable; `field` names it.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`user_id` names another user than the API key's.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Postgres is unavailable.", body = Problem, content_type = "application/problem+json"),
     ),
 )]
 pub async fn list_tasks(
     State(state): State<AppState>,
-    QueryParams(params): QueryParams<ListParams>,
+    caller: Caller,
+    QueryParams(mut params): QueryParams<ListParams>,
 ) -> Result<Json<TaskListResponse>, ApiError> {
+    params.user_id = access::list_scope(&caller, params.user_id.as_deref())?;
     let query = parse(params)?;
     let page = state.tasks.list_tasks(&query).await?;
     Ok(Json(TaskListResponse {

@@ -7,8 +7,9 @@ use axum::{
 use serde::Serialize;
 
 use crate::{
+    auth::Caller,
     http::{
-        AppState,
+        AppState, access,
         error::{ApiError, Problem},
     },
     store::{CostReport, ToolCallRow},
@@ -32,8 +33,13 @@ use crate::{
         (status = 503, description = "Postgres is unavailable.", body = Problem, content_type = "application/problem+json"),
     ),
 )]
-pub async fn task_cost(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<CostReport>, ApiError> {
+pub async fn task_cost(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<CostReport>, ApiError> {
     let id = super::task_id(&id)?;
+    access::check_task(state.tasks.as_ref(), &caller, id).await?;
     let report = state.tasks.task_cost(id).await?.ok_or(ApiError::NotFound { resource: "task", id: id.to_string() })?;
     Ok(Json(report))
 }
@@ -61,8 +67,13 @@ pub struct ToolCallList {
         (status = 503, description = "Postgres is unavailable.", body = Problem, content_type = "application/problem+json"),
     ),
 )]
-pub async fn tool_calls(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ToolCallList>, ApiError> {
+pub async fn tool_calls(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ToolCallList>, ApiError> {
     let id = super::task_id(&id)?;
+    access::check_task(state.tasks.as_ref(), &caller, id).await?;
     let items = state.tasks.tool_calls(id).await?.ok_or(ApiError::NotFound { resource: "task", id: id.to_string() })?;
     Ok(Json(ToolCallList { items }))
 }

@@ -100,6 +100,10 @@ impl TaskStore for PgStore {
         Ok(Some(TaskDetail { task: task.try_into()?, steps }))
     }
 
+    async fn task_owner(&self, id: TaskId) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT user_id FROM tasks WHERE id = $1").bind(id.0).fetch_optional(&self.pool).await?)
+    }
+
     async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError> {
         let (after_at, after_id): (Option<DateTime<Utc>>, Option<Uuid>) =
             query.after.map(|(at, id)| (Some(at), Some(id.0))).unwrap_or_default();
