@@ -35,6 +35,11 @@ pub enum ApiError {
     Conflict { message: String },
     #[error("{dependency} is unavailable")]
     Unavailable { dependency: &'static str },
+    /// A rate limit refused the request; `limit` names whose (a route class, an address).
+    #[error("too many requests: the rate limit on {limit} was reached; retry in {retry_after} s")]
+    RateLimited { limit: &'static str, retry_after: u64 },
+    #[error("rate limits cannot be checked because Redis is unavailable; nothing was done, retry shortly")]
+    RateLimitUnavailable,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -126,6 +131,15 @@ impl ApiError {
                 "Dependency unavailable",
                 None,
             ),
+            Self::RateLimited { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "urn:orchestrator:problem:rate-limited", "Too many requests", None)
+            }
+            Self::RateLimitUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:orchestrator:problem:unavailable",
+                "Dependency unavailable",
+                None,
+            ),
             Self::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "urn:orchestrator:problem:internal", "Internal server error", None)
             }
@@ -146,6 +160,9 @@ impl IntoResponse for ApiError {
         let body = Problem { kind, title, status: status.as_u16(), detail, field: field.map(str::to_owned) };
         let mut response = (status, Json(body)).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Self::RateLimited { retry_after, .. } = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
         response
     }
 }

@@ -45,13 +45,15 @@ pub struct AppState {
     pub memory: Arc<dyn ::memory::MemoryStore>,
     pub events: crate::events::EventHub,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub rate_limits: crate::ratelimit::RateLimits,
 }
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn build_router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    let ip_guard = state.rate_limits.ip.clone();
+    let router = Router::new()
         .merge(tasks::routes())
         .merge(memory::routes())
         .route("/workers", get(workers::list_workers))
@@ -63,11 +65,21 @@ pub fn build_router(state: AppState) -> Router {
         .route(openapi::OPENAPI_PATH, get(openapi_document))
         .merge(SwaggerUi::new(openapi::DOCS_PATH).config(SwaggerConfig::new([openapi::OPENAPI_PATH])))
         .fallback(no_route)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.rate_limits.http.clone(),
+            crate::ratelimit::http::enforce,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe::record))
         .with_state(state)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
-        .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
+        .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()));
+    // The flood guard goes before the request's span and everything inside it.
+    let router = match ip_guard {
+        Some(guard) => router.layer(guard.layer()),
+        None => router,
+    };
+    router
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
