@@ -13,6 +13,7 @@ use super::{catalog, error::Problem, health, memory, observe, tasks, workers};
 use crate::{
     coordination::{InFlightJob, WorkerInfo},
     domain::{EventKind, Priority, StepId, StepStatus, TaskId, TaskStatus},
+    ratelimit::openapi::RateLimitResponses,
     store::{CostReport, ModelCost, StepCost, ToolCallRow, Usage},
 };
 
@@ -84,7 +85,7 @@ pub const DOCS_PATH: &str = "/docs";
         health::Readiness,
         health::ReadinessChecks,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &RateLimitResponses),
     // `()` first: authentication is optional until it arrives.
     security((), ("bearer" = [])),
     tags(

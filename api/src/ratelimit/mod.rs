@@ -13,6 +13,7 @@ pub mod gcra;
 pub mod http;
 pub mod ip;
 mod log_throttle;
+pub mod openapi;
 pub mod upstream;
 
 use std::sync::Arc;
