@@ -74,7 +74,7 @@ pub fn build_router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()));
-    // The flood guard goes before the request's span and everything inside it.
+    // The per-IP flood guard: inside the request id and span, before everything else.
     let router = match ip_guard {
         Some(guard) => router.layer(guard.layer()),
         None => router,
