@@ -19,6 +19,7 @@ use crate::{
     metrics::Metrics,
     providers::{self, TaskPlanner},
     queue::{JobSigner, RedisQueue},
+    ratelimit::{GcraLimiter, RateLimits, UpstreamLimited},
     store::PgStore,
     webhooks::{WebhookConfig, WebhookSender},
     worker::{Worker, WorkerConfig, WorkerDeps},
@@ -44,6 +45,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub webhooks: Arc<WebhookSender>,
     pub auth: Arc<Authenticator>,
+    /// The shared GCRA limiter of the per-user and upstream rate limits.
+    pub limiter: GcraLimiter,
 }
 
 impl App {
@@ -51,6 +54,7 @@ impl App {
     /// dependency that failed, for a one-line message at start.
     pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
         settings.validate()?;
+        settings.rate_limits.validate()?;
         if settings.dispatch_secret == DEV_DISPATCH_SECRET {
             tracing::warn!("DISPATCH_SECRET is not set: using the development secret; set one in production");
         }
@@ -88,9 +92,10 @@ impl App {
         tracing::info!(source = ?report.source, "long-term memory ready");
         let tools = Arc::new(agents::builtin_tools(&providers::tool_settings(&settings), Some(memory.clone() as _))?);
         let agents = Arc::new(providers::agent_catalog(&settings, &tools)?);
-        let llm = providers::llm_client(&settings)?;
-        let prices = Arc::new(providers::price_table(&settings)?);
         let metrics = Arc::new(Metrics::new());
+        let limiter = GcraLimiter::new(queue.pool().clone(), &settings.redis_prefix);
+        let llm = UpstreamLimited::wrap(providers::llm_client(&settings)?, &settings, &limiter, &metrics);
+        let prices = Arc::new(providers::price_table(&settings)?);
         let webhooks = Arc::new(WebhookSender::new(
             Arc::new(PgStore::new(pool.clone())),
             WebhookConfig::from_settings(&settings)?,
@@ -108,12 +113,17 @@ impl App {
             metrics,
             webhooks,
             auth,
+            limiter,
         })
     }
 
     /// The API; `shutdown` also ends its open event streams, which would otherwise hold a
     /// graceful shutdown open for as long as their tasks run.
     pub fn router(&self, shutdown: &CancellationToken) -> axum::Router {
+        let rate_limits = RateLimits::new(&self.settings.rate_limits, self.limiter.clone(), &self.metrics);
+        if let Some(guard) = &rate_limits.ip {
+            tokio::spawn(guard.clone().clean_up(shutdown.child_token()));
+        }
         build_router(AppState {
             tasks: Arc::new(self.store.clone()),
             dispatcher: Arc::new(self.queue.clone()),
@@ -124,6 +134,7 @@ impl App {
             events: crate::events::EventHub::new(self.store.pool(), shutdown.child_token()),
             metrics: self.metrics.clone(),
             auth: self.auth.clone(),
+            rate_limits,
         })
         // Read by `POST /tasks` to check callback URLs (WEBHOOK_ALLOW_PRIVATE).
         .layer(axum::Extension(self.webhooks.policy()))

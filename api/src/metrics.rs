@@ -27,6 +27,11 @@ pub struct Metrics {
     pub tasks_unfinished: IntGaugeVec,
     pub queue_depth: IntGaugeVec,
     pub queue_oldest_age: prometheus::GaugeVec,
+    pub rate_limited: IntCounterVec,
+    pub ip_rate_limited: prometheus::IntCounter,
+    pub rate_limit_unavailable: IntCounterVec,
+    pub llm_rate_limit_waits: IntCounterVec,
+    pub llm_rate_limit_wait_seconds: CounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -67,6 +72,18 @@ impl Metrics {
         )
         .expect("metric names and labels are static and valid");
         registry.register(Box::new(queue_oldest_age.clone())).expect("each metric is registered once");
+        let ip_rate_limited = prometheus::IntCounter::with_opts(
+            Opts::new("ip_rate_limited_total", "Requests refused by the per-IP rate limit").namespace("orchestrator"),
+        )
+        .expect("metric names and labels are static and valid");
+        registry.register(Box::new(ip_rate_limited.clone())).expect("each metric is registered once");
+        let llm_rate_limit_wait_seconds = CounterVec::new(
+            Opts::new("llm_rate_limit_wait_seconds_total", "Time model calls waited for the shared provider limit")
+                .namespace("orchestrator"),
+            &["provider"],
+        )
+        .expect("metric names and labels are static and valid");
+        registry.register(Box::new(llm_rate_limit_wait_seconds.clone())).expect("each metric is registered once");
         Self {
             http_requests: counter(&registry, "http_requests_total", "HTTP requests", &["method", "route", "status"]),
             http_duration: histogram(
@@ -103,6 +120,26 @@ impl Metrics {
             tasks_unfinished: gauge(&registry, "tasks", "Tasks not yet ended, by status", &["status"]),
             queue_depth: gauge(&registry, "queue_depth", "Jobs queued or in flight", &["priority"]),
             queue_oldest_age,
+            rate_limited: counter(
+                &registry,
+                "rate_limited_total",
+                "Requests refused by the per-user rate limit",
+                &["class"],
+            ),
+            ip_rate_limited,
+            rate_limit_unavailable: counter(
+                &registry,
+                "rate_limit_unavailable_total",
+                "Rate limit checks Redis did not answer, by what happened to the request",
+                &["outcome"],
+            ),
+            llm_rate_limit_waits: counter(
+                &registry,
+                "llm_rate_limit_waits_total",
+                "Model calls that waited for the shared provider limit",
+                &["provider"],
+            ),
+            llm_rate_limit_wait_seconds,
             registry,
         }
     }

@@ -40,6 +40,11 @@ pub enum ApiError {
     Conflict { message: String },
     #[error("{dependency} is unavailable")]
     Unavailable { dependency: &'static str },
+    /// A rate limit refused the request; `limit` names whose (a route class, an address).
+    #[error("too many requests: the rate limit on {limit} was reached; retry in {retry_after} s")]
+    RateLimited { limit: &'static str, retry_after: u64 },
+    #[error("rate limits cannot be checked because Redis is unavailable; nothing was done, retry shortly")]
+    RateLimitUnavailable,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -137,6 +142,15 @@ impl ApiError {
                 "Dependency unavailable",
                 None,
             ),
+            Self::RateLimited { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "urn:orchestrator:problem:rate-limited", "Too many requests", None)
+            }
+            Self::RateLimitUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:orchestrator:problem:unavailable",
+                "Dependency unavailable",
+                None,
+            ),
             Self::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "urn:orchestrator:problem:internal", "Internal server error", None)
             }
@@ -159,6 +173,9 @@ impl IntoResponse for ApiError {
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Self::RateLimited { retry_after, .. } = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         response
     }

@@ -47,22 +47,29 @@ pub struct AppState {
     pub events: crate::events::EventHub,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub auth: Arc<crate::auth::Authenticator>,
+    pub rate_limits: crate::ratelimit::RateLimits,
 }
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn build_router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    let ip_guard = state.rate_limits.ip.clone();
     // Everything a key guards; health, metrics and the API's own description stay open so
-    // probes, scrapers and client generators need no key.
+    // probes, scrapers and client generators need no key. The per-user limits sit inside
+    // authentication, so they count the key's user.
     let guarded = Router::new()
         .merge(tasks::routes())
         .merge(memory::routes())
         .route("/workers", get(workers::list_workers))
         .route("/agents", get(catalog::list_agents))
         .route("/tools", get(catalog::list_tools))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.rate_limits.http.clone(),
+            crate::ratelimit::http::enforce,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), crate::auth::authenticate));
-    Router::new()
+    let router = Router::new()
         .merge(guarded)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -74,7 +81,13 @@ pub fn build_router(state: AppState) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
-        .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
+        .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()));
+    // The per-IP flood guard: inside the request id and span, before everything else.
+    let router = match ip_guard {
+        Some(guard) => router.layer(guard.layer()),
+        None => router,
+    };
+    router
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)

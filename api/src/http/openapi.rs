@@ -17,6 +17,7 @@ use super::{catalog, error::Problem, health, memory, observe, tasks, workers};
 use crate::{
     coordination::{InFlightJob, WorkerInfo},
     domain::{EventKind, Priority, StepId, StepStatus, TaskId, TaskStatus},
+    ratelimit::openapi::RateLimitResponses,
     store::{CostReport, ModelCost, StepCost, ToolCallRow, Usage},
 };
 
@@ -88,7 +89,7 @@ pub const DOCS_PATH: &str = "/docs";
         health::Readiness,
         health::ReadinessChecks,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &RateLimitResponses),
     security(("bearer" = [])),
     tags(
         (name = "tasks", description = "Submit, follow, cancel and account for tasks."),

@@ -16,6 +16,7 @@ mod llm;
 mod memory;
 mod observability;
 mod openapi;
+mod rate_limits;
 mod store;
 mod tasks_api;
 mod webhooks;
