@@ -155,13 +155,22 @@ fn fraction(text: &str) -> Result<f64, String> {
 pub async fn run(command: EvalCommand) -> ExitCode {
     match command {
         EvalCommand::Run(args) => run_suite(args).await.into(),
-        EvalCommand::Compare(args) => compare_reports(&args).into(),
+        EvalCommand::Compare(args) => compare_reports(args).await.into(),
         EvalCommand::Bench(args) => bench::execute(args).await,
     }
 }
 
+/// Runs file work on the blocking pool, off the runtime's threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 async fn run_suite(args: RunArgs) -> Exit {
-    let suite = match suite::load(&args.suite) {
+    let path = args.suite.clone();
+    let suite = match blocking(move || suite::load(&path)).await {
         Ok(suite) => suite,
         Err(e) => {
             eprintln!("error: {e}");
@@ -169,7 +178,8 @@ async fn run_suite(args: RunArgs) -> Exit {
         }
     };
     // Before any task runs: a long suite must not end unable to write its report.
-    if let Err(e) = std::fs::create_dir_all(&args.out) {
+    let out = args.out.clone();
+    if let Err(e) = blocking(move || std::fs::create_dir_all(out)).await {
         eprintln!("error: cannot create {}: {e}", args.out.display());
         return Exit::Unavailable;
     }
@@ -205,7 +215,13 @@ async fn run_suite(args: RunArgs) -> Exit {
         totals: Totals::of(suite.cases.len(), &results),
         results,
     };
-    if let Err(e) = report.write(&args.out) {
+    let out = args.out.clone();
+    let (report, written) = blocking(move || {
+        let written = report.write(&out);
+        (report, written)
+    })
+    .await;
+    if let Err(e) = written {
         eprintln!("error: {e}");
         return Exit::Unavailable;
     }
@@ -214,9 +230,10 @@ async fn run_suite(args: RunArgs) -> Exit {
     if report.all_passed() { Exit::Passed } else { Exit::Failed }
 }
 
-fn compare_reports(args: &CompareArgs) -> Exit {
-    let read = |path: &PathBuf| Report::read(path);
-    let (old, new) = match (read(&args.old), read(&args.new)) {
+async fn compare_reports(args: CompareArgs) -> Exit {
+    let (old_path, new_path) = (args.old.clone(), args.new.clone());
+    let read = blocking(move || (Report::read(&old_path), Report::read(&new_path))).await;
+    let (old, new) = match read {
         (Ok(old), Ok(new)) => (old, new),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("error: {e}");
