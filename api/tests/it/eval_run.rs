@@ -255,6 +255,53 @@ async fn rubrics_are_scored_by_the_configured_judge() {
 }
 
 #[tokio::test]
+async fn a_busy_judge_is_retried_and_an_unusable_verdict_fails_the_check() {
+    // Haikus: the judge is busy once, then scores. Limericks: it never answers with a score.
+    let busy_once = std::sync::atomic::AtomicBool::new(true);
+    let judge = FakeOpenAi::start(move |request| {
+        let prompt = request["messages"][1]["content"].as_str().unwrap_or_default();
+        if prompt.contains("limerick") {
+            answer("I liked it a lot!", 50, 10)
+        } else if busy_once.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            (503, json!({"error": {"message": "overloaded"}}))
+        } else {
+            answer(r#"{"score": 1, "reason": "Fine."}"#, 50, 10)
+        }
+    })
+    .await;
+    let app = TestApp::spawn(1).await;
+    let dir = scratch();
+    let suite = write_suite(
+        &dir,
+        "judged.yaml",
+        "name: judged\ncases:\n  - name: haiku\n    task: {description: Write a haiku about queues.}\n    \
+         expect: {judge: {rubric: A haiku.}}\n  - name: limerick\n    \
+         task: {description: Write a limerick about queues.}\n    expect: {judge: {rubric: A limerick.}}\n",
+    );
+    let out = dir.join("report");
+    let url = judge.base_url();
+    let (code, stdout, stderr) = eval_run(&app, &suite, &out, &["--judge-url", &url, "--judge-model", "judge-1"]).await;
+    assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+
+    let report = read_report(&out);
+    let haiku = run_of(&report, "haiku");
+    assert_eq!(haiku["outcome"], "passed", "{haiku}");
+    assert_eq!(haiku["judge"]["score"], 1.0);
+    let limerick = run_of(&report, "limerick");
+    assert_eq!(limerick["outcome"], "failed", "{limerick}");
+    assert_eq!(limerick["judge"]["status"], "error");
+    let message = limerick["judge"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the judge could not score the result: unreadable judge answer: no JSON object"),
+        "{message}"
+    );
+    // One haiku call refused, one retried; one limerick call, not retried.
+    assert_eq!(judge.requests().len(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_rubric_without_a_judge_fails_when_the_judge_is_required() {
     let app = TestApp::spawn(1).await;
     let dir = scratch();
