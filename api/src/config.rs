@@ -32,9 +32,9 @@ pub enum Command {
     /// `submit` and `tasks …`: drive a running server over HTTP (see `crate::cli`).
     #[command(flatten)]
     Client(crate::cli::ClientCommand),
-    /// The evaluation harness against a running server (see `eval::bench`).
+    /// The evaluation harness against a running server: suites, comparisons, benchmarks.
     #[command(subcommand)]
-    Eval(eval::bench::EvalCommand),
+    Eval(eval::EvalCommand),
 }
 
 #[derive(Debug, Subcommand)]

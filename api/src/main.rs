@@ -18,7 +18,7 @@ async fn main() -> std::process::ExitCode {
     let mut settings = match cli.command {
         // Client commands talk to a server over HTTP: no settings, no connections, no logs.
         Command::Client(command) => return orchestrator::cli::run(command).await,
-        Command::Eval(command) => return eval::bench::run(command).await,
+        Command::Eval(command) => return eval::command::run(command).await,
         Command::Run(ref s)
         | Command::Serve(ref s)
         | Command::Worker(ref s)

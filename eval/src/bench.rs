@@ -27,12 +27,16 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use clap::{Args, Subcommand};
+use clap::Args;
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::client::{ApiClient, ClientError, ListQuery, TaskView};
+use crate::{
+    client::{ApiClient, ClientError, ListQuery, TaskView},
+    command::ServerArgs,
+    stats::Percentiles,
+};
 
 /// A four-step task: the heuristic planner makes one step per numbered line.
 pub const DEFAULT_DESCRIPTION: &str =
@@ -43,12 +47,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Submission errors kept verbatim in the report; the rest are only counted.
 const KEPT_ERRORS: usize = 20;
-
-#[derive(Debug, Clone, Subcommand)]
-pub enum EvalCommand {
-    /// Load benchmark: submit tasks concurrently, wait for all, report throughput and latency.
-    Bench(BenchArgs),
-}
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -72,31 +70,23 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
 
-    /// Base URL of the orchestrator's API.
-    #[arg(long, env = "ORCHESTRATOR_URL", default_value = "http://127.0.0.1:8000")]
-    pub url: String,
-
-    /// Sent as `Authorization: Bearer <key>` when set.
-    #[arg(long, env = "ORCHESTRATOR_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
-/// Runs an `eval` command and says how it ended.
-pub async fn run(command: EvalCommand) -> ExitCode {
-    match command {
-        EvalCommand::Bench(args) => {
-            let client = ApiClient::new(args.url.clone()).with_api_key(args.api_key.clone());
-            match bench(&client, &args).await {
-                Ok(report) => {
-                    print!("{}", report.markdown());
-                    println!("\nreport written to {}", args.out.display());
-                    if report.all_completed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(3)
-                }
-            }
+/// Runs `eval bench` and says how it ended: 0 every task completed, 1 some did not, 3 the
+/// server could not be used at all or the report could not be written.
+pub async fn execute(args: BenchArgs) -> ExitCode {
+    let client = args.server.client();
+    match bench(&client, &args).await {
+        Ok(report) => {
+            print!("{}", report.markdown());
+            println!("\nreport written to {}", args.out.display());
+            if report.all_completed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(3)
         }
     }
 }
@@ -112,46 +102,6 @@ pub enum BenchError {
 impl From<ClientError> for BenchError {
     fn from(e: ClientError) -> Self {
         Self::Client(e.detail())
-    }
-}
-
-/// Nearest-rank percentile (`p` in 0..=100) of `sorted` (ascending); 0 when empty.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-/// Summary of a set of latencies, in milliseconds.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct Percentiles {
-    pub count: usize,
-    pub min: f64,
-    pub mean: f64,
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-impl Percentiles {
-    pub fn of(values: &[f64]) -> Self {
-        let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-        sorted.sort_by(f64::total_cmp);
-        if sorted.is_empty() {
-            return Self::default();
-        }
-        Self {
-            count: sorted.len(),
-            min: sorted[0],
-            mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
-            p50: percentile(&sorted, 50.0),
-            p95: percentile(&sorted, 95.0),
-            p99: percentile(&sorted, 99.0),
-            max: sorted[sorted.len() - 1],
-        }
     }
 }
 
@@ -600,22 +550,6 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_use_the_nearest_rank() {
-        let values: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&values, 50.0), 50.0);
-        assert_eq!(percentile(&values, 95.0), 95.0);
-        assert_eq!(percentile(&values, 99.0), 99.0);
-        assert_eq!(percentile(&values, 100.0), 100.0);
-        assert_eq!(percentile(&values, 0.0), 1.0);
-        assert_eq!(percentile(&[7.0], 99.0), 7.0);
-        assert_eq!(percentile(&[], 50.0), 0.0);
-        // Unsorted input with a non-finite value: sorted, the NaN left out.
-        let p = Percentiles::of(&[30.0, 10.0, f64::NAN, 20.0, 40.0]);
-        assert_eq!(p, Percentiles { count: 4, min: 10.0, mean: 25.0, p50: 20.0, p95: 40.0, p99: 40.0, max: 40.0 });
-        assert_eq!(Percentiles::of(&[]), Percentiles::default());
-    }
 
     #[test]
     fn the_svg_has_axes_labels_and_one_circle_per_point() {

@@ -43,6 +43,11 @@ impl ClientError {
         }
     }
 
+    /// Whether the server could not be reached at all (as opposed to answering with an error).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Http(e) if e.is_connect() || e.is_timeout())
+    }
+
     /// The HTTP status the server answered with, when it answered one the call did not expect.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -120,6 +125,22 @@ impl TaskView {
         view.raw = raw;
         Ok(view)
     }
+}
+
+/// One tool call of a task, as `GET /tasks/{id}/tool-calls` lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ToolCallView {
+    pub tool: String,
+    /// `ok`, `error` or `rejected`.
+    pub status: String,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// The name of an entry of `GET /agents` or `GET /tools`.
+#[derive(Debug, Clone, Deserialize)]
+struct Named {
+    name: String,
 }
 
 /// The answer to a submission.
@@ -262,6 +283,24 @@ impl ApiClient {
         TaskView::from_value(expect(response, 200).await?)
     }
 
+    /// Every tool call of the task, in order, rejected ones included.
+    pub async fn tool_calls(&self, id: Uuid) -> Result<Vec<ToolCallView>, ClientError> {
+        let response = self.request(Method::GET, self.url(&format!("/tasks/{id}/tool-calls"))).send().await?;
+        items(expect(response, 200).await?)
+    }
+
+    /// The names of the deployment's agents.
+    pub async fn agent_names(&self) -> Result<Vec<String>, ClientError> {
+        let response = self.request(Method::GET, self.url("/agents")).send().await?;
+        Ok(items::<Named>(expect(response, 200).await?)?.into_iter().map(|a| a.name).collect())
+    }
+
+    /// The names of the deployment's tools.
+    pub async fn tool_names(&self) -> Result<Vec<String>, ClientError> {
+        let response = self.request(Method::GET, self.url("/tools")).send().await?;
+        Ok(items::<Named>(expect(response, 200).await?)?.into_iter().map(|t| t.name).collect())
+    }
+
     /// Opens the task's event stream: the events after `after` (an event id; from the first
     /// event when `None`), then new ones as they happen, ending after the task's final event.
     pub async fn events(&self, id: Uuid, after: Option<i64>) -> Result<EventStream, ClientError> {
@@ -305,6 +344,13 @@ async fn expect(response: reqwest::Response, expected: u16) -> Result<Value, Cli
         return Err(ClientError::Status { status, body });
     }
     Ok(response.json().await?)
+}
+
+/// The `items` of a list answer.
+fn items<T: serde::de::DeserializeOwned>(mut body: Value) -> Result<Vec<T>, ClientError> {
+    let items = body.get_mut("items").map(Value::take).unwrap_or(Value::Null);
+    serde_json::from_value(items)
+        .map_err(|e| ClientError::Status { status: 200, body: format!("unreadable list: {e}") })
 }
 
 /// A task's events as they arrive; see [`ApiClient::events`].

@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod dispatch;
 mod durability;
+mod eval_run;
 mod events;
 mod fake_llm;
 mod faults;
