@@ -32,6 +32,9 @@ pub enum Command {
     /// The evaluation harness against a running server (see `eval::bench`).
     #[command(subcommand)]
     Eval(eval::bench::EvalCommand),
+    /// Per-user limits (see `crate::budget::cli`).
+    #[command(subcommand)]
+    Users(crate::budget::cli::UsersCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -269,6 +272,8 @@ pub enum SettingsError {
     ShortSecret,
     #[error("REDIS_PREFIX must be 1 to 100 characters without spaces")]
     BadPrefix,
+    #[error(transparent)]
+    Budget(#[from] crate::budget::BudgetSettingsError),
 }
 
 impl Settings {
@@ -302,6 +307,7 @@ impl Settings {
         {
             return Err(SettingsError::BadPrefix);
         }
+        self.budgets.validate()?;
         Ok(())
     }
 

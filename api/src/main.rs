@@ -18,6 +18,19 @@ async fn main() -> std::process::ExitCode {
         // Client commands talk to a server over HTTP: no settings, no connections, no logs.
         Command::Client(command) => return orchestrator::cli::run(command).await,
         Command::Eval(command) => return eval::bench::run(command).await,
+        Command::Users(ref command) => {
+            init_tracing(command.settings());
+            return match orchestrator::budget::cli::run(command).await {
+                Ok(shown) => {
+                    println!("{shown}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
         Command::Run(ref s)
         | Command::Serve(ref s)
         | Command::Worker(ref s)
@@ -60,6 +73,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Memory(_) => Ok(()), // handled before connecting
         Command::Client(_) => Ok(()), // handled in main, without connecting
         Command::Eval(_) => Ok(()),   // handled in main, without connecting
+        Command::Users(_) => Ok(()),  // handled in main, without Redis
     }
 }
 
