@@ -2,10 +2,12 @@
 //! Postgres database and its own Redis key prefix.
 
 mod bench;
+mod budgets;
 mod cli;
 mod dispatch;
 mod durability;
 mod events;
+mod fairness;
 mod fake_llm;
 mod faults;
 mod flow;
