@@ -15,8 +15,9 @@ pub mod tools;
 pub use llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Role, ToolCall, Usage};
 pub use pricing::{ModelPrice, PriceTable};
 pub use run::{
-    AgentError, AgentOutput, AgentRunner, LlmCallRecord, LoopSettings, RecordError, RunRecorder, StepInput,
-    ToolCallRecord, ToolCallStatus,
+    AgentError, AgentOutput, AgentRunner, Budget, BudgetError, BudgetExceeded, BudgetLimit, CallEstimate,
+    LlmCallRecord, LoopSettings, RecordError, Reservation, RunRecorder, StepInput, ToolCallRecord, ToolCallStatus,
+    Unlimited,
 };
 pub use spec::{AgentCatalog, AgentSpec, CatalogError};
 pub use tools::{

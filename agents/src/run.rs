@@ -10,8 +10,11 @@
 //! [`RunRecorder`] as it happens, so cost and short-term memory are kept even when the step
 //! later fails; the system prompt and the step prompt are never summarised away, and a tool
 //! reply is never separated from the call it answers; cancellation is checked before every
-//! model call and every tool call.
+//! model call and every tool call; every model call is first reserved with the step's
+//! [`Budget`] (when it limits anything), and the reservation is settled with the call's
+//! record or released when the call fails.
 
+mod budget;
 mod compress;
 mod prompt;
 mod record;
@@ -23,6 +26,7 @@ use std::{sync::Arc, time::Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub use budget::{Budget, BudgetError, BudgetExceeded, BudgetLimit, CallEstimate, Reservation, Unlimited};
 pub use record::{LlmCallRecord, RecordError, RunRecorder, ToolCallRecord, ToolCallStatus};
 
 use crate::{
@@ -33,7 +37,7 @@ use crate::{
 };
 
 /// What one step gives its agent.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StepInput<'a> {
     pub task_id: Uuid,
     pub step_id: Uuid,
@@ -51,6 +55,8 @@ pub struct StepInput<'a> {
     pub history: &'a [ChatMessage],
     /// Set when the task is cancelled; the loop stops before its next model or tool call.
     pub cancel: &'a CancellationToken,
+    /// Reserves each model call's worst case before it is made.
+    pub budget: &'a dyn Budget,
 }
 
 /// How the loop manages a growing conversation.
@@ -82,6 +88,19 @@ pub enum AgentError {
     UnknownAgent(String),
     #[error("the step was cancelled")]
     Cancelled,
+    /// The next model call did not fit in the task's budget or the user's quota.
+    #[error(transparent)]
+    BudgetExceeded(BudgetExceeded),
+}
+
+impl From<BudgetError> for AgentError {
+    fn from(e: BudgetError) -> Self {
+        match e {
+            BudgetError::Exceeded(e) => Self::BudgetExceeded(e),
+            // Like a recorder that cannot write: the step must not go on unaccounted.
+            BudgetError::Unavailable(reason) => Self::Record(RecordError(reason)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -178,7 +197,7 @@ impl AgentRunner {
                 model: spec.model.clone(),
                 ..ChatRequest::default()
             };
-            let response = self.call_model(&request, input.cancel, &mut output, recorder).await?;
+            let response = self.call_model(request, input, &mut output, recorder).await?;
             turns += 1;
 
             if response.tool_calls.is_empty() {
@@ -211,19 +230,41 @@ impl AgentRunner {
         }
     }
 
-    /// One model call, accounted and recorded.
+    /// One model call: reserved, made, accounted and recorded (which settles the reservation).
     async fn call_model(
         &self,
-        request: &ChatRequest,
-        cancel: &CancellationToken,
+        mut request: ChatRequest,
+        input: &StepInput<'_>,
         output: &mut AgentOutput,
         recorder: &dyn RunRecorder,
     ) -> Result<ChatResponse, AgentError> {
-        if cancel.is_cancelled() {
+        if input.cancel.is_cancelled() {
             return Err(AgentError::Cancelled);
         }
+        let reservation = match input.budget.output_ceiling() {
+            None => None,
+            Some(ceiling) => {
+                // The ceiling goes on the request, so the provider enforces the worst case
+                // that was reserved.
+                request.max_tokens = Some(request.max_tokens.map_or(ceiling, |asked| asked.min(ceiling)));
+                let model = request.model.clone().unwrap_or_else(|| self.llm.model().to_owned());
+                let estimate = CallEstimate::worst_case(&request, &model, &self.prices).await;
+                Some(input.budget.reserve(&estimate).await?)
+            }
+        };
         let started = Instant::now();
-        let response = self.llm.chat(request).await?;
+        let response = match self.llm.chat(&request).await {
+            Ok(response) => response,
+            Err(e) => {
+                if let Some(reservation) = reservation
+                    && let Err(release) = input.budget.release(reservation).await
+                {
+                    // Left to the host's sweep of reservations whose lease has ended.
+                    tracing::warn!(error = %release, "could not release the reservation of a failed model call");
+                }
+                return Err(e.into());
+            }
+        };
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         output.model_calls += 1;
         let cost_usd = self.prices.cost(&response.model, &response.usage).unwrap_or_else(|| {
@@ -239,6 +280,7 @@ impl AgentRunner {
                 usage: response.usage,
                 cost_usd,
                 latency_ms,
+                reservation,
             })
             .await?;
         Ok(response)
@@ -268,7 +310,7 @@ impl AgentRunner {
             model: spec.model.clone(),
             ..ChatRequest::default()
         };
-        let response = self.call_model(&request, input.cancel, output, recorder).await?;
+        let response = self.call_model(request, input, output, recorder).await?;
         let Some(summary) = response.content.filter(|s| !s.trim().is_empty()) else {
             tracing::warn!(agent = %spec.name, "the model returned an empty summary; keeping the full conversation");
             return Ok(());

@@ -195,6 +195,7 @@ impl App {
                 retry_max: Duration::from_millis(s.retry_max_ms),
                 reconcile_interval: Duration::from_millis(s.reconcile_interval_ms),
                 reconcile_min_age: Duration::from_millis(s.reconcile_min_age_ms),
+                budgets: s.budgets.for_workers(s.llm_max_tokens),
             },
         )
     }

@@ -35,6 +35,9 @@ pub enum Command {
     /// The evaluation harness against a running server: suites, comparisons, benchmarks.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Per-user limits (see `crate::budget::cli`). Talks to Postgres directly.
+    #[command(subcommand)]
+    Users(crate::budget::cli::UsersCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -312,6 +315,8 @@ pub enum SettingsError {
     ShortSecret,
     #[error("REDIS_PREFIX must be 1 to 100 characters without spaces")]
     BadPrefix,
+    #[error(transparent)]
+    Budget(#[from] crate::budget::BudgetSettingsError),
 }
 
 impl Settings {
@@ -345,6 +350,7 @@ impl Settings {
         {
             return Err(SettingsError::BadPrefix);
         }
+        self.budgets.validate()?;
         Ok(())
     }
 

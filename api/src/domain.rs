@@ -160,6 +160,17 @@ state_enum!(
         StepReleased => "step_released",
         /// A tool call was recorded (ok, error or rejected); `data` names the tool and status.
         ToolCalled => "tool_called",
+        /// The task's user is at the running-task cap; the task waits, pending. Once per task.
+        WaitingForCapacity => "waiting_for_capacity",
+    }
+);
+
+state_enum!(
+    /// Why a task failed, in a form clients can match on (`tasks.error_code`); `error`
+    /// says the same in words.
+    TaskErrorCode, "task error code" {
+        /// The next model call did not fit in the task's budget or the user's daily quota.
+        BudgetExceeded => "budget_exceeded",
     }
 );
 
@@ -177,6 +188,9 @@ mod tests {
         }
         for s in EventKind::ALL {
             assert_eq!(s.as_str().parse::<EventKind>().unwrap(), *s);
+        }
+        for s in TaskErrorCode::ALL {
+            assert_eq!(s.as_str().parse::<TaskErrorCode>().unwrap(), *s);
         }
         assert!("done".parse::<TaskStatus>().is_err());
     }

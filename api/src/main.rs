@@ -25,6 +25,7 @@ async fn main() -> std::process::ExitCode {
         | Command::Migrate(ref s)
         | Command::Memory(MemoryCommand::Reembed(ref s)) => s.clone(),
         Command::Keys(ref keys) => keys.settings().clone(),
+        Command::Users(ref users) => users.settings().clone(),
     };
     // `run` is the local, all-in-one command: without a key store to set up first. Everything
     // else guards its API unless told otherwise.
@@ -47,6 +48,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     if let Command::Keys(keys) = command {
         return orchestrator::auth::command::run(keys).await;
     }
+    if let Command::Users(users) = command {
+        println!("{}", orchestrator::budget::cli::run(&users).await?);
+        return Ok(());
+    }
     if let Command::Memory(MemoryCommand::Reembed(_)) = &command {
         let n = orchestrator::app::reembed_memory(&settings).await?;
         println!("re-embedded {n} memories");
@@ -68,9 +73,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Run(_) => app.run(Some(bind().await?), 1, shutdown).await,
         Command::Serve(_) => app.run(Some(bind().await?), 0, shutdown).await,
         Command::Worker(_) => app.run(None, 1, shutdown).await,
-        Command::Memory(_) | Command::Keys(_) => Ok(()), // handled before connecting
-        Command::Client(_) => Ok(()),                    // handled in main, without connecting
-        Command::Eval(_) => Ok(()),                      // handled in main, without connecting
+        Command::Memory(_) | Command::Keys(_) | Command::Users(_) => Ok(()), // handled before connecting
+        Command::Client(_) | Command::Eval(_) => Ok(()),                     // handled in main, without connecting
     }
 }
 

@@ -94,6 +94,7 @@ mod tests {
             memories: &memories,
             history: &[],
             cancel: &cancel,
+            budget: &crate::run::Unlimited,
         };
         let prompt = step_prompt(&input);
         assert!(prompt.starts_with("Task: Ship it\nStep: Build\nInstruction: Build the API\n"), "{prompt}");

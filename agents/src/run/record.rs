@@ -4,6 +4,7 @@
 //! message it adds to the conversation as it happens, so cost and short-term memory are
 //! kept even when the step later fails.
 
+use super::Reservation;
 use crate::llm::{ChatMessage, Usage};
 
 /// One model call, as the provider reported it, with its cost.
@@ -14,6 +15,9 @@ pub struct LlmCallRecord {
     pub usage: Usage,
     pub cost_usd: f64,
     pub latency_ms: f64,
+    /// What was reserved for this call; the recorder settles it with `usage` and
+    /// `cost_usd` in the same write that records the call.
+    pub reservation: Option<Reservation>,
 }
 
 /// How a tool call ended.

@@ -155,6 +155,7 @@ impl Step {
             memories: &self.memories,
             history: &self.history,
             cancel: &self.cancel,
+            budget: &Unlimited,
         }
     }
 }
@@ -387,3 +388,5 @@ async fn history_memories_and_the_model_override_reach_the_model() {
     // The history is the host's already; only the new messages are recorded.
     assert_eq!(log.messages().len(), 2);
 }
+
+mod budget;

@@ -5,9 +5,11 @@
 //! Handlers and the worker see only the traits below; `postgres` implements them. An
 //! embedded store (SQLite, for a dependency-free dev mode) would implement the same traits.
 
+mod budget;
 mod postgres;
 mod types;
 
+pub use budget::*;
 pub use postgres::PgStore;
 pub use types::*;
 
@@ -63,9 +65,9 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn task_events_after(&self, task: TaskId, cursor: EventCursor, limit: i64) -> Result<EventBatch, StoreError>;
 }
 
-/// What the worker needs: claims, results and accounting.
+/// What the worker needs: claims, results and accounting (budgets included).
 #[async_trait::async_trait]
-pub trait ExecutionStore: Send + Sync + 'static {
+pub trait ExecutionStore: BudgetStore + Send + Sync + 'static {
     /// `pending → planning` (or takes over a planning whose lease expired).
     async fn claim_planning(&self, id: TaskId, lease: &Lease) -> Result<Option<PlanningClaim>, StoreError>;
     /// `planning → running` with the steps inserted; returns the steps that are ready.

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::domain::{Priority, StepId, StepStatus, TaskId, TaskStatus};
+use crate::domain::{Priority, StepId, StepStatus, TaskErrorCode, TaskId, TaskStatus};
 
 /// A validated task submission.
 #[derive(Debug, Clone)]
@@ -56,6 +56,10 @@ pub struct Task {
     pub max_tokens: Option<i64>,
     pub result: Option<String>,
     pub error: Option<String>,
+    pub error_code: Option<TaskErrorCode>,
+    /// Held by model calls in flight (see `crate::budget`).
+    pub reserved_cost_usd: f64,
+    pub reserved_tokens: i64,
     pub totals: Totals,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,

@@ -134,8 +134,14 @@ where
     }
 }
 
-/// One sweep: finds work that should have a job and enqueues the jobs that are missing.
+/// One sweep: gives back budget reservations whose lease has ended (their worker died),
+/// then finds work that should have a job and enqueues the jobs that are missing.
 async fn reconcile(deps: &WorkerDeps, config: &WorkerConfig) -> Result<(), super::JobError> {
+    match deps.store.release_stale_reservations(SWEEP_LIMIT).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(released = n, "released budget reservations of ended leases"),
+        Err(e) => tracing::warn!(error = %e, "could not release stale budget reservations"),
+    }
     let work = deps.store.unfinished_work(config.reconcile_min_age, SWEEP_LIMIT).await?;
     if work.is_empty() {
         return Ok(());

@@ -7,7 +7,9 @@
 //!   state is acknowledged and dropped, because someone else already did the work;
 //! - on shutdown the loop stops reading, in-flight jobs get a grace period, and steps still
 //!   running after it are released (ready again, attempt not charged) and re-enqueued, so
-//!   another worker takes them at once instead of after a lease expiry.
+//!   another worker takes them at once instead of after a lease expiry;
+//! - a plan job whose user is at the running-task cap is acknowledged and deferred at once
+//!   (`crate::budget::capacity`), so waiting tasks never hold a worker slot.
 
 mod backoff;
 mod inflight;
@@ -78,6 +80,8 @@ pub struct WorkerConfig {
     pub reconcile_interval: Duration,
     /// Work untouched this long without a job is re-enqueued by the reconciler.
     pub reconcile_min_age: Duration,
+    /// Budgets, quotas and the per-user running-task cap.
+    pub budgets: crate::budget::BudgetConfig,
 }
 
 pub struct Worker {
@@ -201,15 +205,25 @@ async fn handle(
         tracing::info_span!("job", task = %job.task, step = ?job.step.map(|s| s.to_string()), attempt = job.attempt);
     let outcome = async {
         match (job.kind, job.step) {
-            (JobKind::Plan, _) => plan::run(&ctx, job.task).await,
-            (JobKind::Step, Some(step)) => step::run(&ctx, job.task, step).await,
-            (JobKind::Step, None) => Ok(()), // decode() refuses these; nothing to run
+            (JobKind::Plan, _) => plan::run(&ctx, &job).await,
+            (JobKind::Step, Some(step)) => step::run(&ctx, job.task, step).await.map(|()| None),
+            (JobKind::Step, None) => Ok(None), // decode() refuses these; nothing to run
         }
     }
     .instrument(span)
     .await;
     match outcome {
-        Ok(()) => ack(deps, &delivery).await,
+        Ok(None) => ack(deps, &delivery).await,
+        Ok(Some(deferral)) => {
+            // Acknowledged first: the acknowledgement forgets the task's job key, which the
+            // deferred job sets again.
+            ack(deps, &delivery).await;
+            if let Err(e) = deps.dispatcher.enqueue_after(&deferral.job, deferral.delay).await {
+                // The task stays pending; the reconciler enqueues it again once it has been
+                // untouched for RECONCILE_MIN_AGE_MS.
+                tracing::warn!(task = %job.task, error = %e, "could not defer a plan job");
+            }
+        }
         // Not acknowledged: the queue redelivers it after the visibility timeout, and the
         // conditional transitions make that safe.
         Err(e) => tracing::error!(task = %job.task, step = ?job.step, error = %e, "job failed; it will be redelivered"),

@@ -1,26 +1,62 @@
 //! Plan jobs: `pending → planning → running`, with the plan's steps inserted and the root
 //! steps enqueued. A plan is reused from the plan cache when the same task (same normalised
 //! description, same agents, same planner) was planned before, unless the task opted out.
+//! A task whose user is at the running-task cap stays pending and its job is deferred
+//! (`crate::budget::capacity`); the model calls of LLM planning are reserved against the
+//! task's budget like the agents' calls.
 
-use agents::LlmCallRecord;
 use planner::{Plan, PlanError, validate};
 use sha2::{Digest, Sha256};
 
 use super::{JobContext, JobError};
 use crate::{
+    budget::{
+        MeteredPlanner, StoreBudget,
+        capacity::{self, Deferral},
+        planning::{MeteredPlannerParts, Planned},
+    },
     domain::{StepId, TaskId},
     providers::TaskPlanner,
     queue::Job,
-    store::{Lease, NewStep},
+    store::{CapacityClaim, Holder, Lease, NewStep, PlanningClaim},
 };
 
-pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId) -> Result<(), JobError> {
+pub(super) async fn run(ctx: &JobContext<'_>, job: &Job) -> Result<Option<Deferral>, JobError> {
     let deps = ctx.deps;
+    let task = job.task;
     let lease = Lease::new(&ctx.config.id, ctx.config.lease);
-    let Some(claim) = deps.store.claim_planning(task, &lease).await? else {
-        tracing::debug!(%task, "plan job dropped: the task is not waiting for a plan");
-        return Ok(());
+    let budgets = &ctx.config.budgets;
+    let claimed = deps
+        .store
+        .claim_planning_within_cap(task, &lease, budgets.max_running_tasks, capacity::generation_of(job))
+        .await?;
+    let (claim, user_id) = match claimed {
+        CapacityClaim::Claimed { claim, user_id } => (claim, user_id),
+        CapacityClaim::AtCapacity { generation } => {
+            tracing::debug!(%task, generation, "the user is at the running-task cap; the task waits");
+            return Ok(Some(capacity::defer(task, job.priority, generation, budgets.capacity_retry)));
+        }
+        CapacityClaim::Superseded => {
+            tracing::debug!(%task, "plan job dropped: a newer job waits for capacity");
+            return Ok(None);
+        }
+        CapacityClaim::NotClaimable => {
+            tracing::debug!(%task, "plan job dropped: the task is not waiting for a plan");
+            return Ok(None);
+        }
     };
+    plan_claimed(ctx, task, &lease, claim, &user_id).await?;
+    Ok(None)
+}
+
+async fn plan_claimed(
+    ctx: &JobContext<'_>,
+    task: TaskId,
+    lease: &Lease,
+    claim: PlanningClaim,
+    user_id: &str,
+) -> Result<(), JobError> {
+    let deps = ctx.deps;
 
     let known = deps.agents.names();
     let hash = plan_hash(&claim.description, &known, deps.planner.version());
@@ -28,17 +64,26 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId) -> Result<(), JobErr
     let from_cache = cached.is_some();
     let plan = match cached {
         Some(plan) => Ok(plan),
-        None => match plan_afresh(ctx, task, &claim.description).await? {
-            Ok(plan) => validate(&plan, &known, &deps.plan_limits).map(|()| plan),
-            Err(e) => Err(e),
+        None => match plan_afresh(ctx, task, lease, &claim.description).await? {
+            Afresh::Plan(Ok(plan)) => validate(&plan, &known, &deps.plan_limits).map(|()| plan),
+            Afresh::Plan(Err(e)) => Err(e),
+            Afresh::OverBudget(error) => {
+                tracing::warn!(%task, %error, "planning stopped: the budget is spent");
+                if deps.store.fail_planning_over_budget(task, lease, &format!("planning failed: {error}")).await? {
+                    deps.metrics.tasks_finished.with_label_values(&["failed"]).inc();
+                    capacity::wake_waiting(deps.store.as_ref(), deps.dispatcher.as_ref(), user_id).await;
+                }
+                return Ok(());
+            }
         },
     };
     let plan = match plan {
         Ok(plan) => plan,
         Err(e) => {
             tracing::warn!(%task, error = %e, "planning failed");
-            if deps.store.fail_planning(task, &lease, &format!("planning failed: {e}")).await? {
+            if deps.store.fail_planning(task, lease, &format!("planning failed: {e}")).await? {
                 deps.metrics.tasks_finished.with_label_values(&["failed"]).inc();
+                capacity::wake_waiting(deps.store.as_ref(), deps.dispatcher.as_ref(), user_id).await;
             }
             return Ok(());
         }
@@ -68,7 +113,7 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId) -> Result<(), JobErr
             }
         })
         .collect();
-    let Some(ready) = deps.store.save_plan(task, &lease, &steps, from_cache).await? else {
+    let Some(ready) = deps.store.save_plan(task, lease, &steps, from_cache).await? else {
         tracing::warn!(%task, "plan discarded: the planning lease was lost");
         return Ok(());
     };
@@ -78,39 +123,41 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId) -> Result<(), JobErr
     Ok(())
 }
 
-/// Asks the planner, and records the model calls planning made (they belong to the task,
-/// not to a step).
-async fn plan_afresh(
-    ctx: &JobContext<'_>,
-    task: TaskId,
-    description: &str,
-) -> Result<Result<Plan, PlanError>, JobError> {
+enum Afresh {
+    Plan(Result<Plan, PlanError>),
+    /// A planning call did not fit in the task's budget or the user's quota.
+    OverBudget(agents::BudgetExceeded),
+}
+
+/// Asks the planner. The model's planning calls are reserved and recorded as they are made
+/// (they belong to the task, not to a step), under the planning lease.
+async fn plan_afresh(ctx: &JobContext<'_>, task: TaskId, lease: &Lease, description: &str) -> Result<Afresh, JobError> {
     let deps = ctx.deps;
-    let llm = match &*deps.planner {
-        TaskPlanner::Heuristic(h) => return Ok(h.plan_description(description)),
-        TaskPlanner::Llm(llm) => llm,
-    };
-    let outcome = llm.plan_with_usage(description).await;
-    if let Some(reason) = &outcome.fallback_reason {
-        tracing::warn!(%task, %reason, "the model's plan was not usable; planned heuristically");
+    if let TaskPlanner::Heuristic(h) = &*deps.planner {
+        return Ok(Afresh::Plan(h.plan_description(description)));
     }
-    for call in &outcome.calls {
-        let cost_usd = deps.prices.cost(&call.model, &call.usage).unwrap_or_else(|| {
-            tracing::warn!(model = %call.model, "model has no price; its calls are recorded at zero cost");
-            0.0
-        });
-        let record = LlmCallRecord {
-            provider: call.provider.clone(),
-            model: call.model.clone(),
-            usage: call.usage,
-            cost_usd,
-            latency_ms: call.latency_ms,
-        };
-        let latency = std::time::Duration::from_secs_f64(call.latency_ms.max(0.0) / 1000.0);
-        deps.metrics.observe_llm_call(&call.provider, &call.model, &call.usage, cost_usd, latency);
-        deps.store.record_llm_call(task, None, &record).await?;
+    let holder = Holder { task, step: None, lease_token: lease.token };
+    let budget = StoreBudget::load(deps.store.clone(), holder, &ctx.config.budgets).await?;
+    let planner = MeteredPlanner::new(MeteredPlannerParts {
+        llm: deps.runner.llm().clone(),
+        store: deps.store.clone(),
+        prices: deps.prices.clone(),
+        metrics: deps.metrics.clone(),
+        budget,
+        agents: deps.agents.iter().map(|a| (a.name.clone(), a.description.clone())).collect(),
+        limits: deps.plan_limits,
+    });
+    match planner.plan(description).await {
+        Planned::Outcome(outcome) => {
+            if let Some(reason) = &outcome.fallback_reason {
+                tracing::warn!(%task, %reason, "the model's plan was not usable; planned heuristically");
+            }
+            Ok(Afresh::Plan(outcome.plan))
+        }
+        Planned::OverBudget(e) => Ok(Afresh::OverBudget(e)),
+        // Left for redelivery: planning must not go on unaccounted.
+        Planned::Unaccounted(reason) => Err(JobError::Record(agents::RecordError(reason))),
     }
-    Ok(outcome.plan)
 }
 
 /// A cached plan that is still valid for today's agents, if any.

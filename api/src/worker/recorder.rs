@@ -21,7 +21,12 @@ impl RunRecorder for StoreRecorder {
     async fn llm_call(&self, call: LlmCallRecord) -> Result<(), RecordError> {
         let latency = std::time::Duration::from_secs_f64(call.latency_ms.max(0.0) / 1000.0);
         self.metrics.observe_llm_call(&call.provider, &call.model, &call.usage, call.cost_usd, latency);
-        self.store.record_llm_call(self.task, self.step, &call).await.map_err(|e| RecordError(e.to_string()))
+        let recorded = match &call.reservation {
+            // The call and the settlement of its reservation commit together.
+            Some(reservation) => self.store.record_settled_llm_call(self.task, self.step, &call, reservation.id).await,
+            None => self.store.record_llm_call(self.task, self.step, &call).await,
+        };
+        recorded.map_err(|e| RecordError(e.to_string()))
     }
 
     async fn tool_call(&self, call: ToolCallRecord) -> Result<(), RecordError> {

@@ -2,16 +2,20 @@
 //! complete it (fenced by the lease) and enqueue the steps that became ready. A failed
 //! attempt is retried with backoff while attempts remain; a cancelled task's step stops at
 //! its next model or tool call; at the end of a shutdown's grace period the step is
-//! released for another worker.
+//! released for another worker. Every model call is reserved against the task's budget and
+//! the user's quota first; one that does not fit fails the step and the task at once with
+//! `budget_exceeded`. An attempt that ends without settling its reservations (timeout,
+//! release, lost lease) gives them back.
 
 use agents::{AgentError, ChatMessage, LlmError, Role, StepInput};
 use memory::{NewMemory, SearchQuery};
 
 use super::{JobContext, JobError, backoff_delay, recorder::StoreRecorder};
 use crate::{
+    budget::{StoreBudget, capacity},
     domain::{StepId, TaskId},
     queue::Job,
-    store::{FailOutcome, Lease, LeaseState, StepClaim},
+    store::{FailOutcome, Holder, Lease, LeaseState, StepClaim},
 };
 
 /// Task-level context messages given to each step.
@@ -44,15 +48,24 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
         .collect();
 
     let memories = relevant_memories(ctx, &claim).await;
+    let holder = Holder { task, step: Some(step), lease_token: lease.token };
+    let budget = StoreBudget::load(deps.store.clone(), holder, &ctx.config.budgets).await?;
 
     let outcome = tokio::select! {
-        result = tokio::time::timeout(ctx.config.step_timeout, run_agent(ctx, &claim, &history, &memories)) => match result {
+        result = tokio::time::timeout(ctx.config.step_timeout, run_agent(ctx, &claim, &history, &memories, &budget)) => match result {
             Ok(result) => Outcome::Finished(result),
             Err(_) => Outcome::TimedOut,
         },
         reason = keep_lease(ctx, step, &lease) => Outcome::LeaseLost(reason),
         _ = ctx.released.cancelled() => Outcome::Released,
     };
+    // A call cut off mid-way (timeout, release, lost lease) never settled its reservation.
+    if budget.is_limited()
+        && !matches!(outcome, Outcome::Finished(Ok(_)))
+        && let Err(e) = deps.store.release_holder(budget.holder()).await
+    {
+        tracing::warn!(%task, %step, error = %e, "could not release the attempt's reservations; the reconciler will");
+    }
 
     let (error, retry) = match outcome {
         Outcome::Finished(Ok(output)) => {
@@ -64,6 +77,7 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
             if let Some(result) = &done.task_result {
                 deps.metrics.tasks_finished.with_label_values(&["completed"]).inc();
                 tracing::info!(%task, "task completed");
+                capacity::wake_waiting(deps.store.as_ref(), deps.dispatcher.as_ref(), &claim.user_id).await;
                 remember_result(ctx, &claim, result).await;
             }
             let jobs: Vec<Job> = done.ready.into_iter().map(|s| Job::step(task, s, 1, claim.priority)).collect();
@@ -91,6 +105,22 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
         // Accounting failed (the database is unreachable): leave the job for redelivery
         // rather than run on unaccounted.
         Outcome::Finished(Err(AgentError::Record(e))) => return Err(JobError::Record(e)),
+        // Another attempt would not fit either: fail now, with the stable code.
+        Outcome::Finished(Err(AgentError::BudgetExceeded(e))) => {
+            let error = e.to_string();
+            match deps.store.fail_step_over_budget(&claim, &lease, &error).await? {
+                FailOutcome::Failed => {
+                    deps.metrics.steps_finished.with_label_values(&[&claim.agent, "failed"]).inc();
+                    deps.metrics.tasks_finished.with_label_values(&["failed"]).inc();
+                    tracing::warn!(%task, %step, %error, "step stopped by its budget; the task failed");
+                    capacity::wake_waiting(deps.store.as_ref(), deps.dispatcher.as_ref(), &claim.user_id).await;
+                }
+                FailOutcome::Retrying { .. } | FailOutcome::LeaseLost => {
+                    tracing::warn!(%task, %step, "budget failure discarded: the lease was lost");
+                }
+            }
+            return Ok(());
+        }
         Outcome::Finished(Err(e)) => (e.to_string(), retryable(&e)),
         Outcome::TimedOut => (format!("the step timed out after {:?}", ctx.config.step_timeout), true),
     };
@@ -108,6 +138,7 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
             deps.metrics.steps_finished.with_label_values(&[&claim.agent, "failed"]).inc();
             deps.metrics.tasks_finished.with_label_values(&["failed"]).inc();
             tracing::warn!(%task, %step, error = %error, "step failed; the task failed");
+            capacity::wake_waiting(deps.store.as_ref(), deps.dispatcher.as_ref(), &claim.user_id).await;
         }
         FailOutcome::LeaseLost => tracing::warn!(%task, %step, "step failure discarded: the lease was lost"),
     }
@@ -176,6 +207,7 @@ async fn run_agent(
     claim: &StepClaim,
     history: &[ChatMessage],
     memories: &[String],
+    budget: &StoreBudget,
 ) -> Result<String, AgentError> {
     let deps = ctx.deps;
     let Some(spec) = deps.agents.get(&claim.agent) else {
@@ -198,6 +230,7 @@ async fn run_agent(
         memories,
         history,
         cancel: &ctx.cancelled,
+        budget,
     };
     deps.runner.run(spec, &input, &recorder).await.map(|out| out.text)
 }

@@ -3,11 +3,13 @@
 
 mod auth;
 mod bench;
+mod budgets;
 mod cli;
 mod dispatch;
 mod durability;
 mod eval_run;
 mod events;
+mod fairness;
 mod fake_llm;
 mod faults;
 mod flow;

@@ -7,7 +7,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::{
-    domain::{Priority, StepId, StepStatus, TaskId, TaskStatus},
+    domain::{Priority, StepId, StepStatus, TaskErrorCode, TaskId, TaskStatus},
     store::{Step, Task, TaskDetail},
 };
 
@@ -34,11 +34,12 @@ pub struct CreateTaskRequest {
     /// Dispatch priority; when absent, `metadata.priority` is used if it names one.
     #[serde(default)]
     pub priority: Option<Priority>,
-    /// Budget in US dollars; the task fails when its model calls exceed it.
+    /// Budget in US dollars. Each model call's worst case is reserved before it is made; a
+    /// call that would not fit is not made and the task fails with `budget_exceeded`.
     #[serde(default)]
     #[schema(minimum = 0)]
     pub max_cost_usd: Option<f64>,
-    /// Token budget over all the task's model calls.
+    /// Token budget over all the task's model calls (prompt and output), enforced likewise.
     #[serde(default)]
     #[schema(minimum = 0)]
     pub max_tokens: Option<i64>,
@@ -81,6 +82,9 @@ pub struct ContextMessage {
     "max_tokens": null,
     "result": null,
     "error": null,
+    "error_code": null,
+    "reserved_cost_usd": 0.0,
+    "reserved_tokens": 0,
     "tokens_in": 0,
     "tokens_out": 0,
     "tokens_cached": 0,
@@ -102,6 +106,13 @@ pub struct TaskResponse {
     pub max_tokens: Option<i64>,
     pub result: Option<String>,
     pub error: Option<String>,
+    /// Why the task failed, for machines: `budget_exceeded` when a model call did not fit
+    /// in `max_cost_usd`, `max_tokens` or the user's daily quota.
+    pub error_code: Option<TaskErrorCode>,
+    /// Worst-case cost of the model calls in flight, held against `max_cost_usd`.
+    pub reserved_cost_usd: f64,
+    /// Worst-case tokens of the model calls in flight, held against `max_tokens`.
+    pub reserved_tokens: i64,
     pub tokens_in: i64,
     pub tokens_out: i64,
     pub tokens_cached: i64,
@@ -160,6 +171,9 @@ impl From<Task> for TaskResponse {
             max_tokens: t.max_tokens,
             result: t.result,
             error: t.error,
+            error_code: t.error_code,
+            reserved_cost_usd: t.reserved_cost_usd,
+            reserved_tokens: t.reserved_tokens,
             tokens_in: t.totals.tokens_in,
             tokens_out: t.totals.tokens_out,
             tokens_cached: t.totals.tokens_cached,

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::PgStore;
 use crate::{
-    domain::{StepId, TaskId},
+    domain::{StepId, TaskErrorCode, TaskId},
     store::{
         ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanningClaim, StepClaim, StepCompletion, StoreError,
         Unfinished,
@@ -25,28 +25,7 @@ use crate::{
 #[async_trait::async_trait]
 impl ExecutionStore for PgStore {
     async fn claim_planning(&self, id: TaskId, lease: &Lease) -> Result<Option<PlanningClaim>, StoreError> {
-        let row: Option<(String, String, Option<i32>, bool)> = sqlx::query_as(
-            "WITH c AS (
-                UPDATE tasks SET status = 'planning', lease_owner = $2, lease_token = $3,
-                       lease_expires_at = now() + make_interval(secs => $4),
-                       started_at = coalesce(started_at, now()), updated_at = now()
-                WHERE id = $1 AND (status = 'pending' OR (status = 'planning' AND lease_expires_at < now()))
-                RETURNING id, description, priority, max_attempts, use_plan_cache
-             ), e AS (
-                INSERT INTO task_events (task_id, kind) SELECT id, 'task_planning' FROM c
-             )
-             SELECT description, priority, max_attempts, use_plan_cache FROM c",
-        )
-        .bind(id.0)
-        .bind(&lease.owner)
-        .bind(lease.token)
-        .bind(lease.seconds())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|(description, priority, max_attempts, use_plan_cache)| {
-            Ok(PlanningClaim { description, priority: priority.parse()?, max_attempts, use_plan_cache })
-        })
-        .transpose()
+        claim_planning_on(&self.pool, id, lease).await
     }
 
     async fn save_plan(
@@ -94,24 +73,7 @@ impl ExecutionStore for PgStore {
     }
 
     async fn fail_planning(&self, id: TaskId, lease: &Lease, error: &str) -> Result<bool, StoreError> {
-        let failed = sqlx::query_scalar::<_, Uuid>(
-            "WITH t AS (
-                UPDATE tasks SET status = 'failed', error = $3, lease_owner = NULL, lease_token = NULL,
-                       lease_expires_at = NULL, completed_at = now(), updated_at = now()
-                WHERE id = $1 AND status = 'planning' AND lease_token = $2
-                RETURNING id
-             ), e AS (
-                INSERT INTO task_events (task_id, kind, data)
-                SELECT id, 'task_failed', jsonb_build_object('error', $3::text) FROM t
-             )
-             SELECT id FROM t",
-        )
-        .bind(id.0)
-        .bind(lease.token)
-        .bind(error)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(failed.is_some())
+        self.fail_planning_with(id, lease, error, None).await
     }
 
     async fn claim_step(&self, id: StepId, lease: &Lease) -> Result<Option<StepClaim>, StoreError> {
@@ -273,49 +235,7 @@ impl ExecutionStore for PgStore {
             return Ok(FailOutcome::Retrying { next_attempt });
         }
 
-        let mut tx = self.pool.begin().await?;
-        lock_task(&mut tx, claim.task_id).await?;
-        let failed = sqlx::query(
-            "WITH s AS (
-                UPDATE steps SET status = 'failed', error = $3, lease_owner = NULL, lease_token = NULL,
-                       lease_expires_at = NULL, completed_at = now(), updated_at = now()
-                WHERE id = $1 AND status = 'running' AND lease_token = $2
-                RETURNING id, task_id, attempt
-             )
-             INSERT INTO task_events (task_id, step_id, kind, data)
-             SELECT task_id, id, 'step_failed', jsonb_build_object('error', $3::text, 'attempt', attempt) FROM s",
-        )
-        .bind(claim.step_id.0)
-        .bind(lease.token)
-        .bind(error)
-        .execute(&mut *tx)
-        .await?;
-        if failed.rows_affected() == 0 {
-            return Ok(FailOutcome::LeaseLost);
-        }
-        let task_error =
-            format!("step {} ({}) failed after {} attempt(s): {error}", claim.title, claim.step_id, claim.attempt);
-        sqlx::query(
-            "WITH k AS (
-                UPDATE steps SET status = 'skipped', updated_at = now()
-                WHERE task_id = $1 AND status IN ('pending', 'ready')
-                RETURNING id, task_id
-             ), t AS (
-                UPDATE tasks SET status = 'failed', error = $2, completed_at = now(), updated_at = now()
-                WHERE id = $1 AND status = 'running'
-                RETURNING id
-             )
-             INSERT INTO task_events (task_id, step_id, kind, data)
-             SELECT task_id, id, 'step_skipped', '{}'::jsonb FROM k
-             UNION ALL
-             SELECT id, NULL::uuid, 'task_failed', jsonb_build_object('error', $2::text) FROM t",
-        )
-        .bind(claim.task_id.0)
-        .bind(&task_error)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(FailOutcome::Failed)
+        self.fail_step_with(claim, lease, error, None).await
     }
 
     async fn cancel_step(&self, claim: &StepClaim, lease: &Lease) -> Result<bool, StoreError> {
@@ -416,38 +336,7 @@ impl ExecutionStore for PgStore {
         step: Option<StepId>,
         call: &LlmCallRecord,
     ) -> Result<(), StoreError> {
-        // The call and the running totals of its step and task change in one statement, so
-        // the totals always equal the sums of the llm_calls rows.
-        sqlx::query(
-            "WITH c AS (
-                INSERT INTO llm_calls (id, task_id, step_id, provider, model, prompt_tokens, completion_tokens,
-                                       cached_tokens, cost_usd, latency_ms)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                RETURNING task_id, step_id, prompt_tokens, completion_tokens, cached_tokens, cost_usd
-             ), s AS (
-                UPDATE steps SET cost_usd = steps.cost_usd + c.cost_usd, tokens_in = steps.tokens_in + c.prompt_tokens,
-                       tokens_out = steps.tokens_out + c.completion_tokens,
-                       tokens_cached = steps.tokens_cached + c.cached_tokens
-                FROM c WHERE steps.id = c.step_id
-             )
-             UPDATE tasks SET cost_usd = tasks.cost_usd + c.cost_usd, tokens_in = tasks.tokens_in + c.prompt_tokens,
-                    tokens_out = tasks.tokens_out + c.completion_tokens,
-                    tokens_cached = tasks.tokens_cached + c.cached_tokens
-             FROM c WHERE tasks.id = c.task_id",
-        )
-        .bind(Uuid::now_v7())
-        .bind(task.0)
-        .bind(step.map(|s| s.0))
-        .bind(&call.provider)
-        .bind(&call.model)
-        .bind(saturating_i64(call.usage.prompt_tokens))
-        .bind(saturating_i64(call.usage.completion_tokens))
-        .bind(saturating_i64(call.usage.cached_tokens))
-        .bind(call.cost_usd)
-        .bind(call.latency_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        insert_llm_call(&self.pool, task, step, call).await
     }
 
     async fn record_tool_call(
@@ -512,6 +401,165 @@ impl ExecutionStore for PgStore {
         .await?;
         Ok(rows)
     }
+}
+
+/// Records one model call and adds it to its step's and task's totals, on any executor: the
+/// budget settles a reservation in the same transaction (`super::budget`).
+pub(super) async fn insert_llm_call<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    task: TaskId,
+    step: Option<StepId>,
+    call: &LlmCallRecord,
+) -> Result<(), StoreError> {
+    // The call and the running totals of its step and task change in one statement, so
+    // the totals always equal the sums of the llm_calls rows.
+    sqlx::query(
+        "WITH c AS (
+            INSERT INTO llm_calls (id, task_id, step_id, provider, model, prompt_tokens, completion_tokens,
+                                   cached_tokens, cost_usd, latency_ms)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            RETURNING task_id, step_id, prompt_tokens, completion_tokens, cached_tokens, cost_usd
+         ), s AS (
+            UPDATE steps SET cost_usd = steps.cost_usd + c.cost_usd, tokens_in = steps.tokens_in + c.prompt_tokens,
+                   tokens_out = steps.tokens_out + c.completion_tokens,
+                   tokens_cached = steps.tokens_cached + c.cached_tokens
+            FROM c WHERE steps.id = c.step_id
+         )
+         UPDATE tasks SET cost_usd = tasks.cost_usd + c.cost_usd, tokens_in = tasks.tokens_in + c.prompt_tokens,
+                tokens_out = tasks.tokens_out + c.completion_tokens,
+                tokens_cached = tasks.tokens_cached + c.cached_tokens
+         FROM c WHERE tasks.id = c.task_id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(task.0)
+    .bind(step.map(|s| s.0))
+    .bind(&call.provider)
+    .bind(&call.model)
+    .bind(saturating_i64(call.usage.prompt_tokens))
+    .bind(saturating_i64(call.usage.completion_tokens))
+    .bind(saturating_i64(call.usage.cached_tokens))
+    .bind(call.cost_usd)
+    .bind(call.latency_ms)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Terminal failures, with the machine-readable code the budget's failures carry.
+impl PgStore {
+    /// `planning → failed`, fenced by the planning lease.
+    pub(super) async fn fail_planning_with(
+        &self,
+        id: TaskId,
+        lease: &Lease,
+        error: &str,
+        code: Option<TaskErrorCode>,
+    ) -> Result<bool, StoreError> {
+        let failed = sqlx::query_scalar::<_, Uuid>(
+            "WITH t AS (
+                UPDATE tasks SET status = 'failed', error = $3, error_code = $4, lease_owner = NULL, lease_token = NULL,
+                       lease_expires_at = NULL, completed_at = now(), updated_at = now()
+                WHERE id = $1 AND status = 'planning' AND lease_token = $2
+                RETURNING id
+             ), e AS (
+                INSERT INTO task_events (task_id, kind, data)
+                SELECT id, 'task_failed', jsonb_build_object('error', $3::text, 'code', $4::text) FROM t
+             )
+             SELECT id FROM t",
+        )
+        .bind(id.0)
+        .bind(lease.token)
+        .bind(error)
+        .bind(code.map(TaskErrorCode::as_str))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(failed.is_some())
+    }
+
+    /// `running → failed` for the step, failing the task and skipping its unfinished steps.
+    pub(super) async fn fail_step_with(
+        &self,
+        claim: &StepClaim,
+        lease: &Lease,
+        error: &str,
+        code: Option<TaskErrorCode>,
+    ) -> Result<FailOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        lock_task(&mut tx, claim.task_id).await?;
+        let failed = sqlx::query(
+            "WITH s AS (
+                UPDATE steps SET status = 'failed', error = $3, lease_owner = NULL, lease_token = NULL,
+                       lease_expires_at = NULL, completed_at = now(), updated_at = now()
+                WHERE id = $1 AND status = 'running' AND lease_token = $2
+                RETURNING id, task_id, attempt
+             )
+             INSERT INTO task_events (task_id, step_id, kind, data)
+             SELECT task_id, id, 'step_failed', jsonb_build_object('error', $3::text, 'attempt', attempt) FROM s",
+        )
+        .bind(claim.step_id.0)
+        .bind(lease.token)
+        .bind(error)
+        .execute(&mut *tx)
+        .await?;
+        if failed.rows_affected() == 0 {
+            return Ok(FailOutcome::LeaseLost);
+        }
+        let task_error =
+            format!("step {} ({}) failed after {} attempt(s): {error}", claim.title, claim.step_id, claim.attempt);
+        sqlx::query(
+            "WITH k AS (
+                UPDATE steps SET status = 'skipped', updated_at = now()
+                WHERE task_id = $1 AND status IN ('pending', 'ready')
+                RETURNING id, task_id
+             ), t AS (
+                UPDATE tasks SET status = 'failed', error = $2, error_code = $3, completed_at = now(), updated_at = now()
+                WHERE id = $1 AND status = 'running'
+                RETURNING id
+             )
+             INSERT INTO task_events (task_id, step_id, kind, data)
+             SELECT task_id, id, 'step_skipped', '{}'::jsonb FROM k
+             UNION ALL
+             SELECT id, NULL::uuid, 'task_failed', jsonb_build_object('error', $2::text, 'code', $3::text) FROM t",
+        )
+        .bind(claim.task_id.0)
+        .bind(&task_error)
+        .bind(code.map(TaskErrorCode::as_str))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(FailOutcome::Failed)
+    }
+}
+
+/// `pending → planning` (or takes over a planning whose lease expired), on any executor:
+/// the capped claim (`super::capacity`) runs it inside its transaction.
+pub(super) async fn claim_planning_on<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    id: TaskId,
+    lease: &Lease,
+) -> Result<Option<PlanningClaim>, StoreError> {
+    let row: Option<(String, String, Option<i32>, bool)> = sqlx::query_as(
+        "WITH c AS (
+            UPDATE tasks SET status = 'planning', lease_owner = $2, lease_token = $3,
+                   lease_expires_at = now() + make_interval(secs => $4),
+                   started_at = coalesce(started_at, now()), updated_at = now()
+            WHERE id = $1 AND (status = 'pending' OR (status = 'planning' AND lease_expires_at < now()))
+            RETURNING id, description, priority, max_attempts, use_plan_cache
+         ), e AS (
+            INSERT INTO task_events (task_id, kind) SELECT id, 'task_planning' FROM c
+         )
+         SELECT description, priority, max_attempts, use_plan_cache FROM c",
+    )
+    .bind(id.0)
+    .bind(&lease.owner)
+    .bind(lease.token)
+    .bind(lease.seconds())
+    .fetch_optional(executor)
+    .await?;
+    row.map(|(description, priority, max_attempts, use_plan_cache)| {
+        Ok(PlanningClaim { description, priority: priority.parse()?, max_attempts, use_plan_cache })
+    })
+    .transpose()
 }
 
 async fn lock_task(tx: &mut Transaction<'_, Postgres>, task: TaskId) -> Result<(), StoreError> {

@@ -3,6 +3,8 @@
 //! so that concurrent completions of sibling steps serialise and one of them always sees
 //! the other's commit when it decides which dependants are ready.
 
+mod budget;
+mod capacity;
 mod execution;
 mod reports;
 mod rows;

@@ -13,6 +13,7 @@ use crate::{
 macro_rules! task_columns {
     () => {
         "id, user_id, description, metadata, status, priority, max_cost_usd, max_tokens, result, error, \
+         error_code, reserved_cost_usd, reserved_tokens, \
          cost_usd, tokens_in, tokens_out, tokens_cached, created_at, started_at, completed_at, updated_at"
     };
 }
@@ -39,6 +40,9 @@ pub(super) struct TaskRow {
     max_tokens: Option<i64>,
     result: Option<String>,
     error: Option<String>,
+    error_code: Option<String>,
+    reserved_cost_usd: f64,
+    reserved_tokens: i64,
     cost_usd: f64,
     tokens_in: i64,
     tokens_out: i64,
@@ -64,6 +68,9 @@ impl TryFrom<TaskRow> for Task {
             max_tokens: r.max_tokens,
             result: r.result,
             error: r.error,
+            error_code: r.error_code.map(|c| c.parse()).transpose()?,
+            reserved_cost_usd: r.reserved_cost_usd,
+            reserved_tokens: r.reserved_tokens,
             totals: Totals {
                 cost_usd: r.cost_usd,
                 tokens_in: r.tokens_in,

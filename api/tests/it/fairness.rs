@@ -1,0 +1,128 @@
+//! The per-user cap on planning and running tasks: a burst from one user waits its turn
+//! without holding worker slots, so another user's task goes straight through.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, eventually, test_settings};
+
+const BURST: usize = 50;
+const CAP: u32 = 2;
+
+/// Samples how many of `user`'s tasks are planning or running, every few milliseconds, and
+/// keeps the largest count seen. Each sample is one consistent snapshot, so a count above
+/// the cap can only come from a real breach.
+fn watch_active(
+    db: sqlx::PgPool,
+    user: &'static str,
+    stop: Arc<AtomicBool>,
+) -> (Arc<AtomicI64>, tokio::task::JoinHandle<()>) {
+    let max = Arc::new(AtomicI64::new(0));
+    let seen = max.clone();
+    let handle = tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            let active: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM tasks WHERE user_id = $1 AND status IN ('planning', 'running')",
+            )
+            .bind(user)
+            .fetch_one(&db)
+            .await
+            .expect("a count");
+            seen.fetch_max(active, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    (max, handle)
+}
+
+#[tokio::test]
+async fn a_burst_from_one_user_waits_for_the_cap_while_another_users_task_runs() {
+    let mut s = test_settings();
+    s.budgets.max_running_tasks_per_user = CAP;
+    s.budgets.capacity_retry_ms = 200;
+    s.offline_llm_delay_ms = 150; // every task takes a while
+    s.worker_concurrency = 8;
+    let app = TestApp::spawn_with(s, 1).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (max_active, watcher) = watch_active(app.db.clone(), "alice", stop.clone());
+    let mut burst: Vec<Uuid> = Vec::with_capacity(BURST);
+    for i in 0..BURST {
+        let body = json!({"user_id": "alice", "description": format!("Research job queues, part {i}.")});
+        burst.push(app.client.submit(&body).await.expect("202 Accepted").id);
+    }
+    let other = app.client.submit(&json!({"user_id": "bob", "description": "Research job queues."})).await.unwrap().id;
+
+    let bob = app.client.wait(other, Duration::from_secs(60)).await.expect("bob's task ends").raw;
+    assert_eq!(bob["status"], "completed", "{bob}");
+    let alice_open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasks WHERE user_id = 'alice' AND status IN ('pending', 'planning', 'running')",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(alice_open > 0, "bob finished while alice still had tasks waiting");
+
+    eventually(Duration::from_secs(180), "all of alice's tasks to complete", || async {
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM tasks WHERE user_id = 'alice' AND status = 'completed'")
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        (done == BURST as i64).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    watcher.await.unwrap();
+    let max = max_active.load(Ordering::Relaxed);
+    assert!(max <= i64::from(CAP), "alice had {max} tasks planning or running at once");
+    assert_eq!(max, i64::from(CAP), "the cap was reached, so it was what held the burst back");
+
+    // The waiting was visible, and bob never waited.
+    let waited: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT e.task_id) FROM task_events e JOIN tasks t ON t.id = e.task_id
+         WHERE e.kind = 'waiting_for_capacity' AND t.user_id = $1",
+    )
+    .bind("alice")
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(waited > 0);
+    assert!(crate::helpers::events(&app.db, other, "waiting_for_capacity").await.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_users_own_cap_overrides_the_global_one() {
+    use orchestrator::store::{BudgetStore, UserLimits};
+    let mut s = test_settings();
+    s.budgets.max_running_tasks_per_user = 0; // no global cap
+    s.budgets.capacity_retry_ms = 100;
+    s.offline_llm_delay_ms = 100;
+    let app = TestApp::spawn_with(s, 1).await;
+    let limits = UserLimits { user_id: "carol".into(), daily_cost_usd: None, max_running_tasks: Some(1) };
+    app.app.store.set_user_limits(&limits).await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (max_active, watcher) = watch_active(app.db.clone(), "carol", stop.clone());
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let body = json!({"user_id": "carol", "description": format!("Research part {i}.")});
+        ids.push(app.client.submit(&body).await.unwrap().id);
+    }
+    for id in ids {
+        assert_eq!(app.client.wait(id, Duration::from_secs(60)).await.unwrap().raw["status"], "completed");
+    }
+    stop.store(true, Ordering::Relaxed);
+    watcher.await.unwrap();
+    assert_eq!(max_active.load(Ordering::Relaxed), 1);
+    app.stop().await;
+}
