@@ -47,8 +47,9 @@ COPY --from=build /usr/local/bin/orchestrator /usr/local/bin/orchestrator
 WORKDIR /app
 USER orchestrator:orchestrator
 
-# The binary defaults to loopback, which is unreachable from outside a container.
-ENV BIND_ADDR=0.0.0.0:8000
+# The binary defaults to loopback, which is unreachable from outside a container; off
+# loopback, keys are required (pass BOOTSTRAP_ADMIN_KEY for a first admin key).
+ENV BIND_ADDR=0.0.0.0:8000 AUTH=required
 # Idle OpenMP/BLAS threads otherwise spin after an index build and slow single searches
 # (measured: search p50 0.9 ms → 8 ms); searches are one query at a time anyway.
 ENV OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1

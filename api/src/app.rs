@@ -45,6 +45,7 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub webhooks: Arc<WebhookSender>,
     pub auth: Arc<Authenticator>,
+    pub cors: Option<tower_http::cors::CorsLayer>,
     /// The shared GCRA limiter of the per-user and upstream rate limits.
     pub limiter: GcraLimiter,
 }
@@ -55,18 +56,19 @@ impl App {
     pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
         settings.validate()?;
         settings.rate_limits.validate()?;
-        if settings.dispatch_secret == DEV_DISPATCH_SECRET {
+        if settings.dispatch_secret.expose() == DEV_DISPATCH_SECRET {
             tracing::warn!("DISPATCH_SECRET is not set: using the development secret; set one in production");
         }
         let pool = connect_postgres(&settings).await?;
         MIGRATOR.run(&pool).await.context("applying database migrations failed")?;
+        let cors = crate::http::cors::layer(&settings.cors_allowed_origins)?;
         let keys = KeyStore::new(pool.clone());
         if let Some(secret) = &settings.auth.bootstrap_admin_key {
-            keys.ensure_bootstrap(secret).await.context("storing BOOTSTRAP_ADMIN_KEY")?;
+            keys.ensure_bootstrap(secret.expose()).await.context("storing BOOTSTRAP_ADMIN_KEY")?;
         }
         let auth =
             Arc::new(Authenticator::new(settings.auth.mode(), keys, Duration::from_secs(settings.auth.cache_secs)));
-        let signer = JobSigner::new(settings.dispatch_secret.as_bytes());
+        let signer = JobSigner::new(settings.dispatch_secret.expose().as_bytes());
         // Blocking reads hold a connection each: one per worker loop, plus the senders.
         let pool_size = 16 + 2 * settings.worker_concurrency.min(64) as usize;
         let queue = RedisQueue::connect(
@@ -114,6 +116,7 @@ impl App {
             webhooks,
             auth,
             limiter,
+            cors,
         })
     }
 
@@ -124,7 +127,7 @@ impl App {
         if let Some(guard) = &rate_limits.ip {
             tokio::spawn(guard.clone().clean_up(shutdown.child_token()));
         }
-        build_router(AppState {
+        let router = build_router(AppState {
             tasks: Arc::new(self.store.clone()),
             dispatcher: Arc::new(self.queue.clone()),
             coordination: Arc::new(self.coordination.clone()),
@@ -134,10 +137,16 @@ impl App {
             events: crate::events::EventHub::new(self.store.pool(), shutdown.child_token()),
             metrics: self.metrics.clone(),
             auth: self.auth.clone(),
+            outbox: Arc::new(self.store.clone()),
             rate_limits,
         })
         // Read by `POST /tasks` to check callback URLs (WEBHOOK_ALLOW_PRIVATE).
-        .layer(axum::Extension(self.webhooks.policy()))
+        .layer(axum::Extension(self.webhooks.policy()));
+        // Outermost, so a browser's preflight is answered before any key is asked for.
+        match &self.cors {
+            Some(cors) => router.layer(cors.clone()),
+            None => router,
+        }
     }
 
     /// Serves the API on `listener` until `shutdown` fires, then finishes open requests.

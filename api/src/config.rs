@@ -153,7 +153,7 @@ pub struct Settings {
 
     /// API key of the provider. Never logged.
     #[arg(long, env = "LLM_API_KEY", hide_env_values = true)]
-    pub llm_api_key: Option<String>,
+    pub llm_api_key: Option<Secret>,
 
     /// Model to call; defaults to gpt-4o-mini (openai) or claude-3-5-haiku-latest (anthropic).
     #[arg(long, env = "LLM_MODEL")]
@@ -209,7 +209,7 @@ pub struct Settings {
     pub embedding_base_url: String,
 
     #[arg(long, env = "EMBEDDING_API_KEY", hide_env_values = true)]
-    pub embedding_api_key: Option<String>,
+    pub embedding_api_key: Option<Secret>,
 
     #[arg(long, env = "EMBEDDING_MODEL", default_value = "text-embedding-3-small")]
     pub embedding_model: String,
@@ -229,7 +229,7 @@ pub struct Settings {
     /// Key of the HMAC-SHA256 signature on dispatch jobs; every API and worker process of a
     /// deployment must share it.
     #[arg(long, env = "DISPATCH_SECRET", default_value = DEV_DISPATCH_SECRET, hide_default_value = true)]
-    pub dispatch_secret: String,
+    pub dispatch_secret: Secret,
 
     /// How long a claimed step or plan stays owned without renewal.
     #[arg(long, env = "LEASE_SECS", default_value_t = 30)]
@@ -273,7 +273,7 @@ pub struct Settings {
     /// Key of the HMAC-SHA256 signature on webhook calls (at least 16 bytes); receivers
     /// verify with it. Share it between every worker of a deployment.
     #[arg(long, env = "WEBHOOK_SECRET", default_value = crate::webhooks::DEV_WEBHOOK_SECRET, hide_default_value = true, hide_env_values = true)]
-    pub webhook_secret: String,
+    pub webhook_secret: Secret,
 
     /// Time limit of one webhook attempt.
     #[arg(long, env = "WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
@@ -288,6 +288,11 @@ pub struct Settings {
     #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
     pub webhook_allow_private: bool,
 
+    /// Origins whose browser pages may call the API (CORS), comma separated, e.g.
+    /// `https://app.example.com`; `*` allows any origin. Empty: no cross-origin calls.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+
     #[command(flatten)]
     pub auth: crate::auth::AuthSettings,
 
@@ -296,6 +301,37 @@ pub struct Settings {
 
     #[command(flatten)]
     pub budgets: crate::budget::BudgetSettings,
+}
+
+/// A key, token or password from the settings: `Debug` never shows it, so settings can be
+/// logged whole without leaking one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
 }
 
 /// Used when no `DISPATCH_SECRET` is set; start-up warns about it.
@@ -341,7 +377,7 @@ impl Settings {
                 lease: self.lease_secs,
             });
         }
-        if self.dispatch_secret.len() < 16 {
+        if self.dispatch_secret.expose().len() < 16 {
             return Err(SettingsError::ShortSecret);
         }
         if self.redis_prefix.is_empty()
@@ -381,6 +417,30 @@ mod tests {
         s.validate().unwrap();
         assert_eq!(s.bind_addr.to_string(), "127.0.0.1:8000");
         assert_eq!(s.llm_provider, LlmProvider::Offline);
+    }
+
+    #[test]
+    fn settings_print_without_their_secrets() {
+        let cli = Cli::parse_from([
+            "orchestrator",
+            "serve",
+            "--llm-api-key",
+            "sk-live-provider-key",
+            "--embedding-api-key",
+            "sk-live-embedding-key",
+            "--dispatch-secret",
+            "dispatch-secret-value-0123",
+            "--webhook-secret",
+            "webhook-secret-value-0123",
+            "--bootstrap-admin-key",
+            "orch_bootstrap-secret-value",
+        ]);
+        let Command::Serve(s) = cli.command else { panic!("serve") };
+        assert_eq!(s.llm_api_key.as_ref().map(Secret::expose), Some("sk-live-provider-key"));
+        let shown = format!("{s:?}");
+        for secret in ["sk-live", "dispatch-secret-value", "webhook-secret-value", "bootstrap-secret-value"] {
+            assert!(!shown.contains(secret), "{secret} leaks into {shown}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub fn embedder(s: &Settings) -> anyhow::Result<Arc<dyn Embedder>> {
         EmbedderKind::Openai => {
             let mut config =
                 OpenAiEmbedderConfig::new(s.embedding_base_url.clone(), s.embedding_model.clone(), s.embedding_dim);
-            config.api_key = s.embedding_api_key.clone();
+            config.api_key = s.embedding_api_key.as_ref().map(|k| k.expose().to_owned());
             Arc::new(OpenAiEmbedder::new(config).context("embedding settings")?)
         }
     })
@@ -35,7 +35,7 @@ pub fn llm_client(s: &Settings) -> anyhow::Result<Arc<dyn LlmClient>> {
         LlmProvider::Openai => {
             let base = s.llm_base_url.clone().unwrap_or_else(|| OpenAiConfig::DEFAULT_BASE_URL.to_owned());
             let mut config = OpenAiConfig::new(base, s.llm_model.clone().unwrap_or_else(|| "gpt-4o-mini".into()));
-            config.api_key = s.llm_api_key.clone();
+            config.api_key = s.llm_api_key.as_ref().map(|k| k.expose().to_owned());
             config.timeout = timeout;
             config.max_retries = s.llm_max_retries;
             config.max_tokens = s.llm_max_tokens;
@@ -43,7 +43,7 @@ pub fn llm_client(s: &Settings) -> anyhow::Result<Arc<dyn LlmClient>> {
         }
         LlmProvider::Anthropic => {
             let model = s.llm_model.clone().unwrap_or_else(|| "claude-3-5-haiku-latest".into());
-            let mut config = AnthropicConfig::new(s.llm_api_key.clone(), model);
+            let mut config = AnthropicConfig::new(s.llm_api_key.as_ref().map(|k| k.expose().to_owned()), model);
             if let Some(base) = &s.llm_base_url {
                 config.base_url = base.clone();
             }

@@ -87,7 +87,7 @@ pub struct AuthSettings {
     /// An admin key accepted at start (stored hashed, user `admin`), so a fresh deployment can
     /// be used without running `orchestrator keys create` first. Never logged.
     #[arg(long, env = "BOOTSTRAP_ADMIN_KEY", hide_env_values = true)]
-    pub bootstrap_admin_key: Option<String>,
+    pub bootstrap_admin_key: Option<crate::config::Secret>,
 
     /// How long a checked key is trusted without asking Postgres again; a revoked key stops
     /// working within this time.

@@ -2,6 +2,7 @@
 
 mod access;
 mod catalog;
+pub mod cors;
 mod error;
 mod extract;
 mod health;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub events: crate::events::EventHub,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub auth: Arc<crate::auth::Authenticator>,
+    /// Webhook deliveries, for `GET /tasks/{id}/webhook`.
+    pub outbox: Arc<dyn crate::webhooks::Outbox>,
     pub rate_limits: crate::ratelimit::RateLimits,
 }
 

@@ -65,6 +65,8 @@ pub struct Task {
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// Where the task's summary is POSTed when it ends.
+    pub callback_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -98,7 +98,7 @@ impl WebhookConfig {
     /// Reads and checks the `WEBHOOK_*` settings; warns when the development secret or
     /// private targets are in use.
     pub fn from_settings(s: &Settings) -> Result<Self, WebhookError> {
-        if s.webhook_secret.len() < 16 {
+        if s.webhook_secret.expose().len() < 16 {
             return Err(WebhookError::ShortSecret);
         }
         if s.webhook_timeout_secs == 0 {
@@ -107,7 +107,7 @@ impl WebhookConfig {
         if s.webhook_max_attempts == 0 {
             return Err(WebhookError::Zero { field: "WEBHOOK_MAX_ATTEMPTS" });
         }
-        if s.webhook_secret == DEV_WEBHOOK_SECRET {
+        if s.webhook_secret.expose() == DEV_WEBHOOK_SECRET {
             tracing::warn!(
                 "WEBHOOK_SECRET is not set: webhooks are signed with the development secret; set one in production"
             );
@@ -116,7 +116,7 @@ impl WebhookConfig {
             tracing::warn!("WEBHOOK_ALLOW_PRIVATE is on: webhooks may target loopback and private networks");
         }
         Ok(Self {
-            secret: s.webhook_secret.clone(),
+            secret: s.webhook_secret.expose().to_owned(),
             timeout: Duration::from_secs(s.webhook_timeout_secs),
             max_attempts: s.webhook_max_attempts,
             policy: TargetPolicy { allow_private: s.webhook_allow_private },

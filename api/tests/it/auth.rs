@@ -252,3 +252,60 @@ fn run_without_auth_refuses_to_listen_beyond_loopback() {
     runtime.block_on(crate::helpers::drop_database(&settings.database_url));
     let _ = std::fs::remove_dir_all(&settings.data_dir);
 }
+
+#[tokio::test]
+async fn each_keys_user_has_its_own_rate_limit() {
+    let mut settings = test_settings();
+    settings.auth.mode = Some(AuthMode::Required);
+    // A trickle: nothing refills during the test, so the burst alone decides.
+    settings.rate_limits.create_per_sec = 0.01;
+    settings.rate_limits.create_burst = 3;
+    let app = TestApp::spawn_with(settings, 0).await;
+    let store = KeyStore::new(app.db.clone());
+    let ann = store.create("ann", "", false).await.unwrap().secret;
+    let bob = store.create("bob", "", false).await.unwrap().secret;
+
+    let mut accepted = 0;
+    for _ in 0..6 {
+        let (status, _) = call(&app, Method::POST, "/tasks", Some(&ann), Some(json!({"description": "d"}))).await;
+        match status {
+            StatusCode::ACCEPTED => accepted += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!((3..=4).contains(&accepted), "ann got {accepted} of a burst of 3");
+    // Ann's spent burst is hers alone.
+    let (status, _) = call(&app, Method::POST, "/tasks", Some(&bob), Some(json!({"description": "d"}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(app.count("SELECT count(*) FROM tasks WHERE user_id = 'ann'").await, accepted);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn browsers_of_allowed_origins_may_call_the_api() {
+    let mut settings = test_settings();
+    settings.auth.mode = Some(AuthMode::Required);
+    settings.cors_allowed_origins = vec!["https://app.example.com".into()];
+    let app = TestApp::spawn_with(settings, 0).await;
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(Method::OPTIONS, app.url("/tasks"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type")
+            .send()
+    };
+    // The preflight carries no key and must still be answered.
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example.com");
+    let methods = allowed.headers()["access-control-allow-methods"].to_str().unwrap().to_owned();
+    assert!(methods.contains("POST"), "{methods}");
+    let other = preflight("https://evil.example.net").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    let response = app.http.get(app.url("/healthz")).header("origin", "https://app.example.com").send().await.unwrap();
+    assert_eq!(response.headers()["access-control-allow-origin"], "https://app.example.com");
+    app.stop().await;
+}

@@ -21,6 +21,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/tasks/{id}/events"),
     ("get", "/tasks/{id}/cost"),
     ("get", "/tasks/{id}/tool-calls"),
+    ("get", "/tasks/{id}/webhook"),
     ("post", "/memory"),
     ("post", "/memory/search"),
     ("get", "/memory/{id}"),

@@ -205,6 +205,26 @@ async fn a_receiver_failing_twice_gets_three_attempts_and_the_delivery_ends_deli
         assert_eq!(call.id, delivered.id.to_string(), "the id is stable across retries");
         assert_eq!(call.body, calls[0].body, "every attempt sends the same body");
     }
+
+    // The client sees the same story over the API.
+    let task: Value = app.http.get(app.url(&format!("/tasks/{id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(task["callback_url"], receiver.url());
+    let report: Value =
+        app.http.get(app.url(&format!("/tasks/{id}/webhook"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(report["callback_url"], receiver.url());
+    let only = &report["deliveries"][0];
+    assert_eq!(report["deliveries"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(
+        (only["id"].as_str(), only["event"].as_str()),
+        (Some(&*delivered.id.to_string()), Some("task.completed"))
+    );
+    assert_eq!(only["status"], "delivered");
+    let codes: Vec<_> = only["attempts"].as_array().unwrap().iter().map(|a| a["http_status"].as_i64()).collect();
+    assert_eq!(codes, [Some(500), Some(500), Some(200)], "{report}");
+    let plain = app.submit("No callback here.").await;
+    let report: Value =
+        app.http.get(app.url(&format!("/tasks/{plain}/webhook"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(report, json!({"callback_url": null, "deliveries": []}));
     app.stop().await;
 }
 

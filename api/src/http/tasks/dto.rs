@@ -92,7 +92,8 @@ pub struct ContextMessage {
     "created_at": "2026-01-01T12:00:00Z",
     "started_at": null,
     "completed_at": null,
-    "updated_at": "2026-01-01T12:00:00Z"
+    "updated_at": "2026-01-01T12:00:00Z",
+    "callback_url": null
 }))]
 pub struct TaskResponse {
     pub id: TaskId,
@@ -121,6 +122,9 @@ pub struct TaskResponse {
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// Where the task's summary is POSTed when it ends; `GET /tasks/{id}/webhook` shows the
+    /// deliveries.
+    pub callback_url: Option<String>,
     /// Present on `GET /tasks/{id}`, absent from lists and from the creation answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepResponse>>,
@@ -182,6 +186,7 @@ impl From<Task> for TaskResponse {
             started_at: t.started_at,
             completed_at: t.completed_at,
             updated_at: t.updated_at,
+            callback_url: t.callback_url,
             steps: None,
         }
     }

@@ -7,6 +7,7 @@ pub(super) mod events;
 pub(super) mod get;
 pub(super) mod list;
 pub(super) mod reports;
+pub(super) mod webhook;
 
 use crate::{domain::TaskId, http::error::ApiError};
 
@@ -30,4 +31,5 @@ pub fn routes() -> Router<AppState> {
         .route("/tasks/{id}/events", get(events::task_events))
         .route("/tasks/{id}/cost", get(reports::task_cost))
         .route("/tasks/{id}/tool-calls", get(reports::tool_calls))
+        .route("/tasks/{id}/webhook", get(webhook::task_webhook))
 }
