@@ -13,6 +13,7 @@ mod fairness;
 mod fake_llm;
 mod faults;
 mod flow;
+mod generated_client;
 mod health;
 mod helpers;
 mod llm;

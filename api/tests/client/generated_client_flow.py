@@ -1,0 +1,125 @@
+"""A task through a client generated from docs/openapi.json by openapi-python-client.
+
+Run by api/tests/it/generated_client.rs with the generated package `orchestrator_client` on
+PYTHONPATH. Arguments: the server's base URL and an API key. Every call goes through the
+generated operations and typed models, with `raise_on_unexpected_status`, so a status the
+document does not list or a body that does not match its schema fails the run. Prints one
+JSON summary on stdout for the Rust test to check against the database; any failed check
+exits non-zero with the reason on stderr.
+"""
+
+import json
+import sys
+import time
+import uuid
+
+from orchestrator_client import AuthenticatedClient, Client
+from orchestrator_client.api.tasks import create_task, get_task, list_tasks, task_cost
+from orchestrator_client.models import (
+    CostReport,
+    CreateTaskRequest,
+    Problem,
+    StepStatus,
+    TaskListResponse,
+    TaskResponse,
+    TaskStatus,
+)
+from orchestrator_client.types import UNSET
+
+TERMINAL = {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
+DESCRIPTION = "Analyze the requirements and build a plan. Then implement core APIs."
+DEADLINE_SECS = 20.0
+
+
+def expect(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+def main(base_url, token):
+    client = AuthenticatedClient(base_url=base_url, token=token, raise_on_unexpected_status=True)
+
+    # Submit: the description only; the key names the user.
+    created = create_task.sync_detailed(client=client, body=CreateTaskRequest(description=DESCRIPTION))
+    expect(created.status_code == 202, f"create_task answered {created.status_code}: {created.content!r}")
+    expect(isinstance(created.parsed, TaskResponse), f"create_task parsed as {created.parsed!r}")
+    task_id = created.parsed.id
+    expect(isinstance(task_id, uuid.UUID), f"the task id is typed: {task_id!r}")
+    expect(created.parsed.steps is UNSET, "the creation answer has no steps")
+
+    # Poll until the task ends.
+    until = time.monotonic() + DEADLINE_SECS
+    while True:
+        task = get_task.sync(id=task_id, client=client)
+        expect(isinstance(task, TaskResponse), f"get_task parsed as {task!r}")
+        if task.status in TERMINAL:
+            break
+        expect(time.monotonic() < until, f"task {task_id} still {task.status} after {DEADLINE_SECS}s")
+        time.sleep(0.05)
+    expect(task.status == TaskStatus.COMPLETED, f"task ended {task.status}: {task.error!r}")
+    expect(isinstance(task.result, str) and task.result, f"a completed task has a result: {task.result!r}")
+
+    # Steps, from the typed model.
+    expect(isinstance(task.steps, list) and task.steps, f"a completed task has steps: {task.steps!r}")
+    for step in task.steps:
+        expect(step.status == StepStatus.COMPLETED, f"step {step.position} is {step.status}")
+        expect(step.agent, f"step {step.position} names its agent")
+        expect(isinstance(step.output, str) and step.output, f"step {step.position} has an output")
+
+    # Cost: totals and a line per step.
+    cost = task_cost.sync(id=task_id, client=client)
+    expect(isinstance(cost, CostReport), f"task_cost parsed as {cost!r}")
+    expect(cost.task_id == task_id, f"the cost report is for {cost.task_id}")
+    expect(cost.total.tokens_in > 0 and cost.total.tokens_out > 0, f"tokens were counted: {cost.total!r}")
+    expect(
+        sorted(line.step_id for line in cost.steps) == sorted(step.id for step in task.steps),
+        "the cost report has one line per step",
+    )
+    by_step = sum(line.tokens_in for line in cost.steps) + cost.planning.tokens_in
+    expect(by_step == cost.total.tokens_in, f"steps and planning add up to the total: {by_step} != {cost.total.tokens_in}")
+    expect(cost.total.tokens_in == task.tokens_in, "the task's totals are the cost report's")
+
+    # The listing holds the task, without steps.
+    page = list_tasks.sync(client=client)
+    expect(isinstance(page, TaskListResponse), f"list_tasks parsed as {page!r}")
+    listed = [item for item in page.items if item.id == task_id]
+    expect(len(listed) == 1, f"the task is listed once: {[item.id for item in page.items]}")
+    expect(listed[0].steps is UNSET, "listed tasks have no steps")
+
+    # Errors are typed problems: an unknown id is a 404, no key is a 401.
+    unknown = uuid.uuid4()
+    missing = get_task.sync_detailed(id=unknown, client=client)
+    expect(missing.status_code == 404, f"an unknown id answered {missing.status_code}")
+    expect(isinstance(missing.parsed, Problem), f"the 404 parsed as {missing.parsed!r}")
+    expect(missing.parsed.status == 404, f"the problem says {missing.parsed.status}")
+    anonymous = list_tasks.sync_detailed(client=Client(base_url=base_url, raise_on_unexpected_status=True))
+    expect(anonymous.status_code == 401, f"no key answered {anonymous.status_code}")
+    expect(isinstance(anonymous.parsed, Problem), f"the 401 parsed as {anonymous.parsed!r}")
+
+    summary = {
+        "task_id": str(task_id),
+        "user_id": task.user_id,
+        "status": task.status.value,
+        "steps": [
+            {"id": str(s.id), "agent": s.agent, "status": s.status.value, "tokens_in": s.tokens_in}
+            for s in task.steps
+        ],
+        "cost": {
+            "calls": cost.total.calls,
+            "tokens_in": cost.total.tokens_in,
+            "tokens_out": cost.total.tokens_out,
+            "cost_usd": cost.total.cost_usd,
+            "steps": len(cost.steps),
+        },
+        "listed": len(page.items),
+        "not_found": {"status": int(missing.status_code), "title": missing.parsed.title},
+        "unauthorized": int(anonymous.status_code),
+    }
+    json.dump(summary, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(f"usage: {sys.argv[0]} BASE_URL API_KEY")
+    main(sys.argv[1], sys.argv[2])
