@@ -270,6 +270,15 @@ pub struct Settings {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// OTLP/HTTP collector to export traces to, e.g. `http://otel-collector:4318` (spans go
+    /// to `<endpoint>/v1/traces`). Unset: no export. See [`crate::telemetry`].
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_endpoint: Option<url::Url>,
+
+    /// `service.name` of the exported spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "orchestrator")]
+    pub otel_service_name: String,
+
     /// Key of the HMAC-SHA256 signature on webhook calls (at least 16 bytes); receivers
     /// verify with it. Share it between every worker of a deployment.
     #[arg(long, env = "WEBHOOK_SECRET", default_value = crate::webhooks::DEV_WEBHOOK_SECRET, hide_default_value = true, hide_env_values = true)]

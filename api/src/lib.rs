@@ -15,5 +15,6 @@ pub mod providers;
 pub mod queue;
 pub mod ratelimit;
 pub mod store;
+pub mod telemetry;
 pub mod webhooks;
 pub mod worker;

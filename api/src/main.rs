@@ -1,13 +1,15 @@
 //! `orchestrator`: a thin shim that parses the command line and runs the library.
 
 use clap::Parser;
+use opentelemetry_otlp::ExporterBuildError;
 use orchestrator::{
     app::App,
     auth::AuthMode,
     config::{Cli, Command, LogFormat, MemoryCommand, Settings},
+    telemetry::Telemetry,
 };
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberInitExt};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -33,8 +35,19 @@ async fn main() -> std::process::ExitCode {
         settings.auth.mode =
             Some(if matches!(cli.command, Command::Run(_)) { AuthMode::Disabled } else { AuthMode::Required });
     }
-    init_tracing(&settings);
-    match run(cli.command, settings).await {
+    let telemetry = match init_tracing(&settings) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: cannot export traces: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = run(cli.command, settings).await;
+    // After the app stopped: the spans of its last requests and jobs are still buffered.
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line naming what failed, not a backtrace.
@@ -100,11 +113,16 @@ async fn watch_signals(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-fn init_tracing(settings: &Settings) {
+/// Logs to stderr as text or JSON, and exports spans over OTLP when an endpoint is set.
+fn init_tracing(settings: &Settings) -> Result<Option<Telemetry>, ExporterBuildError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let telemetry = Telemetry::init(settings)?;
+    let registry = tracing_subscriber::registry().with(filter);
+    // As `tracing_subscriber::fmt()` sets it up, so the log lines stay as they were.
+    let logs = || fmt::layer().log_internal_errors(true).with_writer(std::io::stderr);
     match settings.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => registry.with(logs().json()).with(telemetry.as_ref().map(Telemetry::layer)).init(),
+        LogFormat::Text => registry.with(logs()).with(telemetry.as_ref().map(Telemetry::layer)).init(),
     }
+    Ok(telemetry)
 }

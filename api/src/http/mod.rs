@@ -93,7 +93,9 @@ pub fn build_router(state: AppState) -> Router {
     router
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id);
+            crate::telemetry::continue_trace(&span, req.headers());
+            span
         }))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

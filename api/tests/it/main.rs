@@ -23,4 +23,5 @@ mod openapi;
 mod rate_limits;
 mod store;
 mod tasks_api;
+mod telemetry;
 mod webhooks;
