@@ -213,6 +213,11 @@ impl ApiClient {
         self
     }
 
+    /// Whether requests carry a key, which then names their user.
+    pub fn has_api_key(&self) -> bool {
+        self.api_key.is_some()
+    }
+
     pub fn base_url(&self) -> &str {
         &self.base
     }

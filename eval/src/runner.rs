@@ -158,7 +158,7 @@ async fn run_one(cx: RunContext<'_>) -> RunResult {
         result
     };
     let submitted_at = Instant::now();
-    let task = match cx.client.submit(&cx.case.task.body()).await {
+    let task = match cx.client.submit(&cx.case.task.body(cx.client.has_api_key())).await {
         Ok(task) => task,
         Err(e) => return errored(result, format!("the submission was refused: {}", e.detail())),
     };

@@ -370,3 +370,25 @@ async fn an_expected_agent_the_server_lacks_exits_2() {
     let _ = std::fs::remove_dir_all(&dir);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn with_a_users_key_the_smoke_suite_runs_as_that_user() {
+    let mut settings = crate::helpers::test_settings();
+    settings.auth.mode = Some(orchestrator::auth::AuthMode::Required);
+    let app = TestApp::spawn_with(settings, 1).await;
+    let key = orchestrator::auth::KeyStore::new(app.db.clone()).create("qa", "", false).await.unwrap().secret;
+    let dir = scratch();
+    let out = dir.join("report");
+    let (suite, out_arg, url) = (smoke_suite(), out.to_str().unwrap().to_owned(), app.url(""));
+    let args = ["eval", "run", suite.to_str().unwrap(), "--url", &url, "--out", &out_arg, "--concurrency", "3"];
+    let (code, stdout, stderr) = orchestrator(&args, &[("ORCHESTRATOR_API_KEY", &key)]).await;
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(read_report(&out)["totals"]["passed"], 8);
+    assert_eq!(
+        app.count("SELECT count(*) FROM tasks WHERE user_id <> 'qa'").await,
+        0,
+        "every case ran as the key's user"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    app.stop().await;
+}

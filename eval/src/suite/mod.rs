@@ -111,7 +111,9 @@ pub struct Case {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskSpec {
     pub description: String,
-    pub user_id: String,
+    /// The suite's or case's `user_id`; `None` leaves it to the server (the API key's user)
+    /// or, without a key, to [`DEFAULT_USER_ID`].
+    pub user_id: Option<String>,
     pub metadata: Option<Value>,
     pub priority: Option<Priority>,
     pub max_attempts: Option<i32>,
@@ -124,13 +126,18 @@ pub struct TaskSpec {
 }
 
 impl TaskSpec {
-    /// The request body; absent options are left out so the server's defaults apply.
-    pub fn body(&self) -> Value {
+    /// The request body; absent options are left out so the server's defaults apply. With an
+    /// API key and no `user_id`, the key names the user; without either, [`DEFAULT_USER_ID`].
+    pub fn body(&self, with_api_key: bool) -> Value {
         let mut body = json!({
-            "user_id": self.user_id,
             "description": self.description,
             "use_plan_cache": self.use_plan_cache,
         });
+        match (&self.user_id, with_api_key) {
+            (Some(user), _) => body["user_id"] = json!(user),
+            (None, false) => body["user_id"] = json!(DEFAULT_USER_ID),
+            (None, true) => {}
+        }
         let mut set = |name: &str, value: Option<Value>| {
             if let Some(value) = value {
                 body[name] = value;
@@ -238,7 +245,11 @@ mod tests {
         let case = &suite.cases[0];
         assert_eq!(case.expect.status, FinalStatus::Completed);
         assert_eq!((case.repeat, case.timeout), (1, None));
-        assert_eq!(case.task.body(), json!({"user_id": "eval", "description": "Write docs", "use_plan_cache": false}));
+        assert_eq!(
+            case.task.body(false),
+            json!({"user_id": "eval", "description": "Write docs", "use_plan_cache": false})
+        );
+        assert_eq!(case.task.body(true), json!({"description": "Write docs", "use_plan_cache": false}));
     }
 
     #[test]
@@ -281,7 +292,7 @@ cases:
         let all = &suite.cases[0];
         assert_eq!((all.repeat, all.timeout), (3, Some(Duration::from_secs(9))));
         assert_eq!(
-            all.task.body(),
+            all.task.body(false),
             json!({
                 "user_id": "eval-bot", "description": "Compute 2 + 2.", "metadata": {"team": "qa"},
                 "priority": "high", "max_attempts": 2, "max_cost_usd": 0.5, "max_tokens": 1000,
@@ -303,7 +314,7 @@ cases:
         let defaults = &suite.cases[1];
         assert_eq!(defaults.task.priority, Some(Priority::Low));
         assert_eq!(defaults.timeout, Some(Duration::from_secs(30)));
-        assert_eq!(defaults.task.user_id, "eval-bot");
+        assert_eq!(defaults.task.user_id.as_deref(), Some("eval-bot"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::{collections::HashSet, time::Duration};
 use regex::Regex;
 
 use super::{
-    Case, DEFAULT_MIN_SCORE, DEFAULT_USER_ID, Expectations, FinalStatus, Rubric, Suite, TaskSpec,
+    Case, DEFAULT_MIN_SCORE, Expectations, FinalStatus, Rubric, Suite, TaskSpec,
     file::{CaseFile, DefaultsFile, ExpectFile, SuiteFile},
 };
 
@@ -70,8 +70,10 @@ fn validate_case(case: CaseFile, defaults: &DefaultsFile) -> Result<Case, Violat
     if task.description.chars().count() > MAX_DESCRIPTION_CHARS {
         return Err(at("task.description", format!("must be at most {MAX_DESCRIPTION_CHARS} characters")));
     }
-    let user_id = task.user_id.or_else(|| defaults.user_id.clone()).unwrap_or_else(|| DEFAULT_USER_ID.to_owned());
-    check_user_id(&user_id).map_err(|p| at("task.user_id", p))?;
+    let user_id = task.user_id.or_else(|| defaults.user_id.clone());
+    if let Some(user_id) = &user_id {
+        check_user_id(user_id).map_err(|p| at("task.user_id", p))?;
+    }
     if let Some(metadata) = &task.metadata
         && !metadata.is_object()
     {
