@@ -41,7 +41,7 @@ pub enum RunError {
     #[error("the server at {url} refused {what}: {detail}")]
     Refused { url: String, what: &'static str, detail: String },
     /// The suite expects an agent or tool this deployment does not have.
-    #[error("case {case:?}, expect.{field}: this server has no {kind} {name:?} (it has: {known})")]
+    #[error("case {case:?}, {field}: this server has no {kind} {name:?} (it has: {known})")]
     Unknown { case: String, field: &'static str, kind: &'static str, name: String, known: String },
 }
 
@@ -63,9 +63,11 @@ pub async fn preflight(client: &ApiClient, suite: &Suite) -> Result<(), RunError
     let wants_tools = suite.cases.iter().any(|c| !c.expect.tools.is_empty());
     let tools = if wants_tools { client.tool_names().await.map_err(failed("to list its tools"))? } else { Vec::new() };
     for case in &suite.cases {
-        for (field, kind, wanted, known) in
-            [("agents", "agent", &case.expect.agents, &agents), ("tools", "tool", &case.expect.tools, &tools)]
-        {
+        for (field, kind, wanted, known) in [
+            ("expect.agents", "agent", &case.expect.agents, &agents),
+            ("task.agent_hints", "agent", &case.task.agent_hints, &agents),
+            ("expect.tools", "tool", &case.expect.tools, &tools),
+        ] {
             if let Some(name) = wanted.iter().find(|n| !known.contains(n)) {
                 return Err(RunError::Unknown {
                     case: case.name.clone(),

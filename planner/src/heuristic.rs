@@ -26,12 +26,22 @@ const MERGE_SEPARATOR: &str = ". ";
 #[derive(Debug, Clone, Default)]
 pub struct HeuristicPlanner {
     limits: PlanLimits,
+    /// A task's agent hints: the only agents its plan may use; empty: the built-in ones.
+    hints: Vec<String>,
 }
 
 impl HeuristicPlanner {
     /// A planner whose plans respect `limits`.
     pub fn new(limits: PlanLimits) -> Self {
-        Self { limits }
+        Self { limits, hints: Vec::new() }
+    }
+
+    /// The same planner, assigning only `hints` (a task's agent hints; empty: the built-in
+    /// agents). Each clause goes to the first hinted agent its keywords ask for, else to the
+    /// analyst if hinted, else to the first hint.
+    pub fn with_hints(mut self, hints: Vec<String>) -> Self {
+        self.hints = hints;
+        self
     }
 
     /// Plans `description` synchronously (the work is cheap string
@@ -39,6 +49,7 @@ impl HeuristicPlanner {
     /// description, and otherwise only if the limits themselves are
     /// unsatisfiable (zero steps or zero instruction characters).
     pub fn plan_description(&self, description: &str) -> Result<Plan, PlanError> {
+        let hints = &self.hints;
         let description = description.trim();
         if description.is_empty() {
             return Err(PlanError::EmptyDescription);
@@ -68,13 +79,22 @@ impl HeuristicPlanner {
                 PlannedStep {
                     title: make_title(&clause),
                     instruction: fit(&instruction, self.limits.max_instruction_chars),
-                    agent: assign::assign_agent(&clause).to_owned(),
+                    agent: if hints.is_empty() {
+                        assign::assign_agent(&clause).to_owned()
+                    } else {
+                        assign::assign_agent_among(&clause, hints).to_owned()
+                    },
                     depends_on: index.checked_sub(1).into_iter().collect(),
                 }
             })
             .collect();
         let plan = Plan { steps };
-        validate(&plan, &BUILTIN_AGENTS, &self.limits)?;
+        if hints.is_empty() {
+            validate(&plan, &BUILTIN_AGENTS, &self.limits)?;
+        } else {
+            let known: Vec<&str> = hints.iter().map(String::as_str).collect();
+            validate(&plan, &known, &self.limits)?;
+        }
         Ok(plan)
     }
 }
@@ -121,6 +141,19 @@ mod tests {
     /// (agent, instruction) pairs, for compact assertions.
     fn summary(plan: &Plan) -> Vec<(&str, &str)> {
         plan.steps.iter().map(|s| (s.agent.as_str(), s.instruction.as_str())).collect()
+    }
+
+    #[test]
+    fn hinted_plans_use_only_the_hinted_agents() {
+        let hinted = planner().with_hints(vec!["writer".into(), "reviewer".into()]);
+        let plan = hinted
+            .plan_description("Research the market. Then analyze the findings. Then check the numbers.")
+            .expect("plan");
+        let agents: Vec<&str> = plan.steps.iter().map(|s| s.agent.as_str()).collect();
+        assert_eq!(agents, ["writer", "writer", "reviewer"]);
+        // An agent from an agents file, not a built-in one, is allowed when hinted.
+        let custom = planner().with_hints(vec!["translator".into()]).plan_description("Translate it.").expect("plan");
+        assert_eq!(custom.steps[0].agent, "translator");
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct MeteredPlannerParts {
     pub budget: StoreBudget,
     /// (name, description) of the agents a plan may use.
     pub agents: Vec<(String, String)>,
+    /// The task's agent hints, for the heuristic fallback (empty: any built-in agent).
+    pub hints: Vec<String>,
     pub limits: PlanLimits,
 }
 
@@ -57,7 +59,8 @@ impl MeteredPlanner {
             budget: parts.budget,
             stop: Mutex::new(None),
         });
-        let planner = LlmPlanner::new(client.clone(), parts.agents, parts.limits, HeuristicPlanner::new(parts.limits));
+        let fallback = HeuristicPlanner::new(parts.limits).with_hints(parts.hints);
+        let planner = LlmPlanner::new(client.clone(), parts.agents, parts.limits, fallback);
         Self { planner, client }
     }
 

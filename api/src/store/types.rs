@@ -25,6 +25,8 @@ pub struct NewTask {
     pub context: Vec<(String, String)>,
     /// Where the task's summary is POSTed when it ends (see `crate::webhooks`); validated.
     pub callback_url: Option<String>,
+    /// The only agents the plan may use (checked against the catalog); empty: any.
+    pub agent_hints: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +69,7 @@ pub struct Task {
     pub updated_at: DateTime<Utc>,
     /// Where the task's summary is POSTed when it ends.
     pub callback_url: Option<String>,
+    pub agent_hints: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +120,8 @@ pub struct PlanningClaim {
     pub priority: Priority,
     pub max_attempts: Option<i32>,
     pub use_plan_cache: bool,
+    /// The only agents the plan may use; empty: any.
+    pub agent_hints: Vec<String>,
 }
 
 /// A step of a validated plan, ready to insert.

@@ -58,13 +58,28 @@ async fn plan_claimed(
 ) -> Result<(), JobError> {
     let deps = ctx.deps;
 
-    let known = deps.agents.names();
+    // Agent hints narrow the agents the plan may use to those still in the catalog, in the
+    // order given (the first is the heuristic planner's default).
+    let mut known = deps.agents.names();
+    if !claim.agent_hints.is_empty() {
+        known = claim.agent_hints.iter().map(String::as_str).filter(|hint| deps.agents.get(hint).is_some()).collect();
+        if known.is_empty() {
+            let error = format!("planning failed: none of the hinted agents ({}) exists", claim.agent_hints.join(", "));
+            if deps.store.fail_planning(task, lease, &error).await? {
+                deps.metrics.tasks_finished.with_label_values(&["failed"]).inc();
+                capacity::wake_waiting(deps.store.as_ref(), deps.dispatcher.as_ref(), user_id).await;
+            }
+            return Ok(());
+        }
+    }
+    let hints: Vec<String> =
+        if claim.agent_hints.is_empty() { Vec::new() } else { known.iter().map(|s| s.to_string()).collect() };
     let hash = plan_hash(&claim.description, &known, deps.planner.version());
     let cached = if claim.use_plan_cache { cached_plan(ctx, &hash, &known).await? } else { None };
     let from_cache = cached.is_some();
     let plan = match cached {
         Some(plan) => Ok(plan),
-        None => match plan_afresh(ctx, task, lease, &claim.description).await? {
+        None => match plan_afresh(ctx, task, lease, &claim.description, hints).await? {
             Afresh::Plan(Ok(plan)) => validate(&plan, &known, &deps.plan_limits).map(|()| plan),
             Afresh::Plan(Err(e)) => Err(e),
             Afresh::OverBudget(error) => {
@@ -131,10 +146,16 @@ enum Afresh {
 
 /// Asks the planner. The model's planning calls are reserved and recorded as they are made
 /// (they belong to the task, not to a step), under the planning lease.
-async fn plan_afresh(ctx: &JobContext<'_>, task: TaskId, lease: &Lease, description: &str) -> Result<Afresh, JobError> {
+async fn plan_afresh(
+    ctx: &JobContext<'_>,
+    task: TaskId,
+    lease: &Lease,
+    description: &str,
+    hints: Vec<String>,
+) -> Result<Afresh, JobError> {
     let deps = ctx.deps;
     if let TaskPlanner::Heuristic(h) = &*deps.planner {
-        return Ok(Afresh::Plan(h.plan_description(description)));
+        return Ok(Afresh::Plan(h.clone().with_hints(hints).plan_description(description)));
     }
     let holder = Holder { task, step: None, lease_token: lease.token };
     let budget = StoreBudget::load(deps.store.clone(), holder, &ctx.config.budgets).await?;
@@ -144,7 +165,13 @@ async fn plan_afresh(ctx: &JobContext<'_>, task: TaskId, lease: &Lease, descript
         prices: deps.prices.clone(),
         metrics: deps.metrics.clone(),
         budget,
-        agents: deps.agents.iter().map(|a| (a.name.clone(), a.description.clone())).collect(),
+        agents: deps
+            .agents
+            .iter()
+            .filter(|a| hints.is_empty() || hints.contains(&a.name))
+            .map(|a| (a.name.clone(), a.description.clone()))
+            .collect(),
+        hints,
         limits: deps.plan_limits,
     });
     match planner.plan(description).await {

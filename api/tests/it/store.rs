@@ -25,6 +25,7 @@ async fn new_task(app: &TestApp) -> TaskId {
         use_plan_cache: true,
         context: Vec::new(),
         callback_url: None,
+        agent_hints: Vec::new(),
     };
     match app.app.store.create_task(&task).await.unwrap() {
         CreateOutcome::Created(t) => t.id,

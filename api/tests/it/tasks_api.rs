@@ -181,3 +181,28 @@ async fn an_idempotency_key_replays_the_same_task_and_refuses_a_different_body()
     assert_eq!(app.queued_jobs().await, 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn agent_hints_limit_the_plan_to_the_hinted_agents() {
+    let app = TestApp::spawn(1).await;
+    let body = json!({
+        "user_id": "u",
+        "description": "Research the market. Then analyze the findings. Then check the numbers.",
+        "agent_hints": ["writer", "reviewer", "writer"],
+    });
+    let task = app.client.submit(&body).await.expect("202");
+    let done = app.wait(task.id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["agent_hints"], json!(["writer", "reviewer"]), "repeats are dropped");
+    let agents: Vec<&str> = done["steps"].as_array().unwrap().iter().map(|s| s["agent"].as_str().unwrap()).collect();
+    assert_eq!(agents, ["writer", "writer", "reviewer"]);
+
+    let before = app.count("SELECT count(*) FROM tasks").await;
+    for (hints, field) in [(json!(["writer", "poet"]), "agent_hints[1]"), (json!([]), "agent_hints")] {
+        let body = json!({"user_id": "u", "description": "d", "agent_hints": hints});
+        let (status, _, problem) = post_raw(&app, "application/json", body.to_string()).await;
+        assert_eq!((status, problem["field"].as_str()), (422, Some(field)), "{problem}");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM tasks").await, before);
+    app.stop().await;
+}

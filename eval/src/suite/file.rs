@@ -54,6 +54,7 @@ pub(super) struct TaskFile {
     pub(super) max_tokens: Option<i64>,
     pub(super) use_plan_cache: Option<bool>,
     pub(super) context: Option<Vec<ContextMessage>>,
+    pub(super) agent_hints: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -123,6 +123,8 @@ pub struct TaskSpec {
     /// the planner too instead of reusing the first run's plan.
     pub use_plan_cache: bool,
     pub context: Vec<ContextMessage>,
+    /// The only agents the plan may use (`agent_hints` of `POST /tasks`); empty: any.
+    pub agent_hints: Vec<String>,
 }
 
 impl TaskSpec {
@@ -144,6 +146,7 @@ impl TaskSpec {
             }
         };
         set("metadata", self.metadata.clone());
+        set("agent_hints", (!self.agent_hints.is_empty()).then(|| json!(self.agent_hints)));
         set("priority", self.priority.map(|p| json!(p)));
         set("max_attempts", self.max_attempts.map(Value::from));
         set("max_cost_usd", self.max_cost_usd.map(Value::from));

@@ -14,6 +14,7 @@ const MAX_NAME_CHARS: usize = 100;
 const MAX_USER_ID_CHARS: usize = 200;
 const MAX_DESCRIPTION_CHARS: usize = 8000;
 const MAX_CONTEXT_MESSAGES: usize = 50;
+const MAX_AGENT_HINTS: usize = 10;
 const MAX_REPEAT: u32 = 100;
 const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;
 
@@ -93,6 +94,11 @@ fn validate_case(case: CaseFile, defaults: &DefaultsFile) -> Result<Case, Violat
     if context.len() > MAX_CONTEXT_MESSAGES {
         return Err(at("task.context", format!("at most {MAX_CONTEXT_MESSAGES} messages")));
     }
+    let agent_hints = task.agent_hints.unwrap_or_default();
+    if agent_hints.len() > MAX_AGENT_HINTS {
+        return Err(at("task.agent_hints", format!("at most {MAX_AGENT_HINTS} agents")));
+    }
+    check_names(&agent_hints).map_err(|p| at("task.agent_hints", p))?;
     let repeat = case.repeat.unwrap_or(1);
     if !(1..=MAX_REPEAT).contains(&repeat) {
         return Err(at("repeat", format!("must be between 1 and {MAX_REPEAT}, not {repeat}")));
@@ -114,6 +120,7 @@ fn validate_case(case: CaseFile, defaults: &DefaultsFile) -> Result<Case, Violat
             max_tokens: task.max_tokens,
             use_plan_cache: task.use_plan_cache.unwrap_or(false),
             context,
+            agent_hints,
         },
         expect: validate_expect(case.expect)?,
         repeat,

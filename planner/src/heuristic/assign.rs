@@ -163,9 +163,24 @@ pub(crate) fn assign_agent(clause: &str) -> &'static str {
 
 /// The agent asked for by the first keyword in `clause`, if it has one.
 pub(crate) fn keyword_agent(clause: &str) -> Option<&'static str> {
+    keyword_agent_among(clause, |_| true)
+}
+
+/// The agent for `clause` when only `allowed` (a task's agent hints, not empty) may be used:
+/// the first keyword naming an allowed agent decides; without one, the default agent if it
+/// is allowed, else the first hint.
+pub(crate) fn assign_agent_among<'a>(clause: &str, allowed: &'a [String]) -> &'a str {
+    let pick = |agent: &str| allowed.iter().find(|a| a.as_str() == agent).map(String::as_str);
+    keyword_agent_among(clause, |agent| pick(agent).is_some())
+        .and_then(pick)
+        .or_else(|| pick(DEFAULT_AGENT))
+        .unwrap_or_else(|| allowed.first().map(String::as_str).unwrap_or(DEFAULT_AGENT))
+}
+
+fn keyword_agent_among(clause: &str, allowed: impl Fn(&str) -> bool) -> Option<&'static str> {
     let words: Vec<String> =
         clause.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
-    (0..words.len()).find_map(|i| agent_at(&words, i))
+    (0..words.len()).filter_map(|i| agent_at(&words, i)).find(|agent| allowed(agent))
 }
 
 /// The agent a keyword starting at `words[i]` asks for, if one does.
@@ -256,6 +271,18 @@ mod tests {
         for (clause, agent) in cases {
             assert_eq!(assign_agent(clause), agent, "clause: {clause}");
         }
+    }
+
+    #[test]
+    fn hints_pick_the_first_keyword_of_an_allowed_agent() {
+        let hints = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let writer_reviewer = hints(&["writer", "reviewer"]);
+        assert_eq!(assign_agent_among("Analyze the data and write a report", &writer_reviewer), "writer");
+        assert_eq!(assign_agent_among("Check the numbers", &writer_reviewer), "reviewer");
+        // No allowed keyword: the default agent if hinted, else the first hint.
+        assert_eq!(assign_agent_among("Think about pricing", &writer_reviewer), "writer");
+        assert_eq!(assign_agent_among("Think about pricing", &hints(&["engineer", "analyst"])), "analyst");
+        assert_eq!(assign_agent_among("Translate the manual", &hints(&["translator"])), "translator");
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::{
 pub const MAX_DESCRIPTION_CHARS: usize = 8000;
 const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
 const MAX_CONTEXT_MESSAGES: usize = 50;
+const MAX_AGENT_HINTS: usize = 10;
 
 /// Submit a task
 ///
@@ -69,7 +70,9 @@ pub async fn create_task(
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency_key(&headers)?;
     let policy = policy.map(|Extension(p)| p).unwrap_or_default();
-    let task = validate(request, &caller, idempotency_key, policy)?;
+    let agent_hints = agent_hints(request.agent_hints.as_deref(), &state.agents)?;
+    let mut task = validate(request, &caller, idempotency_key, policy)?;
+    task.agent_hints = agent_hints;
 
     let (task, replayed) = match state.tasks.create_task(&task).await? {
         CreateOutcome::Created(task) => (task, false),
@@ -95,6 +98,29 @@ pub async fn create_task(
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// The hinted agents, each known to this deployment, without repeats.
+fn agent_hints(hints: Option<&[String]>, catalog: &agents::AgentCatalog) -> Result<Vec<String>, ApiError> {
+    let Some(hints) = hints else { return Ok(Vec::new()) };
+    if hints.is_empty() || hints.len() > MAX_AGENT_HINTS {
+        return Err(invalid("agent_hints", format!("must name 1 to {MAX_AGENT_HINTS} agents")));
+    }
+    let mut chosen: Vec<String> = Vec::with_capacity(hints.len());
+    for (i, name) in hints.iter().enumerate() {
+        let name = name.trim();
+        if catalog.get(name).is_none() {
+            let known = catalog.names().join(", ");
+            return Err(invalid(
+                &format!("agent_hints[{i}]"),
+                format!("`{name}` is not an agent here (known: {known})"),
+            ));
+        }
+        if !chosen.iter().any(|c| c == name) {
+            chosen.push(name.to_owned());
+        }
+    }
+    Ok(chosen)
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -171,6 +197,7 @@ fn validate(
         use_plan_cache: request.use_plan_cache.unwrap_or(true),
         context: seeded,
         callback_url,
+        agent_hints: Vec::new(), // checked against the catalog by the handler
     })
 }
 

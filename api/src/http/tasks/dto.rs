@@ -59,6 +59,11 @@ pub struct CreateTaskRequest {
     /// earlier clients' bodies does not change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+    /// Agent hints: the only agents the plan may use (1 to 10 names from `GET /agents`);
+    /// each step goes to the hinted agent that suits it best.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 10)]
+    pub agent_hints: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -93,7 +98,8 @@ pub struct ContextMessage {
     "started_at": null,
     "completed_at": null,
     "updated_at": "2026-01-01T12:00:00Z",
-    "callback_url": null
+    "callback_url": null,
+    "agent_hints": []
 }))]
 pub struct TaskResponse {
     pub id: TaskId,
@@ -125,6 +131,8 @@ pub struct TaskResponse {
     /// Where the task's summary is POSTed when it ends; `GET /tasks/{id}/webhook` shows the
     /// deliveries.
     pub callback_url: Option<String>,
+    /// The only agents the plan may use; empty: any.
+    pub agent_hints: Vec<String>,
     /// Present on `GET /tasks/{id}`, absent from lists and from the creation answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepResponse>>,
@@ -187,6 +195,7 @@ impl From<Task> for TaskResponse {
             completed_at: t.completed_at,
             updated_at: t.updated_at,
             callback_url: t.callback_url,
+            agent_hints: t.agent_hints,
             steps: None,
         }
     }

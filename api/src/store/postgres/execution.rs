@@ -538,17 +538,17 @@ pub(super) async fn claim_planning_on<'e>(
     id: TaskId,
     lease: &Lease,
 ) -> Result<Option<PlanningClaim>, StoreError> {
-    let row: Option<(String, String, Option<i32>, bool)> = sqlx::query_as(
+    let row: Option<(String, String, Option<i32>, bool, Vec<String>)> = sqlx::query_as(
         "WITH c AS (
             UPDATE tasks SET status = 'planning', lease_owner = $2, lease_token = $3,
                    lease_expires_at = now() + make_interval(secs => $4),
                    started_at = coalesce(started_at, now()), updated_at = now()
             WHERE id = $1 AND (status = 'pending' OR (status = 'planning' AND lease_expires_at < now()))
-            RETURNING id, description, priority, max_attempts, use_plan_cache
+            RETURNING id, description, priority, max_attempts, use_plan_cache, agent_hints
          ), e AS (
             INSERT INTO task_events (task_id, kind) SELECT id, 'task_planning' FROM c
          )
-         SELECT description, priority, max_attempts, use_plan_cache FROM c",
+         SELECT description, priority, max_attempts, use_plan_cache, agent_hints FROM c",
     )
     .bind(id.0)
     .bind(&lease.owner)
@@ -556,8 +556,8 @@ pub(super) async fn claim_planning_on<'e>(
     .bind(lease.seconds())
     .fetch_optional(executor)
     .await?;
-    row.map(|(description, priority, max_attempts, use_plan_cache)| {
-        Ok(PlanningClaim { description, priority: priority.parse()?, max_attempts, use_plan_cache })
+    row.map(|(description, priority, max_attempts, use_plan_cache, agent_hints)| {
+        Ok(PlanningClaim { description, priority: priority.parse()?, max_attempts, use_plan_cache, agent_hints })
     })
     .transpose()
 }

@@ -27,8 +27,9 @@ impl TaskStore for PgStore {
         const SQL: &str = concat!(
             "WITH t AS (
                 INSERT INTO tasks (id, user_id, description, metadata, priority, max_cost_usd, max_tokens,
-                                   idempotency_key, request_hash, max_attempts, use_plan_cache, callback_url)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $14)
+                                   idempotency_key, request_hash, max_attempts, use_plan_cache, callback_url,
+                                   agent_hints)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $14, $15)
                 ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                 RETURNING *
              ), e AS (
@@ -59,6 +60,7 @@ impl TaskStore for PgStore {
             .bind(new.context.iter().map(|(role, _)| role.as_str()).collect::<Vec<_>>())
             .bind(new.context.iter().map(|(_, content)| content.as_str()).collect::<Vec<_>>())
             .bind(&new.callback_url)
+            .bind(&new.agent_hints)
             .fetch_optional(&self.pool)
             .await?;
         if let Some(row) = created {
