@@ -538,7 +538,15 @@ pub(super) async fn claim_planning_on<'e>(
     id: TaskId,
     lease: &Lease,
 ) -> Result<Option<PlanningClaim>, StoreError> {
-    let row: Option<(String, String, Option<i32>, bool, Vec<String>)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        description: String,
+        priority: String,
+        max_attempts: Option<i32>,
+        use_plan_cache: bool,
+        agent_hints: Vec<String>,
+    }
+    let row: Option<Row> = sqlx::query_as(
         "WITH c AS (
             UPDATE tasks SET status = 'planning', lease_owner = $2, lease_token = $3,
                    lease_expires_at = now() + make_interval(secs => $4),
@@ -556,8 +564,14 @@ pub(super) async fn claim_planning_on<'e>(
     .bind(lease.seconds())
     .fetch_optional(executor)
     .await?;
-    row.map(|(description, priority, max_attempts, use_plan_cache, agent_hints)| {
-        Ok(PlanningClaim { description, priority: priority.parse()?, max_attempts, use_plan_cache, agent_hints })
+    row.map(|r| {
+        Ok(PlanningClaim {
+            description: r.description,
+            priority: r.priority.parse()?,
+            max_attempts: r.max_attempts,
+            use_plan_cache: r.use_plan_cache,
+            agent_hints: r.agent_hints,
+        })
     })
     .transpose()
 }
