@@ -138,6 +138,7 @@ impl App {
             metrics: self.metrics.clone(),
             auth: self.auth.clone(),
             outbox: Arc::new(self.store.clone()),
+            execution: Arc::new(self.store.clone()),
             rate_limits,
         })
         // Read by `POST /tasks` to check callback URLs (WEBHOOK_ALLOW_PRIVATE).

@@ -29,10 +29,11 @@ pub fn list_scope(caller: &Caller, requested: Option<&str>) -> Result<Option<Str
     caller.list_scope(requested.as_deref()).map_err(|e| refusal(e, Named::Query))
 }
 
-/// Answers 404, as for a task that does not exist, unless the caller may access task `id`.
-pub async fn check_task(tasks: &dyn TaskStore, caller: &Caller, id: TaskId) -> Result<(), ApiError> {
+/// The task's owner when the caller may access task `id`; otherwise 404, as for a task
+/// that does not exist.
+pub async fn check_task(tasks: &dyn TaskStore, caller: &Caller, id: TaskId) -> Result<String, ApiError> {
     match tasks.task_owner(id).await? {
-        Some(owner) if caller.may_access(&owner) => Ok(()),
+        Some(owner) if caller.may_access(&owner) => Ok(owner),
         _ => Err(ApiError::NotFound { resource: "task", id: id.to_string() }),
     }
 }

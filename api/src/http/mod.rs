@@ -50,6 +50,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Authenticator>,
     /// Webhook deliveries, for `GET /tasks/{id}/webhook`.
     pub outbox: Arc<dyn crate::webhooks::Outbox>,
+    /// For waking a user's task waiting for capacity when a cancel frees a slot.
+    pub execution: Arc<dyn crate::store::ExecutionStore>,
     pub rate_limits: crate::ratelimit::RateLimits,
 }
 

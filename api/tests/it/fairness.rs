@@ -126,3 +126,46 @@ async fn a_users_own_cap_overrides_the_global_one() {
     assert_eq!(max_active.load(Ordering::Relaxed), 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn cancelling_a_running_task_over_http_starts_the_users_next_one() {
+    let mut s = test_settings();
+    s.budgets.max_running_tasks_per_user = 1;
+    // Far beyond the deadline below: only the wake-up can start the waiting task in time.
+    s.budgets.capacity_retry_ms = 120_000;
+    s.offline_llm_delay_ms = 60_000;
+    let app = TestApp::spawn_with(s, 1).await;
+    let status = |id: Uuid| {
+        let db = app.db.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status FROM tasks WHERE id = $1")
+                .bind(id)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
+    };
+    let first = app.submit("Research job queues.").await;
+    eventually(Duration::from_secs(20), "the first task to run", || async {
+        (status(first).await == "running").then_some(())
+    })
+    .await;
+    let second = app.submit("Research message brokers.").await;
+    eventually(Duration::from_secs(20), "the second task to wait for capacity", || async {
+        let waits: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM task_events WHERE task_id = $1 AND kind = 'waiting_for_capacity'")
+                .bind(second)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        (waits > 0).then_some(())
+    })
+    .await;
+
+    app.client.cancel(first).await.expect("the cancel is accepted");
+    eventually(Duration::from_secs(30), "the waiting task to start once the slot is free", || async {
+        matches!(status(second).await.as_str(), "planning" | "running").then_some(())
+    })
+    .await;
+    app.stop().await;
+}
