@@ -20,9 +20,8 @@ pub use anthropic::{ANTHROPIC_VERSION, AnthropicClient, AnthropicConfig};
 pub use offline::OfflineModel;
 pub use openai::{MaxTokensField, OpenAiClient, OpenAiConfig};
 pub use retry::Backoff;
-pub use tokens::{count_tokens, warm_up_tokenizer};
+pub use tokens::{count_tokens, prompt_tokens, warm_up_tokenizer};
 // The agent loop prices a call before it is made (`crate::run::CallEstimate`).
-pub(crate) use tokens::prompt_tokens;
 
 use serde::{Deserialize, Serialize};
 

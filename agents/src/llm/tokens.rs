@@ -74,7 +74,7 @@ fn tool_call_tokens(calls: &[ToolCall]) -> u64 {
 
 /// Prompt tokens of a request: every message with its framing, and the tool definitions
 /// the provider puts into the prompt.
-pub(crate) fn prompt_tokens(request: &ChatRequest) -> u64 {
+pub fn prompt_tokens(request: &ChatRequest) -> u64 {
     let messages: u64 = request
         .messages
         .iter()

@@ -22,7 +22,7 @@ use std::{sync::Arc, time::Duration};
 
 use agents::{
     ChatRequest, ChatResponse, LlmClient, LlmError,
-    llm::{AnthropicConfig, count_tokens, warm_up_tokenizer},
+    llm::{AnthropicConfig, prompt_tokens, warm_up_tokenizer},
 };
 use rand::Rng;
 
@@ -38,9 +38,6 @@ use crate::{
 
 /// Output tokens counted for a call that asks for no ceiling and whose provider has none.
 const DEFAULT_OUTPUT_ESTIMATE: u64 = 1024;
-/// Tokens a chat format adds per message and to prime the reply (OpenAI's counting recipe).
-const PER_MESSAGE_OVERHEAD: u64 = 4;
-const REPLY_PRIMING: u64 = 3;
 
 /// The configured limits of one provider; `None` from [`Self::from_settings`] when both are 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +107,7 @@ impl UpstreamLimited {
         if let Some(limit) = self.limits.tokens {
             let key = self.gcra.key(&["llm", &self.limits.scope, model, "tokens"]);
             let output = request.max_tokens.map_or(self.limits.default_output, u64::from);
-            charges.push(Charge { key, limit, cost: prompt_tokens(request).await + output });
+            charges.push(Charge { key, limit, cost: counted_prompt(request).await + output });
         }
         charges
     }
@@ -165,35 +162,15 @@ impl LlmClient for UpstreamLimited {
 
 /// The prompt's tokens as the provider will count them against its limit, counted on the
 /// blocking pool: a long conversation takes milliseconds of CPU to encode.
-async fn prompt_tokens(request: &ChatRequest) -> u64 {
+async fn counted_prompt(request: &ChatRequest) -> u64 {
     warm_up_tokenizer().await;
     let request = request.clone();
     let fallback = request.messages.iter().map(|m| m.content.len() as u64).sum::<u64>().div_ceil(4);
-    tokio::task::spawn_blocking(move || count_prompt(&request)).await.unwrap_or(fallback)
-}
-
-fn count_prompt(request: &ChatRequest) -> u64 {
-    let messages: u64 = request
-        .messages
-        .iter()
-        .map(|m| {
-            let calls: u64 =
-                m.tool_calls.iter().map(|c| count_tokens(&c.name) + count_tokens(&c.arguments.to_string())).sum();
-            PER_MESSAGE_OVERHEAD + count_tokens(&m.content) + calls
-        })
-        .sum();
-    let tools: u64 = request
-        .tools
-        .iter()
-        .map(|t| count_tokens(&t.name) + count_tokens(&t.description) + count_tokens(&t.parameters.to_string()))
-        .sum();
-    messages + tools + REPLY_PRIMING
+    tokio::task::spawn_blocking(move || prompt_tokens(&request)).await.unwrap_or(fallback)
 }
 
 #[cfg(test)]
 mod tests {
-    use agents::{ChatMessage, Role};
-
     use super::*;
 
     #[test]
@@ -213,19 +190,5 @@ mod tests {
         assert_eq!(limits.tokens.unwrap().interval(), Duration::from_millis(1));
         assert_eq!(limits.default_output, 256);
         assert_eq!(limits.scope, "offline@default");
-    }
-
-    #[test]
-    fn prompts_count_every_message_and_tool() {
-        let bare = ChatRequest { messages: vec![ChatMessage::new(Role::User, "hello world")], ..Default::default() };
-        let words = count_tokens("hello world");
-        assert_eq!(count_prompt(&bare), PER_MESSAGE_OVERHEAD + words + REPLY_PRIMING);
-        let mut with_tool = bare.clone();
-        with_tool.tools.push(agents::llm::ToolDefinition {
-            name: "calculator".into(),
-            description: "Evaluates arithmetic.".into(),
-            parameters: serde_json::json!({"type": "object"}),
-        });
-        assert!(count_prompt(&with_tool) > count_prompt(&bare));
     }
 }
