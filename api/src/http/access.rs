@@ -5,7 +5,7 @@ use super::error::ApiError;
 use crate::{
     auth::{ActAsError, Caller},
     domain::TaskId,
-    store::TaskStore,
+    store::{TaskDetail, TaskStore},
 };
 
 /// Where a request names its user, which decides how a missing one is reported.
@@ -34,6 +34,15 @@ pub fn list_scope(caller: &Caller, requested: Option<&str>) -> Result<Option<Str
 pub async fn check_task(tasks: &dyn TaskStore, caller: &Caller, id: TaskId) -> Result<String, ApiError> {
     match tasks.task_owner(id).await? {
         Some(owner) if caller.may_access(&owner) => Ok(owner),
+        _ => Err(ApiError::NotFound { resource: "task", id: id.to_string() }),
+    }
+}
+
+/// Task `id` with its steps when the caller may see it; otherwise 404, as for a task that
+/// does not exist.
+pub async fn visible_task(tasks: &dyn TaskStore, caller: &Caller, id: TaskId) -> Result<TaskDetail, ApiError> {
+    match tasks.task(id).await? {
+        Some(detail) if caller.may_access(&detail.task.user_id) => Ok(detail),
         _ => Err(ApiError::NotFound { resource: "task", id: id.to_string() }),
     }
 }

@@ -9,7 +9,7 @@ use super::dto::TaskResponse;
 use crate::{
     auth::Caller,
     http::{
-        AppState,
+        AppState, access,
         error::{ApiError, Problem},
     },
 };
@@ -37,8 +37,5 @@ pub async fn get_task(
     Path(id): Path<String>,
 ) -> Result<Json<TaskResponse>, ApiError> {
     let id = super::task_id(&id)?;
-    match state.tasks.task(id).await? {
-        Some(detail) if caller.may_access(&detail.task.user_id) => Ok(Json(detail.into())),
-        _ => Err(ApiError::NotFound { resource: "task", id: id.to_string() }),
-    }
+    Ok(Json(access::visible_task(state.tasks.as_ref(), &caller, id).await?.into()))
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::{
     auth::Caller,
     http::{
-        AppState,
+        AppState, access,
         error::{ApiError, Problem},
     },
     webhooks::{AttemptRow, DeliverySummary},
@@ -92,10 +92,7 @@ pub async fn task_webhook(
     Path(id): Path<String>,
 ) -> Result<Json<WebhookReport>, ApiError> {
     let id = super::task_id(&id)?;
-    let task = match state.tasks.task(id).await? {
-        Some(detail) if caller.may_access(&detail.task.user_id) => detail.task,
-        _ => return Err(ApiError::NotFound { resource: "task", id: id.to_string() }),
-    };
+    let task = access::visible_task(state.tasks.as_ref(), &caller, id).await?.task;
     let mut deliveries = Vec::new();
     for summary in state.outbox.task_webhooks(id).await? {
         let attempts = state.outbox.webhook_attempts(summary.id).await?;
