@@ -25,7 +25,11 @@ use crate::{
 #[async_trait::async_trait]
 impl ExecutionStore for PgStore {
     async fn claim_planning(&self, id: TaskId, lease: &Lease) -> Result<Option<PlanningClaim>, StoreError> {
-        claim_planning_on(&self.pool, id, lease).await
+        let claim = claim_planning_on(&self.pool, id, lease).await?;
+        if claim.is_some() {
+            self.events_committed(id);
+        }
+        Ok(claim)
     }
 
     async fn save_plan(
@@ -69,6 +73,9 @@ impl ExecutionStore for PgStore {
         .bind(from_cache)
         .fetch_optional(&self.pool)
         .await?;
+        if ready.is_some() {
+            self.events_committed(id);
+        }
         Ok(ready.map(|ids| ids.into_iter().map(StepId).collect()))
     }
 
@@ -107,6 +114,9 @@ impl ExecutionStore for PgStore {
         .bind(lease.seconds())
         .fetch_optional(&self.pool)
         .await?;
+        if let Some(claimed) = &row {
+            self.events_committed(TaskId(claimed.task_id));
+        }
         row.map(StepClaim::try_from).transpose()
     }
 
@@ -133,67 +143,21 @@ impl ExecutionStore for PgStore {
         lease: &Lease,
         output: &str,
     ) -> Result<Option<StepCompletion>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        lock_task(&mut tx, claim.task_id).await?;
-        let completed = sqlx::query(
-            "WITH s AS (
-                UPDATE steps SET status = 'completed', output = $3, lease_owner = NULL, lease_token = NULL,
-                       lease_expires_at = NULL, completed_at = now(), updated_at = now()
-                WHERE id = $1 AND status = 'running' AND lease_token = $2
-                RETURNING id, task_id
-             )
-             INSERT INTO task_events (task_id, step_id, kind) SELECT task_id, id, 'step_completed' FROM s",
-        )
-        .bind(claim.step_id.0)
-        .bind(lease.token)
-        .bind(output)
-        .execute(&mut *tx)
-        .await?;
-        if completed.rows_affected() == 0 {
-            return Ok(None); // dropping the transaction rolls it back
+        // One round trip (migration commit_path): lock the task row, fenced update,
+        // promote the dependants that became ready, complete the task when nothing is left.
+        let (completed, ready, task_completed, result): (bool, Vec<Uuid>, bool, Option<String>) =
+            sqlx::query_as("SELECT completed, ready, task_completed, result FROM complete_step($1, $2, $3, $4)")
+                .bind(claim.task_id.0)
+                .bind(claim.step_id.0)
+                .bind(lease.token)
+                .bind(output)
+                .fetch_one(&self.pool)
+                .await?;
+        if !completed {
+            return Ok(None);
         }
-
-        // This step is now completed inside the transaction, and the task lock means every
-        // sibling that finished before us has committed: the check below sees them all.
-        let ready: Vec<Uuid> = sqlx::query_scalar(
-            "WITH r AS (
-                UPDATE steps s SET status = 'ready', updated_at = now()
-                WHERE s.task_id = $1 AND s.status = 'pending' AND $2 = ANY(s.depends_on)
-                  AND NOT EXISTS (SELECT 1 FROM steps d WHERE d.id = ANY(s.depends_on) AND d.status <> 'completed')
-                  AND EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND status = 'running')
-                RETURNING s.id, s.task_id
-             ), e AS (
-                INSERT INTO task_events (task_id, step_id, kind) SELECT task_id, id, 'step_ready' FROM r
-             )
-             SELECT id FROM r",
-        )
-        .bind(claim.task_id.0)
-        .bind(claim.step_id.0)
-        .fetch_all(&mut *tx)
-        .await?;
-
-        let task_result = if ready.is_empty() {
-            // The result is the output of the last step in plan order.
-            let done: Option<Option<String>> = sqlx::query_scalar(
-                "WITH t AS (
-                    UPDATE tasks SET status = 'completed', completed_at = now(), updated_at = now(),
-                           result = (SELECT output FROM steps WHERE task_id = $1 ORDER BY position DESC LIMIT 1)
-                    WHERE id = $1 AND status = 'running'
-                      AND NOT EXISTS (SELECT 1 FROM steps WHERE task_id = $1 AND status <> 'completed')
-                    RETURNING id, result
-                 ), e AS (
-                    INSERT INTO task_events (task_id, kind) SELECT id, 'task_completed' FROM t
-                 )
-                 SELECT result FROM t",
-            )
-            .bind(claim.task_id.0)
-            .fetch_optional(&mut *tx)
-            .await?;
-            done.map(Option::unwrap_or_default)
-        } else {
-            None
-        };
-        tx.commit().await?;
+        let task_result = task_completed.then(|| result.unwrap_or_default());
+        self.events_committed(claim.task_id);
         Ok(Some(StepCompletion { ready: ready.into_iter().map(StepId).collect(), task_result }))
     }
 
@@ -232,6 +196,7 @@ impl ExecutionStore for PgStore {
             }
         };
         if let Some(next_attempt) = retried {
+            self.events_committed(claim.task_id);
             return Ok(FailOutcome::Retrying { next_attempt });
         }
 
@@ -252,6 +217,9 @@ impl ExecutionStore for PgStore {
         .bind(lease.token)
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 1 {
+            self.events_committed(claim.task_id);
+        }
         Ok(done.rows_affected() == 1)
     }
 
@@ -270,6 +238,9 @@ impl ExecutionStore for PgStore {
         .bind(lease.token)
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 1 {
+            self.events_committed(claim.task_id);
+        }
         Ok(done.rows_affected() == 1)
     }
 
@@ -368,6 +339,7 @@ impl ExecutionStore for PgStore {
         .bind(call.latency_ms)
         .execute(&self.pool)
         .await?;
+        self.events_committed(task);
         Ok(())
     }
 
@@ -473,6 +445,9 @@ impl PgStore {
         .bind(code.map(TaskErrorCode::as_str))
         .fetch_optional(&self.pool)
         .await?;
+        if failed.is_some() {
+            self.events_committed(id);
+        }
         Ok(failed.is_some())
     }
 
@@ -527,6 +502,7 @@ impl PgStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.events_committed(claim.task_id);
         Ok(FailOutcome::Failed)
     }
 }

@@ -61,6 +61,8 @@ impl TaskStore for PgStore {
             .bind(&new.callback_url)
             .fetch_optional(&self.pool)
             .await?;
+        // No wake-up: nobody can follow a task before this answer gives out its id, and a
+        // stream reads what is there when it opens.
         if let Some(row) = created {
             return Ok(CreateOutcome::Created(row.try_into()?));
         }
@@ -181,7 +183,10 @@ impl TaskStore for PgStore {
         .await?;
         Ok(match row {
             None => CancelOutcome::NotFound,
-            Some((_, true)) => CancelOutcome::Cancelled,
+            Some((_, true)) => {
+                self.events_committed(id);
+                CancelOutcome::Cancelled
+            }
             Some((status, false)) => CancelOutcome::AlreadyFinished(status.parse()?),
         })
     }
