@@ -18,8 +18,10 @@ DROP FUNCTION notify_task_events();
 -- at the same moment serialise, and because a PL/pgSQL statement under READ COMMITTED takes a
 -- fresh snapshot, the check for ready dependants sees every sibling that committed before the
 -- lock was granted. The task row lock is now held for the server-side work only, not for four
--- client round trips. Nothing is written unless the fenced update matches.
-CREATE FUNCTION complete_step(p_task uuid, p_step uuid, p_lease uuid, p_output text)
+-- client round trips. Apart from the attempt's messages, nothing is written unless the fenced
+-- update matches.
+CREATE FUNCTION complete_step(p_task uuid, p_step uuid, p_lease uuid, p_output text,
+                              p_roles text[], p_contents text[])
     RETURNS TABLE (completed boolean, ready uuid[], task_completed boolean, result text)
     LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -28,7 +30,16 @@ DECLARE
     v_done boolean;
     v_result text;
 BEGIN
-    PERFORM 1 FROM tasks WHERE id = p_task FOR UPDATE;
+    -- The attempt's messages, in order; written whether or not the lease still holds, as
+    -- they were when the worker wrote each one as it went.
+    INSERT INTO task_messages (task_id, step_id, role, content)
+    SELECT p_task, p_step, x.role, x.content
+    FROM unnest(p_roles, p_contents) WITH ORDINALITY AS x(role, content, n)
+    ORDER BY x.n;
+
+    -- NO KEY UPDATE conflicts with itself (sibling completions serialise) but not with the
+    -- KEY SHARE locks that foreign-key checks of event and message inserts take on the row.
+    PERFORM 1 FROM tasks WHERE id = p_task FOR NO KEY UPDATE;
 
     WITH s AS (
         UPDATE steps SET status = 'completed', output = p_output, lease_owner = NULL, lease_token = NULL,

@@ -17,8 +17,8 @@ use super::PgStore;
 use crate::{
     domain::{StepId, TaskErrorCode, TaskId},
     store::{
-        ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanningClaim, StepClaim, StepCompletion, StoreError,
-        Unfinished,
+        ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanningClaim, STEP_CONTEXT_MESSAGES, StepClaim,
+        StepCompletion, StoreError, Unfinished,
     },
 };
 
@@ -85,7 +85,8 @@ impl ExecutionStore for PgStore {
 
     async fn claim_step(&self, id: StepId, lease: &Lease) -> Result<Option<StepClaim>, StoreError> {
         // The dependency outputs are read in the same round trip: they are final, because a
-        // step only becomes ready once every dependency has completed.
+        // step only becomes ready once every dependency has completed. So is the task-level
+        // context (written with the task, never after).
         let row: Option<ClaimRow> = sqlx::query_as(
             "WITH c AS (
                 UPDATE steps s SET status = 'running', attempt = s.attempt + 1, lease_owner = $2,
@@ -105,13 +106,17 @@ impl ExecutionStore for PgStore {
                     c.user_id, c.description,
                     (SELECT coalesce(jsonb_agg(jsonb_build_array(d.title, coalesce(d.output, ''))
                                                ORDER BY d.position), '[]'::jsonb)
-                     FROM steps d WHERE d.id = ANY(c.depends_on)) AS dependencies
+                     FROM steps d WHERE d.id = ANY(c.depends_on)) AS dependencies,
+                    (SELECT coalesce(jsonb_agg(jsonb_build_array(m.role, m.content) ORDER BY m.id), '[]'::jsonb)
+                     FROM (SELECT id, role, content FROM task_messages
+                           WHERE task_id = c.task_id AND step_id IS NULL ORDER BY id DESC LIMIT $5) m) AS context
              FROM c",
         )
         .bind(id.0)
         .bind(&lease.owner)
         .bind(lease.token)
         .bind(lease.seconds())
+        .bind(STEP_CONTEXT_MESSAGES)
         .fetch_optional(&self.pool)
         .await?;
         if let Some(claimed) = &row {
@@ -137,22 +142,26 @@ impl ExecutionStore for PgStore {
         })
     }
 
-    async fn complete_step(
+    async fn complete_step_with_messages(
         &self,
         claim: &StepClaim,
         lease: &Lease,
         output: &str,
+        messages: &[(String, String)],
     ) -> Result<Option<StepCompletion>, StoreError> {
         // One round trip (migration commit_path): lock the task row, fenced update,
         // promote the dependants that became ready, complete the task when nothing is left.
-        let (completed, ready, task_completed, result): (bool, Vec<Uuid>, bool, Option<String>) =
-            sqlx::query_as("SELECT completed, ready, task_completed, result FROM complete_step($1, $2, $3, $4)")
-                .bind(claim.task_id.0)
-                .bind(claim.step_id.0)
-                .bind(lease.token)
-                .bind(output)
-                .fetch_one(&self.pool)
-                .await?;
+        let (completed, ready, task_completed, result): (bool, Vec<Uuid>, bool, Option<String>) = sqlx::query_as(
+            "SELECT completed, ready, task_completed, result FROM complete_step($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(claim.task_id.0)
+        .bind(claim.step_id.0)
+        .bind(lease.token)
+        .bind(output)
+        .bind(messages.iter().map(|(role, _)| role.as_str()).collect::<Vec<_>>())
+        .bind(messages.iter().map(|(_, content)| content.as_str()).collect::<Vec<_>>())
+        .fetch_one(&self.pool)
+        .await?;
         if !completed {
             return Ok(None);
         }
@@ -360,6 +369,30 @@ impl ExecutionStore for PgStore {
         Ok(())
     }
 
+    async fn record_messages(
+        &self,
+        task: TaskId,
+        step: Option<StepId>,
+        messages: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO task_messages (task_id, step_id, role, content)
+             SELECT $1, $2, x.role, x.content
+             FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS x(role, content, n)
+             ORDER BY x.n",
+        )
+        .bind(task.0)
+        .bind(step.map(|s| s.0))
+        .bind(messages.iter().map(|(role, _)| role.as_str()).collect::<Vec<_>>())
+        .bind(messages.iter().map(|(_, content)| content.as_str()).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn task_context(&self, task: TaskId, limit: i64) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query_as(
             "SELECT role, content FROM (
@@ -539,7 +572,7 @@ pub(super) async fn claim_planning_on<'e>(
 }
 
 async fn lock_task(tx: &mut Transaction<'_, Postgres>, task: TaskId) -> Result<(), StoreError> {
-    sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE").bind(task.0).execute(&mut **tx).await?;
+    sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR NO KEY UPDATE").bind(task.0).execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -560,6 +593,7 @@ struct ClaimRow {
     user_id: String,
     description: String,
     dependencies: Value,
+    context: Value,
 }
 
 impl TryFrom<ClaimRow> for StepClaim {
@@ -568,6 +602,8 @@ impl TryFrom<ClaimRow> for StepClaim {
     fn try_from(r: ClaimRow) -> Result<Self, StoreError> {
         let dependency_outputs: Vec<(String, String)> =
             serde_json::from_value(r.dependencies).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let context: Vec<(String, String)> =
+            serde_json::from_value(r.context).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(StepClaim {
             step_id: StepId(r.id),
             task_id: TaskId(r.task_id),
@@ -580,6 +616,7 @@ impl TryFrom<ClaimRow> for StepClaim {
             user_id: r.user_id,
             task_description: r.description,
             dependency_outputs,
+            context,
         })
     }
 }
