@@ -56,7 +56,12 @@ BEGIN
     WITH r AS (
         UPDATE steps s SET status = 'ready', updated_at = now()
         WHERE s.task_id = p_task AND s.status = 'pending' AND p_step = ANY(s.depends_on)
-          AND NOT EXISTS (SELECT 1 FROM steps d WHERE d.id = ANY(s.depends_on) AND d.status <> 'completed')
+          -- Each dependency by primary key, in a subquery the planner cannot flatten:
+          -- `d.id = ANY(s.depends_on)` (or a join) got sequential scans of all steps while the
+          -- table's statistics were stale. A missing dependency does not hold a step back,
+          -- as before.
+          AND NOT EXISTS (SELECT 1 FROM unnest(s.depends_on) AS dep(id)
+                          WHERE (SELECT d.status FROM steps d WHERE d.id = dep.id) <> 'completed')
           AND EXISTS (SELECT 1 FROM tasks WHERE id = p_task AND status = 'running')
         RETURNING s.id, s.task_id
     ), e AS (

@@ -86,7 +86,10 @@ impl ExecutionStore for PgStore {
     async fn claim_step(&self, id: StepId, lease: &Lease) -> Result<Option<StepClaim>, StoreError> {
         // The dependency outputs are read in the same round trip: they are final, because a
         // step only becomes ready once every dependency has completed. So is the task-level
-        // context (written with the task, never after).
+        // context (written with the task, never after). Each dependency is fetched by primary
+        // key in a subquery that cannot be flattened: with `id = ANY(depends_on)` or a join,
+        // the planner chose sequential scans of every step while its statistics were stale (a
+        // young, fast-growing table), making each claim cost O(all steps).
         let row: Option<ClaimRow> = sqlx::query_as(
             "WITH c AS (
                 UPDATE steps s SET status = 'running', attempt = s.attempt + 1, lease_owner = $2,
@@ -106,7 +109,9 @@ impl ExecutionStore for PgStore {
                     c.user_id, c.description,
                     (SELECT coalesce(jsonb_agg(jsonb_build_array(d.title, coalesce(d.output, ''))
                                                ORDER BY d.position), '[]'::jsonb)
-                     FROM steps d WHERE d.id = ANY(c.depends_on)) AS dependencies,
+                     FROM unnest(c.depends_on) AS dep(id)
+                     CROSS JOIN LATERAL (SELECT title, output, position FROM steps
+                                         WHERE id = dep.id LIMIT 1) d) AS dependencies,
                     (SELECT coalesce(jsonb_agg(jsonb_build_array(m.role, m.content) ORDER BY m.id), '[]'::jsonb)
                      FROM (SELECT id, role, content FROM task_messages
                            WHERE task_id = c.task_id AND step_id IS NULL ORDER BY id DESC LIMIT $5) m) AS context
@@ -262,11 +267,19 @@ impl ExecutionStore for PgStore {
     }
 
     async fn cached_plan(&self, hash: &str) -> Result<Option<Value>, StoreError> {
-        let plan =
-            sqlx::query_scalar("UPDATE plan_cache SET hits = hits + 1, used_at = now() WHERE hash = $1 RETURNING plan")
-                .bind(hash)
-                .fetch_optional(&self.pool)
-                .await?;
+        // Identical tasks all read one row: counting a hit must not make them wait for each
+        // other's commits, so a hit whose row is being counted by another claim is not
+        // counted (`hits` and `used_at` are statistics; nothing depends on them).
+        let plan = sqlx::query_scalar(
+            "WITH hit AS (
+                UPDATE plan_cache SET hits = hits + 1, used_at = now()
+                WHERE hash = (SELECT hash FROM plan_cache WHERE hash = $1 FOR UPDATE SKIP LOCKED)
+             )
+             SELECT plan FROM plan_cache WHERE hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(plan)
     }
 
