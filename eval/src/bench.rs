@@ -305,13 +305,22 @@ pub async fn bench(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport, 
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let mut ended: HashMap<Uuid, TaskView> = HashMap::new();
     let mut latest: HashMap<Uuid, TaskView> = HashMap::new();
-    loop {
+    // A failed read (e.g. 429 from the server's per-caller read limit) ends the round early;
+    // the next round starts over, until the deadline.
+    'rounds: loop {
         for (user, &expected) in users.iter().zip(&per_user) {
             let (mut cursor, mut seen) = (None, 0);
             while seen < expected {
                 let query =
                     ListQuery { user_id: Some(user.clone()), status: None, limit: Some(100), cursor: cursor.take() };
-                let page = client.list(&query).await?;
+                let page = match client.list(&query).await {
+                    Ok(page) => page,
+                    Err(_) if Instant::now() < deadline => {
+                        tokio::time::sleep(POLL_INTERVAL).await;
+                        continue 'rounds;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 for task in page.items {
                     if submitted.contains_key(&task.id) {
                         seen += 1;
