@@ -1,7 +1,8 @@
 //! The process-wide fan-out of task event notifications.
 //!
-//! An insert into `task_events` makes Postgres send `NOTIFY task_events, '<task id>:<event id>'`
-//! at commit (migration `event_notify`). One [`PgListener`] per process, on its own
+//! After committing `task_events` rows, the store sends `NOTIFY task_events, '<task id>'`
+//! (`crate::store::PgStore`, batched, in a transaction of its own: a `NOTIFY` in the writing
+//! transaction would serialise every commit behind one lock). One [`PgListener`] per process, on its own
 //! connection, receives them and wakes the subscribers of that task through a per-task
 //! `broadcast` channel. A notification is only a wake-up: subscribers read the rows
 //! themselves, so ordering and completeness come from Postgres. Notifications are lost while
@@ -24,7 +25,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::domain::TaskId;
 
-/// The notification channel the `task_events` trigger sends on.
+/// The notification channel the store's event wake-ups are sent on.
 pub const CHANNEL: &str = "task_events";
 /// `application_name` of the listener's connection, to find it in `pg_stat_activity`.
 pub const LISTENER_APPLICATION_NAME: &str = "orchestrator-events";
@@ -218,10 +219,16 @@ async fn session(pool: &PgPool, channels: &Channels, backoff: &mut Duration) -> 
     }
 }
 
-/// The task of a `<task id>:<event id>` payload.
+/// The task of a `<task id>` payload (or `<task id>:<event id>`, as the database trigger of
+/// earlier versions sent).
 fn parse_payload(payload: &str) -> Option<TaskId> {
-    let (task, event) = payload.split_once(':')?;
-    event.parse::<i64>().ok()?;
+    let task = match payload.split_once(':') {
+        Some((task, event)) => {
+            event.parse::<i64>().ok()?;
+            task
+        }
+        None => payload,
+    };
     task.parse().ok()
 }
 
@@ -232,8 +239,9 @@ mod tests {
     #[test]
     fn payloads_name_the_task() {
         let task = TaskId::new();
+        assert_eq!(parse_payload(&task.to_string()), Some(task));
         assert_eq!(parse_payload(&format!("{task}:42")), Some(task));
-        assert_eq!(parse_payload(&task.to_string()), None);
+        assert_eq!(parse_payload(""), None);
         assert_eq!(parse_payload("nope:1"), None);
         assert_eq!(parse_payload(&format!("{task}:x")), None);
     }

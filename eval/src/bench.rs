@@ -1,8 +1,10 @@
 //! `orchestrator eval bench`: a load benchmark run over the public API only.
 //!
-//! It submits `--tasks` tasks with at most `--concurrency` submissions in flight, waits for all
-//! of them to end (paging through the bench user's task list, a few requests per round), then
-//! reads each task once for its steps and reports:
+//! It submits `--tasks` tasks with at most `--concurrency` submissions in flight, spread
+//! round-robin over `--users` users (`bench-user-0` … `bench-user-{N-1}`, so per-user rate
+//! limits and running-task caps can be exercised or avoided), waits for all of them to end
+//! (paging through each user's task list, newest first, only as far as that user's submitted
+//! tasks reach), then reads each task once for its steps and reports:
 //!
 //! - submission throughput: `POST /tasks` requests per second and their latency percentiles;
 //! - end-to-end throughput: tasks and steps per second from the first task's `created_at` to
@@ -45,6 +47,9 @@ pub const DEFAULT_DESCRIPTION: &str =
 /// Pause between two rounds of polling the task list.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
+/// Reads of one task's steps before it counts 0 steps.
+const STEP_READ_ATTEMPTS: u32 = 5;
+
 /// Submission errors kept verbatim in the report; the rest are only counted.
 const KEPT_ERRORS: usize = 20;
 
@@ -57,6 +62,11 @@ pub struct BenchArgs {
     /// Submissions in flight at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: u32,
+
+    /// Users the tasks are spread over, round-robin: `bench-user-0` … `bench-user-{N-1}`.
+    /// Per-user limits (create rate, running-task cap) apply to each of them separately.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub users: u32,
 
     /// Directory for bench.json, bench.md and latency.svg; created when missing.
     #[arg(long)]
@@ -148,7 +158,9 @@ pub struct TaskSample {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub url: String,
+    /// The first user; the tasks went to `users` users named like it (`bench-user-<n>`).
     pub user_id: String,
+    pub users: u32,
     pub tasks: u32,
     pub concurrency: u32,
     pub description: String,
@@ -170,7 +182,11 @@ impl BenchReport {
         let (s, e) = (&self.submission, &self.end_to_end);
         let mut md = String::new();
         let _ = writeln!(md, "# Benchmark: {} tasks, {} concurrent submissions\n", self.tasks, self.concurrency);
-        let _ = writeln!(md, "Server `{}`, user `{}`, started {}.\n", self.url, self.user_id, self.started_at);
+        let users = match self.users {
+            1 => format!("user `{}`", self.user_id),
+            n => format!("{n} users (`bench-user-0` … `bench-user-{}`)", n - 1),
+        };
+        let _ = writeln!(md, "Server `{}`, {users}, started {}.\n", self.url, self.started_at);
         let _ = writeln!(md, "| Measure | Value |");
         let _ = writeln!(md, "|---|---|");
         let mut row = |name: &str, value: String| {
@@ -218,17 +234,19 @@ struct Submission {
 /// Runs the benchmark and writes its report into `args.out`.
 pub async fn bench(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport, BenchError> {
     std::fs::create_dir_all(&args.out).map_err(|source| BenchError::Io { path: args.out.clone(), source })?;
-    let user_id = format!("bench-{}", Uuid::new_v4().simple());
+    let users: Vec<String> = (0..args.users).map(|i| format!("bench-user-{i}")).collect();
     let started_at = Utc::now();
     let total = args.tasks as usize;
 
-    // Submit: `concurrency` workers take the next index until all are taken.
+    // Submit: `concurrency` workers take the next index until all are taken; task `i` goes to
+    // user `i mod N`.
     let next = Arc::new(AtomicUsize::new(0));
-    let body = Arc::new(json!({"user_id": user_id, "description": args.description}));
+    let bodies: Arc<Vec<serde_json::Value>> =
+        Arc::new(users.iter().map(|user| json!({"user_id": user, "description": args.description})).collect());
     let submit_start = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency.min(args.tasks) {
-        let (client, next, body) = (client.clone(), next.clone(), body.clone());
+        let (client, next, bodies) = (client.clone(), next.clone(), bodies.clone());
         workers.spawn(async move {
             let mut done = Vec::new();
             loop {
@@ -237,7 +255,7 @@ pub async fn bench(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport, 
                     return done;
                 }
                 let sent = Instant::now();
-                let result = client.submit(&body).await.map_err(|e| e.detail());
+                let result = client.submit(&bodies[index % bodies.len()]).await.map_err(|e| e.detail());
                 done.push(Submission { index, result, elapsed: sent.elapsed() });
             }
         });
@@ -252,10 +270,13 @@ pub async fn bench(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport, 
     let mut errors = Vec::new();
     let mut failed_submissions = 0;
     let mut submitted: HashMap<Uuid, f64> = HashMap::new();
+    // Accepted tasks per user, by the user's index.
+    let mut per_user = vec![0usize; users.len()];
     for s in &submissions {
         match &s.result {
             Ok(task) => {
                 submitted.insert(task.id, s.elapsed.as_secs_f64() * 1000.0);
+                per_user[s.index % users.len()] += 1;
             }
             Err(e) => {
                 failed_submissions += 1;
@@ -278,28 +299,42 @@ pub async fn bench(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport, 
         latency_ms: Percentiles::of(&submit_latencies),
     };
 
-    // Wait: page through the bench user's tasks until every submitted one has ended.
+    // Wait: page through each user's tasks, newest first, until every submitted one has ended.
+    // A user's paging stops as soon as all of its submitted tasks were seen, so tasks left by
+    // earlier runs are not read again and again.
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let mut ended: HashMap<Uuid, TaskView> = HashMap::new();
     let mut latest: HashMap<Uuid, TaskView> = HashMap::new();
-    loop {
-        let mut cursor = None;
-        loop {
-            let query =
-                ListQuery { user_id: Some(user_id.clone()), status: None, limit: Some(100), cursor: cursor.take() };
-            let page = client.list(&query).await?;
-            for task in page.items {
-                if submitted.contains_key(&task.id) {
-                    if task.is_terminal() {
-                        ended.insert(task.id, task);
-                    } else {
-                        latest.insert(task.id, task);
+    // A failed read (e.g. 429 from the server's per-caller read limit) ends the round early;
+    // the next round starts over, until the deadline.
+    'rounds: loop {
+        for (user, &expected) in users.iter().zip(&per_user) {
+            let (mut cursor, mut seen) = (None, 0);
+            while seen < expected {
+                let query =
+                    ListQuery { user_id: Some(user.clone()), status: None, limit: Some(100), cursor: cursor.take() };
+                let page = match client.list(&query).await {
+                    Ok(page) => page,
+                    Err(_) if Instant::now() < deadline => {
+                        tokio::time::sleep(POLL_INTERVAL).await;
+                        continue 'rounds;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                for task in page.items {
+                    if submitted.contains_key(&task.id) {
+                        seen += 1;
+                        if task.is_terminal() {
+                            ended.insert(task.id, task);
+                        } else {
+                            latest.insert(task.id, task);
+                        }
                     }
                 }
-            }
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
             }
         }
         if ended.len() >= submitted.len() || Instant::now() >= deadline {
@@ -381,7 +416,8 @@ pub async fn bench(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport, 
     };
     let report = BenchReport {
         url: client.base_url().to_owned(),
-        user_id,
+        user_id: users[0].clone(),
+        users: args.users,
         tasks: args.tasks,
         concurrency: args.concurrency,
         description: args.description.clone(),
@@ -408,8 +444,18 @@ async fn count_steps(client: &ApiClient, ids: impl Iterator<Item = Uuid>, args: 
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 let Some(id) = ids.get(index) else { return counts };
-                if let Ok(task) = client.task(*id).await {
-                    counts.push((*id, task.steps.len()));
+                // A few tries: the server's per-user read limit may answer 429 for a moment.
+                for attempt in 1..=STEP_READ_ATTEMPTS {
+                    match client.task(*id).await {
+                        Ok(task) => {
+                            counts.push((*id, task.steps.len()));
+                            break;
+                        }
+                        Err(_) if attempt < STEP_READ_ATTEMPTS => {
+                            tokio::time::sleep(POLL_INTERVAL * attempt).await;
+                        }
+                        Err(_) => {}
+                    }
                 }
             }
         });

@@ -92,6 +92,18 @@ pub trait ExecutionStore: BudgetStore + Send + Sync + 'static {
         claim: &StepClaim,
         lease: &Lease,
         output: &str,
+    ) -> Result<Option<StepCompletion>, StoreError> {
+        self.complete_step_with_messages(claim, lease, output, &[]).await
+    }
+    /// [`Self::complete_step`], appending `messages` (role, content) of the attempt to the
+    /// task's short-term memory in the same round trip; they are appended even when the
+    /// lease was lost, as they would have been one by one.
+    async fn complete_step_with_messages(
+        &self,
+        claim: &StepClaim,
+        lease: &Lease,
+        output: &str,
+        messages: &[(String, String)],
     ) -> Result<Option<StepCompletion>, StoreError>;
     /// A failed attempt: `running → ready` after `retry_after` while attempts remain (and
     /// the error is worth retrying: `Some`), otherwise `running → failed`, failing the task
@@ -129,6 +141,13 @@ pub trait ExecutionStore: BudgetStore + Send + Sync + 'static {
         step: Option<StepId>,
         role: &str,
         content: &str,
+    ) -> Result<(), StoreError>;
+    /// Appends `messages` (role, content), in order, to the task's short-term memory.
+    async fn record_messages(
+        &self,
+        task: TaskId,
+        step: Option<StepId>,
+        messages: &[(String, String)],
     ) -> Result<(), StoreError>;
     /// The task-level short-term memory (context given at submission), oldest first, at most
     /// `limit` of the most recent.

@@ -151,7 +151,13 @@ pub struct StepClaim {
     pub task_description: String,
     /// (title, output) of each dependency, in plan order.
     pub dependency_outputs: Vec<(String, String)>,
+    /// (role, content) of the task-level short-term memory (the context given at
+    /// submission), oldest first, at most [`STEP_CONTEXT_MESSAGES`] of the most recent.
+    pub context: Vec<(String, String)>,
 }
+
+/// Task-level context messages a step claim carries.
+pub const STEP_CONTEXT_MESSAGES: i64 = 50;
 
 #[derive(Debug, Clone, Default)]
 pub struct StepCompletion {

@@ -1,6 +1,12 @@
 //! Records what an agent does in Postgres, attributed to its task and step.
+//!
+//! Model and tool calls are written as they happen (they carry cost and the event stream
+//! shows them). The step's messages are kept in memory and written with the step's end
+//! (`complete_step_with_messages`, or [`StoreRecorder::flush_messages`] on the other
+//! outcomes): two commits fewer per step. Nothing reads a step's own messages while it runs,
+//! and an attempt cut short by a crash is run again, writing its messages anew.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use agents::{ChatMessage, LlmCallRecord, Role, RunRecorder, ToolCallRecord, run::RecordError};
 
@@ -14,6 +20,30 @@ pub(super) struct StoreRecorder {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub task: TaskId,
     pub step: Option<StepId>,
+    /// (role, content) of the messages not written yet, in order.
+    pending: Mutex<Vec<(String, String)>>,
+}
+
+impl StoreRecorder {
+    pub fn new(
+        store: Arc<dyn ExecutionStore>,
+        metrics: Arc<crate::metrics::Metrics>,
+        task: TaskId,
+        step: StepId,
+    ) -> Self {
+        Self { store, metrics, task, step: Some(step), pending: Mutex::default() }
+    }
+
+    /// The messages not written yet, which the caller now writes.
+    pub fn take_messages(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Writes the messages not written yet.
+    pub async fn flush_messages(&self) -> Result<(), crate::store::StoreError> {
+        let messages = self.take_messages();
+        self.store.record_messages(self.task, self.step, &messages).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -41,9 +71,7 @@ impl RunRecorder for StoreRecorder {
             Role::Assistant => "assistant",
             Role::Tool => "tool",
         };
-        self.store
-            .record_message(self.task, self.step, role, &message.content)
-            .await
-            .map_err(|e| RecordError(e.to_string()))
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).push((role.to_owned(), message.content.clone()));
+        Ok(())
     }
 }

@@ -18,8 +18,6 @@ use crate::{
     store::{FailOutcome, Holder, Lease, LeaseState, StepClaim},
 };
 
-/// Task-level context messages given to each step.
-const CONTEXT_MESSAGES: i64 = 50;
 /// Namespace of the memories that completed tasks leave behind.
 pub const TASK_RESULTS_NAMESPACE: &str = "task-results";
 /// Longest memory a task result becomes (the memory API's own limit).
@@ -39,20 +37,19 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
         tracing::debug!(%task, %step, "step job dropped: the step is not ready");
         return Ok(());
     };
-    let history: Vec<ChatMessage> = deps
-        .store
-        .task_context(task, CONTEXT_MESSAGES)
-        .await?
-        .into_iter()
-        .filter_map(|(role, content)| Some(ChatMessage::new(context_role(&role)?, content)))
+    let history: Vec<ChatMessage> = claim
+        .context
+        .iter()
+        .filter_map(|(role, content)| Some(ChatMessage::new(context_role(role)?, content.clone())))
         .collect();
 
     let memories = relevant_memories(ctx, &claim).await;
     let holder = Holder { task, step: Some(step), lease_token: lease.token };
     let budget = StoreBudget::load(deps.store.clone(), holder, &ctx.config.budgets).await?;
+    let recorder = StoreRecorder::new(deps.store.clone(), deps.metrics.clone(), task, step);
 
     let outcome = tokio::select! {
-        result = tokio::time::timeout(ctx.config.step_timeout, run_agent(ctx, &claim, &history, &memories, &budget)) => match result {
+        result = tokio::time::timeout(ctx.config.step_timeout, run_agent(ctx, &claim, &history, &memories, &budget, &recorder)) => match result {
             Ok(result) => Outcome::Finished(result),
             Err(_) => Outcome::TimedOut,
         },
@@ -67,9 +64,17 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
         tracing::warn!(%task, %step, error = %e, "could not release the attempt's reservations; the reconciler will");
     }
 
+    // The attempt's messages go with its completion; on any other outcome, now.
+    if !matches!(outcome, Outcome::Finished(Ok(_)))
+        && let Err(e) = recorder.flush_messages().await
+    {
+        tracing::warn!(%task, %step, error = %e, "could not record the attempt's messages");
+    }
+
     let (error, retry) = match outcome {
         Outcome::Finished(Ok(output)) => {
-            let Some(done) = deps.store.complete_step(&claim, &lease, &output).await? else {
+            let messages = recorder.take_messages();
+            let Some(done) = deps.store.complete_step_with_messages(&claim, &lease, &output, &messages).await? else {
                 tracing::warn!(%task, %step, "step result discarded: the lease was lost");
                 return Ok(());
             };
@@ -208,16 +213,11 @@ async fn run_agent(
     history: &[ChatMessage],
     memories: &[String],
     budget: &StoreBudget,
+    recorder: &StoreRecorder,
 ) -> Result<String, AgentError> {
     let deps = ctx.deps;
     let Some(spec) = deps.agents.get(&claim.agent) else {
         return Err(AgentError::UnknownAgent(claim.agent.clone()));
-    };
-    let recorder = StoreRecorder {
-        store: deps.store.clone(),
-        metrics: deps.metrics.clone(),
-        task: claim.task_id,
-        step: Some(claim.step_id),
     };
     let input = StepInput {
         task_id: claim.task_id.0,
@@ -232,7 +232,7 @@ async fn run_agent(
         cancel: &ctx.cancelled,
         budget,
     };
-    deps.runner.run(spec, &input, &recorder).await.map(|out| out.text)
+    deps.runner.run(spec, &input, recorder).await.map(|out| out.text)
 }
 
 /// Renews the lease (and keeps the queue delivery fresh) at a third of the lease; returns

@@ -55,6 +55,8 @@ impl PgStore {
             if active >= cap {
                 let waited = self.wait(&mut tx, id, generation, active, cap).await?;
                 tx.commit().await?;
+                // The first wait wrote a `waiting_for_capacity` event.
+                self.events_committed(id);
                 return Ok(match waited {
                     Some(generation) => CapacityClaim::AtCapacity { generation },
                     None => CapacityClaim::Superseded,
@@ -63,6 +65,9 @@ impl PgStore {
         }
         let claimed = claim_planning_on(&mut *tx, id, lease).await?;
         tx.commit().await?;
+        if claimed.is_some() {
+            self.events_committed(id);
+        }
         Ok(match claimed {
             Some(claim) => CapacityClaim::Claimed { claim, user_id },
             None => CapacityClaim::NotClaimable,

@@ -17,15 +17,19 @@ use super::PgStore;
 use crate::{
     domain::{StepId, TaskErrorCode, TaskId},
     store::{
-        ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanningClaim, StepClaim, StepCompletion, StoreError,
-        Unfinished,
+        ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanningClaim, STEP_CONTEXT_MESSAGES, StepClaim,
+        StepCompletion, StoreError, Unfinished,
     },
 };
 
 #[async_trait::async_trait]
 impl ExecutionStore for PgStore {
     async fn claim_planning(&self, id: TaskId, lease: &Lease) -> Result<Option<PlanningClaim>, StoreError> {
-        claim_planning_on(&self.pool, id, lease).await
+        let claim = claim_planning_on(&self.pool, id, lease).await?;
+        if claim.is_some() {
+            self.events_committed(id);
+        }
+        Ok(claim)
     }
 
     async fn save_plan(
@@ -69,6 +73,9 @@ impl ExecutionStore for PgStore {
         .bind(from_cache)
         .fetch_optional(&self.pool)
         .await?;
+        if ready.is_some() {
+            self.events_committed(id);
+        }
         Ok(ready.map(|ids| ids.into_iter().map(StepId).collect()))
     }
 
@@ -78,7 +85,11 @@ impl ExecutionStore for PgStore {
 
     async fn claim_step(&self, id: StepId, lease: &Lease) -> Result<Option<StepClaim>, StoreError> {
         // The dependency outputs are read in the same round trip: they are final, because a
-        // step only becomes ready once every dependency has completed.
+        // step only becomes ready once every dependency has completed. So is the task-level
+        // context (written with the task, never after). Each dependency is fetched by primary
+        // key in a subquery that cannot be flattened: with `id = ANY(depends_on)` or a join,
+        // the planner chose sequential scans of every step while its statistics were stale (a
+        // young, fast-growing table), making each claim cost O(all steps).
         let row: Option<ClaimRow> = sqlx::query_as(
             "WITH c AS (
                 UPDATE steps s SET status = 'running', attempt = s.attempt + 1, lease_owner = $2,
@@ -98,15 +109,24 @@ impl ExecutionStore for PgStore {
                     c.user_id, c.description,
                     (SELECT coalesce(jsonb_agg(jsonb_build_array(d.title, coalesce(d.output, ''))
                                                ORDER BY d.position), '[]'::jsonb)
-                     FROM steps d WHERE d.id = ANY(c.depends_on)) AS dependencies
+                     FROM unnest(c.depends_on) AS dep(id)
+                     CROSS JOIN LATERAL (SELECT title, output, position FROM steps
+                                         WHERE id = dep.id LIMIT 1) d) AS dependencies,
+                    (SELECT coalesce(jsonb_agg(jsonb_build_array(m.role, m.content) ORDER BY m.id), '[]'::jsonb)
+                     FROM (SELECT id, role, content FROM task_messages
+                           WHERE task_id = c.task_id AND step_id IS NULL ORDER BY id DESC LIMIT $5) m) AS context
              FROM c",
         )
         .bind(id.0)
         .bind(&lease.owner)
         .bind(lease.token)
         .bind(lease.seconds())
+        .bind(STEP_CONTEXT_MESSAGES)
         .fetch_optional(&self.pool)
         .await?;
+        if let Some(claimed) = &row {
+            self.events_committed(TaskId(claimed.task_id));
+        }
         row.map(StepClaim::try_from).transpose()
     }
 
@@ -127,73 +147,31 @@ impl ExecutionStore for PgStore {
         })
     }
 
-    async fn complete_step(
+    async fn complete_step_with_messages(
         &self,
         claim: &StepClaim,
         lease: &Lease,
         output: &str,
+        messages: &[(String, String)],
     ) -> Result<Option<StepCompletion>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        lock_task(&mut tx, claim.task_id).await?;
-        let completed = sqlx::query(
-            "WITH s AS (
-                UPDATE steps SET status = 'completed', output = $3, lease_owner = NULL, lease_token = NULL,
-                       lease_expires_at = NULL, completed_at = now(), updated_at = now()
-                WHERE id = $1 AND status = 'running' AND lease_token = $2
-                RETURNING id, task_id
-             )
-             INSERT INTO task_events (task_id, step_id, kind) SELECT task_id, id, 'step_completed' FROM s",
-        )
-        .bind(claim.step_id.0)
-        .bind(lease.token)
-        .bind(output)
-        .execute(&mut *tx)
-        .await?;
-        if completed.rows_affected() == 0 {
-            return Ok(None); // dropping the transaction rolls it back
-        }
-
-        // This step is now completed inside the transaction, and the task lock means every
-        // sibling that finished before us has committed: the check below sees them all.
-        let ready: Vec<Uuid> = sqlx::query_scalar(
-            "WITH r AS (
-                UPDATE steps s SET status = 'ready', updated_at = now()
-                WHERE s.task_id = $1 AND s.status = 'pending' AND $2 = ANY(s.depends_on)
-                  AND NOT EXISTS (SELECT 1 FROM steps d WHERE d.id = ANY(s.depends_on) AND d.status <> 'completed')
-                  AND EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND status = 'running')
-                RETURNING s.id, s.task_id
-             ), e AS (
-                INSERT INTO task_events (task_id, step_id, kind) SELECT task_id, id, 'step_ready' FROM r
-             )
-             SELECT id FROM r",
+        // One round trip (migration commit_path): lock the task row, fenced update,
+        // promote the dependants that became ready, complete the task when nothing is left.
+        let (completed, ready, task_completed, result): (bool, Vec<Uuid>, bool, Option<String>) = sqlx::query_as(
+            "SELECT completed, ready, task_completed, result FROM complete_step($1, $2, $3, $4, $5, $6)",
         )
         .bind(claim.task_id.0)
         .bind(claim.step_id.0)
-        .fetch_all(&mut *tx)
+        .bind(lease.token)
+        .bind(output)
+        .bind(messages.iter().map(|(role, _)| role.as_str()).collect::<Vec<_>>())
+        .bind(messages.iter().map(|(_, content)| content.as_str()).collect::<Vec<_>>())
+        .fetch_one(&self.pool)
         .await?;
-
-        let task_result = if ready.is_empty() {
-            // The result is the output of the last step in plan order.
-            let done: Option<Option<String>> = sqlx::query_scalar(
-                "WITH t AS (
-                    UPDATE tasks SET status = 'completed', completed_at = now(), updated_at = now(),
-                           result = (SELECT output FROM steps WHERE task_id = $1 ORDER BY position DESC LIMIT 1)
-                    WHERE id = $1 AND status = 'running'
-                      AND NOT EXISTS (SELECT 1 FROM steps WHERE task_id = $1 AND status <> 'completed')
-                    RETURNING id, result
-                 ), e AS (
-                    INSERT INTO task_events (task_id, kind) SELECT id, 'task_completed' FROM t
-                 )
-                 SELECT result FROM t",
-            )
-            .bind(claim.task_id.0)
-            .fetch_optional(&mut *tx)
-            .await?;
-            done.map(Option::unwrap_or_default)
-        } else {
-            None
-        };
-        tx.commit().await?;
+        if !completed {
+            return Ok(None);
+        }
+        let task_result = task_completed.then(|| result.unwrap_or_default());
+        self.events_committed(claim.task_id);
         Ok(Some(StepCompletion { ready: ready.into_iter().map(StepId).collect(), task_result }))
     }
 
@@ -232,6 +210,7 @@ impl ExecutionStore for PgStore {
             }
         };
         if let Some(next_attempt) = retried {
+            self.events_committed(claim.task_id);
             return Ok(FailOutcome::Retrying { next_attempt });
         }
 
@@ -252,6 +231,9 @@ impl ExecutionStore for PgStore {
         .bind(lease.token)
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 1 {
+            self.events_committed(claim.task_id);
+        }
         Ok(done.rows_affected() == 1)
     }
 
@@ -270,6 +252,9 @@ impl ExecutionStore for PgStore {
         .bind(lease.token)
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 1 {
+            self.events_committed(claim.task_id);
+        }
         Ok(done.rows_affected() == 1)
     }
 
@@ -282,11 +267,19 @@ impl ExecutionStore for PgStore {
     }
 
     async fn cached_plan(&self, hash: &str) -> Result<Option<Value>, StoreError> {
-        let plan =
-            sqlx::query_scalar("UPDATE plan_cache SET hits = hits + 1, used_at = now() WHERE hash = $1 RETURNING plan")
-                .bind(hash)
-                .fetch_optional(&self.pool)
-                .await?;
+        // Identical tasks all read one row: counting a hit must not make them wait for each
+        // other's commits, so a hit whose row is being counted by another claim is not
+        // counted (`hits` and `used_at` are statistics; nothing depends on them).
+        let plan = sqlx::query_scalar(
+            "WITH hit AS (
+                UPDATE plan_cache SET hits = hits + 1, used_at = now()
+                WHERE hash = (SELECT hash FROM plan_cache WHERE hash = $1 FOR UPDATE SKIP LOCKED)
+             )
+             SELECT plan FROM plan_cache WHERE hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(plan)
     }
 
@@ -368,6 +361,7 @@ impl ExecutionStore for PgStore {
         .bind(call.latency_ms)
         .execute(&self.pool)
         .await?;
+        self.events_committed(task);
         Ok(())
     }
 
@@ -385,6 +379,30 @@ impl ExecutionStore for PgStore {
             .bind(content)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    async fn record_messages(
+        &self,
+        task: TaskId,
+        step: Option<StepId>,
+        messages: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO task_messages (task_id, step_id, role, content)
+             SELECT $1, $2, x.role, x.content
+             FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS x(role, content, n)
+             ORDER BY x.n",
+        )
+        .bind(task.0)
+        .bind(step.map(|s| s.0))
+        .bind(messages.iter().map(|(role, _)| role.as_str()).collect::<Vec<_>>())
+        .bind(messages.iter().map(|(_, content)| content.as_str()).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -473,6 +491,9 @@ impl PgStore {
         .bind(code.map(TaskErrorCode::as_str))
         .fetch_optional(&self.pool)
         .await?;
+        if failed.is_some() {
+            self.events_committed(id);
+        }
         Ok(failed.is_some())
     }
 
@@ -527,6 +548,7 @@ impl PgStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.events_committed(claim.task_id);
         Ok(FailOutcome::Failed)
     }
 }
@@ -577,7 +599,7 @@ pub(super) async fn claim_planning_on<'e>(
 }
 
 async fn lock_task(tx: &mut Transaction<'_, Postgres>, task: TaskId) -> Result<(), StoreError> {
-    sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE").bind(task.0).execute(&mut **tx).await?;
+    sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR NO KEY UPDATE").bind(task.0).execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -598,6 +620,7 @@ struct ClaimRow {
     user_id: String,
     description: String,
     dependencies: Value,
+    context: Value,
 }
 
 impl TryFrom<ClaimRow> for StepClaim {
@@ -606,6 +629,8 @@ impl TryFrom<ClaimRow> for StepClaim {
     fn try_from(r: ClaimRow) -> Result<Self, StoreError> {
         let dependency_outputs: Vec<(String, String)> =
             serde_json::from_value(r.dependencies).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let context: Vec<(String, String)> =
+            serde_json::from_value(r.context).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(StepClaim {
             step_id: StepId(r.id),
             task_id: TaskId(r.task_id),
@@ -618,6 +643,7 @@ impl TryFrom<ClaimRow> for StepClaim {
             user_id: r.user_id,
             task_description: r.description,
             dependency_outputs,
+            context,
         })
     }
 }

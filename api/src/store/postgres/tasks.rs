@@ -63,6 +63,8 @@ impl TaskStore for PgStore {
             .bind(&new.agent_hints)
             .fetch_optional(&self.pool)
             .await?;
+        // No wake-up: nobody can follow a task before this answer gives out its id, and a
+        // stream reads what is there when it opens.
         if let Some(row) = created {
             return Ok(CreateOutcome::Created(row.try_into()?));
         }
@@ -183,7 +185,10 @@ impl TaskStore for PgStore {
         .await?;
         Ok(match row {
             None => CancelOutcome::NotFound,
-            Some((_, true)) => CancelOutcome::Cancelled,
+            Some((_, true)) => {
+                self.events_committed(id);
+                CancelOutcome::Cancelled
+            }
             Some((status, false)) => CancelOutcome::AlreadyFinished(status.parse()?),
         })
     }
