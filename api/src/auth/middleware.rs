@@ -39,7 +39,7 @@ impl Authenticator {
 
     async fn caller(&self, secret: &str) -> Result<Option<Caller>, ApiError> {
         let digest = hash(secret);
-        if let Some((caller, at)) = self.cache.lock().expect("auth cache lock").get(&digest)
+        if let Some((caller, at)) = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&digest)
             && at.elapsed() < self.ttl
         {
             return Ok(Some(caller.clone()));
@@ -48,7 +48,7 @@ impl Authenticator {
             tracing::error!(error = %e, "API key lookup failed");
             ApiError::Unavailable { dependency: "postgres" }
         })?;
-        let mut cache = self.cache.lock().expect("auth cache lock");
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match &caller {
             Some(caller) => {
                 if cache.len() >= CACHE_CAPACITY {
