@@ -66,6 +66,11 @@ impl App {
         if let Some(secret) = &settings.auth.bootstrap_admin_key {
             keys.ensure_bootstrap(secret.expose()).await.context("storing BOOTSTRAP_ADMIN_KEY")?;
         }
+        if settings.auth.mode() == AuthMode::Required && !keys.any_active().await.unwrap_or(true) {
+            tracing::warn!(
+                "AUTH=required and no API key exists yet: every request will be refused with 401; create one with `orchestrator keys create --user <user> --admin` or set BOOTSTRAP_ADMIN_KEY"
+            );
+        }
         let auth =
             Arc::new(Authenticator::new(settings.auth.mode(), keys, Duration::from_secs(settings.auth.cache_secs)));
         let signer = JobSigner::new(settings.dispatch_secret.expose().as_bytes());

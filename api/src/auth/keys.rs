@@ -114,6 +114,13 @@ impl KeyStore {
         Ok(row.map(|(user_id, admin)| Caller { user_id: Some(user_id), admin }))
     }
 
+    /// Whether any key could be used, for a hint at start when none can.
+    pub async fn any_active(&self) -> Result<bool, KeyError> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL)")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     pub async fn list(&self, user_id: Option<&str>) -> Result<Vec<ApiKey>, KeyError> {
         Ok(sqlx::query_as::<_, ApiKey>(
             "SELECT id, user_id, name, prefix, admin, created_at, last_used_at, revoked_at FROM api_keys
