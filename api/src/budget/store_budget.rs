@@ -7,7 +7,7 @@ use agents::{Budget, BudgetError, BudgetExceeded, CallEstimate, Reservation};
 use uuid::Uuid;
 
 use super::BudgetConfig;
-use crate::store::{ExecutionStore, Holder, ReserveOutcome, ReserveRequest, StoreError};
+use crate::store::{ExecutionStore, Holder, ReserveOutcome, ReserveRequest, StoreError, TaskLimits};
 
 pub struct StoreBudget {
     store: Arc<dyn ExecutionStore>,
@@ -25,7 +25,17 @@ impl StoreBudget {
         config: &BudgetConfig,
     ) -> Result<Self, StoreError> {
         let limits = store.task_limits(holder.task).await?;
-        let (daily_quota_usd, limited) = match &limits {
+        Ok(Self::with_limits(store, holder, config, limits.as_ref()))
+    }
+
+    /// A budget from limits already read (a step claim carries its task's).
+    pub fn with_limits(
+        store: Arc<dyn ExecutionStore>,
+        holder: Holder,
+        config: &BudgetConfig,
+        limits: Option<&TaskLimits>,
+    ) -> Self {
+        let (daily_quota_usd, limited) = match limits {
             Some(l) => {
                 let quota = l.user_daily_cost_usd.or(config.daily_cost_quota_usd);
                 (quota, l.max_cost_usd.is_some() || l.max_tokens.is_some() || quota.is_some())
@@ -33,7 +43,7 @@ impl StoreBudget {
             // The task is gone: its claim will fail, nothing to limit.
             None => (None, false),
         };
-        Ok(Self { store, holder, daily_quota_usd, ceiling: limited.then_some(config.output_ceiling) })
+        Self { store, holder, daily_quota_usd, ceiling: limited.then_some(config.output_ceiling) }
     }
 
     /// Whether calls are reserved at all.

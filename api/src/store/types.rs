@@ -154,6 +154,8 @@ pub struct StepClaim {
     /// (role, content) of the task-level short-term memory (the context given at
     /// submission), oldest first, at most [`STEP_CONTEXT_MESSAGES`] of the most recent.
     pub context: Vec<(String, String)>,
+    /// The task's limits, read with the claim so that a step's budget costs no extra read.
+    pub limits: super::TaskLimits,
 }
 
 /// Task-level context messages a step claim carries.

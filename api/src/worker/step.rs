@@ -45,7 +45,7 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
 
     let memories = relevant_memories(ctx, &claim).await;
     let holder = Holder { task, step: Some(step), lease_token: lease.token };
-    let budget = StoreBudget::load(deps.store.clone(), holder, &ctx.config.budgets).await?;
+    let budget = StoreBudget::with_limits(deps.store.clone(), holder, &ctx.config.budgets, Some(&claim.limits));
     let recorder = StoreRecorder::new(deps.store.clone(), deps.metrics.clone(), task, step);
 
     let outcome = tokio::select! {

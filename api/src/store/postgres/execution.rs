@@ -18,7 +18,7 @@ use crate::{
     domain::{StepId, TaskErrorCode, TaskId},
     store::{
         ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanningClaim, STEP_CONTEXT_MESSAGES, StepClaim,
-        StepCompletion, StoreError, Unfinished,
+        StepCompletion, StoreError, TaskLimits, Unfinished,
     },
 };
 
@@ -89,7 +89,9 @@ impl ExecutionStore for PgStore {
         // context (written with the task, never after). Each dependency is fetched by primary
         // key in a subquery that cannot be flattened: with `id = ANY(depends_on)` or a join,
         // the planner chose sequential scans of every step while its statistics were stale (a
-        // young, fast-growing table), making each claim cost O(all steps).
+        // young, fast-growing table), making each claim cost O(all steps). The task's limits
+        // come along too: the step's budget needs them, and a separate read was one more
+        // statement per step.
         let row: Option<ClaimRow> = sqlx::query_as(
             "WITH c AS (
                 UPDATE steps s SET status = 'running', attempt = s.attempt + 1, lease_owner = $2,
@@ -100,13 +102,14 @@ impl ExecutionStore for PgStore {
                   AND ((s.status = 'ready' AND (s.not_before IS NULL OR s.not_before <= now()))
                        OR (s.status = 'running' AND s.lease_expires_at < now()))
                 RETURNING s.id, s.task_id, s.title, s.instruction, s.agent, s.depends_on, s.attempt,
-                          s.max_attempts, t.priority, t.user_id, t.description
+                          s.max_attempts, t.priority, t.user_id, t.description, t.max_cost_usd, t.max_tokens
              ), e AS (
                 INSERT INTO task_events (task_id, step_id, kind, data)
                 SELECT task_id, id, 'step_started', jsonb_build_object('attempt', attempt, 'worker', $2::text) FROM c
              )
              SELECT c.id, c.task_id, c.title, c.instruction, c.agent, c.attempt, c.max_attempts, c.priority,
-                    c.user_id, c.description,
+                    c.user_id, c.description, c.max_cost_usd, c.max_tokens,
+                    (SELECT l.daily_cost_usd FROM user_limits l WHERE l.user_id = c.user_id) AS user_daily_cost_usd,
                     (SELECT coalesce(jsonb_agg(jsonb_build_array(d.title, coalesce(d.output, ''))
                                                ORDER BY d.position), '[]'::jsonb)
                      FROM unnest(c.depends_on) AS dep(id)
@@ -619,6 +622,9 @@ struct ClaimRow {
     priority: String,
     user_id: String,
     description: String,
+    max_cost_usd: Option<f64>,
+    max_tokens: Option<i64>,
+    user_daily_cost_usd: Option<f64>,
     dependencies: Value,
     context: Value,
 }
@@ -640,6 +646,12 @@ impl TryFrom<ClaimRow> for StepClaim {
             attempt: r.attempt,
             max_attempts: r.max_attempts,
             priority: r.priority.parse()?,
+            limits: TaskLimits {
+                user_id: r.user_id.clone(),
+                max_cost_usd: r.max_cost_usd,
+                max_tokens: r.max_tokens,
+                user_daily_cost_usd: r.user_daily_cost_usd,
+            },
             user_id: r.user_id,
             task_description: r.description,
             dependency_outputs,
