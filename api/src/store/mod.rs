@@ -80,6 +80,8 @@ pub trait ExecutionStore: BudgetStore + Send + Sync + 'static {
     ) -> Result<Option<Vec<StepId>>, StoreError>;
     /// `planning → failed`.
     async fn fail_planning(&self, id: TaskId, lease: &Lease, error: &str) -> Result<bool, StoreError>;
+    /// Pushes the planning lease's expiry forward; `false` when it is no longer held.
+    async fn renew_planning_lease(&self, id: TaskId, lease: &Lease) -> Result<bool, StoreError>;
     /// `ready → running` (or takes over a running step whose lease expired), with what the
     /// agent needs to run it.
     async fn claim_step(&self, id: StepId, lease: &Lease) -> Result<Option<StepClaim>, StoreError>;

@@ -5,16 +5,19 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
 use serde_json::{Value, json};
 
 type Script = dyn Fn(&Value) -> (u16, Value) + Send + Sync;
+type Delay = dyn Fn(&Value) -> Duration + Send + Sync;
 
 #[derive(Clone)]
 struct Shared {
     script: Arc<Script>,
+    delay: Arc<Delay>,
     requests: Arc<Mutex<Vec<Value>>>,
 }
 
@@ -25,7 +28,15 @@ pub struct FakeOpenAi {
 
 impl FakeOpenAi {
     pub async fn start(script: impl Fn(&Value) -> (u16, Value) + Send + Sync + 'static) -> Self {
-        let shared = Shared { script: Arc::new(script), requests: Arc::default() };
+        Self::start_with_delay(|_| Duration::ZERO, script).await
+    }
+
+    /// Like [`Self::start`], answering each request after `delay(request)`: a slow model.
+    pub async fn start_with_delay(
+        delay: impl Fn(&Value) -> Duration + Send + Sync + 'static,
+        script: impl Fn(&Value) -> (u16, Value) + Send + Sync + 'static,
+    ) -> Self {
+        let shared = Shared { script: Arc::new(script), delay: Arc::new(delay), requests: Arc::default() };
         let requests = shared.requests.clone();
         let app = Router::new().route("/chat/completions", post(complete)).with_state(shared);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -45,6 +56,7 @@ impl FakeOpenAi {
 
 async fn complete(State(shared): State<Shared>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
     shared.requests.lock().unwrap().push(body.clone());
+    tokio::time::sleep((shared.delay)(&body)).await;
     let (status, reply) = (shared.script)(&body);
     (StatusCode::from_u16(status).unwrap(), Json(reply))
 }

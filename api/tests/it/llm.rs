@@ -190,3 +190,36 @@ async fn agents_and_tools_are_listed_with_their_schemas() {
     assert_eq!(calculator["parameters"]["type"], "object");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_planning_call_slower_than_the_lease_keeps_the_lease_and_plans_once() {
+    let slow = std::time::Duration::from_millis(3500);
+    let fake = FakeOpenAi::start_with_delay(
+        move |request| if is_planning(request) { slow } else { std::time::Duration::ZERO },
+        |request| {
+            if is_planning(request) {
+                return tool_call("plan-1", "submit_plan", &branching_plan());
+            }
+            answer("Done.", 200, 30)
+        },
+    )
+    .await;
+    let mut settings = openai_settings(&fake);
+    // The model takes longer than the lease and the visibility timeout together: without
+    // renewal, the second worker would take the planning over and plan again.
+    settings.lease_secs = 1;
+    settings.visibility_timeout_secs = 2;
+    let app = TestApp::spawn_with(settings, 2).await;
+    let id = app.submit("Research queues and write it up.").await;
+    let task = app.client.wait(id, std::time::Duration::from_secs(60)).await.expect("the task ends").raw;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(fake.requests().iter().filter(|r| is_planning(r)).count(), 1, "one planning call");
+    let plannings: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM task_events WHERE task_id = $1 AND kind = 'task_planning'")
+            .bind(id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(plannings, 1, "planned by one worker");
+    app.stop().await;
+}

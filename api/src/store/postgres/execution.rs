@@ -79,6 +79,20 @@ impl ExecutionStore for PgStore {
         Ok(ready.map(|ids| ids.into_iter().map(StepId).collect()))
     }
 
+    async fn renew_planning_lease(&self, id: TaskId, lease: &Lease) -> Result<bool, StoreError> {
+        let held = sqlx::query(
+            "UPDATE tasks SET lease_expires_at = now() + make_interval(secs => $3)
+             WHERE id = $1 AND status = 'planning' AND lease_token = $2",
+        )
+        .bind(id.0)
+        .bind(lease.token)
+        .bind(lease.seconds())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(held == 1)
+    }
+
     async fn fail_planning(&self, id: TaskId, lease: &Lease, error: &str) -> Result<bool, StoreError> {
         self.fail_planning_with(id, lease, error, None).await
     }
