@@ -4,7 +4,6 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use axum::{Json, Router, extract::State, routing::post};
 use orchestrator::{
     config::{LlmProvider, Settings},
     domain::{TaskId, TaskStatus},
@@ -14,7 +13,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::{
-    fake_llm::{answer, is_planning, tool_call},
+    fake_llm::{FakeOpenAi, answer, is_planning, tool_call},
     helpers::{TestApp, eventually, test_settings},
 };
 
@@ -133,27 +132,6 @@ async fn a_task_within_its_budget_completes_and_gives_back_what_it_reserved() {
     app.stop().await;
 }
 
-/// A scripted answer: status and body from the request body.
-type Script = fn(&Value) -> (u16, Value);
-
-/// A fake OpenAI-compatible server that answers after `delay`, so that parallel steps'
-/// calls are in flight together.
-async fn slow_fake(delay: Duration, script: Script) -> String {
-    async fn complete(
-        State((delay, script)): State<(Duration, Script)>,
-        Json(body): Json<Value>,
-    ) -> (axum::http::StatusCode, Json<Value>) {
-        tokio::time::sleep(delay).await;
-        let (status, reply) = script(&body);
-        (axum::http::StatusCode::from_u16(status).unwrap(), Json(reply))
-    }
-    let app = Router::new().route("/chat/completions", post(complete)).with_state((delay, script));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
-}
-
 /// Six independent steps, then one that needs them all.
 fn wide_plan(request: &Value) -> (u16, Value) {
     if is_planning(request) {
@@ -176,7 +154,9 @@ fn wide_plan(request: &Value) -> (u16, Value) {
 async fn parallel_steps_never_overshoot_the_budget_together() {
     let mut s = test_settings();
     s.llm_provider = LlmProvider::Openai;
-    s.llm_base_url = Some(slow_fake(Duration::from_millis(300), wide_plan).await);
+    // Slow answers, so that parallel steps' calls are in flight together.
+    let fake = FakeOpenAi::start_with_delay(|_| Duration::from_millis(300), wide_plan).await;
+    s.llm_base_url = Some(fake.base_url());
     s.llm_model = Some("gpt-4o-mini".into());
     s.llm_api_key = Some("sk-test".into());
     s.llm_prices_file = Some(output_priced("gpt-4o-mini"));
