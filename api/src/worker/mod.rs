@@ -13,6 +13,7 @@
 
 mod backoff;
 mod inflight;
+mod lease;
 mod maintenance;
 mod plan;
 mod recorder;

@@ -81,7 +81,11 @@ async fn plan_claimed(
         Some(plan) => Ok(plan),
         None => match tokio::select! {
             afresh = plan_afresh(ctx, task, lease, &claim.description, hints) => afresh?,
-            reason = keep_planning_lease(ctx, task, lease) => {
+            // Renewed while the model plans, so a slow planner is neither taken over by
+            // another worker nor has its budget reservations swept as stale.
+            reason = super::lease::keep_lease(ctx, format!("the planning of task {task}"), lease, || {
+                deps.store.renew_planning_lease(task, lease)
+            }) => {
                 tracing::warn!(%task, %reason, "planning abandoned: the planning lease was lost");
                 return Ok(());
             }
@@ -190,32 +194,6 @@ async fn plan_afresh(
         Planned::OverBudget(e) => Ok(Afresh::OverBudget(e)),
         // Left for redelivery: planning must not go on unaccounted.
         Planned::Unaccounted(reason) => Err(JobError::Record(agents::RecordError(reason))),
-    }
-}
-
-/// Renews the planning lease (and keeps the queue delivery fresh) at a third of the lease, so
-/// a slow planning model is neither taken over by another worker nor has its budget
-/// reservations treated as stale; returns only when the lease can no longer be held.
-async fn keep_planning_lease(ctx: &JobContext<'_>, task: TaskId, lease: &Lease) -> String {
-    let deps = ctx.deps;
-    let mut tick = tokio::time::interval(lease.duration / 3);
-    tick.tick().await; // the first tick is immediate and the lease is fresh
-    let mut failures = 0;
-    loop {
-        tick.tick().await;
-        if let Err(e) = deps.source.touch(&ctx.config.id, ctx.delivery).await {
-            tracing::debug!(%task, error = %e, "could not refresh the delivery");
-        }
-        match deps.store.renew_planning_lease(task, lease).await {
-            Ok(true) => failures = 0,
-            Ok(false) => return "another worker holds the planning now, or the task ended".into(),
-            // A blip is survivable: the lease still has two thirds of its time.
-            Err(e) if failures < 1 => {
-                failures += 1;
-                tracing::warn!(%task, error = %e, "could not renew the planning lease");
-            }
-            Err(e) => return format!("could not renew the planning lease: {e}"),
-        }
     }
 }
 

@@ -53,7 +53,7 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
             Ok(result) => Outcome::Finished(result),
             Err(_) => Outcome::TimedOut,
         },
-        reason = keep_lease(ctx, step, &lease) => Outcome::LeaseLost(reason),
+        reason = keep_step_lease(ctx, step, &lease) => Outcome::LeaseLost(reason),
         _ = ctx.released.cancelled() => Outcome::Released,
     };
     // A call cut off mid-way (timeout, release, lost lease) never settled its reservation.
@@ -235,33 +235,19 @@ async fn run_agent(
     deps.runner.run(spec, &input, recorder).await.map(|out| out.text)
 }
 
-/// Renews the lease (and keeps the queue delivery fresh) at a third of the lease; returns
-/// only when the lease can no longer be held. Notices a cancelled task even when the cancel
+/// Renews the step's lease while it runs. Notices a cancelled task even when the cancel
 /// message was missed, because the renewal reads the task's status.
-async fn keep_lease(ctx: &JobContext<'_>, step: StepId, lease: &Lease) -> String {
-    let deps = ctx.deps;
-    let mut tick = tokio::time::interval(lease.duration / 3);
-    tick.tick().await; // the first tick is immediate and the lease is fresh
-    let mut failures = 0;
-    loop {
-        tick.tick().await;
-        if let Err(e) = deps.source.touch(&ctx.config.id, ctx.delivery).await {
-            tracing::debug!(%step, error = %e, "could not refresh the delivery");
-        }
-        match deps.store.renew_step_lease(step, lease).await {
-            Ok(LeaseState::Held { task_running }) => {
-                failures = 0;
+async fn keep_step_lease(ctx: &JobContext<'_>, step: StepId, lease: &Lease) -> String {
+    super::lease::keep_lease(ctx, format!("step {step}"), lease, || async {
+        Ok(match ctx.deps.store.renew_step_lease(step, lease).await? {
+            LeaseState::Held { task_running } => {
                 if !task_running {
                     ctx.cancelled.cancel();
                 }
+                true
             }
-            Ok(LeaseState::Lost) => return "another worker holds the step now".into(),
-            // A blip is survivable: the lease still has two thirds of its time.
-            Err(e) if failures < 1 => {
-                failures += 1;
-                tracing::warn!(%step, error = %e, "could not renew the step lease");
-            }
-            Err(e) => return format!("could not renew the lease: {e}"),
-        }
-    }
+            LeaseState::Lost => false,
+        })
+    })
+    .await
 }
