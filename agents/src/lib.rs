@@ -10,6 +10,7 @@ pub mod llm;
 pub mod pricing;
 pub mod run;
 pub mod spec;
+pub mod storable;
 pub mod tools;
 
 pub use llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Role, ToolCall, Usage};

@@ -151,7 +151,8 @@ impl AgentRunner {
         tools: Arc<ToolRegistry>,
         settings: LoopSettings,
     ) -> Self {
-        Self { llm, prices, tools, settings }
+        // Every answer the loop (and the planner, through `llm()`) gets is storable.
+        Self { llm: crate::llm::Storable::wrap(llm), prices, tools, settings }
     }
 
     pub fn llm(&self) -> &Arc<dyn LlmClient> {
@@ -219,7 +220,7 @@ impl AgentRunner {
                 if input.cancel.is_cancelled() {
                     return Err(AgentError::Cancelled);
                 }
-                let invocation = self.tools.invoke(&spec.tools, call, &ctx).await;
+                let invocation = crate::storable::invocation(self.tools.invoke(&spec.tools, call, &ctx).await);
                 output.tool_calls += 1;
                 since_summary += 1;
                 recorder.tool_call(invocation.record).await?;

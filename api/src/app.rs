@@ -34,6 +34,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct App {
     pub settings: Settings,
+    /// What every Redis key of this deployment starts with: `REDIS_PREFIX`, then the
+    /// database's deployment id ([`deployment_namespace`]).
+    pub redis_namespace: String,
     pub store: PgStore,
     pub queue: RedisQueue,
     pub coordination: RedisCoordination,
@@ -73,19 +76,20 @@ impl App {
         }
         let auth =
             Arc::new(Authenticator::new(settings.auth.mode(), keys, Duration::from_secs(settings.auth.cache_secs)));
+        let redis_namespace = deployment_namespace(&pool, &settings.redis_prefix).await?;
         let signer = JobSigner::new(settings.dispatch_secret.expose().as_bytes());
         // Blocking reads hold a connection each: one per worker loop, plus the senders.
         let pool_size = 16 + 2 * settings.worker_concurrency.min(64) as usize;
         let queue = RedisQueue::connect(
             &settings.redis_url,
-            &settings.redis_prefix,
+            &redis_namespace,
             signer,
             settings.visibility_timeout(),
             pool_size,
         )
         .await
         .with_context(|| format!("cannot reach Redis at {}", redact(&settings.redis_url)))?;
-        let coordination = RedisCoordination::new(queue.pool().clone(), &settings.redis_url, &settings.redis_prefix)?;
+        let coordination = RedisCoordination::new(queue.pool().clone(), &settings.redis_url, &redis_namespace)?;
         let memory = Arc::new(
             LongTermMemory::open(
                 pool.clone(),
@@ -100,7 +104,7 @@ impl App {
         let tools = Arc::new(agents::builtin_tools(&providers::tool_settings(&settings), Some(memory.clone() as _))?);
         let agents = Arc::new(providers::agent_catalog(&settings, &tools)?);
         let metrics = Arc::new(Metrics::new());
-        let limiter = GcraLimiter::new(queue.pool().clone(), &settings.redis_prefix);
+        let limiter = GcraLimiter::new(queue.pool().clone(), &redis_namespace);
         let llm = UpstreamLimited::wrap(providers::llm_client(&settings)?, &settings, &limiter, &metrics);
         let prices = Arc::new(providers::price_table(&settings)?);
         let webhooks = Arc::new(WebhookSender::new(
@@ -109,6 +113,7 @@ impl App {
         )?);
         Ok(Self {
             settings,
+            redis_namespace,
             store: PgStore::new(pool),
             queue,
             coordination,
@@ -211,6 +216,7 @@ impl App {
                 reconcile_interval: Duration::from_millis(s.reconcile_interval_ms),
                 reconcile_min_age: Duration::from_millis(s.reconcile_min_age_ms),
                 budgets: s.budgets.for_workers(s.llm_max_tokens),
+                max_deliveries: s.job_max_deliveries,
             },
         )
     }
@@ -259,6 +265,19 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<PgPool> {
     let pool = connect_postgres(settings).await?;
     MIGRATOR.run(&pool).await.context("applying database migrations failed")?;
     Ok(pool)
+}
+
+/// `prefix` followed by this database's deployment id (written by the first migration). Two
+/// deployments with different databases that share a Redis and a prefix (staging next to
+/// production, a forgotten test) then never take each other's jobs, share rate-limit
+/// buckets or elect one reconciler between them; every process of one deployment shares
+/// the database and so the namespace.
+pub async fn deployment_namespace(pool: &PgPool, prefix: &str) -> anyhow::Result<String> {
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM deployment")
+        .fetch_one(pool)
+        .await
+        .context("reading the deployment id")?;
+    Ok(format!("{prefix}:{}", &id.simple().to_string()[..12]))
 }
 
 /// A consumer name unique across hosts, processes and restarts.

@@ -239,6 +239,12 @@ pub struct Settings {
     #[arg(long, env = "QUEUE_VISIBILITY_TIMEOUT_SECS", default_value_t = 90)]
     pub visibility_timeout_secs: u64,
 
+    /// Deliveries of one job (a plan or a step attempt) before it is moved to the dead-letter
+    /// stream and the work it names fails with `dead_lettered`: a job whose handler keeps
+    /// failing, or keeps killing its worker, is not retried forever.
+    #[arg(long, env = "JOB_MAX_DELIVERIES", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub job_max_deliveries: u64,
+
     /// Steps a plan may have.
     #[arg(long, env = "MAX_PLAN_STEPS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=200))]
     pub max_plan_steps: u32,

@@ -150,6 +150,8 @@ state_enum!(
         TaskCompleted => "task_completed",
         TaskFailed => "task_failed",
         TaskCancelled => "task_cancelled",
+        /// `POST /tasks/{id}/retry` started the failed task again; `data.run` counts runs.
+        TaskRetried => "task_retried",
         StepReady => "step_ready",
         StepStarted => "step_started",
         StepCompleted => "step_completed",
@@ -171,6 +173,12 @@ state_enum!(
     TaskErrorCode, "task error code" {
         /// The next model call did not fit in the task's budget or the user's daily quota.
         BudgetExceeded => "budget_exceeded",
+        /// Every attempt of a step (or of the planning) was taken over from a worker that
+        /// died or hung: the work kills its workers and is not tried again.
+        AttemptsExhausted => "attempts_exhausted",
+        /// The job kept failing before it could record an outcome and was moved to the
+        /// dead-letter stream after `JOB_MAX_DELIVERIES` deliveries.
+        DeadLettered => "dead_lettered",
     }
 );
 

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub llm_cost: CounterVec,
     pub llm_latency: HistogramVec,
     pub tool_calls: IntCounterVec,
+    /// Jobs set aside after `JOB_MAX_DELIVERIES` deliveries, by kind (`plan`, `step`).
+    pub jobs_dead_lettered: IntCounterVec,
     pub tasks_unfinished: IntGaugeVec,
     pub queue_depth: IntGaugeVec,
     pub queue_oldest_age: prometheus::GaugeVec,
@@ -117,6 +119,12 @@ impl Metrics {
                 latency,
             ),
             tool_calls: counter(&registry, "tool_calls_total", "Tool calls", &["tool", "status"]),
+            jobs_dead_lettered: counter(
+                &registry,
+                "jobs_dead_lettered_total",
+                "Jobs moved to the dead-letter stream after failing on every delivery",
+                &["kind"],
+            ),
             tasks_unfinished: gauge(&registry, "tasks", "Tasks not yet ended, by status", &["status"]),
             queue_depth: gauge(&registry, "queue_depth", "Jobs queued or in flight", &["priority"]),
             queue_oldest_age,

@@ -288,6 +288,12 @@ impl ApiClient {
         TaskView::from_value(expect(response, 200).await?)
     }
 
+    /// Runs a failed task again from where it failed (202).
+    pub async fn retry(&self, id: Uuid) -> Result<TaskView, ClientError> {
+        let response = self.request(Method::POST, self.url(&format!("/tasks/{id}/retry"))).send().await?;
+        TaskView::from_value(expect(response, 202).await?)
+    }
+
     /// Every tool call of the task, in order, rejected ones included.
     pub async fn tool_calls(&self, id: Uuid) -> Result<Vec<ToolCallView>, ClientError> {
         let response = self.request(Method::GET, self.url(&format!("/tasks/{id}/tool-calls"))).send().await?;

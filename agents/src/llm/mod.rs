@@ -14,12 +14,14 @@ mod anthropic;
 mod offline;
 mod openai;
 mod retry;
+mod storable;
 mod tokens;
 
 pub use anthropic::{ANTHROPIC_VERSION, AnthropicClient, AnthropicConfig};
 pub use offline::OfflineModel;
 pub use openai::{MaxTokensField, OpenAiClient, OpenAiConfig};
 pub use retry::Backoff;
+pub use storable::Storable;
 pub use tokens::{count_tokens, prompt_tokens, warm_up_tokenizer};
 // The agent loop prices a call before it is made (`crate::run::CallEstimate`).
 
@@ -206,4 +208,9 @@ pub trait LlmClient: Send + Sync {
     fn model(&self) -> &str;
     /// One model call; HTTP providers retry transient failures inside it.
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError>;
+    /// Whether this client already makes its answers storable ([`Storable`]), so wrapping
+    /// it again would only copy.
+    fn is_storable(&self) -> bool {
+        false
+    }
 }

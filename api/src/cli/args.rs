@@ -82,6 +82,11 @@ pub enum TasksCommand {
         /// The task's id.
         id: Uuid,
     },
+    /// Run a failed task again from where it failed (its completed steps are kept).
+    Retry {
+        /// The task's id.
+        id: Uuid,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,4 +1,4 @@
-//! `orchestrator tasks list|show|cancel`.
+//! `orchestrator tasks list|show|cancel|retry`.
 
 use eval::{ApiClient, client::ListQuery};
 
@@ -14,6 +14,11 @@ pub async fn run(client: &ApiClient, command: &TasksCommand) -> Result<Outcome> 
         TasksCommand::Cancel { id } => {
             let task = client.cancel(*id).await?;
             println!("task {} is {}", task.id, task.status);
+            Ok(Outcome::Success)
+        }
+        TasksCommand::Retry { id } => {
+            let task = client.retry(*id).await?;
+            println!("task {} is {} again", task.id, task.status);
             Ok(Outcome::Success)
         }
     }

@@ -1,6 +1,7 @@
 //! The HTTP API: routes, the shared state they read, and the middleware around them.
 
 mod access;
+mod admin;
 mod catalog;
 pub mod cors;
 mod error;
@@ -67,6 +68,7 @@ pub fn build_router(state: AppState) -> Router {
         .merge(tasks::routes())
         .merge(memory::routes())
         .route("/workers", get(workers::list_workers))
+        .route("/admin/dead-letters", get(admin::dead_letters))
         .route("/agents", get(catalog::list_agents))
         .route("/tools", get(catalog::list_tools))
         .route_layer(axum::middleware::from_fn_with_state(

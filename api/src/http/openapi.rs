@@ -13,7 +13,7 @@ use utoipa::{
     },
 };
 
-use super::{catalog, error::Problem, health, memory, observe, tasks, workers};
+use super::{admin, catalog, error::Problem, health, memory, observe, tasks, workers};
 use crate::{
     coordination::{InFlightJob, WorkerInfo},
     domain::{EventKind, Priority, StepId, StepStatus, TaskId, TaskStatus},
@@ -40,6 +40,7 @@ pub const DOCS_PATH: &str = "/docs";
         tasks::list::list_tasks,
         tasks::get::get_task,
         tasks::cancel::cancel_task,
+        tasks::retry::retry_task,
         tasks::events::task_events,
         tasks::reports::task_cost,
         tasks::reports::tool_calls,
@@ -51,6 +52,7 @@ pub const DOCS_PATH: &str = "/docs";
         catalog::list_agents,
         catalog::list_tools,
         workers::list_workers,
+        admin::dead_letters,
         health::healthz,
         health::readyz,
         observe::metrics,
@@ -87,6 +89,8 @@ pub const DOCS_PATH: &str = "/docs";
         catalog::AgentDoc,
         catalog::ToolDoc,
         workers::WorkerList,
+        admin::DeadLetterList,
+        crate::queue::DeadLetter,
         WorkerInfo,
         InFlightJob,
         health::Health,

@@ -34,6 +34,25 @@ pub struct Delivery {
     pub stream: String,
     /// The job, or why it was refused (bad signature, malformed fields).
     pub job: Result<Job, String>,
+    /// How many times the queue has handed this job out, this time included.
+    pub deliveries: u64,
+}
+
+/// A job that kept failing and was set aside, as `GET /admin/dead-letters` lists it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct DeadLetter {
+    /// The entry's id in the dead-letter stream (its first part is the unix time in ms).
+    pub id: String,
+    /// `plan` or `step`; absent when the job could not be read at all.
+    pub kind: Option<String>,
+    pub task_id: Option<uuid::Uuid>,
+    pub step_id: Option<uuid::Uuid>,
+    pub attempt: Option<u32>,
+    /// Deliveries the job had when it was set aside.
+    pub deliveries: u64,
+    /// The last error its handler reported.
+    pub reason: String,
+    pub dead_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The sending side, used by the API, the workers and the reconciler.
@@ -47,6 +66,8 @@ pub trait Dispatcher: Send + Sync + 'static {
     async fn has_job(&self, jobs: &[Job]) -> Result<Vec<bool>, QueueError>;
     /// Depth and age of each priority's queue, for metrics.
     async fn stats(&self) -> Result<Vec<QueueStats>, QueueError>;
+    /// The newest `limit` dead letters, newest first.
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -71,4 +92,10 @@ pub trait JobSource: Send + Sync + 'static {
     /// Tells the queue the job is still being worked on, so it is not reclaimed.
     async fn touch(&self, consumer: &str, delivery: &Delivery) -> Result<(), QueueError>;
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError>;
+    /// Acknowledges a job that keeps failing and keeps it, with `reason`, in the dead-letter
+    /// stream (capped at the newest [`DEAD_LETTERS_KEPT`]).
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), QueueError>;
 }
+
+/// Dead letters kept; older ones are trimmed.
+pub const DEAD_LETTERS_KEPT: usize = 10_000;

@@ -16,7 +16,7 @@ use redis::{
     streams::{StreamAutoClaimReply, StreamId, StreamReadReply},
 };
 
-use super::{Delivery, Dispatcher, Job, JobSigner, JobSource, QueueError, QueueStats};
+use super::{DeadLetter, Delivery, Dispatcher, Job, JobSigner, JobSource, QueueError, QueueStats};
 use crate::domain::Priority;
 
 const GROUP: &str = "workers";
@@ -115,19 +115,40 @@ impl RedisQueue {
         Ok(())
     }
 
-    fn delivery(&self, stream: &str, entry: &StreamId) -> Delivery {
-        let job = self.signer.decode(|name| match entry.map.get(name) {
-            Some(Value::BulkString(bytes)) => std::str::from_utf8(bytes).ok(),
-            Some(Value::SimpleString(s)) => Some(s.as_str()),
-            _ => None,
-        });
-        Delivery { id: entry.id.clone(), stream: stream.to_owned(), job }
+    fn dead_key(&self) -> String {
+        format!("{}:dispatch:dead", self.prefix)
     }
 
+    fn delivery(&self, stream: &str, entry: &StreamId, deliveries: u64) -> Delivery {
+        let job = self.signer.decode(|name| field(entry, name));
+        Delivery { id: entry.id.clone(), stream: stream.to_owned(), job, deliveries }
+    }
+
+    /// Jobs read with `>` are delivered for the first time.
     fn deliveries(&self, reply: Option<StreamReadReply>) -> Vec<Delivery> {
         reply
-            .map(|r| r.keys.iter().flat_map(|k| k.ids.iter().map(|e| self.delivery(&k.key, e))).collect())
+            .map(|r| r.keys.iter().flat_map(|k| k.ids.iter().map(|e| self.delivery(&k.key, e, 1))).collect())
             .unwrap_or_default()
+    }
+
+    /// The delivery counts of entries just taken over, in one round trip: XAUTOCLAIM does
+    /// not report them, and they are what tells a poison job from an unlucky one.
+    async fn delivery_counts(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        stream: &str,
+        entries: &[StreamId],
+    ) -> Result<Vec<u64>, QueueError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for entry in entries {
+            pipe.cmd("XPENDING").arg(stream).arg(GROUP).arg(&entry.id).arg(&entry.id).arg(1);
+        }
+        let replies: Vec<Vec<(String, String, u64, u64)>> = pipe.query_async(conn).await?;
+        // An entry acknowledged in between has no pending row: count it as a redelivery.
+        Ok(replies.into_iter().map(|r| r.first().map_or(2, |(_, _, _, count)| *count)).collect())
     }
 
     /// One XREADGROUP over `streams`; a vanished group is recreated and reads as empty.
@@ -242,6 +263,20 @@ impl Dispatcher for RedisQueue {
             .collect();
         Ok(stats)
     }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        let mut conn = self.pool.get().await?;
+        let entries: Vec<StreamId> = redis::cmd("XREVRANGE")
+            .arg(self.dead_key())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async::<redis::streams::StreamRangeReply>(&mut conn)
+            .await?
+            .ids;
+        Ok(entries.iter().map(dead_letter).collect())
+    }
 }
 
 #[async_trait::async_trait]
@@ -287,7 +322,10 @@ impl JobSource for RedisQueue {
             match reply {
                 Err(e) if e.code() == Some("NOGROUP") => self.ensure_groups().await?,
                 Err(e) => return Err(e.into()),
-                Ok(reply) => got.extend(reply.claimed.iter().map(|e| self.delivery(&stream, e))),
+                Ok(reply) => {
+                    let counts = self.delivery_counts(&mut conn, &stream, &reply.claimed).await?;
+                    got.extend(reply.claimed.iter().zip(counts).map(|(e, n)| self.delivery(&stream, e, n)));
+                }
             }
         }
         Ok(got)
@@ -325,6 +363,63 @@ impl JobSource for RedisQueue {
         }
         pipe.query_async::<()>(&mut conn).await?;
         Ok(())
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), QueueError> {
+        let mut pipe = redis::pipe();
+        let add = pipe
+            .cmd("XADD")
+            .arg(self.dead_key())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(super::DEAD_LETTERS_KEPT)
+            .arg("*")
+            .arg("deliveries")
+            .arg(delivery.deliveries)
+            .arg("reason")
+            .arg(reason)
+            .arg("from")
+            .arg(&delivery.id);
+        if let Ok(job) = &delivery.job {
+            for (name, value) in self.signer.encode(job) {
+                if name != "sig" {
+                    add.arg(name).arg(value);
+                }
+            }
+        }
+        add.ignore();
+        pipe.cmd("XACK").arg(&delivery.stream).arg(GROUP).arg(&delivery.id).ignore();
+        pipe.cmd("XDEL").arg(&delivery.stream).arg(&delivery.id).ignore();
+        if let Ok(job) = &delivery.job {
+            pipe.cmd("HDEL").arg(self.live_key()).arg(job.key()).ignore();
+        }
+        let mut conn = self.pool.get().await?;
+        pipe.atomic().query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+}
+
+/// A stream entry's field as text.
+fn field<'a>(entry: &'a StreamId, name: &str) -> Option<&'a str> {
+    match entry.map.get(name) {
+        Some(Value::BulkString(bytes)) => std::str::from_utf8(bytes).ok(),
+        Some(Value::SimpleString(s)) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// A dead-letter stream entry as the API shows it.
+fn dead_letter(entry: &StreamId) -> DeadLetter {
+    let millis = entry.id.split('-').next().and_then(|ms| ms.parse::<i64>().ok()).unwrap_or(0);
+    DeadLetter {
+        id: entry.id.clone(),
+        kind: field(entry, "kind").map(str::to_owned),
+        task_id: field(entry, "task").and_then(|t| t.parse().ok()),
+        step_id: field(entry, "step").and_then(|t| t.parse().ok()),
+        attempt: field(entry, "attempt").and_then(|t| t.parse().ok()),
+        deliveries: field(entry, "deliveries").and_then(|t| t.parse().ok()).unwrap_or(0),
+        reason: field(entry, "reason").unwrap_or_default().to_owned(),
+        dead_at: chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default(),
     }
 }
 

@@ -49,6 +49,9 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Ends a task that has not ended: its waiting steps are cancelled at once, its running
     /// steps stop at their next model or tool call.
     async fn cancel_task(&self, id: TaskId) -> Result<CancelOutcome, StoreError>;
+    /// Re-drives a failed task from where it failed: completed steps keep their outputs,
+    /// failed, skipped and cancelled ones start again with fresh attempts.
+    async fn retry_task(&self, id: TaskId) -> Result<RetryOutcome, StoreError>;
     /// The task's cost from its `llm_calls` rows: totals, per step and per model. `None`
     /// when the task does not exist.
     async fn task_cost(&self, id: TaskId) -> Result<Option<CostReport>, StoreError>;
@@ -85,6 +88,19 @@ pub trait ExecutionStore: BudgetStore + Send + Sync + 'static {
     /// `ready → running` (or takes over a running step whose lease expired), with what the
     /// agent needs to run it.
     async fn claim_step(&self, id: StepId, lease: &Lease) -> Result<Option<StepClaim>, StoreError>;
+    /// Called when [`Self::claim_step`] found nothing to claim: fails the step when its lease
+    /// expired with no attempt left (a taken-over lease counts as an attempt, so a step that
+    /// kills its worker cannot loop forever), and tells a job of unknown work apart.
+    async fn settle_unclaimed_step(&self, task: TaskId, id: StepId) -> Result<Unclaimed, StoreError>;
+    /// Fails the work a dead-lettered job names (the step, or the task's planning) with
+    /// `error` and the code `dead_lettered`, whatever state short of ended it is in; the
+    /// step's task fails with it. Returns the task's user when something was failed.
+    async fn fail_dead_lettered(
+        &self,
+        task: TaskId,
+        step: Option<StepId>,
+        error: &str,
+    ) -> Result<Option<String>, StoreError>;
     /// Pushes the lease expiry forward, and says whether the task still runs.
     async fn renew_step_lease(&self, id: StepId, lease: &Lease) -> Result<LeaseState, StoreError>;
     /// `running → completed`, promotes dependants whose dependencies are all completed, and

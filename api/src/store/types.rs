@@ -188,6 +188,30 @@ pub enum CancelOutcome {
     NotFound,
 }
 
+/// What `POST /tasks/{id}/retry` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// The task runs again as its `run`-th run: `ready` steps need a job, or, when it
+    /// failed while planning, the task is pending again and needs a plan job (`replan`).
+    Retried { run: i32, priority: Priority, replan: bool, ready: Vec<StepId> },
+    /// Only failed tasks are retried; this one is in the given state.
+    NotRetryable(crate::domain::TaskStatus),
+    NotFound,
+}
+
+/// Why a job's work could not be claimed, when that is worth acting on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unclaimed {
+    /// Its lease expired with no attempt left (its worker died or hung on every attempt):
+    /// it failed now, and its task (of `user_id`) with `attempts_exhausted`.
+    Exhausted { user_id: String },
+    /// The database knows no such task or step: the job belongs to another deployment or
+    /// names deleted work.
+    Unknown,
+    /// Someone else holds it, it is not ready yet, or it already ended: nothing to do.
+    Elsewhere,
+}
+
 /// Work that should have a job, for the reconciler to check against the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unfinished {

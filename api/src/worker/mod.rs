@@ -31,9 +31,10 @@ use tracing::Instrument;
 
 use self::{backoff::Backoff, inflight::InFlight};
 use crate::{
+    budget::capacity,
     coordination::Coordination,
     providers::TaskPlanner,
-    queue::{Delivery, Dispatcher, JobKind, JobSource},
+    queue::{Delivery, Dispatcher, Job, JobKind, JobSource},
     store::ExecutionStore,
 };
 
@@ -83,6 +84,8 @@ pub struct WorkerConfig {
     pub reconcile_min_age: Duration,
     /// Budgets, quotas and the per-user running-task cap.
     pub budgets: crate::budget::BudgetConfig,
+    /// Deliveries of one job before it is dead-lettered and its work failed.
+    pub max_deliveries: u64,
 }
 
 pub struct Worker {
@@ -199,6 +202,13 @@ async fn handle(
             return;
         }
     };
+    // Handed out more often than allowed: every earlier delivery failed or killed its
+    // worker before it could be acknowledged. Set aside without running it again.
+    if delivery.deliveries > config.max_deliveries {
+        let reason = format!("delivered {} times without an outcome; the last worker died with it", delivery.deliveries);
+        dead_letter(deps, &delivery, &job, &reason).await;
+        return;
+    }
     let (_registration, cancelled) = inflight.register(&delivery.id, job);
     let ctx = JobContext { deps, config, delivery: &delivery, cancelled, released };
     // Every log line of the job carries its task and step.
@@ -225,9 +235,42 @@ async fn handle(
                 tracing::warn!(task = %job.task, error = %e, "could not defer a plan job");
             }
         }
+        // The last delivery allowed failed too: set the job aside and fail its work.
+        Err(e) if delivery.deliveries >= config.max_deliveries => {
+            let reason = format!("failed on each of {} deliveries; the last error: {e}", delivery.deliveries);
+            dead_letter(deps, &delivery, &job, &reason).await;
+        }
         // Not acknowledged: the queue redelivers it after the visibility timeout, and the
         // conditional transitions make that safe.
-        Err(e) => tracing::error!(task = %job.task, step = ?job.step, error = %e, "job failed; it will be redelivered"),
+        Err(e) => tracing::error!(task = %job.task, step = ?job.step, deliveries = delivery.deliveries, error = %e, "job failed; it will be redelivered"),
+    }
+}
+
+/// Fails the work `job` names with a clear error, then moves the job to the dead-letter
+/// stream (acknowledging it). When the failure cannot be written (the very fault that made
+/// the job fail may be the database), the job stays pending for one more try, so no work is
+/// dropped without its task saying why.
+async fn dead_letter(deps: &WorkerDeps, delivery: &Delivery, job: &Job, reason: &str) {
+    let error = format!("the job was dead-lettered: {reason}");
+    match deps.store.fail_dead_lettered(job.task, job.step, &error).await {
+        Ok(failed) => {
+            if let Some(user_id) = failed {
+                deps.metrics.tasks_finished.with_label_values(&["failed"]).inc();
+                capacity::wake_waiting(deps.store.as_ref(), deps.dispatcher.as_ref(), &user_id).await;
+            }
+        }
+        Err(e) => {
+            tracing::error!(task = %job.task, step = ?job.step, error = %e, "could not fail the work of a poison job; it stays pending");
+            return;
+        }
+    }
+    match deps.source.dead_letter(delivery, reason).await {
+        Ok(()) => {
+            let kind = if job.step.is_some() { "step" } else { "plan" };
+            deps.metrics.jobs_dead_lettered.with_label_values(&[kind]).inc();
+            tracing::error!(task = %job.task, step = ?job.step, deliveries = delivery.deliveries, %reason, "job dead-lettered; its work failed");
+        }
+        Err(e) => tracing::warn!(delivery = %delivery.id, error = %e, "could not move a poison job to the dead letters"),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::{
     budget::{StoreBudget, capacity},
     domain::{StepId, TaskId},
     queue::Job,
-    store::{FailOutcome, Holder, Lease, LeaseState, StepClaim},
+    store::{FailOutcome, Holder, Lease, LeaseState, StepClaim, Unclaimed},
 };
 
 /// Namespace of the memories that completed tasks leave behind.
@@ -34,7 +34,18 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
     let deps = ctx.deps;
     let lease = Lease::new(&ctx.config.id, ctx.config.lease);
     let Some(claim) = deps.store.claim_step(step, &lease).await? else {
-        tracing::debug!(%task, %step, "step job dropped: the step is not ready");
+        match deps.store.settle_unclaimed_step(task, step).await? {
+            Unclaimed::Exhausted { user_id } => {
+                deps.metrics.tasks_finished.with_label_values(&["failed"]).inc();
+                tracing::warn!(%task, %step, "step failed: every attempt was taken over from a dead worker");
+                capacity::wake_waiting(deps.store.as_ref(), deps.dispatcher.as_ref(), &user_id).await;
+            }
+            Unclaimed::Unknown => tracing::error!(
+                %task, %step,
+                "step job names work this database does not know: another deployment shares this Redis, or the work was deleted; dropped"
+            ),
+            Unclaimed::Elsewhere => tracing::debug!(%task, %step, "step job dropped: the step is not ready"),
+        }
         return Ok(());
     };
     let history: Vec<ChatMessage> = claim

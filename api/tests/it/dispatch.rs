@@ -85,7 +85,7 @@ async fn jobs_signed_with_another_secret_are_refused() {
     let settings = &app.app.settings;
     let forger = RedisQueue::connect(
         &settings.redis_url,
-        &settings.redis_prefix,
+        &app.app.redis_namespace,
         JobSigner::new(b"not-the-deployment-secret"),
         settings.visibility_timeout(),
         2,

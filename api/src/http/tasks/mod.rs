@@ -7,6 +7,7 @@ pub(super) mod events;
 pub(super) mod get;
 pub(super) mod list;
 pub(super) mod reports;
+pub(super) mod retry;
 pub(super) mod webhook;
 
 use crate::{domain::TaskId, http::error::ApiError};
@@ -28,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tasks", get(list::list_tasks).post(create::create_task))
         .route("/tasks/{id}", get(get::get_task))
         .route("/tasks/{id}/cancel", post(cancel::cancel_task))
+        .route("/tasks/{id}/retry", post(retry::retry_task))
         .route("/tasks/{id}/events", get(events::task_events))
         .route("/tasks/{id}/cost", get(reports::task_cost))
         .route("/tasks/{id}/tool-calls", get(reports::tool_calls))

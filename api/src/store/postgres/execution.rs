@@ -18,7 +18,7 @@ use crate::{
     domain::{StepId, TaskErrorCode, TaskId},
     store::{
         ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanningClaim, STEP_CONTEXT_MESSAGES, StepClaim,
-        StepCompletion, StoreError, TaskLimits, Unfinished,
+        StepCompletion, StoreError, TaskLimits, Unclaimed, Unfinished,
     },
 };
 
@@ -114,7 +114,8 @@ impl ExecutionStore for PgStore {
                 FROM tasks t
                 WHERE s.id = $1 AND t.id = s.task_id AND t.status = 'running'
                   AND ((s.status = 'ready' AND (s.not_before IS NULL OR s.not_before <= now()))
-                       OR (s.status = 'running' AND s.lease_expires_at < now()))
+                       -- A takeover is an attempt too: none left, and settle_unclaimed_step fails it.
+                       OR (s.status = 'running' AND s.lease_expires_at < now() AND s.attempt < s.max_attempts))
                 RETURNING s.id, s.task_id, s.title, s.instruction, s.agent, s.depends_on, s.attempt,
                           s.max_attempts, t.priority, t.user_id, t.description, t.max_cost_usd, t.max_tokens
              ), e AS (
@@ -145,6 +146,101 @@ impl ExecutionStore for PgStore {
             self.events_committed(TaskId(claimed.task_id));
         }
         row.map(StepClaim::try_from).transpose()
+    }
+
+    async fn settle_unclaimed_step(&self, task: TaskId, id: StepId) -> Result<Unclaimed, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(user_id) = lock_task(&mut tx, task).await? else {
+            return Ok(Unclaimed::Unknown);
+        };
+        let exhausted: Option<(i32, String)> = sqlx::query_as(
+            "WITH s AS (
+                UPDATE steps SET status = 'failed', error = $3, lease_owner = NULL, lease_token = NULL,
+                       lease_expires_at = NULL, completed_at = now(), updated_at = now()
+                WHERE id = $1 AND task_id = $2 AND status = 'running' AND lease_expires_at < now()
+                  AND attempt >= max_attempts
+                RETURNING id, task_id, attempt, title
+             ), e AS (
+                INSERT INTO task_events (task_id, step_id, kind, data)
+                SELECT task_id, id, 'step_failed', jsonb_build_object('error', $3::text, 'attempt', attempt) FROM s
+             )
+             SELECT attempt, title FROM s",
+        )
+        .bind(id.0)
+        .bind(task.0)
+        .bind(EXHAUSTED)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((attempt, title)) = exhausted else {
+            let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM steps WHERE id = $1 AND task_id = $2)")
+                .bind(id.0)
+                .bind(task.0)
+                .fetch_one(&mut *tx)
+                .await?;
+            return Ok(if known { Unclaimed::Elsewhere } else { Unclaimed::Unknown });
+        };
+        let task_error = format!("step {title} ({id}) failed after {attempt} attempt(s): {EXHAUSTED}");
+        fail_task_of_step(&mut tx, task, &task_error, Some(TaskErrorCode::AttemptsExhausted)).await?;
+        tx.commit().await?;
+        self.events_committed(task);
+        Ok(Unclaimed::Exhausted { user_id })
+    }
+
+    async fn fail_dead_lettered(
+        &self,
+        task: TaskId,
+        step: Option<StepId>,
+        error: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let code = TaskErrorCode::DeadLettered;
+        let Some(step) = step else {
+            let user: Option<String> = sqlx::query_scalar(
+                "WITH t AS (
+                    UPDATE tasks SET status = 'failed', error = $2, error_code = $3, lease_owner = NULL,
+                           lease_token = NULL, lease_expires_at = NULL, completed_at = now(), updated_at = now()
+                    WHERE id = $1 AND status IN ('pending', 'planning')
+                    RETURNING id, user_id
+                 ), e AS (
+                    INSERT INTO task_events (task_id, kind, data)
+                    SELECT id, 'task_failed', jsonb_build_object('error', $2::text, 'code', $3::text) FROM t
+                 )
+                 SELECT user_id FROM t",
+            )
+            .bind(task.0)
+            .bind(error)
+            .bind(code.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+            if user.is_some() {
+                self.events_committed(task);
+            }
+            return Ok(user);
+        };
+        let mut tx = self.pool.begin().await?;
+        let Some(user_id) = lock_task(&mut tx, task).await? else { return Ok(None) };
+        let failed: Option<(i32, String)> = sqlx::query_as(
+            "WITH s AS (
+                UPDATE steps SET status = 'failed', error = $3, lease_owner = NULL, lease_token = NULL,
+                       lease_expires_at = NULL, completed_at = now(), updated_at = now()
+                WHERE id = $1 AND task_id = $2 AND status IN ('pending', 'ready', 'running')
+                RETURNING id, task_id, attempt, title
+             ), e AS (
+                INSERT INTO task_events (task_id, step_id, kind, data)
+                SELECT task_id, id, 'step_failed', jsonb_build_object('error', $3::text, 'attempt', attempt) FROM s
+             )
+             SELECT attempt, title FROM s",
+        )
+        .bind(step.0)
+        .bind(task.0)
+        .bind(error)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((attempt, title)) = failed else { return Ok(None) };
+        let task_error = format!("step {title} ({step}) failed after {attempt} attempt(s): {error}");
+        fail_task_of_step(&mut tx, task, &task_error, Some(code)).await?;
+        tx.commit().await?;
+        self.events_committed(task);
+        Ok(Some(user_id))
     }
 
     async fn renew_step_lease(&self, id: StepId, lease: &Lease) -> Result<LeaseState, StoreError> {
@@ -544,7 +640,33 @@ impl PgStore {
         }
         let task_error =
             format!("step {} ({}) failed after {} attempt(s): {error}", claim.title, claim.step_id, claim.attempt);
-        sqlx::query(
+        fail_task_of_step(&mut tx, claim.task_id, &task_error, code).await?;
+        tx.commit().await?;
+        self.events_committed(claim.task_id);
+        Ok(FailOutcome::Failed)
+    }
+}
+
+/// Planning attempts of a task that sets no `max_attempts`.
+const DEFAULT_PLAN_ATTEMPTS: i32 = 3;
+
+/// Why a task whose every planning attempt was taken over fails.
+const PLANNING_EXHAUSTED: &str = "planning failed: every attempt was taken over from a worker that died or stopped \
+                                  renewing its lease (attempts_exhausted)";
+
+/// Why a step whose every attempt was taken over fails.
+const EXHAUSTED: &str = "every attempt was taken over from a worker that died or stopped renewing its lease \
+                         (attempts_exhausted)";
+
+/// A step failed for good: the task's waiting steps are skipped and the task fails, inside
+/// the caller's transaction (which holds the task row).
+async fn fail_task_of_step(
+    tx: &mut Transaction<'_, Postgres>,
+    task: TaskId,
+    task_error: &str,
+    code: Option<TaskErrorCode>,
+) -> Result<(), StoreError> {
+    sqlx::query(
             "WITH k AS (
                 UPDATE steps SET status = 'skipped', updated_at = now()
                 WHERE task_id = $1 AND status IN ('pending', 'ready')
@@ -559,15 +681,12 @@ impl PgStore {
              UNION ALL
              SELECT id, NULL::uuid, 'task_failed', jsonb_build_object('error', $2::text, 'code', $3::text) FROM t",
         )
-        .bind(claim.task_id.0)
-        .bind(&task_error)
+        .bind(task.0)
+        .bind(task_error)
         .bind(code.map(TaskErrorCode::as_str))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        tx.commit().await?;
-        self.events_committed(claim.task_id);
-        Ok(FailOutcome::Failed)
-    }
+    Ok(())
 }
 
 /// `pending → planning` (or takes over a planning whose lease expired), on any executor:
@@ -585,15 +704,27 @@ pub(super) async fn claim_planning_on<'e>(
         use_plan_cache: bool,
         agent_hints: Vec<String>,
     }
+    // Every claim counts a planning attempt; a takeover with none left fails the task instead
+    // (`x`). The two updates match disjoint rows, so at most one of them writes.
     let row: Option<Row> = sqlx::query_as(
         "WITH c AS (
             UPDATE tasks SET status = 'planning', lease_owner = $2, lease_token = $3,
-                   lease_expires_at = now() + make_interval(secs => $4),
+                   lease_expires_at = now() + make_interval(secs => $4), plan_attempts = plan_attempts + 1,
                    started_at = coalesce(started_at, now()), updated_at = now()
-            WHERE id = $1 AND (status = 'pending' OR (status = 'planning' AND lease_expires_at < now()))
+            WHERE id = $1 AND (status = 'pending'
+                               OR (status = 'planning' AND lease_expires_at < now()
+                                   AND plan_attempts < coalesce(max_attempts, $5)))
             RETURNING id, description, priority, max_attempts, use_plan_cache, agent_hints
+         ), x AS (
+            UPDATE tasks SET status = 'failed', error = $6, error_code = 'attempts_exhausted', lease_owner = NULL,
+                   lease_token = NULL, lease_expires_at = NULL, completed_at = now(), updated_at = now()
+            WHERE id = $1 AND status = 'planning' AND lease_expires_at < now()
+              AND plan_attempts >= coalesce(max_attempts, $5)
+            RETURNING id
          ), e AS (
-            INSERT INTO task_events (task_id, kind) SELECT id, 'task_planning' FROM c
+            INSERT INTO task_events (task_id, kind, data) SELECT id, 'task_planning', '{}'::jsonb FROM c
+            UNION ALL
+            SELECT id, 'task_failed', jsonb_build_object('error', $6::text, 'code', 'attempts_exhausted') FROM x
          )
          SELECT description, priority, max_attempts, use_plan_cache, agent_hints FROM c",
     )
@@ -601,6 +732,8 @@ pub(super) async fn claim_planning_on<'e>(
     .bind(&lease.owner)
     .bind(lease.token)
     .bind(lease.seconds())
+    .bind(DEFAULT_PLAN_ATTEMPTS)
+    .bind(PLANNING_EXHAUSTED)
     .fetch_optional(executor)
     .await?;
     row.map(|r| {
@@ -615,9 +748,13 @@ pub(super) async fn claim_planning_on<'e>(
     .transpose()
 }
 
-async fn lock_task(tx: &mut Transaction<'_, Postgres>, task: TaskId) -> Result<(), StoreError> {
-    sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR NO KEY UPDATE").bind(task.0).execute(&mut **tx).await?;
-    Ok(())
+/// Locks the task row; its user, `None` when there is no such task.
+async fn lock_task(tx: &mut Transaction<'_, Postgres>, task: TaskId) -> Result<Option<String>, StoreError> {
+    let user = sqlx::query_scalar("SELECT user_id FROM tasks WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(task.0)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(user)
 }
 
 fn saturating_i64(n: u64) -> i64 {

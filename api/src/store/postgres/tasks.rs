@@ -8,10 +8,10 @@ use super::{
     rows::{StepRow, TaskRow, step_columns, task_columns},
 };
 use crate::{
-    domain::TaskId,
+    domain::{StepId, TaskId, TaskStatus},
     store::{
-        CancelOutcome, CostReport, CreateOutcome, NewTask, Step, StoreError, Task, TaskDetail, TaskPage, TaskQuery,
-        TaskStore, ToolCallRow,
+        CancelOutcome, CostReport, CreateOutcome, NewTask, RetryOutcome, Step, StoreError, Task, TaskDetail, TaskPage,
+        TaskQuery, TaskStore, ToolCallRow,
     },
 };
 
@@ -193,6 +193,80 @@ impl TaskStore for PgStore {
         })
     }
 
+    async fn retry_task(&self, id: TaskId) -> Result<RetryOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some((status, priority)) = sqlx::query_as::<_, (String, String)>(
+            "SELECT status, priority FROM tasks WHERE id = $1 FOR NO KEY UPDATE",
+        )
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(RetryOutcome::NotFound);
+        };
+        let status: TaskStatus = status.parse()?;
+        if status != TaskStatus::Failed {
+            return Ok(RetryOutcome::NotRetryable(status));
+        }
+        // Steps that did not complete start over with fresh attempts; completed ones keep their
+        // outputs, and those whose dependencies all completed are ready at once. A task that
+        // failed while planning has no steps and is planned again.
+        let planned: bool = sqlx::query_scalar(
+            "WITH again AS (
+                UPDATE steps SET status = 'pending', attempt = 0, error = NULL, output = NULL, lease_owner = NULL,
+                       lease_token = NULL, lease_expires_at = NULL, not_before = NULL, completed_at = NULL,
+                       updated_at = now()
+                WHERE task_id = $1 AND status IN ('failed', 'skipped', 'cancelled')
+             )
+             SELECT EXISTS (SELECT 1 FROM steps WHERE task_id = $1)",
+        )
+        .bind(id.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        // A second statement, so it sees the steps reset above (one statement may not
+        // update a row twice).
+        let ready: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE steps s SET status = 'ready'
+             WHERE s.task_id = $1 AND s.status = 'pending'
+               AND NOT EXISTS (SELECT 1 FROM unnest(s.depends_on) AS dep(id)
+                               WHERE (SELECT d.status FROM steps d WHERE d.id = dep.id) <> 'completed')
+             RETURNING s.id",
+        )
+        .bind(id.0)
+        .fetch_all(&mut *tx)
+        .await?;
+        let next = if planned { "running" } else { "pending" };
+        let run: i32 = sqlx::query_scalar(
+            "WITH t AS (
+                UPDATE tasks SET status = $2, error = NULL, error_code = NULL, result = NULL, completed_at = NULL,
+                       lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, plan_attempts = 0,
+                       run = run + 1, updated_at = now()
+                WHERE id = $1
+                RETURNING id, run
+             ), e AS (
+                INSERT INTO task_events (task_id, step_id, kind, data)
+                SELECT id, NULL::uuid, 'task_retried', jsonb_build_object('run', run, 'steps_ready', cardinality($3::uuid[]))
+                FROM t
+                UNION ALL
+                SELECT $1, r.id, 'step_ready', '{}'::jsonb FROM unnest($3::uuid[]) AS r(id)
+             )
+             SELECT run FROM t",
+        )
+        .bind(id.0)
+        .bind(next)
+        .bind(&ready)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.events_committed(id);
+        Ok(RetryOutcome::Retried {
+            run,
+            priority: priority.parse()?,
+            replan: !planned,
+            ready: ready.into_iter().map(StepId).collect(),
+        })
+    }
+
     async fn event_stream_start(
         &self,
         task: TaskId,
@@ -204,8 +278,12 @@ impl TaskStore for PgStore {
             "WITH c AS (SELECT xact_id, id FROM task_events WHERE task_id = $1 AND id = $2)
              SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1),
                     (SELECT xact_id::text::bigint FROM c),
-                    EXISTS (SELECT 1 FROM task_events e, c
-                            WHERE e.task_id = $1 AND e.kind = ANY($3) AND (e.xact_id, e.id) <= (c.xact_id, c.id))",
+                    -- Ended unless a retry (POST /tasks/{id}/retry) came after the last end:
+                    -- then the stream follows the new run.
+                    coalesce((SELECT e.kind = ANY($3) FROM task_events e, c
+                              WHERE e.task_id = $1 AND (e.kind = ANY($3) OR e.kind = 'task_retried')
+                                AND (e.xact_id, e.id) <= (c.xact_id, c.id)
+                              ORDER BY e.xact_id DESC, e.id DESC LIMIT 1), false)",
         )
         .bind(task.0)
         .bind(after)
