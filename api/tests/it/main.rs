@@ -20,6 +20,7 @@ mod llm;
 mod memory;
 mod observability;
 mod openapi;
+mod poison;
 mod rate_limits;
 mod store;
 mod tasks_api;
