@@ -11,6 +11,7 @@ mod observe;
 pub mod openapi;
 mod tasks;
 mod validate;
+mod webhook_secret;
 mod workers;
 
 pub use error::ApiError;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Authenticator>,
     /// Webhook deliveries, for `GET /tasks/{id}/webhook`.
     pub outbox: Arc<dyn crate::webhooks::Outbox>,
+    /// Users' webhook signing secrets, for `GET /webhook-secret` and its rotation.
+    pub webhook_secrets: crate::webhooks::WebhookSecrets,
     /// For waking a user's task waiting for capacity when a cancel frees a slot.
     pub execution: Arc<dyn crate::store::ExecutionStore>,
     pub rate_limits: crate::ratelimit::RateLimits,
@@ -66,6 +69,7 @@ pub fn build_router(state: AppState) -> Router {
     let guarded = Router::new()
         .merge(tasks::routes())
         .merge(memory::routes())
+        .merge(webhook_secret::routes())
         .route("/workers", get(workers::list_workers))
         .route("/agents", get(catalog::list_agents))
         .route("/tools", get(catalog::list_tools))
