@@ -78,6 +78,7 @@ impl WebhookSecretResponse {
 #[utoipa::path(
     get,
     path = "/webhook-secret",
+    operation_id = "get_webhook_secret",
     tag = "webhooks",
     params(Owner),
     responses(
@@ -105,6 +106,7 @@ pub(super) async fn show(
 #[utoipa::path(
     post,
     path = "/webhook-secret/rotate",
+    operation_id = "rotate_webhook_secret",
     tag = "webhooks",
     params(Owner),
     responses(

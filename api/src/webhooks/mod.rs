@@ -60,8 +60,7 @@ pub mod signature;
 pub mod target;
 
 pub use outbox::{
-    AttemptResult, AttemptRow, Claim, ClaimedDelivery, DeliveryStatus, DeliverySummary, NextStep, Outbox,
-    WebhookEvent,
+    AttemptResult, AttemptRow, Claim, ClaimedDelivery, DeliveryStatus, DeliverySummary, NextStep, Outbox, WebhookEvent,
 };
 pub use secrets::{SecretRow, SecretStore, ServerKey, SigningSecret, UserSecrets, WebhookSecrets};
 pub use sender::{MAX_IN_FLIGHT, WebhookSender};
