@@ -59,7 +59,8 @@ pub struct WebhookSecretResponse {
 }
 
 impl WebhookSecretResponse {
-    fn new(user_id: String, secrets: &UserSecrets) -> Response {
+    /// The answer: the body, marked uncacheable.
+    fn respond(user_id: String, secrets: &UserSecrets) -> Response {
         let body = Self {
             user_id,
             secret: secrets.current.to_whsec(),
@@ -95,7 +96,7 @@ pub(super) async fn show(
 ) -> Result<Response, ApiError> {
     let user = acting_user(&caller, owner.user_id.as_deref(), Named::Query)?;
     let secrets = state.webhook_secrets.of(&user).await?;
-    Ok(WebhookSecretResponse::new(user, &secrets))
+    Ok(WebhookSecretResponse::respond(user, &secrets))
 }
 
 /// Rotate the webhook signing secret
@@ -124,5 +125,5 @@ pub(super) async fn rotate(
     let user = acting_user(&caller, owner.user_id.as_deref(), Named::Query)?;
     let secrets = state.webhook_secrets.rotate(&user).await?;
     tracing::info!(user = %user, "webhook secret rotated");
-    Ok(WebhookSecretResponse::new(user, &secrets))
+    Ok(WebhookSecretResponse::respond(user, &secrets))
 }
