@@ -21,7 +21,7 @@ use crate::{
     queue::{JobSigner, RedisQueue},
     ratelimit::{GcraLimiter, RateLimits, UpstreamLimited},
     store::PgStore,
-    webhooks::{WebhookConfig, WebhookSender},
+    webhooks::{WebhookConfig, WebhookSecrets, WebhookSender},
     worker::{Worker, WorkerConfig, WorkerDeps},
 };
 
@@ -107,10 +107,11 @@ impl App {
         let limiter = GcraLimiter::new(queue.pool().clone(), &redis_namespace);
         let llm = UpstreamLimited::wrap(providers::llm_client(&settings)?, &settings, &limiter, &metrics);
         let prices = Arc::new(providers::price_table(&settings)?);
-        let webhooks = Arc::new(WebhookSender::new(
-            Arc::new(PgStore::new(pool.clone())),
-            WebhookConfig::from_settings(&settings)?,
-        )?);
+        let webhook_config = WebhookConfig::from_settings(&settings)?;
+        let webhook_secrets =
+            WebhookSecrets::new(Arc::new(PgStore::new(pool.clone())), webhook_config.server_key.clone());
+        let webhooks =
+            Arc::new(WebhookSender::new(Arc::new(PgStore::new(pool.clone())), webhook_secrets, webhook_config)?);
         Ok(Self {
             settings,
             redis_namespace,
@@ -148,6 +149,7 @@ impl App {
             metrics: self.metrics.clone(),
             auth: self.auth.clone(),
             outbox: Arc::new(self.store.clone()),
+            webhook_secrets: self.webhooks.secrets().clone(),
             execution: Arc::new(self.store.clone()),
             rate_limits,
         })

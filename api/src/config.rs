@@ -285,10 +285,20 @@ pub struct Settings {
     #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "orchestrator")]
     pub otel_service_name: String,
 
-    /// Key of the HMAC-SHA256 signature on webhook calls (at least 16 bytes); receivers
-    /// verify with it. Share it between every worker of a deployment.
-    #[arg(long, env = "WEBHOOK_SECRET", default_value = crate::webhooks::DEV_WEBHOOK_SECRET, hide_default_value = true, hide_env_values = true)]
-    pub webhook_secret: Secret,
+    /// Key every user's webhook signing secret is derived from (32+ random bytes; `serve` and
+    /// `worker` with AUTH=required refuse a weak one). Every process of a deployment shares
+    /// it; changing it changes every user's secret at once. `WEBHOOK_SECRET` is its old name.
+    #[arg(long, env = "WEBHOOK_SERVER_KEY", hide_env_values = true)]
+    pub webhook_server_key: Option<Secret>,
+
+    /// The old name of WEBHOOK_SERVER_KEY, still read when that is unset.
+    #[arg(long, env = "WEBHOOK_SECRET", hide = true, hide_env_values = true)]
+    pub webhook_secret: Option<Secret>,
+
+    /// Webhook attempts one user may have in flight per worker process, so one slow
+    /// receiver cannot delay other users' deliveries.
+    #[arg(long, env = "WEBHOOK_CONCURRENCY_PER_USER", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub webhook_concurrency_per_user: u32,
 
     /// Time limit of one webhook attempt.
     #[arg(long, env = "WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
@@ -352,6 +362,19 @@ impl From<&str> for Secret {
 /// Used when no `DISPATCH_SECRET` is set; start-up warns about it.
 pub const DEV_DISPATCH_SECRET: &str = "insecure-development-dispatch-secret";
 
+/// The shortest `DISPATCH_SECRET` and `WEBHOOK_SERVER_KEY` that `serve` and `worker` accept
+/// with `AUTH=required`.
+pub const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
+
+/// Values anyone can read: the built-in development secrets and the placeholders that
+/// docker-compose.yml used to fill in, which copied `.env` files may still carry.
+const PUBLIC_SECRETS: [&str; 4] = [
+    DEV_DISPATCH_SECRET,
+    crate::webhooks::DEV_WEBHOOK_SERVER_KEY,
+    "change-me-to-a-long-random-secret",
+    "change-me-to-another-long-random-secret",
+];
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SettingsError {
     #[error("{field} must be at least 1")]
@@ -366,11 +389,57 @@ pub enum SettingsError {
     ShortSecret,
     #[error("REDIS_PREFIX must be 1 to 100 characters without spaces")]
     BadPrefix,
+    #[error(
+        "{name} {problem}: `serve` and `worker` with AUTH=required need a random secret of at least {MIN_PRODUCTION_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)"
+    )]
+    WeakSecret { name: &'static str, problem: WeakSecret },
     #[error(transparent)]
     Budget(#[from] crate::budget::BudgetSettingsError),
 }
 
+/// What is wrong with a production secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WeakSecret {
+    #[error("is not set")]
+    Unset,
+    #[error("is shorter than {MIN_PRODUCTION_SECRET_BYTES} bytes")]
+    Short,
+    #[error("is a published value (a built-in development default or the docker-compose.yml placeholder)")]
+    Public,
+}
+
 impl Settings {
+    /// The key users' webhook secrets derive from: `WEBHOOK_SERVER_KEY`, else its old name
+    /// `WEBHOOK_SECRET`, else the development key.
+    pub fn webhook_server_key(&self) -> &str {
+        self.webhook_server_key
+            .as_ref()
+            .or(self.webhook_secret.as_ref())
+            .map_or(crate::webhooks::DEV_WEBHOOK_SERVER_KEY, Secret::expose)
+    }
+
+    /// For `serve` and `worker` with `AUTH=required`, which face other tenants: refuses a
+    /// `DISPATCH_SECRET` or webhook server key that is unset, short or published. Anyone
+    /// knowing the first can forge jobs; the second, every user's webhook signatures. `run`
+    /// (local use) keeps the development defaults, with a warning.
+    pub fn check_production_secrets(&self) -> Result<(), SettingsError> {
+        // DISPATCH_SECRET has a default, so unset reads as the development value.
+        let dispatch = Some(self.dispatch_secret.expose()).filter(|s| *s != DEV_DISPATCH_SECRET);
+        let webhook = self.webhook_server_key.as_ref().or(self.webhook_secret.as_ref()).map(Secret::expose);
+        for (name, value) in [("DISPATCH_SECRET", dispatch), ("WEBHOOK_SERVER_KEY", webhook)] {
+            let problem = match value {
+                None => Some(WeakSecret::Unset),
+                Some(v) if PUBLIC_SECRETS.contains(&v.trim()) => Some(WeakSecret::Public),
+                Some(v) if v.len() < MIN_PRODUCTION_SECRET_BYTES => Some(WeakSecret::Short),
+                Some(_) => None,
+            };
+            if let Some(problem) = problem {
+                return Err(SettingsError::WeakSecret { name, problem });
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the invariants that span several settings.
     pub fn validate(&self) -> Result<(), SettingsError> {
         for (field, value) in [
@@ -456,6 +525,43 @@ mod tests {
         for secret in ["sk-live", "dispatch-secret-value", "webhook-secret-value", "bootstrap-secret-value"] {
             assert!(!shown.contains(secret), "{secret} leaks into {shown}");
         }
+    }
+
+    #[test]
+    fn production_secrets_must_be_set_long_and_unpublished() {
+        let strong = "f3a1c9e07b5d2468ace13579bdf02468ace13579";
+        let weak = |dispatch: Option<&str>, webhook: Option<&str>| {
+            let mut s = Settings::defaults();
+            if let Some(d) = dispatch {
+                s.dispatch_secret = d.into();
+            }
+            s.webhook_server_key = webhook.map(Secret::from);
+            match s.check_production_secrets() {
+                Ok(()) => None,
+                Err(SettingsError::WeakSecret { name, problem }) => Some((name, problem)),
+                Err(other) => panic!("{other}"),
+            }
+        };
+        assert_eq!(weak(Some(strong), Some(strong)), None);
+        assert_eq!(weak(None, Some(strong)), Some(("DISPATCH_SECRET", WeakSecret::Unset)));
+        assert_eq!(weak(Some(strong), None), Some(("WEBHOOK_SERVER_KEY", WeakSecret::Unset)));
+        assert_eq!(weak(Some("only-twenty-bytes-long"), Some(strong)), Some(("DISPATCH_SECRET", WeakSecret::Short)));
+        assert_eq!(weak(Some(strong), Some(&strong[..31])), Some(("WEBHOOK_SERVER_KEY", WeakSecret::Short)));
+        for public in PUBLIC_SECRETS {
+            assert_eq!(weak(Some(strong), Some(public)), Some(("WEBHOOK_SERVER_KEY", WeakSecret::Public)), "{public}");
+        }
+        assert_eq!(
+            weak(Some("change-me-to-a-long-random-secret"), Some(strong)),
+            Some(("DISPATCH_SECRET", WeakSecret::Public))
+        );
+        // The old name counts as the key.
+        let mut s = Settings::defaults();
+        s.dispatch_secret = strong.into();
+        s.webhook_secret = Some(strong.into());
+        assert_eq!(s.check_production_secrets(), Ok(()));
+        assert_eq!(s.webhook_server_key(), strong);
+        let message = SettingsError::WeakSecret { name: "DISPATCH_SECRET", problem: WeakSecret::Short }.to_string();
+        assert!(message.starts_with("DISPATCH_SECRET is shorter than 32 bytes: `serve` and `worker`"), "{message}");
     }
 
     #[test]

@@ -70,6 +70,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         println!("re-embedded {n} memories");
         return Ok(());
     }
+    // Before connecting: a deployment facing tenants never starts with a guessable secret.
+    if matches!(command, Command::Serve(_) | Command::Worker(_)) && settings.auth.mode() == AuthMode::Required {
+        settings.check_production_secrets()?;
+    }
     let app = App::connect(settings.clone()).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));

@@ -12,6 +12,7 @@ mod observe;
 pub mod openapi;
 mod tasks;
 mod validate;
+mod webhook_secret;
 mod workers;
 
 pub use error::ApiError;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Authenticator>,
     /// Webhook deliveries, for `GET /tasks/{id}/webhook`.
     pub outbox: Arc<dyn crate::webhooks::Outbox>,
+    /// Users' webhook signing secrets, for `GET /webhook-secret` and its rotation.
+    pub webhook_secrets: crate::webhooks::WebhookSecrets,
     /// For waking a user's task waiting for capacity when a cancel frees a slot.
     pub execution: Arc<dyn crate::store::ExecutionStore>,
     pub rate_limits: crate::ratelimit::RateLimits,
@@ -67,6 +70,7 @@ pub fn build_router(state: AppState) -> Router {
     let guarded = Router::new()
         .merge(tasks::routes())
         .merge(memory::routes())
+        .merge(webhook_secret::routes())
         .route("/workers", get(workers::list_workers))
         .route("/admin/dead-letters", get(admin::dead_letters))
         .route("/agents", get(catalog::list_agents))

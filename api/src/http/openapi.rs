@@ -13,7 +13,7 @@ use utoipa::{
     },
 };
 
-use super::{admin, catalog, error::Problem, health, memory, observe, tasks, workers};
+use super::{admin, catalog, error::Problem, health, memory, observe, tasks, webhook_secret, workers};
 use crate::{
     coordination::{InFlightJob, WorkerInfo},
     domain::{EventKind, Priority, StepId, StepStatus, TaskId, TaskStatus},
@@ -45,6 +45,8 @@ pub const DOCS_PATH: &str = "/docs";
         tasks::reports::task_cost,
         tasks::reports::tool_calls,
         tasks::webhook::task_webhook,
+        webhook_secret::show,
+        webhook_secret::rotate,
         memory::create,
         memory::search,
         memory::read,
@@ -75,6 +77,7 @@ pub const DOCS_PATH: &str = "/docs";
         tasks::webhook::WebhookReport,
         tasks::webhook::Delivery,
         tasks::webhook::Attempt,
+        webhook_secret::WebhookSecretResponse,
         CostReport,
         Usage,
         StepCost,
@@ -101,6 +104,7 @@ pub const DOCS_PATH: &str = "/docs";
     security(("bearer" = [])),
     tags(
         (name = "tasks", description = "Submit, follow, cancel and account for tasks."),
+        (name = "webhooks", description = "The secret that signs a user's webhooks (Standard Webhooks)."),
         (name = "memory", description = "A user's long-term memory."),
         (name = "catalog", description = "The agents and tools of this deployment."),
         (name = "operations", description = "Workers, health, readiness and metrics."),

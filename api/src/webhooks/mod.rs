@@ -28,49 +28,66 @@
 //! `type` is `task.completed`, `task.failed` or `task.cancelled`. The body is the task as
 //! it was when it ended, and is the same bytes on every attempt of a delivery.
 //!
-//! # Verifying a call (Standard Webhooks style)
+//! # Verifying a call (Standard Webhooks)
 //!
-//! Three headers come with every attempt:
-//! - `Webhook-Id`: the delivery id (the body's `delivery_id`), the same on every retry;
-//! - `Webhook-Timestamp`: the attempt's time, in unix seconds;
-//! - `Webhook-Signature`: `v1=<hex>`, the lowercase hex HMAC-SHA256, keyed with the shared
-//!   `WEBHOOK_SECRET`, of the string `"{Webhook-Id}.{Webhook-Timestamp}.{raw body}"`.
+//! Calls are signed as the [Standard Webhooks](https://www.standardwebhooks.com/)
+//! specification says, so receivers can verify them with its libraries (`standardwebhooks`
+//! for Python, JavaScript, Go …, or `svix`). Three headers come with every attempt:
+//! - `webhook-id`: the delivery id (the body's `delivery_id`), the same on every retry;
+//! - `webhook-timestamp`: the attempt's time, in unix seconds;
+//! - `webhook-signature`: `v1,<base64 HMAC-SHA256>` of `"{webhook-id}.{webhook-timestamp}.{raw
+//!   body}"`, keyed with the task's user's own secret ([`secrets`]; `GET /webhook-secret`
+//!   shows it as `whsec_…`, the HMAC key being the base64 after `whsec_`). For 24 h after
+//!   `POST /webhook-secret/rotate` the header holds two space-separated entries, one per
+//!   secret, and either verifies.
 //!
 //! A receiver recomputes the HMAC over the raw body bytes (before any JSON parsing),
-//! compares it in constant time with each space-separated `v1=` value, and refuses
-//! timestamps more than a few minutes away from its clock, so a captured call cannot be
-//! replayed later. [`verify`] does exactly that.
+//! compares it in constant time with each entry, and refuses timestamps more than a few
+//! minutes away from its clock, so a captured call cannot be replayed later. [`verify`]
+//! does exactly that.
+//!
+//! # One slow receiver delays nobody else
+//!
+//! Attempts run in per-user lanes (see [`WebhookSender`]): a user's receiver that hangs until
+//! `WEBHOOK_TIMEOUT_SECS` holds at most `WEBHOOK_CONCURRENCY_PER_USER` attempts of that
+//! user per worker process; other users' deliveries are claimed and sent meanwhile.
 
+mod lanes;
 pub mod outbox;
+pub mod secrets;
 mod sender;
 pub mod signature;
 pub mod target;
 
 pub use outbox::{
-    AttemptResult, AttemptRow, ClaimedDelivery, DeliveryStatus, DeliverySummary, NextStep, Outbox, WebhookEvent,
+    AttemptResult, AttemptRow, Claim, ClaimedDelivery, DeliveryStatus, DeliverySummary, NextStep, Outbox, WebhookEvent,
 };
-pub use sender::WebhookSender;
-pub use signature::{Received, VerifyError, WebhookSigner, verify};
+pub use secrets::{SecretRow, SecretStore, ServerKey, SigningSecret, UserSecrets, WebhookSecrets};
+pub use sender::{MAX_IN_FLIGHT, WebhookSender};
+pub use signature::{Received, VerifyError, sign, verify};
 pub use target::{MAX_CALLBACK_URL_CHARS, TargetError, TargetPolicy, parse_callback_url};
 
 use std::time::Duration;
 
 use crate::config::Settings;
 
-/// Used when no `WEBHOOK_SECRET` is set; start-up warns about it.
-pub const DEV_WEBHOOK_SECRET: &str = "insecure-development-webhook-secret";
+/// Used when no `WEBHOOK_SERVER_KEY` is set: `run` warns about it, `serve` and `worker`
+/// with `AUTH=required` refuse it.
+pub const DEV_WEBHOOK_SERVER_KEY: &str = "insecure-development-webhook-server-key";
 /// How often each worker looks for due deliveries.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// The sender's settings, checked.
 #[derive(Clone)]
 pub struct WebhookConfig {
-    /// HMAC key; at least 16 bytes.
-    pub secret: String,
+    /// What users' secrets are derived from; at least 16 bytes.
+    pub server_key: ServerKey,
     /// Limit of one attempt, connection to answer.
     pub timeout: Duration,
     /// Attempts per delivery, the first included.
     pub max_attempts: u32,
+    /// Attempts of one user in flight per process.
+    pub per_user: usize,
     pub policy: TargetPolicy,
 }
 
@@ -79,15 +96,16 @@ impl std::fmt::Debug for WebhookConfig {
         f.debug_struct("WebhookConfig")
             .field("timeout", &self.timeout)
             .field("max_attempts", &self.max_attempts)
+            .field("per_user", &self.per_user)
             .field("policy", &self.policy)
-            .finish_non_exhaustive() // never the secret
+            .finish_non_exhaustive() // never the key
     }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum WebhookError {
-    #[error("WEBHOOK_SECRET must be at least 16 bytes")]
-    ShortSecret,
+    #[error("WEBHOOK_SERVER_KEY must be at least 16 bytes")]
+    ShortKey,
     #[error("{field} must be at least 1")]
     Zero { field: &'static str },
     #[error("cannot build the webhook HTTP client: {0}")]
@@ -95,11 +113,12 @@ pub enum WebhookError {
 }
 
 impl WebhookConfig {
-    /// Reads and checks the `WEBHOOK_*` settings; warns when the development secret or
+    /// Reads and checks the `WEBHOOK_*` settings; warns when the development key or
     /// private targets are in use.
     pub fn from_settings(s: &Settings) -> Result<Self, WebhookError> {
-        if s.webhook_secret.expose().len() < 16 {
-            return Err(WebhookError::ShortSecret);
+        let key = s.webhook_server_key();
+        if key.len() < 16 {
+            return Err(WebhookError::ShortKey);
         }
         if s.webhook_timeout_secs == 0 {
             return Err(WebhookError::Zero { field: "WEBHOOK_TIMEOUT_SECS" });
@@ -107,18 +126,22 @@ impl WebhookConfig {
         if s.webhook_max_attempts == 0 {
             return Err(WebhookError::Zero { field: "WEBHOOK_MAX_ATTEMPTS" });
         }
-        if s.webhook_secret.expose() == DEV_WEBHOOK_SECRET {
+        if s.webhook_concurrency_per_user == 0 {
+            return Err(WebhookError::Zero { field: "WEBHOOK_CONCURRENCY_PER_USER" });
+        }
+        if key == DEV_WEBHOOK_SERVER_KEY {
             tracing::warn!(
-                "WEBHOOK_SECRET is not set: webhooks are signed with the development secret; set one in production"
+                "WEBHOOK_SERVER_KEY is not set: users' webhook secrets derive from the development key; set one in production"
             );
         }
         if s.webhook_allow_private {
             tracing::warn!("WEBHOOK_ALLOW_PRIVATE is on: webhooks may target loopback and private networks");
         }
         Ok(Self {
-            secret: s.webhook_secret.expose().to_owned(),
+            server_key: ServerKey::new(key.as_bytes()),
             timeout: Duration::from_secs(s.webhook_timeout_secs),
             max_attempts: s.webhook_max_attempts,
+            per_user: s.webhook_concurrency_per_user as usize,
             policy: TargetPolicy { allow_private: s.webhook_allow_private },
         })
     }
@@ -131,16 +154,20 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_strict() {
         let config = WebhookConfig::from_settings(&Settings::defaults()).unwrap();
-        assert_eq!((config.timeout, config.max_attempts), (Duration::from_secs(10), 8));
+        assert_eq!((config.timeout, config.max_attempts, config.per_user), (Duration::from_secs(10), 8, 4));
         assert!(!config.policy.allow_private);
-        assert!(!format!("{config:?}").contains(DEV_WEBHOOK_SECRET), "the secret is never printed");
+        assert!(!format!("{config:?}").contains(DEV_WEBHOOK_SERVER_KEY), "the key is never printed");
     }
 
     #[test]
-    fn short_secrets_and_zero_limits_are_refused() {
+    fn short_keys_and_zero_limits_are_refused() {
         let mut s = Settings::defaults();
-        s.webhook_secret = "short".into();
-        assert_eq!(WebhookConfig::from_settings(&s).unwrap_err(), WebhookError::ShortSecret);
+        s.webhook_server_key = Some("short".into());
+        assert_eq!(WebhookConfig::from_settings(&s).unwrap_err(), WebhookError::ShortKey);
+        let mut s = Settings::defaults();
+        s.webhook_concurrency_per_user = 0;
+        let zero = WebhookError::Zero { field: "WEBHOOK_CONCURRENCY_PER_USER" };
+        assert_eq!(WebhookConfig::from_settings(&s).unwrap_err(), zero);
         let mut s = Settings::defaults();
         s.webhook_max_attempts = 0;
         assert_eq!(WebhookConfig::from_settings(&s).unwrap_err(), WebhookError::Zero { field: "WEBHOOK_MAX_ATTEMPTS" });

@@ -7,6 +7,8 @@
 //!   counts the attempt and pushes `next_attempt_at` past the lease, all in one statement,
 //!   so no two senders hold the same attempt and a sender that dies mid-send only delays
 //!   the row until the lease ends;
+//! - a claim takes at most [`Claim::per_user`] rows of one user (fewer for the users of
+//!   [`Claim::busy`]), oldest due first, so one user's backlog never fills a batch;
 //! - the final write of an attempt is fenced by the claim's token, so a sender whose lease
 //!   ran out cannot overwrite a newer claim; its attempt is still logged.
 
@@ -94,6 +96,8 @@ pub struct ClaimedDelivery {
     /// The `Webhook-Id`; the same on every attempt.
     pub id: Uuid,
     pub task_id: TaskId,
+    /// The task's user: whose secrets sign the call, whose lane it takes.
+    pub user_id: String,
     pub event: WebhookEvent,
     pub url: String,
     /// The body to send.
@@ -149,12 +153,24 @@ pub struct DeliverySummary {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
+/// What one claim may take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    /// Rows in all.
+    pub limit: i64,
+    /// How long the claimed rows stay hidden from other claims.
+    pub lease: Duration,
+    /// Rows of one user.
+    pub per_user: i64,
+    /// Users who already have attempts in flight, with the rows each may still take.
+    pub busy: Vec<(String, i64)>,
+}
+
 /// Durable webhook deliveries.
 #[async_trait::async_trait]
 pub trait Outbox: Send + Sync + 'static {
-    /// Claims up to `limit` due deliveries for one attempt each, hidden from other claims
-    /// for `lease`.
-    async fn claim_due_webhooks(&self, limit: i64, lease: Duration) -> Result<Vec<ClaimedDelivery>, StoreError>;
+    /// Claims due deliveries for one attempt each, as [`Claim`] allows.
+    async fn claim_due_webhooks(&self, claim: &Claim) -> Result<Vec<ClaimedDelivery>, StoreError>;
 
     /// Logs the attempt and moves the delivery on. `false` when the claim was no longer
     /// current (its lease ran out and another sender took the row): the attempt is logged,

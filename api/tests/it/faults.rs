@@ -60,6 +60,7 @@ async fn a_worker_killed_mid_step_loses_nothing_and_the_step_completes_once() {
         .env("REDIS_URL", &settings.redis_url)
         .env("REDIS_PREFIX", &settings.redis_prefix)
         .env("DISPATCH_SECRET", settings.dispatch_secret.expose())
+        .env("WEBHOOK_SERVER_KEY", settings.webhook_server_key())
         .env("OFFLINE_LLM_DELAY_MS", "60000")
         .env("LEASE_SECS", "1")
         .env("QUEUE_VISIBILITY_TIMEOUT_SECS", "2")

@@ -37,6 +37,7 @@ pub fn test_settings() -> Settings {
     s.bind_addr = "127.0.0.1:0".parse().expect("an address");
     s.worker_concurrency = 8;
     s.dispatch_secret = "integration-test-dispatch-secret".into();
+    s.webhook_server_key = Some("integration-test-webhook-server-key".into());
     s.shutdown_grace_secs = 5;
     s.data_dir = data_dir(&id);
     // Most tests are about other things than keys; tests of auth turn it on.

@@ -23,6 +23,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/tasks/{id}/cost"),
     ("get", "/tasks/{id}/tool-calls"),
     ("get", "/tasks/{id}/webhook"),
+    ("get", "/webhook-secret"),
+    ("post", "/webhook-secret/rotate"),
     ("post", "/memory"),
     ("post", "/memory/search"),
     ("get", "/memory/{id}"),

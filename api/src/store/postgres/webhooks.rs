@@ -1,8 +1,7 @@
 //! The webhook outbox in Postgres: `webhook_deliveries` and `webhook_attempts` (see the
 //! invariants on [`crate::webhooks::Outbox`]). Rows are created by the `tasks` trigger of
-//! the webhooks migration, never here.
-
-use std::time::Duration;
+//! the webhooks migration, never here. Also the nonces of users' signing secrets,
+//! `webhook_secrets` (see [`crate::webhooks::secrets`]).
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -12,39 +11,59 @@ use super::PgStore;
 use crate::{
     domain::TaskId,
     store::StoreError,
-    webhooks::{AttemptResult, AttemptRow, ClaimedDelivery, DeliveryStatus, DeliverySummary, NextStep, Outbox},
+    webhooks::{
+        AttemptResult, AttemptRow, Claim, ClaimedDelivery, DeliveryStatus, DeliverySummary, NextStep, Outbox,
+        SecretRow, SecretStore,
+    },
 };
 
 #[async_trait::async_trait]
 impl Outbox for PgStore {
-    async fn claim_due_webhooks(&self, limit: i64, lease: Duration) -> Result<Vec<ClaimedDelivery>, StoreError> {
+    async fn claim_due_webhooks(&self, claim: &Claim) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let token = Uuid::new_v4();
+        let (busy_users, busy_room): (Vec<&str>, Vec<i64>) =
+            claim.busy.iter().map(|(user, room)| (user.as_str(), *room)).unzip();
         // One statement, so the lock is held only while the row is updated: the claim is
-        // committed before anything is sent.
-        let rows: Vec<(Uuid, Uuid, String, String, Value, i32)> = sqlx::query_as(
-            "WITH due AS (
-                SELECT id FROM webhook_deliveries
-                WHERE status = 'pending' AND next_attempt_at <= now()
-                ORDER BY next_attempt_at
+        // committed before anything is sent. Rows are ranked per user first (a window
+        // function cannot sit beside FOR UPDATE), then locked; a row another claim holds is
+        // skipped, which only makes this claim smaller.
+        let rows: Vec<(Uuid, Uuid, String, String, String, Value, i32)> = sqlx::query_as(
+            "WITH ranked AS (
+                SELECT w.id, w.next_attempt_at, t.user_id,
+                       row_number() OVER (PARTITION BY t.user_id ORDER BY w.next_attempt_at, w.id) AS n
+                FROM webhook_deliveries w JOIN tasks t ON t.id = w.task_id
+                WHERE w.status = 'pending' AND w.next_attempt_at <= now()
+             ), allowed AS (
+                SELECT r.id, r.user_id FROM ranked r
+                LEFT JOIN unnest($4::text[], $5::int8[]) AS b (user_id, room) ON b.user_id = r.user_id
+                WHERE r.n <= COALESCE(b.room, $6)
+                ORDER BY r.next_attempt_at
                 LIMIT $1
-                FOR UPDATE SKIP LOCKED
+             ), due AS (
+                SELECT w.id, a.user_id FROM webhook_deliveries w JOIN allowed a ON a.id = w.id
+                WHERE w.status = 'pending' AND w.next_attempt_at <= now()
+                FOR UPDATE OF w SKIP LOCKED
              )
              UPDATE webhook_deliveries w
              SET attempts = w.attempts + 1, lease_token = $2,
                  next_attempt_at = now() + make_interval(secs => $3), updated_at = now()
              FROM due WHERE w.id = due.id
-             RETURNING w.id, w.task_id, w.event, w.url, w.payload, w.attempts",
+             RETURNING w.id, w.task_id, due.user_id, w.event, w.url, w.payload, w.attempts",
         )
-        .bind(limit)
+        .bind(claim.limit)
         .bind(token)
-        .bind(lease.as_secs_f64())
+        .bind(claim.lease.as_secs_f64())
+        .bind(&busy_users)
+        .bind(&busy_room)
+        .bind(claim.per_user)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(id, task_id, event, url, payload, attempt)| {
+            .map(|(id, task_id, user_id, event, url, payload, attempt)| {
                 Ok(ClaimedDelivery {
                     id,
                     task_id: TaskId(task_id),
+                    user_id,
                     event: event.parse()?,
                     url,
                     payload,
@@ -130,5 +149,53 @@ impl Outbox for PgStore {
                 })
             })
             .collect()
+    }
+}
+
+type SecretTuple = (String, Vec<u8>, Option<Vec<u8>>, Option<DateTime<Utc>>);
+
+fn secret_row((user_id, nonce, previous_nonce, rotated_at): SecretTuple) -> SecretRow {
+    SecretRow { user_id, nonce, previous_nonce, rotated_at }
+}
+
+#[async_trait::async_trait]
+impl SecretStore for PgStore {
+    async fn webhook_secret_rows(&self, users: &[String], fresh: &[Vec<u8>]) -> Result<Vec<SecretRow>, StoreError> {
+        // Existing rows are read, missing ones inserted, in one statement. Both halves see the
+        // statement's snapshot: the SELECT not the rows inserted beside it (so no user comes
+        // twice), and a row another transaction inserted meanwhile is in neither half (the
+        // caller asks again).
+        let rows: Vec<SecretTuple> = sqlx::query_as(
+            "WITH made AS (
+                INSERT INTO webhook_secrets (user_id, nonce)
+                SELECT * FROM unnest($1::text[], $2::bytea[])
+                ON CONFLICT (user_id) DO NOTHING
+                RETURNING user_id, nonce, previous_nonce, rotated_at
+             )
+             SELECT user_id, nonce, previous_nonce, rotated_at FROM made
+             UNION ALL
+             SELECT user_id, nonce, previous_nonce, rotated_at FROM webhook_secrets
+             WHERE user_id = ANY($1)",
+        )
+        .bind(users)
+        .bind(fresh)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(secret_row).collect())
+    }
+
+    async fn rotate_webhook_secret(&self, user: &str, nonce: &[u8]) -> Result<SecretRow, StoreError> {
+        // A user rotating before any use has no old secret to keep.
+        let row: SecretTuple = sqlx::query_as(
+            "INSERT INTO webhook_secrets AS s (user_id, nonce, rotated_at) VALUES ($1, $2, now())
+             ON CONFLICT (user_id) DO UPDATE
+             SET previous_nonce = s.nonce, nonce = EXCLUDED.nonce, rotated_at = now()
+             RETURNING user_id, nonce, previous_nonce, rotated_at",
+        )
+        .bind(user)
+        .bind(nonce)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(secret_row(row))
     }
 }
