@@ -160,6 +160,13 @@ impl Metrics {
         String::from_utf8(buffer).unwrap_or_default()
     }
 
+    /// Counts a tool call under its tool's name when it names a built-in tool, and under
+    /// `unknown` otherwise: the name comes from the model, which may make up any.
+    pub fn observe_tool_call(&self, tool: &str, status: agents::ToolCallStatus) {
+        let tool = if agents::tools::BUILTIN_TOOL_NAMES.contains(&tool) { tool } else { "unknown" };
+        self.tool_calls.with_label_values(&[tool, status.as_str()]).inc();
+    }
+
     pub fn observe_llm_call(&self, provider: &str, model: &str, usage: &agents::Usage, cost: f64, latency: Duration) {
         self.llm_calls.with_label_values(&[provider, model]).inc();
         for (kind, n) in

@@ -51,6 +51,11 @@ impl Tool for Calculator {
         })
     }
 
+    /// Evaluation is pure computation; short (the expression is bounded) but not I/O.
+    fn cpu_bound(&self) -> bool {
+        true
+    }
+
     async fn call(&self, arguments: Value, _ctx: &ToolContext) -> Result<Value, ToolError> {
         let args: Args = serde_json::from_value(arguments).map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
         let result = evaluate(&args.expression)?;

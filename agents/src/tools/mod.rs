@@ -51,6 +51,13 @@ pub trait Tool: Send + Sync {
     fn description(&self) -> &str;
     /// JSON Schema of the arguments object.
     fn parameters(&self) -> serde_json::Value;
+    /// Whether a call is CPU-bound work (parsing, evaluating, searching) rather than waiting
+    /// on I/O. The registry runs such calls on the blocking pool, so they never hold a
+    /// runtime thread and the call timeout fires while they run. Such a tool must still bound
+    /// its own work: a blocking thread cannot be stopped, only abandoned.
+    fn cpu_bound(&self) -> bool {
+        false
+    }
     /// Runs the tool. `arguments` has already been validated against [`Tool::parameters`].
     async fn call(&self, arguments: serde_json::Value, ctx: &ToolContext) -> Result<serde_json::Value, ToolError>;
 }

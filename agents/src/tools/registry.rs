@@ -3,8 +3,10 @@
 //! Invariants: names are unique; every registered schema compiled; [`ToolRegistry::invoke`]
 //! runs a tool only after it checked that the tool exists, that the calling agent may use
 //! it and that the arguments validate, and it always returns a record (rejected calls
-//! included) plus the text to send back to the model. Results in the record and the reply
-//! never exceed `max_result_bytes` of text.
+//! included) plus the text to send back to the model. Results and error reasons in the
+//! record and the reply never exceed `max_result_bytes` of text, whatever the tool returns:
+//! the cut is made here, once, for every tool. Calls of a [`Tool::cpu_bound`] tool run on
+//! the blocking pool, so the timeout holds for them as it does for tools that await I/O.
 
 use std::{
     collections::BTreeMap,
@@ -146,7 +148,7 @@ impl ToolRegistry {
             Ok(entry) => entry,
             Err(reason) => return self.finish(call, started, Outcome::Rejected(reason)),
         };
-        let outcome = match tokio::time::timeout(self.timeout, entry.tool.call(call.arguments.clone(), ctx)).await {
+        let outcome = match tokio::time::timeout(self.timeout, run(&entry.tool, call.arguments.clone(), ctx)).await {
             Ok(Ok(result)) => Outcome::Ok(result),
             // A policy refusal is a rejection, like any other call the registry refuses.
             Ok(Err(ToolError::Denied(reason))) => Outcome::Rejected(reason),
@@ -191,8 +193,9 @@ impl ToolRegistry {
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let (status, result, error) = match outcome {
             Outcome::Ok(value) => (ToolCallStatus::Ok, Some(truncate(value, self.max_result_bytes)), None),
-            Outcome::Error(reason) => (ToolCallStatus::Error, None, Some(reason)),
-            Outcome::Rejected(reason) => (ToolCallStatus::Rejected, None, Some(reason)),
+            // Reasons can quote the arguments (a schema error shows the offending value).
+            Outcome::Error(reason) => (ToolCallStatus::Error, None, Some(cut(reason, self.max_result_bytes))),
+            Outcome::Rejected(reason) => (ToolCallStatus::Rejected, None, Some(cut(reason, self.max_result_bytes))),
         };
         let reply = match (&result, &error) {
             (Some(value), _) => value.to_string(),
@@ -215,6 +218,20 @@ impl ToolRegistry {
     }
 }
 
+/// Runs one call: on the runtime when the tool awaits I/O, on the blocking pool when it is
+/// CPU-bound. There a runtime handle drives its future, so the trait stays one `async fn`;
+/// when the caller's timeout fires the blocking thread is abandoned and finishes on its own,
+/// which the tool's own bounds keep short.
+async fn run(tool: &Arc<dyn Tool>, arguments: Value, ctx: &ToolContext) -> Result<Value, ToolError> {
+    if !tool.cpu_bound() {
+        return tool.call(arguments, ctx).await;
+    }
+    let (tool, ctx, runtime) = (tool.clone(), ctx.clone(), tokio::runtime::Handle::current());
+    tokio::task::spawn_blocking(move || runtime.block_on(tool.call(arguments, &ctx)))
+        .await
+        .unwrap_or_else(|e| Err(ToolError::Failed(format!("the tool stopped unexpectedly: {e}"))))
+}
+
 enum Outcome {
     Ok(Value),
     Error(String),
@@ -228,11 +245,28 @@ fn truncate(value: Value, max_bytes: usize) -> Value {
     if text.len() <= max_bytes {
         return value;
     }
-    let mut cut = max_bytes;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
+    json!({ "truncated": true, "text": &text[..floor_char_boundary(&text, max_bytes)] })
+}
+
+/// `text` itself when it fits in `max_bytes`, otherwise its first bytes (cut at a char
+/// boundary) and `…`, in `max_bytes` in all.
+fn cut(mut text: String, max_bytes: usize) -> String {
+    const ELLIPSIS: &str = "…";
+    if text.len() <= max_bytes {
+        return text;
     }
-    json!({ "truncated": true, "text": &text[..cut] })
+    text.truncate(floor_char_boundary(&text, max_bytes.saturating_sub(ELLIPSIS.len())));
+    text.push_str(ELLIPSIS);
+    text
+}
+
+/// The largest char boundary of `text` at or below `index`.
+fn floor_char_boundary(text: &str, index: usize) -> usize {
+    let mut index = index.min(text.len());
+    while !text.is_char_boundary(index) {
+        index -= 1;
+    }
+    index
 }
 
 /// `10s`, `1.5s` or `250ms`: how a timeout reads in an error message.
@@ -282,6 +316,31 @@ mod tests {
                 return Err(ToolError::Failed("backend down".into()));
             }
             Ok(json!({ "text": arguments["text"] }))
+        }
+    }
+
+    /// Blocks its thread (no `.await`) until the test lets it go: CPU-bound work as the
+    /// runtime sees it.
+    struct Spin(std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>);
+
+    #[async_trait::async_trait]
+    impl Tool for Spin {
+        fn name(&self) -> &str {
+            "spin"
+        }
+        fn description(&self) -> &str {
+            "Blocks until released."
+        }
+        fn parameters(&self) -> Value {
+            json!({ "type": "object" })
+        }
+        fn cpu_bound(&self) -> bool {
+            true
+        }
+        async fn call(&self, _arguments: Value, _ctx: &ToolContext) -> Result<Value, ToolError> {
+            let release = self.0.lock().unwrap().take().expect("called once");
+            let _ = release.recv_timeout(Duration::from_secs(10));
+            Ok(json!({ "thread": format!("{:?}", std::thread::current().id()) }))
         }
     }
 
@@ -414,6 +473,36 @@ mod tests {
         let cut = result["text"].as_str().unwrap();
         assert!(cut.len() <= 20 && cut.starts_with("{\"text\":\"éé"), "{cut}");
         assert_eq!(out.reply, result.to_string());
+    }
+
+    /// On the current-thread runtime of `#[tokio::test]`, a blocking call that ran on the
+    /// runtime would stop the timer too: the timeout firing shows it ran elsewhere.
+    #[tokio::test]
+    async fn a_cpu_bound_tool_runs_on_the_blocking_pool_and_still_times_out() {
+        let settings = ToolSettings { timeout: Duration::from_millis(100), ..ToolSettings::default() };
+        let mut registry = ToolRegistry::new(&settings);
+        let (release, blocked) = std::sync::mpsc::channel();
+        registry.register(Arc::new(Spin(std::sync::Mutex::new(Some(blocked))))).unwrap();
+        let out = registry.invoke(&allowed(&["spin"]), &call("spin", json!({})), &ctx()).await;
+        assert_eq!(out.record.status, ToolCallStatus::Error);
+        assert_eq!(out.record.error.as_deref(), Some("timed out after 100ms"));
+        assert!(out.record.latency_ms < 5_000.0, "{}", out.record.latency_ms);
+        release.send(()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn long_rejection_reasons_are_cut_like_results() {
+        let settings = ToolSettings { max_result_bytes: 100, ..ToolSettings::default() };
+        let registry = registry(&settings);
+        // The schema error quotes the 10 000-character value.
+        let out = registry
+            .invoke(&allowed(&["echo"]), &call("echo", json!({"text": 1, "x": "é".repeat(5000)})), &ctx())
+            .await;
+        assert_eq!(out.record.status, ToolCallStatus::Rejected);
+        let reason = out.record.error.unwrap();
+        assert!(reason.len() <= 100 && reason.ends_with('…'), "{} bytes: {reason}", reason.len());
+        assert!(out.reply.len() <= 120, "{}", out.reply);
+        assert_eq!(cut("short".into(), 100), "short");
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! HTTP observability: request counts and latencies by route template and status, and
 //! `GET /metrics`, which refreshes the shared-state gauges before rendering.
+//!
+//! Every label value comes from a closed set, whatever clients send: the standard methods
+//! (anything else is `OTHER`), route templates (`unmatched` when no route matched) and
+//! status codes. Otherwise `curl -X M1`, `-X M2`, … would add series without end.
 
 use std::time::Instant;
 
 use axum::{
     extract::{MatchedPath, Request, State},
-    http::header,
+    http::{Method, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -15,7 +19,7 @@ use super::AppState;
 /// Counts every request under its route template (`/tasks/{id}`, not the concrete path), so
 /// the label set stays bounded whatever clients send.
 pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -24,9 +28,23 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    state.metrics.http_requests.with_label_values(&[&method, &route, &status]).inc();
-    state.metrics.http_duration.with_label_values(&[&method, &route]).observe(started.elapsed().as_secs_f64());
+    state.metrics.http_requests.with_label_values(&[method, &route, &status]).inc();
+    state.metrics.http_duration.with_label_values(&[method, &route]).observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The method as a label: one of the seven this API can answer, or `OTHER`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 /// Prometheus metrics

@@ -60,7 +60,7 @@ impl RunRecorder for StoreRecorder {
     }
 
     async fn tool_call(&self, call: ToolCallRecord) -> Result<(), RecordError> {
-        self.metrics.tool_calls.with_label_values(&[&call.tool, call.status.as_str()]).inc();
+        self.metrics.observe_tool_call(&call.tool, call.status);
         self.store.record_tool_call(self.task, self.step, &call).await.map_err(|e| RecordError(e.to_string()))
     }
 

@@ -16,6 +16,7 @@ mod flow;
 mod generated_client;
 mod health;
 mod helpers;
+mod hostile_tools;
 mod llm;
 mod memory;
 mod observability;
