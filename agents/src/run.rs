@@ -220,7 +220,7 @@ impl AgentRunner {
                 if input.cancel.is_cancelled() {
                     return Err(AgentError::Cancelled);
                 }
-                let invocation = crate::storable::invocation(self.tools.invoke(&spec.tools, call, &ctx).await);
+                let invocation = self.tools.invoke(&spec.tools, call, &ctx).await;
                 output.tool_calls += 1;
                 since_summary += 1;
                 recorder.tool_call(invocation.record).await?;

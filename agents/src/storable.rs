@@ -4,17 +4,16 @@
 //! escape), so one NUL in a model's answer or in a fetched binary file used to make every
 //! write of the step fail, and the step ran again, paying again, forever. Text enters the
 //! agent layer at two doors only: the model's responses ([`crate::llm::Storable`] wraps every
-//! client the runner is given) and the tools' results ([`invocation`], applied by the loop to
-//! every call). Both pass through [`text`] here, which replaces each NUL with U+FFFD (the
-//! Unicode replacement character), so everything written downstream (messages, step output,
-//! tool-call arguments and results, plan JSON, memories the model asks to store) is
-//! storable. Every other character, control characters included, is kept.
+//! client the runner is given) and the tools' results and errors (the tool registry cleans
+//! every call's outcome before it records it and replies to the model). Both pass through
+//! here, which replaces each NUL with U+FFFD (the Unicode replacement character), so
+//! everything written downstream (messages, step output, tool-call arguments and results,
+//! plan JSON, memories the model asks to store) is storable. Every other character,
+//! control characters included, is kept.
 
 use std::borrow::Cow;
 
 use serde_json::Value;
-
-use crate::tools::ToolInvocation;
 
 /// What a NUL becomes.
 pub const REPLACEMENT: char = '\u{FFFD}';
@@ -54,20 +53,6 @@ pub fn json(value: &mut Value) {
         }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
-}
-
-/// A tool call's record and reply, made storable: results of tools such as `http_get` are
-/// whatever the outside world sent.
-pub fn invocation(mut invocation: ToolInvocation) -> ToolInvocation {
-    let record = &mut invocation.record;
-    json(&mut record.arguments);
-    if let Some(result) = record.result.as_mut() {
-        json(result);
-    }
-    record.error = record.error.take().map(string);
-    record.tool = string(std::mem::take(&mut record.tool));
-    invocation.reply = string(std::mem::take(&mut invocation.reply));
-    invocation
 }
 
 #[cfg(test)]

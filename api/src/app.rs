@@ -275,10 +275,8 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<PgPool> {
 /// buckets or elect one reconciler between them; every process of one deployment shares
 /// the database and so the namespace.
 pub async fn deployment_namespace(pool: &PgPool, prefix: &str) -> anyhow::Result<String> {
-    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM deployment")
-        .fetch_one(pool)
-        .await
-        .context("reading the deployment id")?;
+    let id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM deployment").fetch_one(pool).await.context("reading the deployment id")?;
     Ok(format!("{prefix}:{}", &id.simple().to_string()[..12]))
 }
 

@@ -21,6 +21,7 @@ use super::{Tool, ToolContext, ToolError, ToolSettings};
 use crate::{
     llm::{ToolCall, ToolDefinition},
     run::{ToolCallRecord, ToolCallStatus},
+    storable,
 };
 
 /// A tool could not be registered; the process should not start.
@@ -191,12 +192,23 @@ impl ToolRegistry {
 
     fn finish(&self, call: &ToolCall, started: Instant, outcome: Outcome) -> ToolInvocation {
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        // Whatever a tool returns (a fetched binary file included) is made storable first, so
+        // the record and the reply to the model say the same thing.
         let (status, result, error) = match outcome {
-            Outcome::Ok(value) => (ToolCallStatus::Ok, Some(truncate(value, self.max_result_bytes)), None),
+            Outcome::Ok(mut value) => {
+                storable::json(&mut value);
+                (ToolCallStatus::Ok, Some(truncate(value, self.max_result_bytes)), None)
+            }
             // Reasons can quote the arguments (a schema error shows the offending value).
-            Outcome::Error(reason) => (ToolCallStatus::Error, None, Some(cut(reason, self.max_result_bytes))),
-            Outcome::Rejected(reason) => (ToolCallStatus::Rejected, None, Some(cut(reason, self.max_result_bytes))),
+            Outcome::Error(reason) => {
+                (ToolCallStatus::Error, None, Some(cut(storable::string(reason), self.max_result_bytes)))
+            }
+            Outcome::Rejected(reason) => {
+                (ToolCallStatus::Rejected, None, Some(cut(storable::string(reason), self.max_result_bytes)))
+            }
         };
+        let mut arguments = call.arguments.clone();
+        storable::json(&mut arguments);
         let reply = match (&result, &error) {
             (Some(value), _) => value.to_string(),
             (None, reason) => json!({ "error": reason.as_deref().unwrap_or_default() }).to_string(),
@@ -206,8 +218,8 @@ impl ToolRegistry {
         }
         ToolInvocation {
             record: ToolCallRecord {
-                tool: call.name.clone(),
-                arguments: call.arguments.clone(),
+                tool: storable::text(&call.name).into_owned(),
+                arguments,
                 result,
                 status,
                 error,

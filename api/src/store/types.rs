@@ -193,7 +193,12 @@ pub enum CancelOutcome {
 pub enum RetryOutcome {
     /// The task runs again as its `run`-th run: `ready` steps need a job, or, when it
     /// failed while planning, the task is pending again and needs a plan job (`replan`).
-    Retried { run: i32, priority: Priority, replan: bool, ready: Vec<StepId> },
+    Retried {
+        run: i32,
+        priority: Priority,
+        replan: bool,
+        ready: Vec<StepId>,
+    },
     /// Only failed tasks are retried; this one is in the given state.
     NotRetryable(crate::domain::TaskStatus),
     NotFound,

@@ -205,7 +205,8 @@ async fn handle(
     // Handed out more often than allowed: every earlier delivery failed or killed its
     // worker before it could be acknowledged. Set aside without running it again.
     if delivery.deliveries > config.max_deliveries {
-        let reason = format!("delivered {} times without an outcome; the last worker died with it", delivery.deliveries);
+        let reason =
+            format!("delivered {} times without an outcome; the last worker died with it", delivery.deliveries);
         dead_letter(deps, &delivery, &job, &reason).await;
         return;
     }
@@ -242,7 +243,9 @@ async fn handle(
         }
         // Not acknowledged: the queue redelivers it after the visibility timeout, and the
         // conditional transitions make that safe.
-        Err(e) => tracing::error!(task = %job.task, step = ?job.step, deliveries = delivery.deliveries, error = %e, "job failed; it will be redelivered"),
+        Err(e) => {
+            tracing::error!(task = %job.task, step = ?job.step, deliveries = delivery.deliveries, error = %e, "job failed; it will be redelivered")
+        }
     }
 }
 
@@ -270,7 +273,9 @@ async fn dead_letter(deps: &WorkerDeps, delivery: &Delivery, job: &Job, reason: 
             deps.metrics.jobs_dead_lettered.with_label_values(&[kind]).inc();
             tracing::error!(task = %job.task, step = ?job.step, deliveries = delivery.deliveries, %reason, "job dead-lettered; its work failed");
         }
-        Err(e) => tracing::warn!(delivery = %delivery.id, error = %e, "could not move a poison job to the dead letters"),
+        Err(e) => {
+            tracing::warn!(delivery = %delivery.id, error = %e, "could not move a poison job to the dead letters")
+        }
     }
 }
 

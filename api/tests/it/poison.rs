@@ -220,7 +220,8 @@ async fn a_failed_task_is_retried_from_where_it_failed() {
     assert_eq!(failed["status"], "failed", "{failed}");
     let gathered = failed["steps"][0]["output"].clone();
     assert_eq!(failed["steps"][0]["status"], "completed");
-    let gather_calls = |n: usize| fake.requests().iter().filter(|r| crate::fake_llm::step_title(r) == "Gather").count() == n;
+    let gather_calls =
+        |n: usize| fake.requests().iter().filter(|r| crate::fake_llm::step_title(r) == "Gather").count() == n;
     assert!(gather_calls(1));
 
     // A failed task that is retried runs only what did not complete.
@@ -250,11 +251,13 @@ async fn a_task_that_failed_while_planning_is_planned_again_on_retry() {
     let app = TestApp::spawn(0).await;
     let id = app.submit("Write a poem.").await;
     // As a planning failure leaves it: failed, with no steps.
-    sqlx::query("UPDATE tasks SET status = 'failed', error = 'planning failed: test', completed_at = now() WHERE id = $1")
-        .bind(id)
-        .execute(&app.db)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE tasks SET status = 'failed', error = 'planning failed: test', completed_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&app.db)
+    .await
+    .unwrap();
     let view = app.client.retry(id).await.expect("202");
     assert_eq!(view.status, "pending");
     let shutdown = CancellationToken::new();

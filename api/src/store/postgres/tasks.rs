@@ -195,12 +195,11 @@ impl TaskStore for PgStore {
 
     async fn retry_task(&self, id: TaskId) -> Result<RetryOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let Some((status, priority)) = sqlx::query_as::<_, (String, String)>(
-            "SELECT status, priority FROM tasks WHERE id = $1 FOR NO KEY UPDATE",
-        )
-        .bind(id.0)
-        .fetch_optional(&mut *tx)
-        .await?
+        let Some((status, priority)) =
+            sqlx::query_as::<_, (String, String)>("SELECT status, priority FROM tasks WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await?
         else {
             return Ok(RetryOutcome::NotFound);
         };
