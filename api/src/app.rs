@@ -154,7 +154,9 @@ impl App {
             rate_limits,
         })
         // Read by `POST /tasks` to check callback URLs (WEBHOOK_ALLOW_PRIVATE).
-        .layer(axum::Extension(self.webhooks.policy()));
+        .layer(axum::Extension(self.webhooks.policy()))
+        // Counts each user's open event streams (SSE_MAX_STREAMS_PER_USER).
+        .layer(axum::Extension(crate::http::StreamSlots::new(self.settings.budgets.sse_max_streams_per_user)));
         // Outermost, so a browser's preflight is answered before any key is asked for.
         match &self.cors {
             Some(cors) => router.layer(cors.clone()),

@@ -123,14 +123,19 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Postgres connection string. The database is created when missing.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/orchestrator")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/orchestrator",
+        hide_env_values = true
+    )]
     pub database_url: String,
 
     /// Upper bound of the Postgres connection pool.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_max_connections: u32,
 
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: String,
 
     /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
@@ -148,7 +153,7 @@ pub struct Settings {
     pub llm_provider: LlmProvider,
 
     /// Base URL of the provider's API; defaults to the provider's public endpoint.
-    #[arg(long, env = "LLM_BASE_URL")]
+    #[arg(long, env = "LLM_BASE_URL", hide_env_values = true)]
     pub llm_base_url: Option<String>,
 
     /// API key of the provider. Never logged.
@@ -205,7 +210,7 @@ pub struct Settings {
     #[arg(long, env = "EMBEDDING_DIM", default_value_t = 384)]
     pub embedding_dim: usize,
 
-    #[arg(long, env = "EMBEDDING_BASE_URL", default_value = "https://api.openai.com/v1")]
+    #[arg(long, env = "EMBEDDING_BASE_URL", default_value = "https://api.openai.com/v1", hide_env_values = true)]
     pub embedding_base_url: String,
 
     #[arg(long, env = "EMBEDDING_API_KEY", hide_env_values = true)]
@@ -228,7 +233,7 @@ pub struct Settings {
 
     /// Key of the HMAC-SHA256 signature on dispatch jobs; every API and worker process of a
     /// deployment must share it.
-    #[arg(long, env = "DISPATCH_SECRET", default_value = DEV_DISPATCH_SECRET, hide_default_value = true)]
+    #[arg(long, env = "DISPATCH_SECRET", default_value = DEV_DISPATCH_SECRET, hide_default_value = true, hide_env_values = true)]
     pub dispatch_secret: Secret,
 
     /// How long a claimed step or plan stays owned without renewal.
@@ -278,7 +283,7 @@ pub struct Settings {
 
     /// OTLP/HTTP collector to export traces to, e.g. `http://otel-collector:4318` (spans go
     /// to `<endpoint>/v1/traces`). Unset: no export. See [`crate::telemetry`].
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", hide_env_values = true)]
     pub otel_endpoint: Option<url::Url>,
 
     /// `service.name` of the exported spans.

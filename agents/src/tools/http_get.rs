@@ -200,9 +200,12 @@ impl HttpGet {
             None => {
                 let port = url.port_or_known_default().unwrap_or(80);
                 let host = url.host_str().unwrap_or_default();
-                let resolved = tokio::net::lookup_host((host, port))
-                    .await
-                    .map_err(|e| ToolError::Failed(format!("cannot resolve `{name}`: {e}")))?;
+                let resolved = tokio::net::lookup_host((host, port)).await.map_err(|e| {
+                    // The resolver's words can name this network's DNS servers or search
+                    // domains: the log gets them, the tenant's task does not.
+                    tracing::warn!(host = %name, error = %e, "http_get: resolution failed");
+                    ToolError::Failed(format!("cannot resolve `{name}`"))
+                })?;
                 let mut ips: Vec<IpAddr> = Vec::new();
                 for ip in resolved.map(|a| a.ip()) {
                     if !ips.contains(&ip) {
@@ -216,9 +219,14 @@ impl HttpGet {
             return Err(ToolError::Failed(format!("`{name}` has no addresses")));
         }
         if let Some(bad) = addresses.iter().find(|ip| !self.settings.address_policy.permits(**ip)) {
-            return Err(ToolError::Denied(format!(
-                "`{name}` resolves to {bad}, which is not a public address; refusing to connect"
-            )));
+            // A name's private address is this network's business, not the tenant's; an
+            // address the tenant wrote is theirs already.
+            tracing::warn!(host = %name, address = %bad, "http_get: refusing a non-public address");
+            let message = match literal {
+                Some(_) => format!("{bad} is not a public address; refusing to connect"),
+                None => format!("`{name}` resolves to an address that is not public; refusing to connect"),
+            };
+            return Err(ToolError::Denied(message));
         }
         Ok(addresses)
     }

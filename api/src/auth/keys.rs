@@ -1,4 +1,7 @@
 //! API keys in Postgres: created once and shown once, stored as a SHA-256, looked up by it.
+//!
+//! In clear, a generated key keeps only its first [`SHOWN_CHARS`] characters (`orch_` and 8
+//! hex digits); the bootstrap key, a chosen password, keeps none.
 
 use chrono::{DateTime, Utc};
 use rand::RngCore;
@@ -10,8 +13,12 @@ use super::Caller;
 
 /// Every key starts with this, so secret scanners and people can recognise one.
 const KEY_PREFIX: &str = "orch_";
-/// Characters of a key kept in clear, to tell keys apart in a listing.
+/// Characters of a generated key kept in clear, to tell keys apart in a listing: `orch_` and
+/// 8 hex digits, 32 of the key's 192 random bits. Nothing else of a key is stored but its
+/// SHA-256.
 const SHOWN_CHARS: usize = KEY_PREFIX.len() + 8;
+/// What a listing shows for the bootstrap key instead of its first characters.
+const BOOTSTRAP_PREFIX: &str = "bootstrap";
 /// Shortest bootstrap key accepted: it is a password in an environment variable.
 pub const MIN_BOOTSTRAP_KEY_CHARS: usize = 24;
 
@@ -83,22 +90,46 @@ impl KeyStore {
         Ok(CreatedKey { key, secret })
     }
 
-    /// Makes `secret` a valid admin key of user `admin`, once; later starts with the same
-    /// secret change nothing.
+    /// Makes `secret` the one bootstrap admin key (user `admin`): any other bootstrap key is
+    /// revoked, so replacing `BOOTSTRAP_ADMIN_KEY` retires the old value at the next start.
+    /// A start with the current value changes nothing, and a bootstrap key revoked with
+    /// `keys revoke` stays revoked (choose a new value). The secret is a chosen password,
+    /// not random bits, so none of it is stored in clear: its listed prefix is `bootstrap`.
     pub async fn ensure_bootstrap(&self, secret: &str) -> Result<(), KeyError> {
         if secret.chars().count() < MIN_BOOTSTRAP_KEY_CHARS {
             return Err(KeyError::ShortBootstrapKey);
         }
-        let shown: String = secret.chars().take(SHOWN_CHARS).collect();
-        sqlx::query(
-            "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, admin) VALUES ($1, 'admin', 'bootstrap', $2, $3, true)
+        let digest = hash(secret);
+        let mut tx = self.pool.begin().await?;
+        let retired = sqlx::query(
+            "UPDATE api_keys SET revoked_at = now() WHERE bootstrap AND revoked_at IS NULL AND key_hash <> $1",
+        )
+        .bind(digest.as_slice())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let inserted = sqlx::query(
+            "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, admin, bootstrap)
+             VALUES ($1, 'admin', 'bootstrap', $2, $3, true, true)
              ON CONFLICT (key_hash) DO NOTHING",
         )
         .bind(Uuid::now_v7())
-        .bind(shown)
-        .bind(hash(secret).as_slice())
-        .execute(&self.pool)
-        .await?;
+        .bind(BOOTSTRAP_PREFIX)
+        .bind(digest.as_slice())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let revoked: bool = sqlx::query_scalar("SELECT revoked_at IS NOT NULL FROM api_keys WHERE key_hash = $1")
+            .bind(digest.as_slice())
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if retired > 0 {
+            tracing::info!(retired, "BOOTSTRAP_ADMIN_KEY changed: the previous bootstrap key is revoked");
+        }
+        if inserted == 0 && revoked {
+            tracing::warn!("BOOTSTRAP_ADMIN_KEY is a revoked key and stays revoked; set a new value");
+        }
         Ok(())
     }
 

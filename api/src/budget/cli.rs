@@ -1,5 +1,6 @@
 //! `orchestrator users limits set|show`: per-user overrides of DAILY_COST_QUOTA_USD and
-//! MAX_RUNNING_TASKS_PER_USER, written straight to Postgres (no server needed).
+//! MAX_RUNNING_TASKS_PER_USER, and the highest task priority a user may ask for, written
+//! straight to Postgres (no server needed).
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -7,6 +8,7 @@ use sqlx::postgres::PgPoolOptions;
 
 use crate::{
     config::Settings,
+    domain::Priority,
     store::{BudgetStore, PgStore, UserLimits},
 };
 
@@ -36,6 +38,10 @@ pub struct SetLimits {
     /// Tasks the user may have planning or running at once; 0 lifts the cap.
     #[arg(long)]
     pub max_running: Option<i32>,
+    /// The highest priority (`normal` or `high`) the user's non-admin keys may ask for;
+    /// without it, `normal`. Admin keys may always ask for `high`.
+    #[arg(long, value_parser = parse_priority)]
+    pub max_priority: Option<Priority>,
     #[command(flatten)]
     pub settings: Settings,
 }
@@ -79,9 +85,10 @@ pub async fn run(command: &UsersCommand) -> anyhow::Result<String> {
     let usage = store.daily_usage(user_id).await?;
     let shown = |v: Option<String>| v.unwrap_or_else(|| "global".into());
     Ok(format!(
-        "user {user_id}: daily_cost_usd={} max_running_tasks={}; today spent ${:.6}, reserved ${:.6}",
+        "user {user_id}: daily_cost_usd={} max_running_tasks={} max_priority={}; today spent ${:.6}, reserved ${:.6}",
         shown(limits.as_ref().and_then(|l| l.daily_cost_usd).map(|v| v.to_string())),
         shown(limits.as_ref().and_then(|l| l.max_running_tasks).map(|v| v.to_string())),
+        limits.as_ref().and_then(|l| l.max_priority).unwrap_or(Priority::Normal),
         usage.spent_usd,
         usage.reserved_usd,
     ))
@@ -97,5 +104,18 @@ fn checked(c: &SetLimits) -> anyhow::Result<UserLimits> {
     if c.max_running.is_some_and(|v| v < 0) {
         bail!("--max-running must not be negative");
     }
-    Ok(UserLimits { user_id: c.user_id.clone(), daily_cost_usd: c.daily_cost_usd, max_running_tasks: c.max_running })
+    Ok(UserLimits {
+        user_id: c.user_id.clone(),
+        daily_cost_usd: c.daily_cost_usd,
+        max_running_tasks: c.max_running,
+        max_priority: c.max_priority,
+    })
+}
+
+/// `normal` or `high`: every user may ask for `low` and `normal`, so only `high` is granted.
+fn parse_priority(raw: &str) -> Result<Priority, String> {
+    match raw.parse() {
+        Ok(p @ (Priority::Normal | Priority::High)) => Ok(p),
+        _ => Err("must be normal or high".to_owned()),
+    }
 }

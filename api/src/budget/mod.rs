@@ -1,5 +1,6 @@
-//! Budgets and quotas: per-task cost and token budgets, daily cost quotas per user, and the
-//! per-user cap on running tasks.
+//! Budgets and quotas: per-task cost and token budgets, daily cost quotas per user, the
+//! per-user cap on running tasks, and the per-user cap on open event streams
+//! (`SSE_MAX_STREAMS_PER_USER`, enforced by `crate::http::tasks::events`).
 //!
 //! - **Budgets and quotas.** Before every model call (a step's, or the LLM planner's) the
 //!   worker reserves the call's worst case, prompt tokens plus the output ceiling at the
@@ -15,9 +16,9 @@
 //!   same task that would not fit otherwise, as soon as their lease is no longer held.
 //! - **Fairness.** A plan job claims its task only while the user has fewer than
 //!   `MAX_RUNNING_TASKS_PER_USER` tasks planning or running (checked and claimed atomically
-//!   per user). Over the cap the task stays pending and its job is deferred for a jittered
-//!   `CAPACITY_RETRY_MS`, freeing the worker slot at once; when one of the user's tasks ends
-//!   the oldest waiting one is woken. See [`capacity`].
+//!   per user). Over the cap the task stays pending, marked waiting, with no job, freeing
+//!   the worker slot at once; when one of the user's tasks ends the oldest waiting one is
+//!   woken. See [`capacity`].
 
 pub mod capacity;
 pub mod cli;
@@ -26,8 +27,6 @@ mod store_budget;
 
 pub use planning::MeteredPlanner;
 pub use store_budget::StoreBudget;
-
-use std::time::Duration;
 
 use clap::Args;
 
@@ -43,16 +42,15 @@ pub struct BudgetSettings {
     #[arg(long, env = "MAX_RUNNING_TASKS_PER_USER", default_value_t = 16)]
     pub max_running_tasks_per_user: u32,
 
-    /// How long a task over its user's cap waits before it looks again (jittered between
-    /// half and one and a half times this). A task of the same user that ends wakes the
-    /// oldest waiting one at once.
-    #[arg(long, env = "CAPACITY_RETRY_MS", default_value_t = 1000)]
-    pub capacity_retry_ms: u64,
-
     /// Output ceiling put on each model call of a task under a budget or quota (the worst
     /// case reserved for it); LLM_MAX_TOKENS, when set, is used instead.
     #[arg(long, env = "BUDGET_MAX_OUTPUT_TOKENS", default_value_t = 4096)]
     pub budget_max_output_tokens: u32,
+
+    /// Event streams (`GET /tasks/{id}/events`) one user may hold open at once, per API
+    /// process; beyond it 429. With auth disabled, streams count against the task's user.
+    #[arg(long, env = "SSE_MAX_STREAMS_PER_USER", default_value_t = 16)]
+    pub sse_max_streams_per_user: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -68,8 +66,8 @@ impl BudgetSettings {
         if self.daily_cost_quota_usd.is_some_and(|q| !q.is_finite() || q < 0.0) {
             return Err(BudgetSettingsError::Quota);
         }
-        if self.capacity_retry_ms == 0 {
-            return Err(BudgetSettingsError::Zero("CAPACITY_RETRY_MS"));
+        if self.sse_max_streams_per_user == 0 {
+            return Err(BudgetSettingsError::Zero("SSE_MAX_STREAMS_PER_USER"));
         }
         if self.budget_max_output_tokens == 0 {
             return Err(BudgetSettingsError::Zero("BUDGET_MAX_OUTPUT_TOKENS"));
@@ -82,7 +80,6 @@ impl BudgetSettings {
         BudgetConfig {
             daily_cost_quota_usd: self.daily_cost_quota_usd,
             max_running_tasks: self.max_running_tasks_per_user,
-            capacity_retry: Duration::from_millis(self.capacity_retry_ms),
             output_ceiling: llm_max_tokens.unwrap_or(self.budget_max_output_tokens),
         }
     }
@@ -94,7 +91,6 @@ pub struct BudgetConfig {
     pub daily_cost_quota_usd: Option<f64>,
     /// 0 = no cap.
     pub max_running_tasks: u32,
-    pub capacity_retry: Duration,
     pub output_ceiling: u32,
 }
 
@@ -103,8 +99,8 @@ impl Default for BudgetConfig {
         BudgetSettings {
             daily_cost_quota_usd: None,
             max_running_tasks_per_user: 16,
-            capacity_retry_ms: 1000,
             budget_max_output_tokens: 4096,
+            sse_max_streams_per_user: 16,
         }
         .for_workers(None)
     }
@@ -132,8 +128,8 @@ mod tests {
             let s = BudgetSettings { daily_cost_quota_usd: Some(quota), ..settings() };
             assert_eq!(s.validate(), Err(BudgetSettingsError::Quota));
         }
-        let s = BudgetSettings { capacity_retry_ms: 0, ..settings() };
-        assert_eq!(s.validate(), Err(BudgetSettingsError::Zero("CAPACITY_RETRY_MS")));
+        let s = BudgetSettings { sse_max_streams_per_user: 0, ..settings() };
+        assert_eq!(s.validate(), Err(BudgetSettingsError::Zero("SSE_MAX_STREAMS_PER_USER")));
     }
 
     #[test]

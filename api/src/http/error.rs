@@ -29,7 +29,7 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{message}")]
     Unauthorized { message: String },
-    /// The caller may not act as the user the request names.
+    /// The caller may not do what a field asks: act as the user it names, use `high` priority.
     #[error("{field}: {message}")]
     Forbidden { field: String, message: String },
     #[error("{resource} {id} does not exist")]
@@ -45,6 +45,14 @@ pub enum ApiError {
     RateLimited { limit: &'static str, retry_after: u64 },
     #[error("rate limits cannot be checked because Redis is unavailable; nothing was done, retry shortly")]
     RateLimitUnavailable,
+    /// AUTH=disabled and the request names a host that is not loopback (DNS rebinding).
+    #[error(
+        "this server runs without API keys and answers only requests for a loopback host (localhost, *.localhost, 127.0.0.1, [::1]); `{host}` is not one"
+    )]
+    MisdirectedHost { host: String },
+    /// A per-user limit on open resources (event streams) was reached.
+    #[error("{message}")]
+    TooManyOpen { message: String, retry_after: u64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -151,6 +159,15 @@ impl ApiError {
                 "Dependency unavailable",
                 None,
             ),
+            Self::MisdirectedHost { .. } => (
+                StatusCode::MISDIRECTED_REQUEST,
+                "urn:orchestrator:problem:misdirected-request",
+                "Misdirected request",
+                Some("Host"),
+            ),
+            Self::TooManyOpen { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "urn:orchestrator:problem:too-many-open", "Too many open", None)
+            }
             Self::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "urn:orchestrator:problem:internal", "Internal server error", None)
             }
@@ -174,7 +191,7 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if let Self::RateLimited { retry_after, .. } = self {
+        if let Self::RateLimited { retry_after, .. } | Self::TooManyOpen { retry_after, .. } = self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         response

@@ -7,6 +7,7 @@ pub mod cors;
 mod error;
 mod extract;
 mod health;
+mod host;
 mod memory;
 mod observe;
 pub mod openapi;
@@ -16,6 +17,7 @@ mod webhook_secret;
 mod workers;
 
 pub use error::ApiError;
+pub use tasks::events::StreamSlots;
 
 use std::{sync::Arc, time::Duration};
 
@@ -64,6 +66,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn build_router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let ip_guard = state.rate_limits.ip.clone();
+    let auth_mode = state.auth.mode();
     // Everything a key guards; health, metrics and the API's own description stay open so
     // probes, scrapers and client generators need no key. The per-user limits sit inside
     // authentication, so they count the key's user.
@@ -97,6 +100,11 @@ pub fn build_router(state: AppState) -> Router {
     let router = match ip_guard {
         Some(guard) => router.layer(guard.layer()),
         None => router,
+    };
+    // Without keys, loopback is the only protection: refuse rebound names (see `host`).
+    let router = match auth_mode {
+        crate::auth::AuthMode::Disabled => router.layer(axum::middleware::from_fn(host::loopback_only)),
+        crate::auth::AuthMode::Required => router,
     };
     router
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {

@@ -48,11 +48,9 @@ pub enum ReserveOutcome {
 pub enum CapacityClaim {
     /// The task is planning under our lease.
     Claimed { claim: PlanningClaim, user_id: String },
-    /// The user is at the cap; the task stays pending. A job deferred for it must carry
-    /// `generation` (see [`BudgetStore::claim_planning_within_cap`]).
-    AtCapacity { generation: u32 },
-    /// The user is at the cap and a newer job for this task already waits: drop this one.
-    Superseded,
+    /// The user is at the cap; the task stays pending, marked waiting, with no job: a task
+    /// of the user that ends wakes it (`crate::budget::capacity`).
+    AtCapacity,
     /// The task is not waiting for a plan (any more).
     NotClaimable,
 }
@@ -64,6 +62,9 @@ pub struct UserLimits {
     pub daily_cost_usd: Option<f64>,
     /// 0 lifts the cap for this user.
     pub max_running_tasks: Option<i32>,
+    /// The highest priority the user's non-admin keys may ask for: `high` or, when `None`
+    /// (or `normal`), normal.
+    pub max_priority: Option<Priority>,
 }
 
 /// A user's spend and open reservations of one UTC day.
@@ -107,14 +108,13 @@ pub trait BudgetStore: Send + Sync + 'static {
     async fn fail_planning_over_budget(&self, id: TaskId, lease: &Lease, error: &str) -> Result<bool, StoreError>;
     /// `pending → planning` unless the task's user already has their cap of planning and
     /// running tasks (`default_cap` unless the user has their own; 0 = no cap). The check
-    /// and the claim are atomic per user. At the cap, a job for the task is deferred only
-    /// if it is the newest: `generation` is the one its job carries (0 for a fresh job).
+    /// and the claim are atomic per user. At the cap the task is marked waiting
+    /// (`capacity_waits`), for [`BudgetStore::waiting_tasks`] to find.
     async fn claim_planning_within_cap(
         &self,
         id: TaskId,
         lease: &Lease,
         default_cap: u32,
-        generation: u32,
     ) -> Result<CapacityClaim, StoreError>;
     /// The user's oldest tasks waiting for capacity, for a freed slot to wake.
     async fn waiting_tasks(&self, user_id: &str, limit: i64) -> Result<Vec<(TaskId, Priority)>, StoreError>;

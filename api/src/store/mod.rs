@@ -142,8 +142,15 @@ pub trait ExecutionStore: BudgetStore + Send + Sync + 'static {
     async fn cached_plan(&self, hash: &str) -> Result<Option<serde_json::Value>, StoreError>;
     async fn cache_plan(&self, hash: &str, planner: &str, plan: &serde_json::Value) -> Result<(), StoreError>;
     /// Pending tasks and ready steps untouched for `min_age`, and planning tasks and running
-    /// steps whose lease has expired: each should have a job.
-    async fn unfinished_work(&self, min_age: Duration, limit: i64) -> Result<Vec<Unfinished>, StoreError>;
+    /// steps whose lease has expired: each should have a job. A task waiting for capacity is
+    /// included only while its user is below the cap (`default_cap` unless the user has
+    /// their own; 0 = no cap), oldest first.
+    async fn unfinished_work(
+        &self,
+        min_age: Duration,
+        limit: i64,
+        default_cap: u32,
+    ) -> Result<Vec<Unfinished>, StoreError>;
     async fn record_llm_call(&self, task: TaskId, step: Option<StepId>, call: &LlmCallRecord)
     -> Result<(), StoreError>;
     async fn record_tool_call(

@@ -142,7 +142,8 @@ async fn reconcile(deps: &WorkerDeps, config: &WorkerConfig) -> Result<(), super
         Ok(n) => tracing::info!(released = n, "released budget reservations of ended leases"),
         Err(e) => tracing::warn!(error = %e, "could not release stale budget reservations"),
     }
-    let work = deps.store.unfinished_work(config.reconcile_min_age, SWEEP_LIMIT).await?;
+    let work =
+        deps.store.unfinished_work(config.reconcile_min_age, SWEEP_LIMIT, config.budgets.max_running_tasks).await?;
     if work.is_empty() {
         return Ok(());
     }

@@ -8,8 +8,9 @@
 //! - on shutdown the loop stops reading, in-flight jobs get a grace period, and steps still
 //!   running after it are released (ready again, attempt not charged) and re-enqueued, so
 //!   another worker takes them at once instead of after a lease expiry;
-//! - a plan job whose user is at the running-task cap is acknowledged and deferred at once
-//!   (`crate::budget::capacity`), so waiting tasks never hold a worker slot.
+//! - a plan job whose user is at the running-task cap is acknowledged at once, leaving the
+//!   task waiting to be woken (`crate::budget::capacity`), so waiting tasks never hold a
+//!   worker slot nor a job.
 
 mod backoff;
 mod inflight;
@@ -218,24 +219,14 @@ async fn handle(
     let outcome = async {
         match (job.kind, job.step) {
             (JobKind::Plan, _) => plan::run(&ctx, &job).await,
-            (JobKind::Step, Some(step)) => step::run(&ctx, job.task, step).await.map(|()| None),
-            (JobKind::Step, None) => Ok(None), // decode() refuses these; nothing to run
+            (JobKind::Step, Some(step)) => step::run(&ctx, job.task, step).await,
+            (JobKind::Step, None) => Ok(()), // decode() refuses these; nothing to run
         }
     }
     .instrument(span)
     .await;
     match outcome {
-        Ok(None) => ack(deps, &delivery).await,
-        Ok(Some(deferral)) => {
-            // Acknowledged first: the acknowledgement forgets the task's job key, which the
-            // deferred job sets again.
-            ack(deps, &delivery).await;
-            if let Err(e) = deps.dispatcher.enqueue_after(&deferral.job, deferral.delay).await {
-                // The task stays pending; the reconciler enqueues it again once it has been
-                // untouched for RECONCILE_MIN_AGE_MS.
-                tracing::warn!(task = %job.task, error = %e, "could not defer a plan job");
-            }
-        }
+        Ok(()) => ack(deps, &delivery).await,
         // The last delivery allowed failed too: set the job aside and fail its work.
         Err(e) if delivery.deliveries >= config.max_deliveries => {
             let reason = format!("failed on each of {} deliveries; the last error: {e}", delivery.deliveries);

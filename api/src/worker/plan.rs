@@ -1,9 +1,9 @@
 //! Plan jobs: `pending → planning → running`, with the plan's steps inserted and the root
-//! steps enqueued. A plan is reused from the plan cache when the same task (same normalised
-//! description, same agents, same planner) was planned before, unless the task opted out.
-//! A task whose user is at the running-task cap stays pending and its job is deferred
-//! (`crate::budget::capacity`); the model calls of LLM planning are reserved against the
-//! task's budget like the agents' calls.
+//! steps enqueued. A plan is reused from the plan cache when the same user planned the same
+//! task (same normalised description, same agents, same planner) before, unless the task
+//! opted out. A task whose user is at the running-task cap stays pending, marked waiting,
+//! and its job is done (`crate::budget::capacity`); the model calls of LLM planning are
+//! reserved against the task's budget like the agents' calls.
 
 use planner::{Plan, PlanError, validate};
 use sha2::{Digest, Sha256};
@@ -11,8 +11,7 @@ use sha2::{Digest, Sha256};
 use super::{JobContext, JobError};
 use crate::{
     budget::{
-        MeteredPlanner, StoreBudget,
-        capacity::{self, Deferral},
+        MeteredPlanner, StoreBudget, capacity,
         planning::{MeteredPlannerParts, Planned},
     },
     domain::{StepId, TaskId},
@@ -21,32 +20,23 @@ use crate::{
     store::{CapacityClaim, Holder, Lease, NewStep, PlanningClaim},
 };
 
-pub(super) async fn run(ctx: &JobContext<'_>, job: &Job) -> Result<Option<Deferral>, JobError> {
+pub(super) async fn run(ctx: &JobContext<'_>, job: &Job) -> Result<(), JobError> {
     let deps = ctx.deps;
     let task = job.task;
     let lease = Lease::new(&ctx.config.id, ctx.config.lease);
-    let budgets = &ctx.config.budgets;
-    let claimed = deps
-        .store
-        .claim_planning_within_cap(task, &lease, budgets.max_running_tasks, capacity::generation_of(job))
-        .await?;
+    let claimed = deps.store.claim_planning_within_cap(task, &lease, ctx.config.budgets.max_running_tasks).await?;
     let (claim, user_id) = match claimed {
         CapacityClaim::Claimed { claim, user_id } => (claim, user_id),
-        CapacityClaim::AtCapacity { generation } => {
-            tracing::debug!(%task, generation, "the user is at the running-task cap; the task waits");
-            return Ok(Some(capacity::defer(task, job.priority, generation, budgets.capacity_retry)));
-        }
-        CapacityClaim::Superseded => {
-            tracing::debug!(%task, "plan job dropped: a newer job waits for capacity");
-            return Ok(None);
+        CapacityClaim::AtCapacity => {
+            tracing::debug!(%task, "the user is at the running-task cap; the task waits to be woken");
+            return Ok(());
         }
         CapacityClaim::NotClaimable => {
             tracing::debug!(%task, "plan job dropped: the task is not waiting for a plan");
-            return Ok(None);
+            return Ok(());
         }
     };
-    plan_claimed(ctx, task, &lease, claim, &user_id).await?;
-    Ok(None)
+    plan_claimed(ctx, task, &lease, claim, &user_id).await
 }
 
 async fn plan_claimed(
@@ -74,7 +64,7 @@ async fn plan_claimed(
     }
     let hints: Vec<String> =
         if claim.agent_hints.is_empty() { Vec::new() } else { known.iter().map(|s| s.to_string()).collect() };
-    let hash = plan_hash(&claim.description, &known, deps.planner.version());
+    let hash = plan_hash(user_id, &claim.description, &known, deps.planner.version());
     let cached = if claim.use_plan_cache { cached_plan(ctx, &hash, &known).await? } else { None };
     let from_cache = cached.is_some();
     let plan = match cached {
@@ -206,14 +196,18 @@ async fn cached_plan(ctx: &JobContext<'_>, hash: &str, known: &[&str]) -> Result
     }
 }
 
-/// sha256 over the normalised description (whitespace collapsed), the sorted agent names
-/// and the planner version: anything that could change the plan changes the key.
-fn plan_hash(description: &str, agents: &[&str], planner: &str) -> String {
+/// sha256 over the user, the normalised description (whitespace collapsed), the sorted
+/// agent names and the planner version: anything that could change the plan changes the
+/// key. The user is part of it so the cache is per user: a tenant can neither learn that
+/// another submitted the same description (a fast plan, `from_cache`) nor plant a plan that
+/// another's task would run.
+fn plan_hash(user_id: &str, description: &str, agents: &[&str], planner: &str) -> String {
     let mut sorted = agents.to_vec();
     sorted.sort_unstable();
     let normalised = description.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut hasher = Sha256::new();
-    for part in [normalised.as_str(), &sorted.join(","), planner] {
+    // Each part ends with a NUL, which none of them can contain, so parts cannot run together.
+    for part in [user_id, normalised.as_str(), &sorted.join(","), planner] {
         hasher.update(part.as_bytes());
         hasher.update([0u8]);
     }
@@ -226,10 +220,21 @@ mod tests {
 
     #[test]
     fn the_hash_ignores_spacing_and_agent_order_but_not_content() {
-        let a = plan_hash("Write  a\n report.", &["writer", "analyst"], "heuristic-1");
-        assert_eq!(a, plan_hash(" Write a report. ", &["analyst", "writer"], "heuristic-1"));
-        assert_ne!(a, plan_hash("Write a memo.", &["analyst", "writer"], "heuristic-1"));
-        assert_ne!(a, plan_hash("Write a report.", &["analyst"], "heuristic-1"));
-        assert_ne!(a, plan_hash("Write a report.", &["analyst", "writer"], "llm-1"));
+        let a = plan_hash("ann", "Write  a\n report.", &["writer", "analyst"], "heuristic-1");
+        assert_eq!(a, plan_hash("ann", " Write a report. ", &["analyst", "writer"], "heuristic-1"));
+        assert_ne!(a, plan_hash("ann", "Write a memo.", &["analyst", "writer"], "heuristic-1"));
+        assert_ne!(a, plan_hash("ann", "Write a report.", &["analyst"], "heuristic-1"));
+        assert_ne!(a, plan_hash("ann", "Write a report.", &["analyst", "writer"], "llm-1"));
+    }
+
+    #[test]
+    fn each_user_has_their_own_key() {
+        let agents = ["analyst", "writer"];
+        assert_ne!(
+            plan_hash("ann", "Write a report.", &agents, "h"),
+            plan_hash("bob", "Write a report.", &agents, "h")
+        );
+        // The separator keeps the user apart from the description.
+        assert_ne!(plan_hash("ann", "x Write", &agents, "h"), plan_hash("ann x", "Write", &agents, "h"));
     }
 }

@@ -137,7 +137,7 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
             }
             return Ok(());
         }
-        Outcome::Finished(Err(e)) => (e.to_string(), retryable(&e)),
+        Outcome::Finished(Err(e)) => (shown_error(&e, task, step), retryable(&e)),
         Outcome::TimedOut => (format!("the step timed out after {:?}", ctx.config.step_timeout), true),
     };
 
@@ -159,6 +159,21 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
         FailOutcome::LeaseLost => tracing::warn!(%task, %step, "step failure discarded: the lease was lost"),
     }
     Ok(())
+}
+
+/// The error stored on the step (and the task) for its user to read. A provider's failure
+/// is described in general terms: the detail names the provider's URL, addresses or the
+/// provider's own words about the operator's account, which are not the tenant's to see; it
+/// goes to the log, with the task and step ids.
+fn shown_error(error: &AgentError, task: TaskId, step: StepId) -> String {
+    let AgentError::Llm(llm) = error else { return error.to_string() };
+    tracing::warn!(%task, %step, error = %llm, "model call failed");
+    match llm {
+        LlmError::Rejected { status, .. } => format!("the model provider rejected the request ({status})"),
+        LlmError::Unavailable(_) => "the model provider is unavailable".to_owned(),
+        LlmError::Timeout => llm.to_string(),
+        LlmError::InvalidResponse(_) => "the model provider sent an invalid response".to_owned(),
+    }
 }
 
 /// Errors that another attempt cannot fix fail the step at once.

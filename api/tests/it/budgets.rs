@@ -200,7 +200,12 @@ async fn a_spent_daily_quota_refuses_the_users_next_task_while_others_run() {
     assert!(spent.spent_usd > 0.0 && spent.reserved_usd == 0.0, "{spent:?}");
     // Less room than one call's worst case ($0.10) is left today.
     let quota = spent.spent_usd + 0.05;
-    let limits = UserLimits { user_id: "alice".into(), daily_cost_usd: Some(quota), max_running_tasks: None };
+    let limits = UserLimits {
+        user_id: "alice".into(),
+        daily_cost_usd: Some(quota),
+        max_running_tasks: None,
+        max_priority: None,
+    };
     app.app.store.set_user_limits(&limits).await.unwrap();
 
     let second = submit(&app, json!({"user_id": "alice", "description": "Research job queues."})).await;

@@ -1,5 +1,5 @@
 //! The per-user cap on planning and running tasks: a burst from one user waits its turn
-//! without holding worker slots, so another user's task goes straight through.
+//! without holding worker slots (nor jobs), so another user's task goes straight through.
 
 use std::{
     sync::{
@@ -11,6 +11,11 @@ use std::{
 
 use serde_json::json;
 use uuid::Uuid;
+
+use orchestrator::{
+    domain::Priority,
+    queue::{Dispatcher, Job},
+};
 
 use crate::helpers::{TestApp, eventually, test_settings};
 
@@ -47,7 +52,6 @@ fn watch_active(
 async fn a_burst_from_one_user_waits_for_the_cap_while_another_users_task_runs() {
     let mut s = test_settings();
     s.budgets.max_running_tasks_per_user = CAP;
-    s.budgets.capacity_retry_ms = 200;
     s.offline_llm_delay_ms = 150; // every task takes a while
     s.worker_concurrency = 8;
     let app = TestApp::spawn_with(s, 1).await;
@@ -105,10 +109,10 @@ async fn a_users_own_cap_overrides_the_global_one() {
     use orchestrator::store::{BudgetStore, UserLimits};
     let mut s = test_settings();
     s.budgets.max_running_tasks_per_user = 0; // no global cap
-    s.budgets.capacity_retry_ms = 100;
     s.offline_llm_delay_ms = 100;
     let app = TestApp::spawn_with(s, 1).await;
-    let limits = UserLimits { user_id: "carol".into(), daily_cost_usd: None, max_running_tasks: Some(1) };
+    let limits =
+        UserLimits { user_id: "carol".into(), daily_cost_usd: None, max_running_tasks: Some(1), max_priority: None };
     app.app.store.set_user_limits(&limits).await.unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -132,7 +136,7 @@ async fn cancelling_a_running_task_over_http_starts_the_users_next_one() {
     let mut s = test_settings();
     s.budgets.max_running_tasks_per_user = 1;
     // Far beyond the deadline below: only the wake-up can start the waiting task in time.
-    s.budgets.capacity_retry_ms = 120_000;
+    s.reconcile_min_age_ms = 120_000;
     s.offline_llm_delay_ms = 60_000;
     let app = TestApp::spawn_with(s, 1).await;
     let status = |id: Uuid| {
@@ -167,5 +171,78 @@ async fn cancelling_a_running_task_over_http_starts_the_users_next_one() {
         matches!(status(second).await.as_str(), "planning" | "running").then_some(())
     })
     .await;
+    app.stop().await;
+}
+
+/// Entries of every sorted set under the app's Redis prefix: the queue's delayed jobs.
+async fn delayed_jobs(app: &TestApp) -> usize {
+    let mut redis = app.app.queue.pool().get().await.expect("redis");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", app.app.settings.redis_prefix))
+        .query_async(&mut redis)
+        .await
+        .expect("keys");
+    let mut total = 0;
+    for key in keys {
+        let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut redis).await.expect("type");
+        if kind == "zset" {
+            let n: usize = redis::cmd("ZCARD").arg(&key).query_async(&mut redis).await.expect("zcard");
+            total += n;
+        }
+    }
+    total
+}
+
+#[tokio::test]
+async fn waiting_tasks_keep_no_job_and_are_woken_in_order() {
+    let mut s = test_settings();
+    s.budgets.max_running_tasks_per_user = 1;
+    s.offline_llm_delay_ms = 1000; // the first task outlasts the submission of the others
+    // The reconciler stays out of it: only the wake-ups may start the waiting tasks.
+    s.reconcile_min_age_ms = 120_000;
+    let app = TestApp::spawn_with(s, 1).await;
+    let status = |id: Uuid| {
+        let db = app.db.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status FROM tasks WHERE id = $1")
+                .bind(id)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
+    };
+    let first = app.submit("Research job queues.").await;
+    eventually(Duration::from_secs(20), "the first task to run", || async {
+        (status(first).await == "running").then_some(())
+    })
+    .await;
+    let mut waiting = Vec::new();
+    for i in 0..5 {
+        let id = app.submit(&format!("Research message brokers, part {i}.")).await;
+        eventually(Duration::from_secs(20), "the task to wait for capacity", || async {
+            (!crate::helpers::events(&app.db, id, "waiting_for_capacity").await.is_empty()).then_some(())
+        })
+        .await;
+        waiting.push(id);
+    }
+
+    // While they wait, nothing of theirs is in the queue: no deferred job, no job at all.
+    // (The oldest may have been woken already, if the first task just ended.)
+    assert_eq!(delayed_jobs(&app).await, 0);
+    let jobs: Vec<Job> =
+        waiting[1..].iter().map(|&id| Job::plan(orchestrator::domain::TaskId(id), Priority::Normal)).collect();
+    assert_eq!(app.app.queue.has_job(&jobs).await.unwrap(), vec![false; 4]);
+
+    let mut order = vec![first];
+    order.extend(&waiting);
+    for &id in &order {
+        assert_eq!(app.client.wait(id, Duration::from_secs(60)).await.unwrap().raw["status"], "completed");
+    }
+    let finished: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM tasks WHERE id = ANY($1) ORDER BY completed_at")
+        .bind(&order)
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(finished, order, "the waiting tasks ran oldest first");
     app.stop().await;
 }

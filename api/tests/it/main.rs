@@ -26,4 +26,5 @@ mod rate_limits;
 mod store;
 mod tasks_api;
 mod telemetry;
+mod trust;
 mod webhooks;

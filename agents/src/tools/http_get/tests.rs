@@ -140,8 +140,9 @@ async fn public_only_refuses_a_name_that_resolves_to_loopback() {
     let url = format!("http://localhost:{}/big", addr.port());
     match http.call(json!({ "url": url }), &ctx()).await {
         Err(ToolError::Denied(reason)) => {
-            assert!(reason.contains("`localhost` resolves to"), "{reason}");
-            assert!(reason.contains("127.0.0.1") || reason.contains("::1"), "{reason}");
+            assert!(reason.contains("`localhost` resolves to an address that is not public"), "{reason}");
+            // Which address is this network's business: it goes to the log only.
+            assert!(!reason.contains("127.0.0.1") && !reason.contains("::1"), "{reason}");
         }
         other => panic!("{other:?}"),
     }
@@ -163,7 +164,8 @@ async fn the_registry_records_a_refused_address_as_rejected() {
     let out = registry.invoke(&[NAME.to_owned()], &call, &ctx()).await;
     assert_eq!(out.record.status, ToolCallStatus::Rejected);
     let reason = out.record.error.unwrap();
-    assert!(reason.contains("resolves to 127.0.0.1, which is not a public address"), "{reason}");
+    // The tenant wrote the address, so naming it tells them nothing new.
+    assert!(reason.contains("127.0.0.1 is not a public address"), "{reason}");
 }
 
 #[tokio::test]

@@ -52,7 +52,7 @@ const MAX_AGENT_HINTS: usize = 10;
             )),
         (status = 400, description = "The body is not JSON of the expected shape, or the Idempotency-Key header is not acceptable.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`user_id` names another user than the API key's.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`user_id` names another user than the API key's, or `priority` is `high` and the key's user may not ask for it (`field` names which).", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The Idempotency-Key was already used with a different body.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than 256 KiB.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `application/json`.", body = Problem, content_type = "application/problem+json"),
@@ -73,6 +73,7 @@ pub async fn create_task(
     let agent_hints = agent_hints(request.agent_hints.as_deref(), &state.agents)?;
     let mut task = validate(request, &caller, idempotency_key, policy)?;
     task.agent_hints = agent_hints;
+    may_use_priority(&state, &caller, &task).await?;
 
     let (task, replayed) = match state.tasks.create_task(&task).await? {
         CreateOutcome::Created(task) => (task, false),
@@ -98,6 +99,23 @@ pub async fn create_task(
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// `high` jumps every other user's queue: only admin keys (and everyone when auth is
+/// disabled, where every caller is an admin) and users an operator allowed it
+/// (`orchestrator users limits set <user> --max-priority high`) may ask for it.
+async fn may_use_priority(state: &AppState, caller: &Caller, task: &NewTask) -> Result<(), ApiError> {
+    if task.priority != Priority::High || caller.admin {
+        return Ok(());
+    }
+    let limits = state.execution.user_limits(&task.user_id).await?;
+    if limits.and_then(|l| l.max_priority) == Some(Priority::High) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden {
+        field: "priority".into(),
+        message: "`high` is for admin keys and users allowed it (`orchestrator users limits set <user> --max-priority high`); use `normal` or `low`".into(),
+    })
 }
 
 /// The hinted agents, each known to this deployment, without repeats.

@@ -9,10 +9,23 @@
 //! wakes the stream to read the rows after the last one it sent, and a periodic re-read
 //! covers a lost notification. The store hands rows out in an order no later commit can
 //! precede, so a stream, and a client resuming from the last id it saw, never skips one.
+//!
+//! Each open stream holds a connection and a reader; one user may hold at most
+//! `SSE_MAX_STREAMS_PER_USER` of them at once in each API process ([`StreamSlots`]); the
+//! next gets 429 with `Retry-After`. A slot is taken before the stream starts and given back
+//! when the stream is dropped, whatever ended it (the task's end, the client leaving, a
+//! shutdown). The count is per process rather than shared in Redis: a slot then cannot
+//! outlive a crashed replica, and with N replicas a user holds at most N times the limit,
+//! which still bounds what one user can pin.
 
-use std::{collections::VecDeque, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use axum::{
+    Extension,
     extract::{Path, Query, State},
     http::{HeaderMap, HeaderName, HeaderValue},
     response::{
@@ -48,6 +61,52 @@ const PAGE: i64 = 200;
 /// last event id.
 const MAX_READ_FAILURES: u32 = 3;
 
+/// `Retry-After` of a refused stream: streams last as long as their task runs, so a slot
+/// frees on a scale of seconds.
+const SLOT_RETRY_AFTER_SECS: u64 = 5;
+
+/// The open event streams of each user in this process, at most `max` each.
+pub struct StreamSlots {
+    max: u32,
+    open: Mutex<HashMap<String, u32>>,
+}
+
+impl StreamSlots {
+    pub fn new(max: u32) -> Arc<Self> {
+        Arc::new(Self { max, open: Mutex::new(HashMap::new()) })
+    }
+
+    /// A slot for one more stream of `user`, or `None` when they have `max` open.
+    fn acquire(self: &Arc<Self>, user: &str) -> Option<StreamSlot> {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(user.to_owned()).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot { slots: self.clone(), user: user.to_owned() })
+    }
+}
+
+/// One open stream's place in [`StreamSlots`], given back on drop.
+struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    user: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                // Users with no stream take no memory.
+                open.remove(&self.user);
+            }
+        }
+    }
+}
+
 /// Every parameter arrives as text so a bad value gets an error naming it.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -63,7 +122,9 @@ pub struct EventParams {
 /// Server-Sent Events: the task's events after `Last-Event-ID` (or `?after=`) are replayed,
 /// then new ones follow; the stream closes after the task's final event (`task_completed`,
 /// `task_failed` or `task_cancelled`). Each SSE event carries `id: <event id>`,
-/// `event: <kind>` and a `TaskEvent` as JSON `data`.
+/// `event: <kind>` and a `TaskEvent` as JSON `data`. One user may hold at most
+/// `SSE_MAX_STREAMS_PER_USER` streams open at once (per API process); beyond it the answer
+/// is `429` with `Retry-After`.
 #[utoipa::path(
     get,
     path = "/tasks/{id}/events",
@@ -82,14 +143,23 @@ pub struct EventParams {
 )]
 pub async fn task_events(
     State(state): State<AppState>,
+    Extension(slots): Extension<Arc<StreamSlots>>,
     caller: crate::auth::Caller,
     Path(id): Path<String>,
     Query(params): Query<EventParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = super::task_id(&id)?;
-    crate::http::access::check_task(state.tasks.as_ref(), &caller, id).await?;
+    let owner = crate::http::access::check_task(state.tasks.as_ref(), &caller, id).await?;
     let (field, after) = resume_point(&headers, params.after.as_deref())?;
+    // Counted against the key's user; without keys, against the task's user.
+    let user = caller.user_id.as_deref().unwrap_or(&owner);
+    let Some(slot) = slots.acquire(user) else {
+        return Err(ApiError::TooManyOpen {
+            message: format!("at most {} event streams may be open at once per user; close one and retry", slots.max),
+            retry_after: SLOT_RETRY_AFTER_SECS,
+        });
+    };
     let (cursor, ended) = match state.tasks.event_stream_start(id, after).await? {
         EventStreamStart::NoTask => return Err(ApiError::NotFound { resource: "task", id: id.to_string() }),
         EventStreamStart::NoSuchEvent => {
@@ -110,6 +180,7 @@ pub async fn task_events(
         finished: false,
         held_back_wait: HELD_BACK_FIRST_WAIT,
         failures: 0,
+        _slot: slot,
     };
     let sse = Sse::new(follower.into_stream()).keep_alive(KeepAlive::new().interval(KEEP_ALIVE));
     // Reverse proxies such as nginx would otherwise buffer the stream.
@@ -179,6 +250,8 @@ struct Follower {
     finished: bool,
     held_back_wait: Duration,
     failures: u32,
+    /// Given back when the stream is dropped.
+    _slot: StreamSlot,
 }
 
 impl Follower {

@@ -160,9 +160,8 @@ impl BudgetStore for PgStore {
         id: TaskId,
         lease: &Lease,
         default_cap: u32,
-        generation: u32,
     ) -> Result<CapacityClaim, StoreError> {
-        self.claim_within_cap(id, lease, default_cap, generation).await
+        self.claim_within_cap(id, lease, default_cap).await
     }
 
     async fn waiting_tasks(&self, user_id: &str, limit: i64) -> Result<Vec<(TaskId, Priority)>, StoreError> {

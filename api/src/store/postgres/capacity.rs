@@ -4,6 +4,10 @@
 //! advisory lock on the user, so two workers claiming two tasks of one user serialise and
 //! the second counts the first's claim: the cap holds at every commit. Only `pending →
 //! planning` adds to the count, and it only happens here (or in the uncapped claim).
+//!
+//! A task over the cap is marked waiting (`capacity_waits > 0`) and keeps no job: the end of
+//! one of its user's tasks wakes the oldest waiting one, and the reconciler's query
+//! (`unfinished_work`) re-enqueues waiting tasks only while their user is below the cap.
 
 use super::{PgStore, execution::claim_planning_on};
 use crate::{
@@ -21,7 +25,6 @@ impl PgStore {
         id: TaskId,
         lease: &Lease,
         default_cap: u32,
-        generation: u32,
     ) -> Result<CapacityClaim, StoreError> {
         let mut tx = self.pool.begin().await?;
         let row: Option<(String, bool, bool, Option<i32>)> = sqlx::query_as(
@@ -53,14 +56,11 @@ impl PgStore {
             .fetch_one(&mut *tx)
             .await?;
             if active >= cap {
-                let waited = self.wait(&mut tx, id, generation, active, cap).await?;
+                Self::wait(&mut tx, id, active, cap).await?;
                 tx.commit().await?;
                 // The first wait wrote a `waiting_for_capacity` event.
                 self.events_committed(id);
-                return Ok(match waited {
-                    Some(generation) => CapacityClaim::AtCapacity { generation },
-                    None => CapacityClaim::Superseded,
-                });
+                return Ok(CapacityClaim::AtCapacity);
             }
         }
         let claimed = claim_planning_on(&mut *tx, id, lease).await?;
@@ -74,36 +74,31 @@ impl PgStore {
         })
     }
 
-    /// Starts the next generation of waiting, if the job of `generation` may (a fresh job,
-    /// 0, always may). Touches `updated_at`, so the reconciler leaves a task alone while
-    /// its chain of deferred jobs lives. The first wait writes a `waiting_for_capacity` event.
+    /// Marks the task waiting. Touches `updated_at`, so the reconciler, which only takes
+    /// up waiting tasks whose user is below the cap, also waits `RECONCILE_MIN_AGE_MS` before
+    /// doing so. The first wait writes a `waiting_for_capacity` event.
     async fn wait(
-        &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
         id: TaskId,
-        generation: u32,
         active: i64,
         cap: i64,
-    ) -> Result<Option<u32>, StoreError> {
-        let next: Option<i32> = sqlx::query_scalar(
+    ) -> Result<(), StoreError> {
+        sqlx::query(
             "WITH w AS (
                 UPDATE tasks SET capacity_waits = capacity_waits + 1, updated_at = now()
-                WHERE id = $1 AND status = 'pending' AND ($2 = 0 OR capacity_waits = $2)
-                RETURNING id, capacity_waits
-             ), e AS (
-                INSERT INTO task_events (task_id, kind, data)
-                SELECT id, 'waiting_for_capacity', jsonb_build_object('running', $3::bigint, 'max_running_tasks', $4::bigint)
-                FROM w WHERE NOT EXISTS (SELECT 1 FROM task_events WHERE task_id = $1 AND kind = 'waiting_for_capacity')
+                WHERE id = $1 AND status = 'pending'
+                RETURNING id
              )
-             SELECT capacity_waits FROM w",
+             INSERT INTO task_events (task_id, kind, data)
+             SELECT id, 'waiting_for_capacity', jsonb_build_object('running', $2::bigint, 'max_running_tasks', $3::bigint)
+             FROM w WHERE NOT EXISTS (SELECT 1 FROM task_events WHERE task_id = $1 AND kind = 'waiting_for_capacity')",
         )
         .bind(id.0)
-        .bind(i32::try_from(generation).unwrap_or(i32::MAX))
         .bind(active)
         .bind(cap)
-        .fetch_optional(&mut **tx)
+        .execute(&mut **tx)
         .await?;
-        Ok(next.map(|n| u32::try_from(n).unwrap_or(0)))
+        Ok(())
     }
 
     pub(super) async fn waiting(&self, user_id: &str, limit: i64) -> Result<Vec<(TaskId, Priority)>, StoreError> {
@@ -119,27 +114,34 @@ impl PgStore {
     }
 
     pub(super) async fn limits_of(&self, user_id: &str) -> Result<Option<UserLimits>, StoreError> {
-        let row: Option<(Option<f64>, Option<i32>)> =
-            sqlx::query_as("SELECT daily_cost_usd, max_running_tasks FROM user_limits WHERE user_id = $1")
-                .bind(user_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|(daily_cost_usd, max_running_tasks)| UserLimits {
-            user_id: user_id.to_owned(),
-            daily_cost_usd,
-            max_running_tasks,
-        }))
+        let row: Option<(Option<f64>, Option<i32>, Option<String>)> = sqlx::query_as(
+            "SELECT daily_cost_usd, max_running_tasks, max_priority FROM user_limits WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(daily_cost_usd, max_running_tasks, max_priority)| {
+            Ok(UserLimits {
+                user_id: user_id.to_owned(),
+                daily_cost_usd,
+                max_running_tasks,
+                max_priority: max_priority.map(|p| p.parse()).transpose()?,
+            })
+        })
+        .transpose()
     }
 
     pub(super) async fn save_limits(&self, limits: &UserLimits) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO user_limits (user_id, daily_cost_usd, max_running_tasks) VALUES ($1, $2, $3)
+            "INSERT INTO user_limits (user_id, daily_cost_usd, max_running_tasks, max_priority) VALUES ($1, $2, $3, $4)
              ON CONFLICT (user_id) DO UPDATE SET daily_cost_usd = EXCLUDED.daily_cost_usd,
-                    max_running_tasks = EXCLUDED.max_running_tasks, updated_at = now()",
+                    max_running_tasks = EXCLUDED.max_running_tasks, max_priority = EXCLUDED.max_priority,
+                    updated_at = now()",
         )
         .bind(&limits.user_id)
         .bind(limits.daily_cost_usd)
         .bind(limits.max_running_tasks)
+        .bind(limits.max_priority.map(Priority::as_str))
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -409,12 +409,34 @@ impl ExecutionStore for PgStore {
         Ok(())
     }
 
-    async fn unfinished_work(&self, min_age: Duration, limit: i64) -> Result<Vec<Unfinished>, StoreError> {
+    async fn unfinished_work(
+        &self,
+        min_age: Duration,
+        limit: i64,
+        default_cap: u32,
+    ) -> Result<Vec<Unfinished>, StoreError> {
+        // A task waiting for capacity has no job on purpose (the end of one of its user's
+        // tasks wakes it): it is taken up only when its user has room, oldest first, so that
+        // waiting costs nothing while the user is at the cap.
         let rows: Vec<(Uuid, Option<Uuid>, i32, String)> = sqlx::query_as(
             "(SELECT id, NULL::uuid, 1, priority FROM tasks
-              WHERE (status = 'pending' AND updated_at < now() - make_interval(secs => $1))
+              WHERE (status = 'pending' AND capacity_waits = 0 AND updated_at < now() - make_interval(secs => $1))
                  OR (status = 'planning' AND lease_expires_at < now())
               ORDER BY updated_at LIMIT $2)
+             UNION ALL
+             (WITH waiting AS (
+                 SELECT id, user_id, priority, updated_at,
+                        row_number() OVER (PARTITION BY user_id ORDER BY created_at, id) AS place
+                 FROM tasks WHERE status = 'pending' AND capacity_waits > 0
+              ), room AS (
+                 SELECT u.user_id, coalesce(l.max_running_tasks, $3) AS cap,
+                        (SELECT count(*) FROM tasks a
+                         WHERE a.user_id = u.user_id AND a.status IN ('planning', 'running')) AS active
+                 FROM (SELECT DISTINCT user_id FROM waiting) u LEFT JOIN user_limits l ON l.user_id = u.user_id
+              )
+              SELECT w.id, NULL::uuid, 1, w.priority FROM waiting w JOIN room r ON r.user_id = w.user_id
+              WHERE w.updated_at < now() - make_interval(secs => $1) AND (r.cap = 0 OR w.place <= r.cap - r.active)
+              ORDER BY w.updated_at LIMIT $2)
              UNION ALL
              (SELECT s.task_id, s.id,
                      CASE WHEN s.status = 'ready' THEN s.attempt + 1 ELSE s.attempt END, t.priority
@@ -427,6 +449,7 @@ impl ExecutionStore for PgStore {
         )
         .bind(min_age.as_secs_f64())
         .bind(limit)
+        .bind(i32::try_from(default_cap).unwrap_or(i32::MAX))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
