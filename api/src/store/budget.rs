@@ -53,6 +53,12 @@ pub enum CapacityClaim {
     AtCapacity,
     /// The task is not waiting for a plan (any more).
     NotClaimable,
+    /// Its planning was taken over from dead workers as often as it may be: the task
+    /// failed with `attempts_exhausted`.
+    Exhausted { user_id: String },
+    /// The database knows no such task: the job belongs to another deployment or names a
+    /// deleted task.
+    Unknown,
 }
 
 /// Per-user overrides of the global settings; `None` keeps the global one.

@@ -35,6 +35,19 @@ pub(super) async fn run(ctx: &JobContext<'_>, job: &Job) -> Result<(), JobError>
             tracing::debug!(%task, "plan job dropped: the task is not waiting for a plan");
             return Ok(());
         }
+        CapacityClaim::Exhausted { user_id } => {
+            deps.metrics.tasks_finished.with_label_values(&["failed"]).inc();
+            tracing::warn!(%task, "planning failed: every attempt was taken over from a dead worker");
+            capacity::wake_waiting(deps.store.as_ref(), deps.dispatcher.as_ref(), &user_id).await;
+            return Ok(());
+        }
+        CapacityClaim::Unknown => {
+            tracing::error!(
+                %task,
+                "plan job names a task this database does not know: another deployment shares this Redis, or the task was deleted; dropped"
+            );
+            return Ok(());
+        }
     };
     plan_claimed(ctx, task, &lease, claim, &user_id).await
 }

@@ -9,7 +9,10 @@
 //! one of its user's tasks wakes the oldest waiting one, and the reconciler's query
 //! (`unfinished_work`) re-enqueues waiting tasks only while their user is below the cap.
 
-use super::{PgStore, execution::claim_planning_on};
+use super::{
+    PgStore,
+    execution::{PlanningClaimed, claim_planning_on},
+};
 use crate::{
     domain::{Priority, TaskId},
     store::{CapacityClaim, Lease, StoreError, UserLimits},
@@ -36,7 +39,7 @@ impl PgStore {
         .fetch_optional(&mut *tx)
         .await?;
         let Some((user_id, pending, abandoned_planning, own_cap)) = row else {
-            return Ok(CapacityClaim::NotClaimable);
+            return Ok(CapacityClaim::Unknown);
         };
         if !pending && !abandoned_planning {
             return Ok(CapacityClaim::NotClaimable);
@@ -65,12 +68,16 @@ impl PgStore {
         }
         let claimed = claim_planning_on(&mut *tx, id, lease).await?;
         tx.commit().await?;
-        if claimed.is_some() {
-            self.events_committed(id);
-        }
         Ok(match claimed {
-            Some(claim) => CapacityClaim::Claimed { claim, user_id },
-            None => CapacityClaim::NotClaimable,
+            PlanningClaimed::Claimed(claim) => {
+                self.events_committed(id);
+                CapacityClaim::Claimed { claim, user_id }
+            }
+            PlanningClaimed::Exhausted => {
+                self.events_committed(id);
+                CapacityClaim::Exhausted { user_id }
+            }
+            PlanningClaimed::NotClaimable => CapacityClaim::NotClaimable,
         })
     }
 

@@ -25,11 +25,17 @@ use crate::{
 #[async_trait::async_trait]
 impl ExecutionStore for PgStore {
     async fn claim_planning(&self, id: TaskId, lease: &Lease) -> Result<Option<PlanningClaim>, StoreError> {
-        let claim = claim_planning_on(&self.pool, id, lease).await?;
-        if claim.is_some() {
-            self.events_committed(id);
-        }
-        Ok(claim)
+        Ok(match claim_planning_on(&self.pool, id, lease).await? {
+            PlanningClaimed::Claimed(claim) => {
+                self.events_committed(id);
+                Some(claim)
+            }
+            PlanningClaimed::Exhausted => {
+                self.events_committed(id);
+                None
+            }
+            PlanningClaimed::NotClaimable => None,
+        })
     }
 
     async fn save_plan(
@@ -712,24 +718,34 @@ async fn fail_task_of_step(
     Ok(())
 }
 
+/// What a claim of a task's planning found.
+pub(super) enum PlanningClaimed {
+    Claimed(PlanningClaim),
+    /// The planning's lease expired with no attempt left: the task failed with
+    /// `attempts_exhausted` instead.
+    Exhausted,
+    NotClaimable,
+}
+
 /// `pending → planning` (or takes over a planning whose lease expired), on any executor:
 /// the capped claim (`super::capacity`) runs it inside its transaction.
 pub(super) async fn claim_planning_on<'e>(
     executor: impl sqlx::PgExecutor<'e>,
     id: TaskId,
     lease: &Lease,
-) -> Result<Option<PlanningClaim>, StoreError> {
+) -> Result<PlanningClaimed, StoreError> {
     #[derive(sqlx::FromRow)]
     struct Row {
-        description: String,
-        priority: String,
+        exhausted: bool,
+        description: Option<String>,
+        priority: Option<String>,
         max_attempts: Option<i32>,
-        use_plan_cache: bool,
-        agent_hints: Vec<String>,
+        use_plan_cache: Option<bool>,
+        agent_hints: Option<Vec<String>>,
     }
     // Every claim counts a planning attempt; a takeover with none left fails the task instead
     // (`x`). The two updates match disjoint rows, so at most one of them writes.
-    let row: Option<Row> = sqlx::query_as(
+    let row: Row = sqlx::query_as(
         "WITH c AS (
             UPDATE tasks SET status = 'planning', lease_owner = $2, lease_token = $3,
                    lease_expires_at = now() + make_interval(secs => $4), plan_attempts = plan_attempts + 1,
@@ -749,7 +765,9 @@ pub(super) async fn claim_planning_on<'e>(
             UNION ALL
             SELECT id, 'task_failed', jsonb_build_object('error', $6::text, 'code', 'attempts_exhausted') FROM x
          )
-         SELECT description, priority, max_attempts, use_plan_cache, agent_hints FROM c",
+         SELECT EXISTS (SELECT 1 FROM x) AS exhausted, c.description, c.priority, c.max_attempts,
+                c.use_plan_cache, c.agent_hints
+         FROM (SELECT 1) AS one LEFT JOIN c ON true",
     )
     .bind(id.0)
     .bind(&lease.owner)
@@ -757,18 +775,26 @@ pub(super) async fn claim_planning_on<'e>(
     .bind(lease.seconds())
     .bind(DEFAULT_PLAN_ATTEMPTS)
     .bind(PLANNING_EXHAUSTED)
-    .fetch_optional(executor)
+    .fetch_one(executor)
     .await?;
-    row.map(|r| {
-        Ok(PlanningClaim {
-            description: r.description,
-            priority: r.priority.parse()?,
-            max_attempts: r.max_attempts,
-            use_plan_cache: r.use_plan_cache,
-            agent_hints: r.agent_hints,
-        })
+    Ok(match row {
+        Row { exhausted: true, .. } => PlanningClaimed::Exhausted,
+        Row {
+            description: Some(description),
+            priority: Some(priority),
+            max_attempts,
+            use_plan_cache: Some(use_plan_cache),
+            agent_hints: Some(agent_hints),
+            ..
+        } => PlanningClaimed::Claimed(PlanningClaim {
+            description,
+            priority: priority.parse()?,
+            max_attempts,
+            use_plan_cache,
+            agent_hints,
+        }),
+        _ => PlanningClaimed::NotClaimable,
     })
-    .transpose()
 }
 
 /// Locks the task row; its user, `None` when there is no such task.
