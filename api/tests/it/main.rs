@@ -24,4 +24,5 @@ mod rate_limits;
 mod store;
 mod tasks_api;
 mod telemetry;
+mod tls;
 mod webhooks;
