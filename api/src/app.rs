@@ -62,6 +62,8 @@ impl App {
         if settings.dispatch_secret.expose() == DEV_DISPATCH_SECRET {
             tracing::warn!("DISPATCH_SECRET is not set: using the development secret; set one in production");
         }
+        // Before anything connects, so a bad REDIS_CA_CERT fails at once and creates nothing.
+        let redis = redis_client(&settings).await?;
         let pool = connect_postgres(&settings).await?;
         MIGRATOR.run(&pool).await.context("applying database migrations failed")?;
         let cors = crate::http::cors::layer(&settings.cors_allowed_origins)?;
@@ -80,16 +82,10 @@ impl App {
         let signer = JobSigner::new(settings.dispatch_secret.expose().as_bytes());
         // Blocking reads hold a connection each: one per worker loop, plus the senders.
         let pool_size = 16 + 2 * settings.worker_concurrency.min(64) as usize;
-        let queue = RedisQueue::connect(
-            &settings.redis_url,
-            &redis_namespace,
-            signer,
-            settings.visibility_timeout(),
-            pool_size,
-        )
-        .await
-        .with_context(|| format!("cannot reach Redis at {}", redact(&settings.redis_url)))?;
-        let coordination = RedisCoordination::new(queue.pool().clone(), &settings.redis_url, &redis_namespace)?;
+        let queue = RedisQueue::connect_with(redis, &redis_namespace, signer, settings.visibility_timeout(), pool_size)
+            .await
+            .with_context(|| redis_unreachable(&settings))?;
+        let coordination = RedisCoordination::new(queue.pool().clone(), queue.client().clone(), &redis_namespace);
         let memory = Arc::new(
             LongTermMemory::open(
                 pool.clone(),
@@ -294,7 +290,7 @@ async fn connect_postgres(settings: &Settings) -> anyhow::Result<PgPool> {
     let exists = tokio::time::timeout(CONNECT_TIMEOUT, Postgres::database_exists(url))
         .await
         .map_err(|_| anyhow::anyhow!("cannot reach Postgres at {shown}: timed out"))?
-        .with_context(|| format!("cannot reach Postgres at {shown}"))?;
+        .with_context(|| postgres_unreachable(url))?;
     if !exists {
         tracing::info!(database = %shown, "creating the database");
         Postgres::create_database(url).await.with_context(|| format!("cannot create the database {shown}"))?;
@@ -304,7 +300,56 @@ async fn connect_postgres(settings: &Settings) -> anyhow::Result<PgPool> {
         .acquire_timeout(CONNECT_TIMEOUT)
         .connect(url)
         .await
-        .with_context(|| format!("cannot reach Postgres at {shown}"))
+        .with_context(|| postgres_unreachable(url))
+}
+
+/// The start-up error for Postgres; when the URL asks for a verified certificate it says
+/// which roots count, since an unknown issuer is the usual cause.
+fn postgres_unreachable(url: &str) -> String {
+    let verifies = url::Url::parse(url)
+        .is_ok_and(|u| u.query_pairs().any(|(key, value)| key == "sslmode" && value.starts_with("verify")));
+    let shown = redact(url);
+    if verifies {
+        format!(
+            "cannot reach Postgres at {shown} (its certificate must chain to the CA in sslrootcert= or PGSSLROOTCERT, or to a public root CA)"
+        )
+    } else {
+        format!("cannot reach Postgres at {shown}")
+    }
+}
+
+/// The Redis client of `REDIS_URL`, trusting `REDIS_CA_CERT` when it is set.
+async fn redis_client(settings: &Settings) -> anyhow::Result<redis::Client> {
+    let url = redact(&settings.redis_url);
+    match &settings.redis_ca_cert {
+        Some(path) => {
+            let pem =
+                tokio::fs::read(path).await.with_context(|| format!("cannot read REDIS_CA_CERT {}", path.display()))?;
+            crate::queue::open_client(&settings.redis_url, Some(pem)).with_context(|| {
+                format!(
+                    "cannot use REDIS_CA_CERT {} with REDIS_URL {url}: it needs a PEM certificate and a rediss:// URL",
+                    path.display()
+                )
+            })
+        }
+        None => crate::queue::open_client(&settings.redis_url, None).with_context(|| format!("bad REDIS_URL {url}")),
+    }
+}
+
+/// The start-up error for Redis; for TLS it says which certificates were trusted, since an
+/// unknown issuer is the usual cause.
+fn redis_unreachable(settings: &Settings) -> String {
+    let url = redact(&settings.redis_url);
+    match (settings.redis_url.starts_with("rediss://"), &settings.redis_ca_cert) {
+        (false, _) => format!("cannot reach Redis at {url}"),
+        (true, Some(ca)) => format!(
+            "cannot reach Redis at {url} over TLS (the server's certificate must be signed by the CA in REDIS_CA_CERT {})",
+            ca.display()
+        ),
+        (true, None) => format!(
+            "cannot reach Redis at {url} over TLS (the server's certificate must chain to a public root CA; for a private CA set REDIS_CA_CERT to its PEM file)"
+        ),
+    }
 }
 
 /// The URL without its password, for messages and logs.

@@ -138,6 +138,11 @@ pub struct Settings {
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: String,
 
+    /// PEM file of the CA that signs a `rediss://` server's certificate; without it the
+    /// certificate must chain to a public root CA (Mozilla's list, built in).
+    #[arg(long, env = "REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<std::path::PathBuf>,
+
     /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
     #[arg(long, env = "REDIS_PREFIX", default_value = "orchestrator")]
     pub redis_prefix: String,

@@ -70,13 +70,10 @@ pub struct RedisCoordination {
 }
 
 impl RedisCoordination {
-    pub fn new(pool: Pool, url: &str, prefix: &str) -> Result<Self, QueueError> {
-        Ok(Self {
-            pool,
-            client: redis::Client::open(url)?,
-            prefix: prefix.to_owned(),
-            lead: redis::Script::new(LEAD_SCRIPT),
-        })
+    /// `client` is the queue's (`RedisQueue::client`), so pub/sub trusts the same certificates
+    /// as the pool.
+    pub fn new(pool: Pool, client: redis::Client, prefix: &str) -> Self {
+        Self { pool, client, prefix: prefix.to_owned(), lead: redis::Script::new(LEAD_SCRIPT) }
     }
 
     fn worker_key(&self, id: &str) -> String {

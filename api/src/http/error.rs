@@ -57,10 +57,23 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// Whether `e` means Postgres could not be reached (the API answers 503), rather than that a
+/// statement failed.
+pub(crate) fn postgres_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        // A connection that breaks during the TLS handshake is an outage like any other.
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        // sqlx 0.9.0 reports a connection closed before the server answered its TLS request
+        // (sslmode prefer and up) as this made-up byte; upstream issue #4395 makes it an Io error.
+        sqlx::Error::Protocol(message) => message.starts_with("unexpected response from SSLRequest: 0x00"),
+        _ => false,
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
+            StoreError::Database(ref db) if postgres_unreachable(db) => {
                 tracing::error!(error = %e, "postgres unavailable");
                 Self::Unavailable { dependency: "postgres" }
             }

@@ -304,7 +304,7 @@ fn memory_error(e: MemoryError) -> ApiError {
             tracing::error!(error = %e, "embedder failed");
             ApiError::Unavailable { dependency: "embedder" }
         }
-        MemoryError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
+        MemoryError::Database(ref db) if super::error::postgres_unreachable(db) => {
             tracing::error!(error = %e, "postgres unavailable");
             ApiError::Unavailable { dependency: "postgres" }
         }

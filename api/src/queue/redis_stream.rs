@@ -10,11 +10,12 @@
 
 use std::time::Duration;
 
-use deadpool_redis::{Config, Pool, Runtime};
+use deadpool_redis::{Manager, Pool, Runtime};
 use redis::{
-    Value,
+    TlsCertificates, Value,
     streams::{StreamAutoClaimReply, StreamId, StreamReadReply},
 };
+use rustls::pki_types::{CertificateDer, pem::PemObject};
 
 use super::{DeadLetter, Delivery, Dispatcher, Job, JobSigner, JobSource, QueueError, QueueStats};
 use crate::domain::Priority;
@@ -40,9 +41,35 @@ end
 return #due
 ";
 
+/// The one place a Redis client is made, so every connection (the pool, pub/sub) trusts the
+/// same certificates. `ca_pem` (the contents of `REDIS_CA_CERT`) replaces the built-in roots
+/// (Mozilla's, compiled in) for a `rediss://` URL; with a plain `redis://` URL it is an error,
+/// since the operator evidently expected TLS.
+pub fn open_client(url: &str, ca_pem: Option<Vec<u8>>) -> Result<redis::Client, QueueError> {
+    // redis builds its rustls configuration with the process's default provider; installing
+    // aws-lc-rs (the only one compiled in) explicitly keeps that from depending on which
+    // rustls features other crates happen to enable. A second call finds it installed.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = match ca_pem {
+        // An empty or non-PEM file would otherwise become an empty trust store, and every
+        // handshake would fail with a vaguer "unknown issuer".
+        Some(pem) if !CertificateDer::pem_slice_iter(&pem).any(|c| c.is_ok()) => {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "the CA file holds no PEM certificate",
+            ))
+            .into());
+        }
+        Some(pem) => redis::Client::build_with_tls(url, TlsCertificates { client_tls: None, root_cert: Some(pem) })?,
+        None => redis::Client::open(url)?,
+    };
+    Ok(client)
+}
+
 #[derive(Clone)]
 pub struct RedisQueue {
     pool: Pool,
+    client: redis::Client,
     prefix: String,
     signer: JobSigner,
     visibility_timeout: Duration,
@@ -50,7 +77,7 @@ pub struct RedisQueue {
 }
 
 impl RedisQueue {
-    /// Connects and makes sure the streams and their consumer groups exist.
+    /// Connects to `url` with the built-in roots for TLS; see [`RedisQueue::connect_with`].
     pub async fn connect(
         url: &str,
         prefix: &str,
@@ -58,13 +85,27 @@ impl RedisQueue {
         visibility_timeout: Duration,
         pool_size: usize,
     ) -> Result<Self, QueueError> {
-        let mut config = Config::from_url(url);
-        config.pool = Some(deadpool_redis::PoolConfig::new(pool_size));
-        let pool = config.create_pool(Some(Runtime::Tokio1)).map_err(|e| {
+        Self::connect_with(open_client(url, None)?, prefix, signer, visibility_timeout, pool_size).await
+    }
+
+    /// Connects through `client` (from [`open_client`]) and makes sure the streams and their
+    /// consumer groups exist.
+    pub async fn connect_with(
+        client: redis::Client,
+        prefix: &str,
+        signer: JobSigner,
+        visibility_timeout: Duration,
+        pool_size: usize,
+    ) -> Result<Self, QueueError> {
+        // The pool's connections come from the client's connection info, which carries the
+        // TLS parameters; deadpool's `Config::from_url` would drop the CA.
+        let manager = Manager::new(client.get_connection_info().clone())?;
+        let pool = Pool::builder(manager).max_size(pool_size).runtime(Runtime::Tokio1).build().map_err(|e| {
             redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad REDIS_URL", e.to_string()))
         })?;
         let queue = Self {
             pool,
+            client,
             prefix: prefix.to_owned(),
             signer,
             visibility_timeout,
@@ -76,6 +117,11 @@ impl RedisQueue {
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The client the pool connects with, for connections outside it (pub/sub).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
     }
 
     /// The stream of one priority.

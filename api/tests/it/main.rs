@@ -26,5 +26,6 @@ mod rate_limits;
 mod store;
 mod tasks_api;
 mod telemetry;
+mod tls;
 mod trust;
 mod webhooks;
