@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod providers;
 pub mod queue;
 pub mod ratelimit;
+pub mod scrub;
 pub mod store;
 pub mod telemetry;
 pub mod webhooks;

@@ -161,19 +161,16 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
     Ok(())
 }
 
-/// The error stored on the step (and the task) for its user to read. A provider's failure
-/// is described in general terms: the detail names the provider's URL, addresses or the
-/// provider's own words about the operator's account, which are not the tenant's to see; it
-/// goes to the log, with the task and step ids.
+/// The error stored on the step (and the task) for its user to read: what went wrong in the
+/// provider's or the tool's own words, but without the URLs and addresses a transport error
+/// carries (the provider's URL, the address a name resolved to), which are not the tenant's
+/// to see. The whole error goes to the log, with the task and step ids.
 fn shown_error(error: &AgentError, task: TaskId, step: StepId) -> String {
-    let AgentError::Llm(llm) = error else { return error.to_string() };
-    tracing::warn!(%task, %step, error = %llm, "model call failed");
-    match llm {
-        LlmError::Rejected { status, .. } => format!("the model provider rejected the request ({status})"),
-        LlmError::Unavailable(_) => "the model provider is unavailable".to_owned(),
-        LlmError::Timeout => llm.to_string(),
-        LlmError::InvalidResponse(_) => "the model provider sent an invalid response".to_owned(),
+    let shown = crate::scrub::internal_details(&error.to_string());
+    if let AgentError::Llm(llm) = error {
+        tracing::warn!(%task, %step, error = %llm, "model call failed");
     }
+    shown
 }
 
 /// Errors that another attempt cannot fix fail the step at once.

@@ -378,6 +378,12 @@ async fn with_a_users_key_the_smoke_suite_runs_as_that_user() {
     settings.auth.mode = Some(orchestrator::auth::AuthMode::Required);
     let app = TestApp::spawn_with(settings, 1).await;
     let key = orchestrator::auth::KeyStore::new(app.db.clone()).create("qa", "", false).await.unwrap().secret;
+    // The smoke suite has a high-priority case, which a user's key may ask for only when an
+    // operator allowed it.
+    sqlx::query("INSERT INTO user_limits (user_id, max_priority) VALUES ('qa', 'high')")
+        .execute(&app.db)
+        .await
+        .unwrap();
     let dir = scratch();
     let out = dir.join("report");
     let (suite, out_arg, url) = (smoke_suite(), out.to_str().unwrap().to_owned(), app.url(""));

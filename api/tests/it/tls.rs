@@ -169,7 +169,7 @@ async fn redis_over_rediss_with_redis_ca_cert_serves_the_queue() {
     completes_a_task(&app).await;
     // Cancel notices come over pub/sub, a connection of its own outside the pool: the
     // worker's subscription shows that one trusts the CA too.
-    let channel = format!("{}:cancel", settings.redis_prefix);
+    let channel = format!("{}:cancel", app.app.redis_namespace);
     eventually(Duration::from_secs(10), "the worker to subscribe to cancel notices", || async {
         let mut conn = app.app.queue.pool().get().await.ok()?;
         let (_, subscribers): (String, u64) =

@@ -126,7 +126,7 @@ impl ExecutionStore for PgStore {
                           s.max_attempts, t.priority, t.user_id, t.description, t.max_cost_usd, t.max_tokens
              ), e AS (
                 INSERT INTO task_events (task_id, step_id, kind, data)
-                SELECT task_id, id, 'step_started', jsonb_build_object('attempt', attempt, 'worker', $2::text) FROM c
+                SELECT task_id, id, 'step_started', jsonb_build_object('attempt', attempt, 'worker', $6::text) FROM c
              )
              SELECT c.id, c.task_id, c.title, c.instruction, c.agent, c.attempt, c.max_attempts, c.priority,
                     c.user_id, c.description, c.max_cost_usd, c.max_tokens,
@@ -146,6 +146,9 @@ impl ExecutionStore for PgStore {
         .bind(lease.token)
         .bind(lease.seconds())
         .bind(STEP_CONTEXT_MESSAGES)
+        // Tenants read events: they see the worker's random tag, never its host or process id
+        // (`GET /workers`, for admins, shows the whole name with the same tag).
+        .bind(worker_tag(&lease.owner))
         .fetch_optional(&self.pool)
         .await?;
         if let Some(claimed) = &row {
@@ -795,6 +798,12 @@ pub(super) async fn claim_planning_on<'e>(
         }),
         _ => PlanningClaimed::NotClaimable,
     })
+}
+
+/// The last `-`-separated part of a worker's name: the random tag `crate::app::worker_name`
+/// ends it with.
+fn worker_tag(owner: &str) -> &str {
+    owner.rsplit('-').next().unwrap_or(owner)
 }
 
 /// Locks the task row; its user, `None` when there is no such task.
