@@ -54,22 +54,7 @@ async fn a_worker_killed_mid_step_loses_nothing_and_the_step_completes_once() {
     let app = TestApp::spawn_with(settings.clone(), 0).await;
 
     // A separate worker process with a slow model, killed while its step is in the model call.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
-        .arg("worker")
-        .env("DATABASE_URL", &settings.database_url)
-        .env("REDIS_URL", &settings.redis_url)
-        .env("REDIS_PREFIX", &settings.redis_prefix)
-        .env("DISPATCH_SECRET", settings.dispatch_secret.expose())
-        .env("WEBHOOK_SERVER_KEY", settings.webhook_server_key())
-        .env("OFFLINE_LLM_DELAY_MS", "60000")
-        .env("LEASE_SECS", "1")
-        .env("QUEUE_VISIBILITY_TIMEOUT_SECS", "2")
-        .env("RUST_LOG", "warn")
-        .env("DATA_DIR", crate::helpers::data_dir(&format!("{}-killed", settings.redis_prefix)))
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = crate::helpers::slow_worker_process(&settings, "killed");
     let id = app.submit("Write a report.").await;
     eventually(Duration::from_secs(20), "the worker process to start the step", || async {
         (!events(&app.db, id, "step_started").await.is_empty()).then_some(())

@@ -45,6 +45,30 @@ pub fn test_settings() -> Settings {
     s
 }
 
+/// An `orchestrator worker` process of the deployment `settings` describes, with a slow
+/// offline model (a minute per call, so it is always mid-step when a test kills it), short
+/// leases and its own data directory `name`. Killed when dropped.
+pub fn slow_worker_process(settings: &Settings, name: &str) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .arg("worker")
+        .env("DATABASE_URL", &settings.database_url)
+        .env("REDIS_URL", &settings.redis_url)
+        .env("REDIS_PREFIX", &settings.redis_prefix)
+        .env("DISPATCH_SECRET", settings.dispatch_secret.expose())
+        .env("WEBHOOK_SERVER_KEY", settings.webhook_server_key())
+        .env("OFFLINE_LLM_DELAY_MS", "60000")
+        .env("LEASE_SECS", "1")
+        .env("QUEUE_VISIBILITY_TIMEOUT_SECS", "2")
+        .env("RECONCILE_INTERVAL_MS", "300")
+        .env("RECONCILE_MIN_AGE_MS", "500")
+        .env("RUST_LOG", "warn")
+        .env("DATA_DIR", data_dir(&format!("{}-{name}", settings.redis_prefix)))
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the orchestrator binary starts")
+}
+
 /// A fresh directory for one process's memory snapshots.
 pub fn data_dir(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join("orchestrator-tests").join(name)

@@ -1,17 +1,16 @@
 //! Poison work ends: text Postgres refuses, steps that kill their workers, jobs that keep
 //! failing, two deployments sharing one Redis, and re-driving a failed task.
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use orchestrator::config::LlmProvider;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
     fake_llm::{FakeOpenAi, answer, is_planning, tool_call, tool_replies},
-    helpers::{TestApp, events, eventually, test_settings},
+    helpers::{TestApp, events, eventually, slow_worker_process, test_settings},
 };
 
 #[tokio::test]
@@ -60,29 +59,6 @@ async fn nul_from_the_model_and_from_a_tool_is_stored_as_the_replacement_charact
     app.stop().await;
 }
 
-/// A worker process whose offline model takes a minute per call, so it is always mid-step
-/// when the test kills it.
-fn slow_worker(settings: &orchestrator::config::Settings, name: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_orchestrator"))
-        .arg("worker")
-        .env("DATABASE_URL", &settings.database_url)
-        .env("REDIS_URL", &settings.redis_url)
-        .env("REDIS_PREFIX", &settings.redis_prefix)
-        .env("DISPATCH_SECRET", settings.dispatch_secret.expose())
-        .env("WEBHOOK_SERVER_KEY", settings.webhook_server_key())
-        .env("OFFLINE_LLM_DELAY_MS", "60000")
-        .env("LEASE_SECS", "1")
-        .env("QUEUE_VISIBILITY_TIMEOUT_SECS", "2")
-        .env("RECONCILE_INTERVAL_MS", "300")
-        .env("RECONCILE_MIN_AGE_MS", "500")
-        .env("RUST_LOG", "warn")
-        .env("DATA_DIR", crate::helpers::data_dir(&format!("{}-{name}", settings.redis_prefix)))
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_step_that_kills_its_worker_on_every_attempt_ends_attempts_exhausted() {
     let mut settings = test_settings();
@@ -96,7 +72,7 @@ async fn a_step_that_kills_its_worker_on_every_attempt_ends_attempts_exhausted()
 
     // Two attempts, each on a worker process killed mid-step.
     for n in 1..=2 {
-        let mut child = slow_worker(&settings, &format!("killed-{n}"));
+        let mut child = slow_worker_process(&settings, &format!("killed-{n}"));
         eventually(Duration::from_secs(20), "the worker process to start an attempt", || async {
             (events(&app.db, id, "step_started").await.len() == n).then_some(())
         })

@@ -162,34 +162,15 @@ impl ExecutionStore for PgStore {
         let Some(user_id) = lock_task(&mut tx, task).await? else {
             return Ok(Unclaimed::Unknown);
         };
-        let exhausted: Option<(i32, String)> = sqlx::query_as(
-            "WITH s AS (
-                UPDATE steps SET status = 'failed', error = $3, lease_owner = NULL, lease_token = NULL,
-                       lease_expires_at = NULL, completed_at = now(), updated_at = now()
-                WHERE id = $1 AND task_id = $2 AND status = 'running' AND lease_expires_at < now()
-                  AND attempt >= max_attempts
-                RETURNING id, task_id, attempt, title
-             ), e AS (
-                INSERT INTO task_events (task_id, step_id, kind, data)
-                SELECT task_id, id, 'step_failed', jsonb_build_object('error', $3::text, 'attempt', attempt) FROM s
-             )
-             SELECT attempt, title FROM s",
-        )
-        .bind(id.0)
-        .bind(task.0)
-        .bind(EXHAUSTED)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((attempt, title)) = exhausted else {
+        let exhausted = fail_step_and_task(&mut tx, task, id, EXHAUSTED, Unleased::Exhausted).await?;
+        if !exhausted {
             let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM steps WHERE id = $1 AND task_id = $2)")
                 .bind(id.0)
                 .bind(task.0)
                 .fetch_one(&mut *tx)
                 .await?;
             return Ok(if known { Unclaimed::Elsewhere } else { Unclaimed::Unknown });
-        };
-        let task_error = format!("step {title} ({id}) failed after {attempt} attempt(s): {EXHAUSTED}");
-        fail_task_of_step(&mut tx, task, &task_error, Some(TaskErrorCode::AttemptsExhausted)).await?;
+        }
         tx.commit().await?;
         self.events_committed(task);
         Ok(Unclaimed::Exhausted { user_id })
@@ -227,26 +208,9 @@ impl ExecutionStore for PgStore {
         };
         let mut tx = self.pool.begin().await?;
         let Some(user_id) = lock_task(&mut tx, task).await? else { return Ok(None) };
-        let failed: Option<(i32, String)> = sqlx::query_as(
-            "WITH s AS (
-                UPDATE steps SET status = 'failed', error = $3, lease_owner = NULL, lease_token = NULL,
-                       lease_expires_at = NULL, completed_at = now(), updated_at = now()
-                WHERE id = $1 AND task_id = $2 AND status IN ('pending', 'ready', 'running')
-                RETURNING id, task_id, attempt, title
-             ), e AS (
-                INSERT INTO task_events (task_id, step_id, kind, data)
-                SELECT task_id, id, 'step_failed', jsonb_build_object('error', $3::text, 'attempt', attempt) FROM s
-             )
-             SELECT attempt, title FROM s",
-        )
-        .bind(step.0)
-        .bind(task.0)
-        .bind(error)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((attempt, title)) = failed else { return Ok(None) };
-        let task_error = format!("step {title} ({step}) failed after {attempt} attempt(s): {error}");
-        fail_task_of_step(&mut tx, task, &task_error, Some(code)).await?;
+        if !fail_step_and_task(&mut tx, task, step, error, Unleased::DeadLettered).await? {
+            return Ok(None);
+        }
         tx.commit().await?;
         self.events_committed(task);
         Ok(Some(user_id))
@@ -685,6 +649,59 @@ const DEFAULT_PLAN_ATTEMPTS: i32 = 3;
 /// Why a task whose every planning attempt was taken over fails.
 const PLANNING_EXHAUSTED: &str = "planning failed: every attempt was taken over from a worker that died or stopped \
                                   renewing its lease (attempts_exhausted)";
+
+/// Which steps [`fail_step_and_task`] may fail without holding their lease.
+#[derive(Clone, Copy)]
+enum Unleased {
+    /// A running step whose lease expired with no attempt left.
+    Exhausted,
+    /// A step in any state short of ended: its job is being dead-lettered.
+    DeadLettered,
+}
+
+impl Unleased {
+    fn code(self) -> TaskErrorCode {
+        match self {
+            Self::Exhausted => TaskErrorCode::AttemptsExhausted,
+            Self::DeadLettered => TaskErrorCode::DeadLettered,
+        }
+    }
+}
+
+/// Fails a step nobody holds (`which` says which ones qualify) and then its task, in the
+/// caller's transaction, which holds the task row; `false` when the step did not qualify.
+async fn fail_step_and_task(
+    tx: &mut Transaction<'_, Postgres>,
+    task: TaskId,
+    step: StepId,
+    error: &str,
+    which: Unleased,
+) -> Result<bool, StoreError> {
+    let failed: Option<(i32, String)> = sqlx::query_as(
+        "WITH s AS (
+            UPDATE steps SET status = 'failed', error = $3, lease_owner = NULL, lease_token = NULL,
+                   lease_expires_at = NULL, completed_at = now(), updated_at = now()
+            WHERE id = $1 AND task_id = $2
+              AND CASE WHEN $4 THEN status IN ('pending', 'ready', 'running')
+                       ELSE status = 'running' AND lease_expires_at < now() AND attempt >= max_attempts END
+            RETURNING id, task_id, attempt, title
+         ), e AS (
+            INSERT INTO task_events (task_id, step_id, kind, data)
+            SELECT task_id, id, 'step_failed', jsonb_build_object('error', $3::text, 'attempt', attempt) FROM s
+         )
+         SELECT attempt, title FROM s",
+    )
+    .bind(step.0)
+    .bind(task.0)
+    .bind(error)
+    .bind(matches!(which, Unleased::DeadLettered))
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((attempt, title)) = failed else { return Ok(false) };
+    let task_error = format!("step {title} ({step}) failed after {attempt} attempt(s): {error}");
+    fail_task_of_step(tx, task, &task_error, Some(which.code())).await?;
+    Ok(true)
+}
 
 /// Why a step whose every attempt was taken over fails.
 const EXHAUSTED: &str = "every attempt was taken over from a worker that died or stopped renewing its lease \
