@@ -329,6 +329,41 @@ async fn a_failed_task_sends_task_failed_with_its_error() {
 }
 
 #[tokio::test]
+async fn a_retried_task_that_fails_again_is_reported_again_with_its_run() {
+    let fake = FakeOpenAi::start(|request| {
+        if is_planning(request) {
+            let plan =
+                json!({"steps": [{"title": "Write", "instruction": "Write.", "agent": "writer", "depends_on": []}]});
+            return tool_call("plan-1", "submit_plan", &plan);
+        }
+        (401, json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}))
+    })
+    .await;
+    let receiver = Receiver::start(|_| 204).await;
+    let mut s = settings();
+    s.llm_provider = LlmProvider::Openai;
+    s.llm_base_url = Some(fake.base_url());
+    s.llm_model = Some("gpt-4o-mini".into());
+    s.llm_api_key = Some("sk-test-webhooks".into());
+    let app = TestApp::spawn_with(s, 1).await;
+    let id = submit_with_callback(&app, "Write a poem.", &receiver.url()).await;
+    delivery(&app, id, DeliveryStatus::Delivered).await;
+
+    let retried = app.http.post(app.url(&format!("/tasks/{id}/retry"))).send().await.unwrap();
+    assert_eq!(retried.status().as_u16(), 202);
+    eventually(Duration::from_secs(10), "the second run's webhook", || async {
+        (receiver.calls().len() == 2).then_some(())
+    })
+    .await;
+    let calls = receiver.calls();
+    let runs: Vec<Value> = calls.iter().map(|c| c.json()["run"].clone()).collect();
+    assert_eq!(runs, [json!(1), json!(2)], "{calls:?}");
+    assert!(calls.iter().all(|c| c.json()["type"] == "task.failed"), "{calls:?}");
+    assert_ne!(calls[0].json()["delivery_id"], calls[1].json()["delivery_id"], "a new delivery per run");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_cancelled_task_sends_task_cancelled() {
     let receiver = Receiver::start(|_| 200).await;
     // No worker yet: the task is still pending when it is cancelled.
