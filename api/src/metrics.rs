@@ -6,14 +6,22 @@
 //! reports the same truth. Each app owns its registry: no process-global recorder, so
 //! several apps (tests, embedded use) never mix their numbers.
 
-use std::time::Duration;
+use std::{collections::HashSet, sync::Mutex, time::Duration};
 
 use prometheus::{
     CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// Distinct model names the model-call metrics label; later ones are counted as `other`.
+const MAX_MODEL_LABELS: usize = 64;
+/// Longest model name used as a label.
+const MAX_MODEL_LABEL_CHARS: usize = 100;
+
 pub struct Metrics {
     registry: Registry,
+    /// The model names labelled so far: they come from the provider's answers, so a provider
+    /// that made up a name per call would otherwise create series forever.
+    models: Mutex<HashSet<String>>,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub tasks_submitted: IntCounterVec,
@@ -149,6 +157,21 @@ impl Metrics {
             ),
             llm_rate_limit_wait_seconds,
             registry,
+            models: Mutex::default(),
+        }
+    }
+
+    /// `model` as a label: itself while fewer than [`MAX_MODEL_LABELS`] names were seen (and
+    /// it is short), `other` after that.
+    fn model_label<'a>(&self, model: &'a str) -> &'a str {
+        if model.chars().count() > MAX_MODEL_LABEL_CHARS {
+            return "other";
+        }
+        let mut models = self.models.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if models.contains(model) || (models.len() < MAX_MODEL_LABELS && models.insert(model.to_owned())) {
+            model
+        } else {
+            "other"
         }
     }
 
@@ -168,6 +191,7 @@ impl Metrics {
     }
 
     pub fn observe_llm_call(&self, provider: &str, model: &str, usage: &agents::Usage, cost: f64, latency: Duration) {
+        let model = self.model_label(model);
         self.llm_calls.with_label_values(&[provider, model]).inc();
         for (kind, n) in
             [("in", usage.prompt_tokens), ("out", usage.completion_tokens), ("cached", usage.cached_tokens)]
@@ -182,5 +206,23 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_labels_are_bounded() {
+        let metrics = Metrics::new();
+        assert_eq!(metrics.model_label("gpt-4o-mini"), "gpt-4o-mini");
+        for n in 0..MAX_MODEL_LABELS * 2 {
+            metrics.model_label(&format!("made-up-{n}"));
+        }
+        assert_eq!(metrics.model_label("gpt-4o-mini"), "gpt-4o-mini", "a name seen before keeps its label");
+        assert_eq!(metrics.model_label("yet-another"), "other");
+        assert_eq!(metrics.model_label(&"x".repeat(MAX_MODEL_LABEL_CHARS + 1)), "other");
+        assert_eq!(metrics.models.lock().unwrap().len(), MAX_MODEL_LABELS);
     }
 }
