@@ -49,6 +49,16 @@ impl FakeOpenAi {
         format!("http://{}", self.addr)
     }
 
+    /// Test settings (a fresh database and prefix) whose model provider is this fake.
+    pub fn settings(&self) -> orchestrator::config::Settings {
+        let mut s = crate::helpers::test_settings();
+        s.llm_provider = orchestrator::config::LlmProvider::Openai;
+        s.llm_base_url = Some(self.base_url());
+        s.llm_model = Some("gpt-4o-mini".into());
+        s.llm_api_key = Some("sk-test-fake-provider".into());
+        s
+    }
+
     pub fn requests(&self) -> Vec<Value> {
         self.requests.lock().unwrap().clone()
     }

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use orchestrator::config::LlmProvider;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -28,12 +27,7 @@ async fn nul_from_the_model_and_from_a_tool_is_stored_as_the_replacement_charact
         }
     })
     .await;
-    let mut settings = test_settings();
-    settings.llm_provider = LlmProvider::Openai;
-    settings.llm_base_url = Some(fake.base_url());
-    settings.llm_model = Some("gpt-4o-mini".into());
-    settings.llm_api_key = Some("sk-test".into());
-    let app = TestApp::spawn_with(settings, 1).await;
+    let app = TestApp::spawn_with(fake.settings(), 1).await;
 
     let id = app.submit("Extract the field.").await;
     let task = app.wait(id).await;
@@ -183,11 +177,7 @@ async fn a_failed_task_is_retried_from_where_it_failed() {
         answer("fine", 10, 2)
     })
     .await;
-    let mut settings = test_settings();
-    settings.llm_provider = LlmProvider::Openai;
-    settings.llm_base_url = Some(fake.base_url());
-    settings.llm_model = Some("gpt-4o-mini".into());
-    settings.llm_api_key = Some("sk-test".into());
+    let mut settings = fake.settings();
     settings.llm_max_retries = 0;
     let app = TestApp::spawn_with(settings, 1).await;
 

@@ -297,9 +297,9 @@ async fn a_receiver_failing_twice_gets_three_attempts_and_the_delivery_ends_deli
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_failed_task_sends_task_failed_with_its_error() {
-    let fake = FakeOpenAi::start(|request| {
+/// A provider that plans one step and refuses every step request with 401.
+async fn refusing_provider() -> FakeOpenAi {
+    FakeOpenAi::start(|request| {
         if is_planning(request) {
             let plan =
                 json!({"steps": [{"title": "Write", "instruction": "Write.", "agent": "writer", "depends_on": []}]});
@@ -307,14 +307,24 @@ async fn a_failed_task_sends_task_failed_with_its_error() {
         }
         (401, json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}))
     })
-    .await;
-    let receiver = Receiver::start(|_| 204).await;
+    .await
+}
+
+/// This file's settings, with `fake` as the model provider.
+fn with_provider(fake: &FakeOpenAi) -> Settings {
     let mut s = settings();
     s.llm_provider = LlmProvider::Openai;
     s.llm_base_url = Some(fake.base_url());
     s.llm_model = Some("gpt-4o-mini".into());
     s.llm_api_key = Some("sk-test-webhooks".into());
-    let app = TestApp::spawn_with(s, 1).await;
+    s
+}
+
+#[tokio::test]
+async fn a_failed_task_sends_task_failed_with_its_error() {
+    let fake = refusing_provider().await;
+    let receiver = Receiver::start(|_| 204).await;
+    let app = TestApp::spawn_with(with_provider(&fake), 1).await;
     let id = submit_with_callback(&app, "Write a poem.", &receiver.url()).await;
 
     delivery(&app, id, DeliveryStatus::Delivered).await;
@@ -330,22 +340,9 @@ async fn a_failed_task_sends_task_failed_with_its_error() {
 
 #[tokio::test]
 async fn a_retried_task_that_fails_again_is_reported_again_with_its_run() {
-    let fake = FakeOpenAi::start(|request| {
-        if is_planning(request) {
-            let plan =
-                json!({"steps": [{"title": "Write", "instruction": "Write.", "agent": "writer", "depends_on": []}]});
-            return tool_call("plan-1", "submit_plan", &plan);
-        }
-        (401, json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}))
-    })
-    .await;
+    let fake = refusing_provider().await;
     let receiver = Receiver::start(|_| 204).await;
-    let mut s = settings();
-    s.llm_provider = LlmProvider::Openai;
-    s.llm_base_url = Some(fake.base_url());
-    s.llm_model = Some("gpt-4o-mini".into());
-    s.llm_api_key = Some("sk-test-webhooks".into());
-    let app = TestApp::spawn_with(s, 1).await;
+    let app = TestApp::spawn_with(with_provider(&fake), 1).await;
     let id = submit_with_callback(&app, "Write a poem.", &receiver.url()).await;
     delivery(&app, id, DeliveryStatus::Delivered).await;
 
