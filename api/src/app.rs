@@ -147,6 +147,7 @@ impl App {
             outbox: Arc::new(self.store.clone()),
             webhook_secrets: self.webhooks.secrets().clone(),
             execution: Arc::new(self.store.clone()),
+            lifecycle: self.lifecycle(),
             rate_limits,
         })
         // Read by `POST /tasks` to check callback URLs (WEBHOOK_ALLOW_PRIVATE).
@@ -177,6 +178,18 @@ impl App {
             .context("HTTP server failed")
     }
 
+    /// Where every transition goes, for the API and the workers alike.
+    pub fn lifecycle(&self) -> Arc<crate::lifecycle::Lifecycle> {
+        Arc::new(crate::lifecycle::Lifecycle::new(
+            Arc::new(self.store.clone()),
+            Arc::new(self.queue.clone()),
+            Arc::new(self.coordination.clone()),
+            self.metrics.clone(),
+            self.memory.clone(),
+            self.settings.memory_store_results,
+        ))
+    }
+
     /// A worker with its own consumer name; several may run in one process.
     pub fn worker(&self, id: impl Into<String>) -> Worker {
         self.worker_with_llm(id, self.llm.clone())
@@ -188,6 +201,7 @@ impl App {
         let plan_limits = PlanLimits { max_steps: s.max_plan_steps as usize, ..PlanLimits::default() };
         let deps = WorkerDeps {
             store: Arc::new(self.store.clone()),
+            lifecycle: self.lifecycle(),
             dispatcher: Arc::new(self.queue.clone()),
             source: Arc::new(self.queue.clone()),
             coordination: Arc::new(self.coordination.clone()),
@@ -198,7 +212,6 @@ impl App {
             memory: self.memory.clone(),
             metrics: self.metrics.clone(),
             memory_context_items: s.memory_context_items,
-            memory_store_results: s.memory_store_results,
             runner: AgentRunner::new(llm, self.prices.clone(), self.tools.clone(), LoopSettings::default()),
             webhooks: self.webhooks.clone(),
         };

@@ -10,6 +10,7 @@ pub mod coordination;
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod lifecycle;
 pub mod metrics;
 pub mod providers;
 pub mod queue;

@@ -82,6 +82,15 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::lifecycle::LifecycleError> for ApiError {
+    fn from(e: crate::lifecycle::LifecycleError) -> Self {
+        match e {
+            crate::lifecycle::LifecycleError::Store(e) => e.into(),
+            crate::lifecycle::LifecycleError::Queue(e) => e.into(),
+        }
+    }
+}
+
 impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         tracing::error!(error = %e, "redis unavailable");

@@ -56,8 +56,10 @@ pub struct AppState {
     pub outbox: Arc<dyn crate::webhooks::Outbox>,
     /// Users' webhook signing secrets, for `GET /webhook-secret` and its rotation.
     pub webhook_secrets: crate::webhooks::WebhookSecrets,
-    /// For waking a user's task waiting for capacity when a cancel frees a slot.
+    /// The user's limits, read by `POST /tasks`.
     pub execution: Arc<dyn crate::store::ExecutionStore>,
+    /// Cancel and retry go through it, like every transition.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
     pub rate_limits: crate::ratelimit::RateLimits,
 }
 

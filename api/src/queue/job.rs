@@ -12,50 +12,67 @@ use crate::domain::{Priority, StepId, TaskId};
 
 const VERSION: &str = "2";
 
+/// One unit of work on the queue. A step job always names its step and a plan job never
+/// does: the wire format's optional `step` field exists only on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobKind {
+pub enum Job {
     /// Plan the task.
-    Plan,
-    /// Run one step.
-    Step,
-}
-
-impl JobKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Plan => "plan",
-            Self::Step => "step",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Job {
-    pub kind: JobKind,
-    pub task: TaskId,
-    pub step: Option<StepId>,
-    /// The attempt the job was sent for; informational, the store decides what runs.
-    pub attempt: u32,
-    /// Which stream carries it: higher priorities are read first.
-    pub priority: Priority,
+    Plan { task: TaskId, priority: Priority },
+    /// Run `attempt` (1-based; informational, the store decides what runs) of one step.
+    Step { task: TaskId, step: StepId, attempt: u32, priority: Priority },
 }
 
 impl Job {
     pub fn plan(task: TaskId, priority: Priority) -> Self {
-        Self { kind: JobKind::Plan, task, step: None, attempt: 1, priority }
+        Self::Plan { task, priority }
     }
 
     /// A job to run `attempt` (1-based) of a step.
     pub fn step(task: TaskId, step: StepId, attempt: u32, priority: Priority) -> Self {
-        Self { kind: JobKind::Step, task, step: Some(step), attempt, priority }
+        Self::Step { task, step, attempt, priority }
+    }
+
+    pub fn task(&self) -> TaskId {
+        match *self {
+            Self::Plan { task, .. } | Self::Step { task, .. } => task,
+        }
+    }
+
+    pub fn step_id(&self) -> Option<StepId> {
+        match *self {
+            Self::Plan { .. } => None,
+            Self::Step { step, .. } => Some(step),
+        }
+    }
+
+    pub fn attempt(&self) -> u32 {
+        match *self {
+            Self::Plan { .. } => 1,
+            Self::Step { attempt, .. } => attempt,
+        }
+    }
+
+    /// Which stream carries it: higher priorities are read first.
+    pub fn priority(&self) -> Priority {
+        match *self {
+            Self::Plan { priority, .. } | Self::Step { priority, .. } => priority,
+        }
+    }
+
+    /// `plan` or `step`: the wire's `kind` field and a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Plan { .. } => "plan",
+            Self::Step { .. } => "step",
+        }
     }
 
     /// Names the work a job stands for: duplicates of one job share it, and each attempt of
     /// a step has its own, so acknowledging a failed attempt cannot hide its retry's job.
     pub fn key(&self) -> String {
-        match self.step {
-            Some(step) => format!("step:{step}:{}", self.attempt),
-            None => format!("plan:{}", self.task),
+        match self {
+            Self::Step { step, attempt, .. } => format!("step:{step}:{attempt}"),
+            Self::Plan { task, .. } => format!("plan:{task}"),
         }
     }
 }
@@ -86,9 +103,9 @@ impl JobSigner {
 
     /// The stream fields of a job, signature included.
     pub fn encode(&self, job: &Job) -> Vec<(&'static str, String)> {
-        let step = job.step.map(|s| s.to_string()).unwrap_or_default();
+        let step = job.step_id().map(|s| s.to_string()).unwrap_or_default();
         let (kind, task, attempt, priority) =
-            (job.kind.as_str(), job.task.to_string(), job.attempt.to_string(), job.priority.as_str());
+            (job.kind(), job.task().to_string(), job.attempt().to_string(), job.priority().as_str());
         let payload = format!("{VERSION}|{kind}|{task}|{step}|{attempt}|{priority}");
         let sig = hex::encode(self.signature(&payload).finalize().into_bytes());
         vec![
@@ -115,22 +132,18 @@ impl JobSigner {
         self.signature(&format!("{version}|{kind}|{task}|{step}|{attempt}|{priority}"))
             .verify_slice(&sig)
             .map_err(|_| "bad signature".to_owned())?;
-        let kind = match kind {
-            "plan" => JobKind::Plan,
-            "step" => JobKind::Step,
-            other => return Err(format!("unknown job kind `{other}`")),
-        };
         let task = task.parse().map_err(|_| "task is not a uuid".to_owned())?;
-        let step = match step {
-            "" => None,
-            s => Some(s.parse().map_err(|_| "step is not a uuid".to_owned())?),
-        };
-        if (kind == JobKind::Step) != step.is_some() {
-            return Err("a step job needs a step and a plan job has none".into());
-        }
-        let attempt = attempt.parse().map_err(|_| "attempt is not a number".to_owned())?;
+        let attempt: u32 = attempt.parse().map_err(|_| "attempt is not a number".to_owned())?;
         let priority = priority.parse().map_err(|_| "unknown priority".to_owned())?;
-        Ok(Job { kind, task, step, attempt, priority })
+        match (kind, step) {
+            ("plan", "") => Ok(Job::plan(task, priority)),
+            ("step", step) if !step.is_empty() => {
+                let step = step.parse().map_err(|_| "step is not a uuid".to_owned())?;
+                Ok(Job::step(task, step, attempt, priority))
+            }
+            ("plan" | "step", _) => Err("a step job needs a step and a plan job has none".into()),
+            (other, _) => Err(format!("unknown job kind `{other}`")),
+        }
     }
 }
 

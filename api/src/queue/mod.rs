@@ -12,7 +12,7 @@
 mod job;
 mod redis_stream;
 
-pub use job::{Job, JobKind, JobSigner};
+pub use job::{Job, JobSigner};
 pub use redis_stream::{RedisQueue, open_client};
 
 use std::time::Duration;

@@ -241,7 +241,7 @@ impl Dispatcher for RedisQueue {
         let mut pipe = redis::pipe();
         let now = now_ms();
         for job in jobs {
-            let cmd = pipe.cmd("XADD").arg(self.stream(job.priority)).arg("*");
+            let cmd = pipe.cmd("XADD").arg(self.stream(job.priority())).arg("*");
             for (field, value) in self.signer.encode(job) {
                 cmd.arg(field).arg(value);
             }
@@ -255,7 +255,7 @@ impl Dispatcher for RedisQueue {
 
     async fn enqueue_after(&self, job: &Job, delay: Duration) -> Result<(), QueueError> {
         let fields: Vec<[String; 2]> = self.signer.encode(job).into_iter().map(|(k, v)| [k.to_owned(), v]).collect();
-        let member = serde_json::json!({"s": self.stream(job.priority), "f": fields}).to_string();
+        let member = serde_json::json!({"s": self.stream(job.priority()), "f": fields}).to_string();
         let due = now_ms() + delay.as_millis() as u64;
         let mut conn = self.pool.get().await?;
         redis::pipe()

@@ -46,12 +46,6 @@ pub trait TaskStore: Send + Sync + 'static {
     /// routes under `/tasks/{id}`.
     async fn task_owner(&self, id: TaskId) -> Result<Option<String>, StoreError>;
     async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError>;
-    /// Ends a task that has not ended: its waiting steps are cancelled at once, its running
-    /// steps stop at their next model or tool call.
-    async fn cancel_task(&self, id: TaskId) -> Result<CancelOutcome, StoreError>;
-    /// Re-drives a failed task from where it failed: completed steps keep their outputs,
-    /// failed, skipped and cancelled ones start again with fresh attempts.
-    async fn retry_task(&self, id: TaskId) -> Result<RetryOutcome, StoreError>;
     /// The task's cost from its `llm_calls` rows: totals, per step and per model. `None`
     /// when the task does not exist.
     async fn task_cost(&self, id: TaskId) -> Result<Option<CostReport>, StoreError>;
@@ -83,6 +77,14 @@ pub trait ExecutionStore: BudgetStore + Send + Sync + 'static {
     ) -> Result<Option<Vec<StepId>>, StoreError>;
     /// `planning → failed`.
     async fn fail_planning(&self, id: TaskId, lease: &Lease, error: &str) -> Result<bool, StoreError>;
+    /// Ends a task that has not ended: its waiting steps are cancelled at once, its running
+    /// steps stop at their next model or tool call.
+    /// (`crate::lifecycle` event `Cancel`.)
+    async fn cancel_task(&self, id: TaskId) -> Result<CancelOutcome, StoreError>;
+    /// Re-drives a failed task from where it failed: completed steps keep their outputs,
+    /// failed, skipped and cancelled ones start again with fresh attempts.
+    /// (`crate::lifecycle` events `Retry`, `RetryPlanning`.)
+    async fn retry_task(&self, id: TaskId) -> Result<RetryOutcome, StoreError>;
     /// Pushes the planning lease's expiry forward; `false` when it is no longer held.
     async fn renew_planning_lease(&self, id: TaskId, lease: &Lease) -> Result<bool, StoreError>;
     /// `ready → running` (or takes over a running step whose lease expired), with what the

@@ -2,9 +2,10 @@
 //! its summary there.
 //!
 //! # Guarantees
-//! - **Never missed, enqueued once.** A trigger on `tasks` writes the delivery into the
-//!   `webhook_deliveries` outbox in the same transaction that ends the task, whichever code
-//!   path ends it; a task ends once, and `(task_id, event)` is unique.
+//! - **Never missed, enqueued once.** Every transition that ends a task writes the delivery
+//!   into the `webhook_deliveries` outbox in the statement that ends it (`QueueWebhook` in
+//!   [`crate::lifecycle::table`], SQL function `queue_task_webhook`); a task ends once per
+//!   run, and `(task_id, event, run)` is unique.
 //! - **At least once, one attempt at a time.** Every worker process runs a sender
 //!   ([`WebhookSender::send_due`], every [`POLL_EVERY`]) that claims due rows with `FOR
 //!   UPDATE SKIP LOCKED` and a lease, sends without holding a transaction, and records the

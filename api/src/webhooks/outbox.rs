@@ -1,5 +1,5 @@
-//! The outbox the sender works from: `webhook_deliveries` rows (written by a trigger when a
-//! task with a callback URL ends) and the `webhook_attempts` log. The Postgres
+//! The outbox the sender works from: `webhook_deliveries` rows (written by the statement that
+//! ends a task with a callback URL) and the `webhook_attempts` log. The Postgres
 //! implementation lives in `store::postgres::webhooks`.
 //!
 //! Invariants the implementation keeps:

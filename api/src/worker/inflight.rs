@@ -9,11 +9,7 @@ use std::{
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    coordination::InFlightJob,
-    domain::TaskId,
-    queue::{Job, JobKind},
-};
+use crate::{coordination::InFlightJob, domain::TaskId, queue::Job};
 
 struct Entry {
     job: Job,
@@ -56,7 +52,7 @@ impl InFlight {
     /// Cancels the running jobs of `task`; returns how many there were.
     pub fn cancel_task(&self, task: TaskId) -> usize {
         let jobs = self.lock();
-        let mine: Vec<_> = jobs.values().filter(|e| e.job.task == task).collect();
+        let mine: Vec<_> = jobs.values().filter(|e| e.job.task() == task).collect();
         mine.iter().for_each(|e| e.cancel.cancel());
         mine.len()
     }
@@ -65,12 +61,9 @@ impl InFlight {
         self.lock()
             .values()
             .map(|e| InFlightJob {
-                kind: match e.job.kind {
-                    JobKind::Plan => "plan".into(),
-                    JobKind::Step => "step".into(),
-                },
-                task_id: e.job.task,
-                step_id: e.job.step,
+                kind: e.job.kind().into(),
+                task_id: e.job.task(),
+                step_id: e.job.step_id(),
                 since: e.since,
             })
             .collect()

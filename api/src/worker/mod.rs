@@ -32,10 +32,10 @@ use tracing::Instrument;
 
 use self::{backoff::Backoff, inflight::InFlight};
 use crate::{
-    budget::capacity,
     coordination::Coordination,
+    lifecycle::Lifecycle,
     providers::TaskPlanner,
-    queue::{Delivery, Dispatcher, Job, JobKind, JobSource},
+    queue::{Delivery, Dispatcher, Job, JobSource},
     store::ExecutionStore,
 };
 
@@ -47,6 +47,8 @@ const FETCH_BATCH: usize = 64;
 /// Everything a worker needs, shared by all its jobs.
 pub struct WorkerDeps {
     pub store: Arc<dyn ExecutionStore>,
+    /// Every transition the worker's jobs cause goes through it.
+    pub lifecycle: Arc<Lifecycle>,
     pub dispatcher: Arc<dyn Dispatcher>,
     pub source: Arc<dyn JobSource>,
     pub coordination: Arc<dyn Coordination>,
@@ -60,8 +62,6 @@ pub struct WorkerDeps {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Memories put in each step's prompt; 0 puts none.
     pub memory_context_items: usize,
-    /// Store each completed task's result as a memory of its user.
-    pub memory_store_results: bool,
     pub runner: AgentRunner,
     /// Sends the webhooks of ended tasks, as one of the worker's background duties.
     pub webhooks: Arc<crate::webhooks::WebhookSender>,
@@ -214,13 +214,11 @@ async fn handle(
     let (_registration, cancelled) = inflight.register(&delivery.id, job);
     let ctx = JobContext { deps, config, delivery: &delivery, cancelled, released };
     // Every log line of the job carries its task and step.
-    let span =
-        tracing::info_span!("job", task = %job.task, step = ?job.step.map(|s| s.to_string()), attempt = job.attempt);
+    let span = tracing::info_span!("job", task = %job.task(), step = ?job.step_id().map(|s| s.to_string()), attempt = job.attempt());
     let outcome = async {
-        match (job.kind, job.step) {
-            (JobKind::Plan, _) => plan::run(&ctx, &job).await,
-            (JobKind::Step, Some(step)) => step::run(&ctx, job.task, step).await,
-            (JobKind::Step, None) => Ok(()), // decode() refuses these; nothing to run
+        match job {
+            Job::Plan { .. } => plan::run(&ctx, &job).await,
+            Job::Step { task, step, .. } => step::run(&ctx, task, step).await,
         }
     }
     .instrument(span)
@@ -235,34 +233,25 @@ async fn handle(
         // Not acknowledged: the queue redelivers it after the visibility timeout, and the
         // conditional transitions make that safe.
         Err(e) => {
-            tracing::error!(task = %job.task, step = ?job.step, deliveries = delivery.deliveries, error = %e, "job failed; it will be redelivered")
+            tracing::error!(task = %job.task(), step = ?job.step_id(), deliveries = delivery.deliveries, error = %e, "job failed; it will be redelivered")
         }
     }
 }
 
-/// Fails the work `job` names with a clear error, then moves the job to the dead-letter
-/// stream (acknowledging it). When the failure cannot be written (the very fault that made
-/// the job fail may be the database), the job stays pending for one more try, so no work is
-/// dropped without its task saying why.
+/// Fails the work `job` names with a clear error (through the lifecycle), then moves the
+/// job to the dead-letter stream (acknowledging it). When the failure cannot be written (the
+/// very fault that made the job fail may be the database), the job stays pending for one
+/// more try, so no work is dropped without its task saying why.
 async fn dead_letter(deps: &WorkerDeps, delivery: &Delivery, job: &Job, reason: &str) {
     let error = format!("the job was dead-lettered: {reason}");
-    match deps.store.fail_dead_lettered(job.task, job.step, &error).await {
-        Ok(failed) => {
-            if let Some(user_id) = failed {
-                deps.metrics.tasks_finished.with_label_values(&["failed"]).inc();
-                capacity::wake_waiting(deps.store.as_ref(), deps.dispatcher.as_ref(), &user_id).await;
-            }
-        }
-        Err(e) => {
-            tracing::error!(task = %job.task, step = ?job.step, error = %e, "could not fail the work of a poison job; it stays pending");
-            return;
-        }
+    if let Err(e) = deps.lifecycle.dead_lettered(job, &error).await {
+        tracing::error!(task = %job.task(), step = ?job.step_id(), error = %e, "could not fail the work of a poison job; it stays pending");
+        return;
     }
     match deps.source.dead_letter(delivery, reason).await {
         Ok(()) => {
-            let kind = if job.step.is_some() { "step" } else { "plan" };
-            deps.metrics.jobs_dead_lettered.with_label_values(&[kind]).inc();
-            tracing::error!(task = %job.task, step = ?job.step, deliveries = delivery.deliveries, %reason, "job dead-lettered; its work failed");
+            deps.metrics.jobs_dead_lettered.with_label_values(&[job.kind()]).inc();
+            tracing::error!(task = %job.task(), step = ?job.step_id(), deliveries = delivery.deliveries, %reason, "job dead-lettered; its work failed");
         }
         Err(e) => {
             tracing::warn!(delivery = %delivery.id, error = %e, "could not move a poison job to the dead letters")
@@ -283,6 +272,8 @@ pub enum JobError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Queue(#[from] crate::queue::QueueError),
+    #[error(transparent)]
+    Lifecycle(#[from] crate::lifecycle::LifecycleError),
     #[error(transparent)]
     Record(agents::run::RecordError),
 }

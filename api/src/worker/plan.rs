@@ -1,8 +1,9 @@
-//! Plan jobs: `pending → planning → running`, with the plan's steps inserted and the root
-//! steps enqueued. A plan is reused from the plan cache when the same user planned the same
-//! task (same normalised description, same agents, same planner) before, unless the task
-//! opted out. A task whose user is at the running-task cap stays pending, marked waiting,
-//! and its job is done (`crate::budget::capacity`); the model calls of LLM planning are
+//! Plan jobs: claim the task's planning, plan it (or take the cached plan), and hand the
+//! outcome to the lifecycle, which saves the plan (`pending → planning → running`, the root
+//! steps enqueued) or fails the task. A plan is reused from the plan cache when the same
+//! user planned the same task (same normalised description, same agents, same planner)
+//! before, unless the task opted out. A task whose user is at the running-task cap stays
+//! pending, marked waiting, and its job is done (`crate::budget::capacity`); the model calls of LLM planning are
 //! reserved against the task's budget like the agents' calls.
 
 use planner::{Plan, PlanError, validate};
@@ -11,10 +12,11 @@ use sha2::{Digest, Sha256};
 use super::{JobContext, JobError};
 use crate::{
     budget::{
-        MeteredPlanner, StoreBudget, capacity,
+        MeteredPlanner, StoreBudget,
         planning::{MeteredPlannerParts, Planned},
     },
     domain::{StepId, TaskId},
+    lifecycle::Settled,
     providers::TaskPlanner,
     queue::Job,
     store::{CapacityClaim, Holder, Lease, NewStep, PlanningClaim},
@@ -22,9 +24,9 @@ use crate::{
 
 pub(super) async fn run(ctx: &JobContext<'_>, job: &Job) -> Result<(), JobError> {
     let deps = ctx.deps;
-    let task = job.task;
+    let task = job.task();
     let lease = Lease::new(&ctx.config.id, ctx.config.lease);
-    let claimed = deps.store.claim_planning_within_cap(task, &lease, ctx.config.budgets.max_running_tasks).await?;
+    let claimed = deps.lifecycle.claim_planning(task, &lease, ctx.config.budgets.max_running_tasks).await?;
     let (claim, user_id) = match claimed {
         CapacityClaim::Claimed { claim, user_id } => (claim, user_id),
         CapacityClaim::AtCapacity => {
@@ -36,9 +38,7 @@ pub(super) async fn run(ctx: &JobContext<'_>, job: &Job) -> Result<(), JobError>
             return Ok(());
         }
         CapacityClaim::Exhausted { user_id } => {
-            deps.metrics.tasks_finished.with_label_values(&["failed"]).inc();
-            tracing::warn!(%task, "planning failed: every attempt was taken over from a dead worker");
-            capacity::wake_waiting(deps.store.as_ref(), deps.dispatcher.as_ref(), &user_id).await;
+            tracing::warn!(%task, %user_id, "planning failed: every attempt was taken over from a dead worker");
             return Ok(());
         }
         CapacityClaim::Unknown => {
@@ -68,10 +68,7 @@ async fn plan_claimed(
         known = claim.agent_hints.iter().map(String::as_str).filter(|hint| deps.agents.get(hint).is_some()).collect();
         if known.is_empty() {
             let error = format!("planning failed: none of the hinted agents ({}) exists", claim.agent_hints.join(", "));
-            if deps.store.fail_planning(task, lease, &error).await? {
-                deps.metrics.tasks_finished.with_label_values(&["failed"]).inc();
-                capacity::wake_waiting(deps.store.as_ref(), deps.dispatcher.as_ref(), user_id).await;
-            }
+            deps.lifecycle.fail_planning(task, user_id, lease, &error, false).await?;
             return Ok(());
         }
     }
@@ -97,10 +94,7 @@ async fn plan_claimed(
             Afresh::Plan(Err(e)) => Err(e),
             Afresh::OverBudget(error) => {
                 tracing::warn!(%task, %error, "planning stopped: the budget is spent");
-                if deps.store.fail_planning_over_budget(task, lease, &format!("planning failed: {error}")).await? {
-                    deps.metrics.tasks_finished.with_label_values(&["failed"]).inc();
-                    capacity::wake_waiting(deps.store.as_ref(), deps.dispatcher.as_ref(), user_id).await;
-                }
+                deps.lifecycle.fail_planning(task, user_id, lease, &format!("planning failed: {error}"), true).await?;
                 return Ok(());
             }
         },
@@ -109,10 +103,7 @@ async fn plan_claimed(
         Ok(plan) => plan,
         Err(e) => {
             tracing::warn!(%task, error = %e, "planning failed");
-            if deps.store.fail_planning(task, lease, &format!("planning failed: {e}")).await? {
-                deps.metrics.tasks_finished.with_label_values(&["failed"]).inc();
-                capacity::wake_waiting(deps.store.as_ref(), deps.dispatcher.as_ref(), user_id).await;
-            }
+            deps.lifecycle.fail_planning(task, user_id, lease, &format!("planning failed: {e}"), false).await?;
             return Ok(());
         }
     };
@@ -141,13 +132,10 @@ async fn plan_claimed(
             }
         })
         .collect();
-    let Some(ready) = deps.store.save_plan(task, lease, &steps, from_cache).await? else {
-        tracing::warn!(%task, "plan discarded: the planning lease was lost");
-        return Ok(());
-    };
-    tracing::info!(%task, steps = steps.len(), ready = ready.len(), from_cache, "task planned");
-    let jobs: Vec<Job> = ready.into_iter().map(|s| Job::step(task, s, 1, claim.priority)).collect();
-    deps.dispatcher.enqueue(&jobs).await?;
+    match deps.lifecycle.save_plan(task, user_id, claim.priority, lease, &steps, from_cache).await? {
+        Settled::Applied(_) => tracing::info!(%task, steps = steps.len(), from_cache, "task planned"),
+        Settled::Stale => tracing::warn!(%task, "plan discarded: the planning lease was lost"),
+    }
     Ok(())
 }
 

@@ -1,27 +1,23 @@
-//! Step jobs: claim the step with a lease, run its agent while renewing the lease, then
-//! complete it (fenced by the lease) and enqueue the steps that became ready. A failed
-//! attempt is retried with backoff while attempts remain; a cancelled task's step stops at
-//! its next model or tool call; at the end of a shutdown's grace period the step is
-//! released for another worker. Every model call is reserved against the task's budget and
+//! Step jobs: claim the step with a lease, run its agent while renewing the lease, then hand
+//! the outcome to the lifecycle (`crate::lifecycle::Lifecycle::settle_step`), which
+//! completes, retries, fails, stops or releases it and does what follows. A failed attempt
+//! is retried with backoff while attempts remain; a cancelled task's step stops at its next
+//! model or tool call; at the end of a shutdown's grace period the step is released for
+//! another worker. Every model call is reserved against the task's budget and
 //! the user's quota first; one that does not fit fails the step and the task at once with
 //! `budget_exceeded`. An attempt that ends without settling its reservations (timeout,
 //! release, lost lease) gives them back.
 
 use agents::{AgentError, ChatMessage, LlmError, Role, StepInput};
-use memory::{NewMemory, SearchQuery};
+use memory::SearchQuery;
 
 use super::{JobContext, JobError, backoff_delay, recorder::StoreRecorder};
 use crate::{
-    budget::{StoreBudget, capacity},
+    budget::StoreBudget,
     domain::{StepId, TaskId},
-    queue::Job,
-    store::{FailOutcome, Holder, Lease, LeaseState, StepClaim, Unclaimed},
+    lifecycle::{Event, Settled, StepOutcome},
+    store::{Holder, Lease, LeaseState, StepClaim, Unclaimed},
 };
-
-/// Namespace of the memories that completed tasks leave behind.
-pub const TASK_RESULTS_NAMESPACE: &str = "task-results";
-/// Longest memory a task result becomes (the memory API's own limit).
-const MAX_MEMORY_CHARS: usize = 8000;
 
 enum Outcome {
     Finished(Result<String, AgentError>),
@@ -33,12 +29,10 @@ enum Outcome {
 pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Result<(), JobError> {
     let deps = ctx.deps;
     let lease = Lease::new(&ctx.config.id, ctx.config.lease);
-    let Some(claim) = deps.store.claim_step(step, &lease).await? else {
-        match deps.store.settle_unclaimed_step(task, step).await? {
-            Unclaimed::Exhausted { user_id } => {
-                deps.metrics.tasks_finished.with_label_values(&["failed"]).inc();
-                tracing::warn!(%task, %step, "step failed: every attempt was taken over from a dead worker");
-                capacity::wake_waiting(deps.store.as_ref(), deps.dispatcher.as_ref(), &user_id).await;
+    let Some(claim) = deps.lifecycle.claim_step(step, &lease).await? else {
+        match deps.lifecycle.step_unclaimed(task, step).await? {
+            Unclaimed::Exhausted { .. } => {
+                tracing::warn!(%task, %step, "step failed: every attempt was taken over from a dead worker")
             }
             Unclaimed::Unknown => tracing::error!(
                 %task, %step,
@@ -82,83 +76,60 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
         tracing::warn!(%task, %step, error = %e, "could not record the attempt's messages");
     }
 
-    let (error, retry) = match outcome {
+    let settled = match outcome {
         Outcome::Finished(Ok(output)) => {
             let messages = recorder.take_messages();
-            let Some(done) = deps.store.complete_step_with_messages(&claim, &lease, &output, &messages).await? else {
-                tracing::warn!(%task, %step, "step result discarded: the lease was lost");
-                return Ok(());
-            };
-            deps.metrics.steps_finished.with_label_values(&[&claim.agent, "completed"]).inc();
-            if let Some(result) = &done.task_result {
-                deps.metrics.tasks_finished.with_label_values(&["completed"]).inc();
-                tracing::info!(%task, "task completed");
-                capacity::wake_waiting(deps.store.as_ref(), deps.dispatcher.as_ref(), &claim.user_id).await;
-                remember_result(ctx, &claim, result).await;
-            }
-            let jobs: Vec<Job> = done.ready.into_iter().map(|s| Job::step(task, s, 1, claim.priority)).collect();
-            deps.dispatcher.enqueue(&jobs).await?;
-            return Ok(());
+            deps.lifecycle.settle_step(&claim, &lease, StepOutcome::Completed { output, messages }).await?
         }
         Outcome::LeaseLost(reason) => {
             tracing::warn!(%task, %step, %reason, "step abandoned: its lease was lost");
             return Ok(());
         }
-        Outcome::Released => {
-            if deps.store.release_step(&claim, &lease).await? {
-                let job = Job::step(task, step, claim.attempt as u32, claim.priority);
-                deps.dispatcher.enqueue(&[job]).await?;
-                tracing::info!(%task, %step, "step released for another worker");
-            }
-            return Ok(());
-        }
+        Outcome::Released => deps.lifecycle.settle_step(&claim, &lease, StepOutcome::Released).await?,
         Outcome::Finished(Err(AgentError::Cancelled)) => {
-            deps.store.cancel_step(&claim, &lease).await?;
-            deps.metrics.steps_finished.with_label_values(&[&claim.agent, "cancelled"]).inc();
-            tracing::info!(%task, %step, "step stopped: its task was cancelled");
-            return Ok(());
+            deps.lifecycle.settle_step(&claim, &lease, StepOutcome::Cancelled).await?
         }
         // Accounting failed (the database is unreachable): leave the job for redelivery
         // rather than run on unaccounted.
         Outcome::Finished(Err(AgentError::Record(e))) => return Err(JobError::Record(e)),
         // Another attempt would not fit either: fail now, with the stable code.
         Outcome::Finished(Err(AgentError::BudgetExceeded(e))) => {
-            let error = e.to_string();
-            match deps.store.fail_step_over_budget(&claim, &lease, &error).await? {
-                FailOutcome::Failed => {
-                    deps.metrics.steps_finished.with_label_values(&[&claim.agent, "failed"]).inc();
-                    deps.metrics.tasks_finished.with_label_values(&["failed"]).inc();
-                    tracing::warn!(%task, %step, %error, "step stopped by its budget; the task failed");
-                    capacity::wake_waiting(deps.store.as_ref(), deps.dispatcher.as_ref(), &claim.user_id).await;
-                }
-                FailOutcome::Retrying { .. } | FailOutcome::LeaseLost => {
-                    tracing::warn!(%task, %step, "budget failure discarded: the lease was lost");
-                }
-            }
-            return Ok(());
+            deps.lifecycle.settle_step(&claim, &lease, StepOutcome::OverBudget { error: e.to_string() }).await?
         }
-        Outcome::Finished(Err(e)) => (shown_error(&e, task, step), retryable(&e)),
-        Outcome::TimedOut => (format!("the step timed out after {:?}", ctx.config.step_timeout), true),
+        Outcome::Finished(Err(e)) => {
+            let retry_after =
+                retryable(&e).then(|| backoff_delay(ctx.config.retry_base, ctx.config.retry_max, claim.attempt as u32));
+            let error = shown_error(&e, task, step);
+            deps.lifecycle.settle_step(&claim, &lease, StepOutcome::Failed { error, retry_after }).await?
+        }
+        Outcome::TimedOut => {
+            let error = format!("the step timed out after {:?}", ctx.config.step_timeout);
+            let retry_after = Some(backoff_delay(ctx.config.retry_base, ctx.config.retry_max, claim.attempt as u32));
+            deps.lifecycle.settle_step(&claim, &lease, StepOutcome::Failed { error, retry_after }).await?
+        }
     };
-
-    let retry_after = retry.then(|| backoff_delay(ctx.config.retry_base, ctx.config.retry_max, claim.attempt as u32));
-    match deps.store.fail_step(&claim, &lease, &error, retry_after).await? {
-        FailOutcome::Retrying { next_attempt } => {
-            deps.metrics.steps_finished.with_label_values(&[&claim.agent, "retrying"]).inc();
-            let delay = retry_after.unwrap_or_default();
-            tracing::warn!(%task, %step, attempt = claim.attempt, error = %error, retry_in = ?delay, "step attempt failed; retrying");
-            let job = Job::step(task, step, next_attempt as u32, claim.priority);
-            deps.dispatcher.enqueue_after(&job, delay).await?;
-        }
-        FailOutcome::Failed => {
-            deps.metrics.steps_finished.with_label_values(&[&claim.agent, "failed"]).inc();
-            deps.metrics.tasks_finished.with_label_values(&["failed"]).inc();
-            tracing::warn!(%task, %step, error = %error, "step failed; the task failed");
-            capacity::wake_waiting(deps.store.as_ref(), deps.dispatcher.as_ref(), &claim.user_id).await;
-        }
-        FailOutcome::LeaseLost => tracing::warn!(%task, %step, "step failure discarded: the lease was lost"),
-    }
+    log_settled(settled, &claim);
     Ok(())
+}
+
+/// One line per settled attempt, at the level its outcome deserves.
+fn log_settled(settled: Settled, claim: &StepClaim) {
+    let (task, step, attempt) = (claim.task_id, claim.step_id, claim.attempt);
+    match settled {
+        Settled::Applied(Event::CompleteStep) => tracing::debug!(%task, %step, "step completed"),
+        Settled::Applied(Event::CompleteLastStep) => tracing::info!(%task, "task completed"),
+        Settled::Applied(Event::RetryStep) => tracing::warn!(%task, %step, attempt, "step attempt failed; retrying"),
+        Settled::Applied(Event::FailStep) => tracing::warn!(%task, %step, attempt, "step failed; the task failed"),
+        Settled::Applied(Event::StepOverBudget) => {
+            tracing::warn!(%task, %step, "step stopped by its budget; the task failed")
+        }
+        Settled::Applied(Event::StopCancelledStep) => {
+            tracing::info!(%task, %step, "step stopped: its task was cancelled")
+        }
+        Settled::Applied(Event::ReleaseStep) => tracing::info!(%task, %step, "step released for another worker"),
+        Settled::Applied(other) => tracing::debug!(%task, %step, event = ?other, "step settled"),
+        Settled::Stale => tracing::warn!(%task, %step, "step outcome discarded: the lease was lost"),
+    }
 }
 
 /// The error stored on the step (and the task) for its user to read: what went wrong in the
@@ -207,26 +178,6 @@ async fn relevant_memories(ctx: &JobContext<'_>, claim: &StepClaim) -> Vec<Strin
             tracing::warn!(task = %claim.task_id, step = %claim.step_id, error = %e, "memory search failed; running without memories");
             Vec::new()
         }
-    }
-}
-
-/// Keeps a completed task's result as a memory of its user, when configured.
-async fn remember_result(ctx: &JobContext<'_>, claim: &StepClaim, result: &str) {
-    if !ctx.deps.memory_store_results || result.trim().is_empty() {
-        return;
-    }
-    let mut metadata = serde_json::Map::new();
-    metadata.insert("kind".into(), "task_result".into());
-    metadata.insert("task_id".into(), claim.task_id.to_string().into());
-    let memory = NewMemory {
-        owner: claim.user_id.clone(),
-        namespace: TASK_RESULTS_NAMESPACE.into(),
-        content: format!("{}\n\n{}", claim.task_description, result).chars().take(MAX_MEMORY_CHARS).collect(),
-        metadata,
-        source_task: Some(claim.task_id.0),
-    };
-    if let Err(e) = ctx.deps.memory.store(memory).await {
-        tracing::warn!(task = %claim.task_id, error = %e, "could not store the task's result as a memory");
     }
 }
 

@@ -41,17 +41,8 @@ pub async fn cancel_task(
 ) -> Result<Json<TaskResponse>, ApiError> {
     let id = super::task_id(&id)?;
     let owner = access::check_task(state.tasks.as_ref(), &caller, id).await?;
-    match state.tasks.cancel_task(id).await? {
-        CancelOutcome::Cancelled => {
-            state.metrics.tasks_finished.with_label_values(&["cancelled"]).inc();
-            // Workers running its steps stop at their next model or tool call. Should this
-            // message be lost, their lease renewal notices the cancelled status.
-            if let Err(e) = state.coordination.publish_cancel(id).await {
-                tracing::warn!(task = %id, error = %e, "cancel broadcast failed; workers notice at their next lease renewal");
-            }
-            // A running task of the user ended: one of theirs waiting for capacity may start.
-            crate::budget::capacity::wake_waiting(state.execution.as_ref(), state.dispatcher.as_ref(), &owner).await;
-        }
+    match state.lifecycle.cancel(id, &owner).await? {
+        CancelOutcome::Cancelled => {}
         CancelOutcome::AlreadyFinished(status) => {
             return Err(ApiError::Conflict { message: format!("task {id} already ended: it is {status}") });
         }

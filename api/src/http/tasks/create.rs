@@ -20,7 +20,6 @@ use crate::{
         extract::JsonBody,
         validate::{self, invalid},
     },
-    queue::Job,
     store::{CreateOutcome, NewTask},
     webhooks::{self, TargetPolicy},
 };
@@ -85,10 +84,9 @@ pub async fn create_task(
         }
     };
     if !replayed {
-        state.metrics.tasks_submitted.with_label_values(&[task.priority.as_str()]).inc();
-        // The task is already durable; if this fails, the client gets 503 and the reconciler
-        // re-enqueues the pending task.
-        state.dispatcher.enqueue(&[Job::plan(task.id, task.priority)]).await?;
+        // The task is already durable; if its plan job cannot be enqueued, the client gets
+        // 503 and the reconciler enqueues the pending task.
+        state.lifecycle.submitted(task.id, &task.user_id, task.priority).await?;
     }
 
     let location =

@@ -13,7 +13,6 @@ use crate::{
         AppState, access,
         error::{ApiError, Problem},
     },
-    queue::Job,
     store::RetryOutcome,
 };
 
@@ -45,21 +44,11 @@ pub async fn retry_task(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<TaskResponse>), ApiError> {
     let id = super::task_id(&id)?;
-    access::check_task(state.tasks.as_ref(), &caller, id).await?;
-    match state.tasks.retry_task(id).await? {
-        RetryOutcome::Retried { run, priority, replan, ready } => {
-            let jobs: Vec<Job> = if replan {
-                vec![Job::plan(id, priority)]
-            } else {
-                ready.into_iter().map(|step| Job::step(id, step, 1, priority)).collect()
-            };
-            // Should this fail, the task is already running again in Postgres and the
-            // reconciler enqueues its ready work within RECONCILE_MIN_AGE_MS.
-            if let Err(e) = state.dispatcher.enqueue(&jobs).await {
-                tracing::warn!(task = %id, error = %e, "could not enqueue a retried task's work; the reconciler will");
-            }
-            tracing::info!(task = %id, run, "task retried");
-        }
+    let owner = access::check_task(state.tasks.as_ref(), &caller, id).await?;
+    // Should the jobs not be enqueued, the task already runs again in Postgres and the
+    // reconciler enqueues its ready work within RECONCILE_MIN_AGE_MS.
+    match state.lifecycle.retry(id, &owner).await? {
+        RetryOutcome::Retried { run, .. } => tracing::info!(task = %id, run, "task retried"),
         RetryOutcome::NotRetryable(status) => {
             return Err(ApiError::Conflict {
                 message: format!("task {id} is {status}: only a failed task can be retried"),

@@ -17,8 +17,8 @@ use super::PgStore;
 use crate::{
     domain::{StepId, TaskErrorCode, TaskId},
     store::{
-        ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanningClaim, STEP_CONTEXT_MESSAGES, StepClaim,
-        StepCompletion, StoreError, TaskLimits, Unclaimed, Unfinished,
+        CancelOutcome, ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanningClaim, RetryOutcome,
+        STEP_CONTEXT_MESSAGES, StepClaim, StepCompletion, StoreError, TaskLimits, Unclaimed, Unfinished,
     },
 };
 
@@ -83,6 +83,14 @@ impl ExecutionStore for PgStore {
             self.events_committed(id);
         }
         Ok(ready.map(|ids| ids.into_iter().map(StepId).collect()))
+    }
+
+    async fn cancel_task(&self, id: TaskId) -> Result<CancelOutcome, StoreError> {
+        self.cancel(id).await
+    }
+
+    async fn retry_task(&self, id: TaskId) -> Result<RetryOutcome, StoreError> {
+        self.retry(id).await
     }
 
     async fn renew_planning_lease(&self, id: TaskId, lease: &Lease) -> Result<bool, StoreError> {
@@ -189,10 +197,11 @@ impl ExecutionStore for PgStore {
                     UPDATE tasks SET status = 'failed', error = $2, error_code = $3, lease_owner = NULL,
                            lease_token = NULL, lease_expires_at = NULL, completed_at = now(), updated_at = now()
                     WHERE id = $1 AND status IN ('pending', 'planning')
-                    RETURNING id, user_id
+                    RETURNING tasks.*
                  ), e AS (
                     INSERT INTO task_events (task_id, kind, data)
-                    SELECT id, 'task_failed', jsonb_build_object('error', $2::text, 'code', $3::text) FROM t
+                    SELECT id, 'task_failed', jsonb_build_object('error', $2::text, 'code', $3::text)
+                    FROM t CROSS JOIN LATERAL queue_task_webhook(t::tasks)
                  )
                  SELECT user_id FROM t",
             )
@@ -587,10 +596,11 @@ impl PgStore {
                 UPDATE tasks SET status = 'failed', error = $3, error_code = $4, lease_owner = NULL, lease_token = NULL,
                        lease_expires_at = NULL, completed_at = now(), updated_at = now()
                 WHERE id = $1 AND status = 'planning' AND lease_token = $2
-                RETURNING id
+                RETURNING tasks.*
              ), e AS (
                 INSERT INTO task_events (task_id, kind, data)
-                SELECT id, 'task_failed', jsonb_build_object('error', $3::text, 'code', $4::text) FROM t
+                SELECT id, 'task_failed', jsonb_build_object('error', $3::text, 'code', $4::text)
+                FROM t CROSS JOIN LATERAL queue_task_webhook(t::tasks)
              )
              SELECT id FROM t",
         )
@@ -723,12 +733,13 @@ async fn fail_task_of_step(
              ), t AS (
                 UPDATE tasks SET status = 'failed', error = $2, error_code = $3, completed_at = now(), updated_at = now()
                 WHERE id = $1 AND status = 'running'
-                RETURNING id
+                RETURNING tasks.*
              )
              INSERT INTO task_events (task_id, step_id, kind, data)
              SELECT task_id, id, 'step_skipped', '{}'::jsonb FROM k
              UNION ALL
-             SELECT id, NULL::uuid, 'task_failed', jsonb_build_object('error', $2::text, 'code', $3::text) FROM t",
+             SELECT id, NULL::uuid, 'task_failed', jsonb_build_object('error', $2::text, 'code', $3::text)
+             FROM t CROSS JOIN LATERAL queue_task_webhook(t::tasks)",
         )
         .bind(task.0)
         .bind(task_error)
@@ -779,11 +790,12 @@ pub(super) async fn claim_planning_on<'e>(
                    lease_token = NULL, lease_expires_at = NULL, completed_at = now(), updated_at = now()
             WHERE id = $1 AND status = 'planning' AND lease_expires_at < now()
               AND plan_attempts >= coalesce(max_attempts, $5)
-            RETURNING id
+            RETURNING tasks.*
          ), e AS (
             INSERT INTO task_events (task_id, kind, data) SELECT id, 'task_planning', '{}'::jsonb FROM c
             UNION ALL
-            SELECT id, 'task_failed', jsonb_build_object('error', $6::text, 'code', 'attempts_exhausted') FROM x
+            SELECT id, 'task_failed', jsonb_build_object('error', $6::text, 'code', 'attempts_exhausted')
+            FROM x CROSS JOIN LATERAL queue_task_webhook(x::tasks)
          )
          SELECT EXISTS (SELECT 1 FROM x) AS exhausted, c.description, c.priority, c.max_attempts,
                 c.use_plan_cache, c.agent_hints

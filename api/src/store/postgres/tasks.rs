@@ -157,115 +157,6 @@ impl TaskStore for PgStore {
         self.tool_call_rows(id).await
     }
 
-    async fn cancel_task(&self, id: TaskId) -> Result<CancelOutcome, StoreError> {
-        // One statement: the task, its waiting steps and the events change together. Running
-        // steps are left to their workers, which stop at the next model or tool call.
-        let row: Option<(String, bool)> = sqlx::query_as(
-            "WITH cur AS (
-                SELECT id, status FROM tasks WHERE id = $1 FOR UPDATE
-             ), t AS (
-                UPDATE tasks SET status = 'cancelled', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-                       error = 'cancelled by request', completed_at = now(), updated_at = now()
-                FROM cur WHERE tasks.id = cur.id AND cur.status IN ('pending', 'planning', 'running')
-                RETURNING tasks.id
-             ), s AS (
-                UPDATE steps SET status = 'cancelled', updated_at = now(), completed_at = now()
-                WHERE task_id IN (SELECT id FROM t) AND status IN ('pending', 'ready')
-                RETURNING id, task_id
-             ), e AS (
-                INSERT INTO task_events (task_id, step_id, kind)
-                SELECT task_id, id, 'step_cancelled' FROM s
-                UNION ALL
-                SELECT id, NULL::uuid, 'task_cancelled' FROM t
-             )
-             SELECT cur.status, EXISTS (SELECT 1 FROM t) FROM cur",
-        )
-        .bind(id.0)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(match row {
-            None => CancelOutcome::NotFound,
-            Some((_, true)) => {
-                self.events_committed(id);
-                CancelOutcome::Cancelled
-            }
-            Some((status, false)) => CancelOutcome::AlreadyFinished(status.parse()?),
-        })
-    }
-
-    async fn retry_task(&self, id: TaskId) -> Result<RetryOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let Some((status, priority)) =
-            sqlx::query_as::<_, (String, String)>("SELECT status, priority FROM tasks WHERE id = $1 FOR NO KEY UPDATE")
-                .bind(id.0)
-                .fetch_optional(&mut *tx)
-                .await?
-        else {
-            return Ok(RetryOutcome::NotFound);
-        };
-        let status: TaskStatus = status.parse()?;
-        if status != TaskStatus::Failed {
-            return Ok(RetryOutcome::NotRetryable(status));
-        }
-        // Steps that did not complete start over with fresh attempts; completed ones keep their
-        // outputs, and those whose dependencies all completed are ready at once. A task that
-        // failed while planning has no steps and is planned again.
-        let planned: bool = sqlx::query_scalar(
-            "WITH again AS (
-                UPDATE steps SET status = 'pending', attempt = 0, error = NULL, output = NULL, lease_owner = NULL,
-                       lease_token = NULL, lease_expires_at = NULL, not_before = NULL, completed_at = NULL,
-                       updated_at = now()
-                WHERE task_id = $1 AND status IN ('failed', 'skipped', 'cancelled')
-             )
-             SELECT EXISTS (SELECT 1 FROM steps WHERE task_id = $1)",
-        )
-        .bind(id.0)
-        .fetch_one(&mut *tx)
-        .await?;
-        // A second statement, so it sees the steps reset above (one statement may not
-        // update a row twice).
-        let ready: Vec<Uuid> = sqlx::query_scalar(
-            "UPDATE steps s SET status = 'ready'
-             WHERE s.task_id = $1 AND s.status = 'pending'
-               AND NOT EXISTS (SELECT 1 FROM unnest(s.depends_on) AS dep(id)
-                               WHERE (SELECT d.status FROM steps d WHERE d.id = dep.id) <> 'completed')
-             RETURNING s.id",
-        )
-        .bind(id.0)
-        .fetch_all(&mut *tx)
-        .await?;
-        let next = if planned { "running" } else { "pending" };
-        let run: i32 = sqlx::query_scalar(
-            "WITH t AS (
-                UPDATE tasks SET status = $2, error = NULL, error_code = NULL, result = NULL, completed_at = NULL,
-                       lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, plan_attempts = 0,
-                       run = run + 1, updated_at = now()
-                WHERE id = $1
-                RETURNING id, run
-             ), e AS (
-                INSERT INTO task_events (task_id, step_id, kind, data)
-                SELECT id, NULL::uuid, 'task_retried', jsonb_build_object('run', run, 'steps_ready', cardinality($3::uuid[]))
-                FROM t
-                UNION ALL
-                SELECT $1, r.id, 'step_ready', '{}'::jsonb FROM unnest($3::uuid[]) AS r(id)
-             )
-             SELECT run FROM t",
-        )
-        .bind(id.0)
-        .bind(next)
-        .bind(&ready)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        self.events_committed(id);
-        Ok(RetryOutcome::Retried {
-            run,
-            priority: priority.parse()?,
-            replan: !planned,
-            ready: ready.into_iter().map(StepId).collect(),
-        })
-    }
-
     async fn event_stream_start(
         &self,
         task: TaskId,
@@ -349,4 +240,116 @@ struct TaskRowWithHash {
     #[sqlx(flatten)]
     task: TaskRow,
     request_hash: Option<String>,
+}
+
+/// Cancel and retry, which the lifecycle drives (`ExecutionStore`).
+impl PgStore {
+    pub(super) async fn cancel(&self, id: TaskId) -> Result<CancelOutcome, StoreError> {
+        // One statement: the task, its waiting steps and the events change together. Running
+        // steps are left to their workers, which stop at the next model or tool call.
+        let row: Option<(String, bool)> = sqlx::query_as(
+            "WITH cur AS (
+                SELECT id, status FROM tasks WHERE id = $1 FOR UPDATE
+             ), t AS (
+                UPDATE tasks SET status = 'cancelled', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                       error = 'cancelled by request', completed_at = now(), updated_at = now()
+                FROM cur WHERE tasks.id = cur.id AND cur.status IN ('pending', 'planning', 'running')
+                RETURNING tasks.*
+             ), s AS (
+                UPDATE steps SET status = 'cancelled', updated_at = now(), completed_at = now()
+                WHERE task_id IN (SELECT id FROM t) AND status IN ('pending', 'ready')
+                RETURNING id, task_id
+             ), e AS (
+                INSERT INTO task_events (task_id, step_id, kind)
+                SELECT task_id, id, 'step_cancelled' FROM s
+                UNION ALL
+                SELECT id, NULL::uuid, 'task_cancelled' FROM t CROSS JOIN LATERAL queue_task_webhook(t::tasks)
+             )
+             SELECT cur.status, EXISTS (SELECT 1 FROM t) FROM cur",
+        )
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            None => CancelOutcome::NotFound,
+            Some((_, true)) => {
+                self.events_committed(id);
+                CancelOutcome::Cancelled
+            }
+            Some((status, false)) => CancelOutcome::AlreadyFinished(status.parse()?),
+        })
+    }
+
+    pub(super) async fn retry(&self, id: TaskId) -> Result<RetryOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some((status, priority)) =
+            sqlx::query_as::<_, (String, String)>("SELECT status, priority FROM tasks WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(RetryOutcome::NotFound);
+        };
+        let status: TaskStatus = status.parse()?;
+        if status != TaskStatus::Failed {
+            return Ok(RetryOutcome::NotRetryable(status));
+        }
+        // Steps that did not complete start over with fresh attempts; completed ones keep their
+        // outputs, and those whose dependencies all completed are ready at once. A task that
+        // failed while planning has no steps and is planned again.
+        let planned: bool = sqlx::query_scalar(
+            "WITH again AS (
+                UPDATE steps SET status = 'pending', attempt = 0, error = NULL, output = NULL, lease_owner = NULL,
+                       lease_token = NULL, lease_expires_at = NULL, not_before = NULL, completed_at = NULL,
+                       updated_at = now()
+                WHERE task_id = $1 AND status IN ('failed', 'skipped', 'cancelled')
+             )
+             SELECT EXISTS (SELECT 1 FROM steps WHERE task_id = $1)",
+        )
+        .bind(id.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        // A second statement, so it sees the steps reset above (one statement may not
+        // update a row twice).
+        let ready: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE steps s SET status = 'ready'
+             WHERE s.task_id = $1 AND s.status = 'pending'
+               AND NOT EXISTS (SELECT 1 FROM unnest(s.depends_on) AS dep(id)
+                               WHERE (SELECT d.status FROM steps d WHERE d.id = dep.id) <> 'completed')
+             RETURNING s.id",
+        )
+        .bind(id.0)
+        .fetch_all(&mut *tx)
+        .await?;
+        let next = if planned { "running" } else { "pending" };
+        let run: i32 = sqlx::query_scalar(
+            "WITH t AS (
+                UPDATE tasks SET status = $2, error = NULL, error_code = NULL, result = NULL, completed_at = NULL,
+                       lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, plan_attempts = 0,
+                       run = run + 1, updated_at = now()
+                WHERE id = $1
+                RETURNING id, run
+             ), e AS (
+                INSERT INTO task_events (task_id, step_id, kind, data)
+                SELECT id, NULL::uuid, 'task_retried', jsonb_build_object('run', run, 'steps_ready', cardinality($3::uuid[]))
+                FROM t
+                UNION ALL
+                SELECT $1, r.id, 'step_ready', '{}'::jsonb FROM unnest($3::uuid[]) AS r(id)
+             )
+             SELECT run FROM t",
+        )
+        .bind(id.0)
+        .bind(next)
+        .bind(&ready)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.events_committed(id);
+        Ok(RetryOutcome::Retried {
+            run,
+            priority: priority.parse()?,
+            replan: !planned,
+            ready: ready.into_iter().map(StepId).collect(),
+        })
+    }
 }

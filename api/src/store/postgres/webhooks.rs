@@ -1,6 +1,6 @@
 //! The webhook outbox in Postgres: `webhook_deliveries` and `webhook_attempts` (see the
-//! invariants on [`crate::webhooks::Outbox`]). Rows are created by the `tasks` trigger of
-//! the webhooks migration, never here. Also the nonces of users' signing secrets,
+//! invariants on [`crate::webhooks::Outbox`]). Rows are created by the statements that end a
+//! task (`queue_task_webhook`, the `QueueWebhook` write of the lifecycle table), never here. Also the nonces of users' signing secrets,
 //! `webhook_secrets` (see [`crate::webhooks::secrets`]).
 
 use chrono::{DateTime, Utc};

@@ -1,0 +1,499 @@
+//! The transition table: for each event, the states it may start from, the state it leads
+//! to, what the store writes in the same commit and what follows once it has committed.
+//!
+//! The store performs a transition as one conditional write (`WHERE status = <from>`, fenced
+//! by the lease where there is one), including every [`Write`] of its rule, so a transition
+//! and its durable consequences commit together or not at all. [`super::Lifecycle`] then
+//! applies the rule's [`Effect`]s, which may be lost to a crash without losing work: each is
+//! a wake-up, a counter or an optimisation that the reconciler or a re-read makes good.
+//!
+//! `docs/lifecycle.md` is rendered from this table ([`render_markdown`]); a test keeps it
+//! current.
+
+use crate::domain::{StepStatus, TaskStatus};
+
+/// What happens to a task or a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// `POST /tasks` accepted a task.
+    Submit,
+    /// A plan job claimed the task's planning (or took over one whose lease expired).
+    ClaimPlanning,
+    /// A plan job found the task's user at the running-task cap.
+    WaitForCapacity,
+    /// The planner's plan was saved: the steps exist, the root steps are ready.
+    SavePlan,
+    /// Planning failed (the planner's error, an invalid plan, no usable agent).
+    FailPlanning,
+    /// A planning model call did not fit in the task's budget or the user's quota.
+    PlanningOverBudget,
+    /// A takeover of the planning found no planning attempt left.
+    PlanningExhausted,
+    /// The plan job was dead-lettered.
+    PlanningDeadLettered,
+    /// `POST /tasks/{id}/cancel`.
+    Cancel,
+    /// `POST /tasks/{id}/retry` of a task that failed after planning.
+    Retry,
+    /// `POST /tasks/{id}/retry` of a task that failed while planning.
+    RetryPlanning,
+    /// A step job claimed its step (or took over one whose lease expired).
+    ClaimStep,
+    /// A step's agent finished and it was not its task's last step to complete.
+    CompleteStep,
+    /// A step completed and every step of its task has completed.
+    CompleteLastStep,
+    /// A step attempt failed with attempts left: it runs again after a backoff.
+    RetryStep,
+    /// A step attempt failed with no attempt left, or with an error no retry can fix.
+    FailStep,
+    /// A step's model call did not fit in the task's budget or the user's quota.
+    StepOverBudget,
+    /// A takeover of the step found no attempt left.
+    StepExhausted,
+    /// The step job was dead-lettered.
+    StepDeadLettered,
+    /// A running step stopped because its task was cancelled.
+    StopCancelledStep,
+    /// The worker shut down while the step ran: another worker takes it, no attempt charged.
+    ReleaseStep,
+}
+
+/// The state a transition starts from or leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Nothing existed yet.
+    New,
+    Task(TaskStatus),
+    Step(StepStatus),
+}
+
+/// What the store writes in the transition's own commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// A `task_events` row of this kind (and, after the commit, a wake-up of the task's
+    /// event streams and waiters).
+    Event(crate::domain::EventKind),
+    /// The lease is taken (claims) and fences every later write of the holder.
+    TakeLease,
+    /// The lease is cleared: nobody holds the work.
+    DropLease,
+    /// One attempt is charged (`steps.attempt` or `tasks.plan_attempts`).
+    ChargeAttempt,
+    /// The task is marked waiting for capacity (it stays pending, with no job).
+    MarkWaiting,
+    /// The plan's steps are inserted; those without dependencies are ready.
+    InsertSteps,
+    /// Pending dependants whose dependencies have all completed become ready.
+    PromoteDependants,
+    /// The task completes with the output of its last step in plan order as its result.
+    CompleteTask,
+    /// The step's task fails with the step's error; its pending and ready steps are skipped.
+    FailTask,
+    /// The task's pending and ready steps are cancelled.
+    CancelWaitingSteps,
+    /// Failed, skipped and cancelled steps go back to pending with fresh attempts, ready when
+    /// their dependencies completed; `tasks.run` goes up by one.
+    ResetSteps,
+    /// The attempt's conversation is appended to the task's short-term memory.
+    AppendMessages,
+    /// A webhook delivery is queued in the outbox for a task with a `callback_url`.
+    QueueWebhook,
+}
+
+/// What follows a committed transition, applied by [`super::Lifecycle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// A job for the task's planning.
+    EnqueuePlan,
+    /// Jobs for the steps that became ready.
+    EnqueueReady,
+    /// A job for the step's next attempt, delayed by its backoff.
+    EnqueueRetry,
+    /// A job for the same attempt of the step, for another worker.
+    EnqueueAgain,
+    /// The user's oldest task waiting for capacity gets a plan job.
+    WakeWaiting,
+    /// Workers running the task's steps are told to stop.
+    BroadcastCancel,
+    /// The task's result becomes a memory of its user (when `MEMORY_STORE_RESULTS`).
+    RememberResult,
+    /// `orchestrator_tasks_submitted_total{priority}` counts the new task.
+    CountSubmit,
+    /// `orchestrator_tasks_finished_total{status}` counts the task's end.
+    CountTask,
+    /// `orchestrator_steps_finished_total{agent,status}` counts the step's outcome.
+    CountStep(&'static str),
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    pub event: Event,
+    pub from: &'static [State],
+    pub to: State,
+    /// Where the step's task goes in the same commit, for step events that end it.
+    pub task_to: Option<TaskStatus>,
+    pub writes: &'static [Write],
+    pub effects: &'static [Effect],
+}
+
+use crate::domain::EventKind as K;
+use Effect::*;
+use State::{New, Step as S, Task as T};
+use StepStatus as SS;
+use TaskStatus as TS;
+use Write::*;
+
+/// What follows every task end: a slot of its user's running-task cap frees up, and the end
+/// is counted. (Its webhook is a write: `QueueWebhook` commits with the end.)
+const TASK_END_EFFECTS: &[Effect] = &[WakeWaiting, CountTask];
+
+/// Every transition of a task or a step.
+pub const TABLE: &[Rule] = &[
+    Rule {
+        event: Event::Submit,
+        from: &[New],
+        to: T(TS::Pending),
+        task_to: None,
+        writes: &[Event(K::TaskCreated)],
+        effects: &[CountSubmit, EnqueuePlan],
+    },
+    Rule {
+        event: Event::ClaimPlanning,
+        from: &[T(TS::Pending), T(TS::Planning)],
+        to: T(TS::Planning),
+        task_to: None,
+        writes: &[TakeLease, ChargeAttempt, Event(K::TaskPlanning)],
+        effects: &[],
+    },
+    Rule {
+        event: Event::WaitForCapacity,
+        from: &[T(TS::Pending)],
+        to: T(TS::Pending),
+        task_to: None,
+        writes: &[MarkWaiting, Event(K::WaitingForCapacity)],
+        effects: &[],
+    },
+    Rule {
+        event: Event::SavePlan,
+        from: &[T(TS::Planning)],
+        to: T(TS::Running),
+        task_to: None,
+        writes: &[DropLease, InsertSteps, Event(K::TaskPlanned), Event(K::StepReady)],
+        effects: &[EnqueueReady],
+    },
+    Rule {
+        event: Event::FailPlanning,
+        from: &[T(TS::Planning)],
+        to: T(TS::Failed),
+        task_to: None,
+        writes: &[DropLease, Event(K::TaskFailed), QueueWebhook],
+        effects: TASK_END_EFFECTS,
+    },
+    Rule {
+        event: Event::PlanningOverBudget,
+        from: &[T(TS::Planning)],
+        to: T(TS::Failed),
+        task_to: None,
+        writes: &[DropLease, Event(K::TaskFailed), QueueWebhook],
+        effects: TASK_END_EFFECTS,
+    },
+    Rule {
+        event: Event::PlanningExhausted,
+        from: &[T(TS::Planning)],
+        to: T(TS::Failed),
+        task_to: None,
+        writes: &[DropLease, Event(K::TaskFailed), QueueWebhook],
+        effects: TASK_END_EFFECTS,
+    },
+    Rule {
+        event: Event::PlanningDeadLettered,
+        from: &[T(TS::Pending), T(TS::Planning)],
+        to: T(TS::Failed),
+        task_to: None,
+        writes: &[DropLease, Event(K::TaskFailed), QueueWebhook],
+        effects: TASK_END_EFFECTS,
+    },
+    Rule {
+        event: Event::Cancel,
+        from: &[T(TS::Pending), T(TS::Planning), T(TS::Running)],
+        to: T(TS::Cancelled),
+        task_to: None,
+        writes: &[DropLease, CancelWaitingSteps, Event(K::StepCancelled), Event(K::TaskCancelled), QueueWebhook],
+        effects: &[BroadcastCancel, WakeWaiting, CountTask],
+    },
+    Rule {
+        event: Event::Retry,
+        from: &[T(TS::Failed)],
+        to: T(TS::Running),
+        task_to: None,
+        writes: &[ResetSteps, Event(K::TaskRetried), Event(K::StepReady)],
+        effects: &[EnqueueReady],
+    },
+    Rule {
+        event: Event::RetryPlanning,
+        from: &[T(TS::Failed)],
+        to: T(TS::Pending),
+        task_to: None,
+        writes: &[ResetSteps, Event(K::TaskRetried)],
+        effects: &[EnqueuePlan],
+    },
+    Rule {
+        event: Event::ClaimStep,
+        from: &[S(SS::Ready), S(SS::Running)],
+        to: S(SS::Running),
+        task_to: None,
+        writes: &[TakeLease, ChargeAttempt, Event(K::StepStarted)],
+        effects: &[],
+    },
+    Rule {
+        event: Event::CompleteStep,
+        from: &[S(SS::Running)],
+        to: S(SS::Completed),
+        task_to: None,
+        writes: &[DropLease, AppendMessages, Event(K::StepCompleted), PromoteDependants, Event(K::StepReady)],
+        effects: &[CountStep("completed"), EnqueueReady],
+    },
+    Rule {
+        event: Event::CompleteLastStep,
+        from: &[S(SS::Running)],
+        to: S(SS::Completed),
+        task_to: Some(TS::Completed),
+        writes: &[
+            DropLease,
+            AppendMessages,
+            Event(K::StepCompleted),
+            CompleteTask,
+            Event(K::TaskCompleted),
+            QueueWebhook,
+        ],
+        effects: &[CountStep("completed"), WakeWaiting, CountTask, RememberResult],
+    },
+    Rule {
+        event: Event::RetryStep,
+        from: &[S(SS::Running)],
+        to: S(SS::Ready),
+        task_to: None,
+        writes: &[DropLease, Event(K::StepRetrying)],
+        effects: &[CountStep("retrying"), EnqueueRetry],
+    },
+    Rule {
+        event: Event::FailStep,
+        from: &[S(SS::Running)],
+        to: S(SS::Failed),
+        task_to: Some(TS::Failed),
+        writes: &[DropLease, Event(K::StepFailed), FailTask, Event(K::StepSkipped), Event(K::TaskFailed), QueueWebhook],
+        effects: &[CountStep("failed"), WakeWaiting, CountTask],
+    },
+    Rule {
+        event: Event::StepOverBudget,
+        from: &[S(SS::Running)],
+        to: S(SS::Failed),
+        task_to: Some(TS::Failed),
+        writes: &[DropLease, Event(K::StepFailed), FailTask, Event(K::StepSkipped), Event(K::TaskFailed), QueueWebhook],
+        effects: &[CountStep("failed"), WakeWaiting, CountTask],
+    },
+    Rule {
+        event: Event::StepExhausted,
+        from: &[S(SS::Running)],
+        to: S(SS::Failed),
+        task_to: Some(TS::Failed),
+        writes: &[DropLease, Event(K::StepFailed), FailTask, Event(K::StepSkipped), Event(K::TaskFailed), QueueWebhook],
+        effects: TASK_END_EFFECTS,
+    },
+    Rule {
+        event: Event::StepDeadLettered,
+        from: &[S(SS::Pending), S(SS::Ready), S(SS::Running)],
+        to: S(SS::Failed),
+        task_to: Some(TS::Failed),
+        writes: &[DropLease, Event(K::StepFailed), FailTask, Event(K::StepSkipped), Event(K::TaskFailed), QueueWebhook],
+        effects: TASK_END_EFFECTS,
+    },
+    Rule {
+        event: Event::StopCancelledStep,
+        from: &[S(SS::Running)],
+        to: S(SS::Cancelled),
+        task_to: None,
+        writes: &[DropLease, Event(K::StepCancelled)],
+        effects: &[CountStep("cancelled")],
+    },
+    Rule {
+        event: Event::ReleaseStep,
+        from: &[S(SS::Running)],
+        to: S(SS::Ready),
+        task_to: None,
+        writes: &[DropLease, Event(K::StepReleased)],
+        effects: &[EnqueueAgain],
+    },
+];
+
+/// The rule of `event`; every event has exactly one (a test checks).
+pub fn rule(event: Event) -> &'static Rule {
+    TABLE.iter().find(|r| r.event == event).expect("every event has a rule in TABLE")
+}
+
+impl Rule {
+    /// The task status this transition leaves the task in, when it changes it.
+    pub fn task_status(&self) -> Option<TaskStatus> {
+        match self.to {
+            State::Task(status) => Some(status),
+            _ => self.task_to,
+        }
+    }
+
+    /// Whether the transition ends the task.
+    pub fn ends_task(&self) -> bool {
+        self.task_status().is_some_and(TaskStatus::is_terminal)
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::New => f.write_str("—"),
+            Self::Task(s) => write!(f, "task {s}"),
+            Self::Step(s) => write!(f, "step {s}"),
+        }
+    }
+}
+
+/// The table as Markdown, for `docs/lifecycle.md`.
+pub fn render_markdown() -> String {
+    let mut out = String::from(
+        "# Task and step lifecycle\n\n\
+         Rendered from `api/src/lifecycle/table.rs` (a test keeps this file current). Each row is one\n\
+         transition: the store writes it and its *writes* in one conditional commit; the lifecycle\n\
+         applies its *effects* after the commit.\n\n\
+         | event | from | to | writes (same commit) | effects (after commit) |\n\
+         |---|---|---|---|---|\n",
+    );
+    for r in TABLE {
+        let from: Vec<String> = r.from.iter().map(ToString::to_string).collect();
+        let mut to = r.to.to_string();
+        if let Some(task) = r.task_to {
+            to.push_str(&format!(", task {task}"));
+        }
+        let writes: Vec<String> = r
+            .writes
+            .iter()
+            .map(|w| match w {
+                Write::Event(kind) => format!("event `{kind}`"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        let effects: Vec<String> = r
+            .effects
+            .iter()
+            .map(|e| match e {
+                Effect::CountStep(status) => format!("CountStep({status})"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        out.push_str(&format!(
+            "| {:?} | {} | {} | {} | {} |\n",
+            r.event,
+            from.join(", "),
+            to,
+            writes.join(", "),
+            effects.join(", ")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn every_event_has_exactly_one_rule() {
+        let mut seen = HashSet::new();
+        for r in TABLE {
+            assert!(seen.insert(r.event), "{:?} has two rules", r.event);
+        }
+        assert_eq!(rule(Event::FailStep).to, State::Step(StepStatus::Failed));
+    }
+
+    #[test]
+    fn every_task_end_queues_its_webhook_frees_a_slot_and_is_counted() {
+        for r in TABLE.iter().filter(|r| r.ends_task()) {
+            assert!(r.writes.contains(&QueueWebhook), "{:?} ends a task without its webhook", r.event);
+            assert!(r.effects.contains(&WakeWaiting), "{:?} ends a task without waking a waiting one", r.event);
+            assert!(r.effects.contains(&CountTask), "{:?} ends a task uncounted", r.event);
+            assert!(
+                r.writes.iter().any(|w| matches!(w, Write::Event(k) if crate::store::TASK_END_EVENTS.contains(k))),
+                "{:?} ends a task without a final event: its streams would not close",
+                r.event
+            );
+        }
+        for r in TABLE.iter().filter(|r| !r.ends_task()) {
+            assert!(!r.writes.contains(&QueueWebhook), "{:?} sends a webhook without ending a task", r.event);
+            assert!(!r.effects.contains(&CountTask), "{:?} counts a task that did not end", r.event);
+        }
+    }
+
+    #[test]
+    fn nothing_leaves_an_ended_task_but_a_retry() {
+        for r in TABLE {
+            for from in r.from {
+                if let State::Task(status) = from {
+                    assert!(
+                        !status.is_terminal() || matches!(r.event, Event::Retry | Event::RetryPlanning),
+                        "{:?} leaves the ended state {status}",
+                        r.event
+                    );
+                }
+                if let State::Step(status) = from {
+                    assert!(
+                        matches!(status, StepStatus::Pending | StepStatus::Ready | StepStatus::Running),
+                        "{:?} leaves the ended step state {status}",
+                        r.event
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn leases_are_taken_by_claims_and_dropped_by_every_exit_from_running_work() {
+        for r in TABLE {
+            let claims = matches!(r.event, Event::ClaimPlanning | Event::ClaimStep);
+            assert_eq!(r.writes.contains(&TakeLease), claims, "{:?}", r.event);
+            let leaves_running = r.from.iter().any(|s| matches!(s, State::Step(StepStatus::Running)))
+                || r.from.contains(&State::Task(TaskStatus::Planning));
+            if leaves_running && !claims {
+                assert!(r.writes.contains(&DropLease), "{:?} leaves a lease behind", r.event);
+            }
+        }
+    }
+
+    #[test]
+    fn work_that_becomes_ready_gets_a_job() {
+        for r in TABLE {
+            if r.writes.contains(&Write::Event(K::StepReady)) {
+                assert!(r.effects.contains(&EnqueueReady), "{:?} readies steps without jobs", r.event);
+            }
+        }
+        for r in TABLE.iter().filter(|r| r.to == State::Task(TaskStatus::Pending) && r.event != Event::WaitForCapacity)
+        {
+            assert!(r.effects.contains(&EnqueuePlan), "{:?} leaves a pending task without a plan job", r.event);
+        }
+    }
+
+    #[test]
+    fn the_lifecycle_document_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/lifecycle.md");
+        let rendered = render_markdown();
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(path, &rendered).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            on_disk == rendered,
+            "docs/lifecycle.md is stale: run `UPDATE_DOCS=1 cargo test -p api --lib lifecycle`"
+        );
+    }
+}
