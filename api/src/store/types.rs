@@ -148,6 +148,8 @@ pub struct StepClaim {
     pub max_attempts: i32,
     pub priority: Priority,
     pub user_id: String,
+    /// Whether the user had any long-term memory when the step was claimed.
+    pub user_has_memories: bool,
     pub task_description: String,
     /// (title, output) of each dependency, in plan order.
     pub dependency_outputs: Vec<(String, String)>,

@@ -159,10 +159,11 @@ fn context_role(role: &str) -> Option<Role> {
 }
 
 /// The user's long-term memories closest to this step's instruction. Memory helps but is not
-/// essential: if the search fails the step runs without it.
+/// essential: if the search fails the step runs without it. A user with no memory (as of the
+/// claim) costs no embedding and no search.
 async fn relevant_memories(ctx: &JobContext<'_>, claim: &StepClaim) -> Vec<String> {
     let limit = ctx.deps.memory_context_items;
-    if limit == 0 {
+    if limit == 0 || !claim.user_has_memories {
         return Vec::new();
     }
     let query = SearchQuery {

@@ -119,7 +119,8 @@ impl ExecutionStore for PgStore {
         // the planner chose sequential scans of every step while its statistics were stale (a
         // young, fast-growing table), making each claim cost O(all steps). The task's limits
         // come along too: the step's budget needs them, and a separate read was one more
-        // statement per step.
+        // statement per step. So does whether the user has any memory: a user without one
+        // costs no embedding and no search.
         let row: Option<ClaimRow> = sqlx::query_as(
             "WITH c AS (
                 UPDATE steps s SET status = 'running', attempt = s.attempt + 1, lease_owner = $2,
@@ -139,6 +140,8 @@ impl ExecutionStore for PgStore {
              SELECT c.id, c.task_id, c.title, c.instruction, c.agent, c.attempt, c.max_attempts, c.priority,
                     c.user_id, c.description, c.max_cost_usd, c.max_tokens,
                     (SELECT l.daily_cost_usd FROM user_limits l WHERE l.user_id = c.user_id) AS user_daily_cost_usd,
+                    EXISTS (SELECT 1 FROM memory_items m WHERE m.owner = c.user_id AND m.deleted_at IS NULL)
+                        AS user_has_memories,
                     (SELECT coalesce(jsonb_agg(jsonb_build_array(d.title, coalesce(d.output, ''))
                                                ORDER BY d.position), '[]'::jsonb)
                      FROM unnest(c.depends_on) AS dep(id)
@@ -863,6 +866,7 @@ struct ClaimRow {
     max_cost_usd: Option<f64>,
     max_tokens: Option<i64>,
     user_daily_cost_usd: Option<f64>,
+    user_has_memories: bool,
     dependencies: Value,
     context: Value,
 }
@@ -891,6 +895,7 @@ impl TryFrom<ClaimRow> for StepClaim {
                 user_daily_cost_usd: r.user_daily_cost_usd,
             },
             user_id: r.user_id,
+            user_has_memories: r.user_has_memories,
             task_description: r.description,
             dependency_outputs,
             context,
