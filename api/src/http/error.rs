@@ -77,6 +77,7 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %e, "postgres unavailable");
                 Self::Unavailable { dependency: "postgres" }
             }
+            StoreError::Unavailable(_) => Self::Unavailable { dependency: "postgres" },
             StoreError::Database(_) | StoreError::Corrupt(_) => Self::Internal(e.to_string()),
         }
     }

@@ -26,6 +26,9 @@ pub enum StoreError {
     /// A row violated an invariant the code relies on (e.g. an unknown status string).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The store cannot take writes (its batching task has stopped: the process is exiting).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<crate::domain::UnknownState> for StoreError {

@@ -146,3 +146,162 @@ async fn a_failed_step_fails_its_task_and_skips_what_is_left() {
     assert!(store.claim_step(detail.steps[1].id, &lease("w2")).await.unwrap().is_none());
     app.stop().await;
 }
+
+/// Claims and completions made at the same moment share statements (the store batches
+/// them); every guarantee above holds for each of them, within a batch and across stores.
+#[tokio::test]
+async fn concurrent_claims_and_completions_keep_every_guarantee() {
+    let app = TestApp::spawn(0).await;
+    let store = &app.app.store;
+    // A second store on the same database, as a second process would have.
+    let other = &orchestrator::store::PgStore::new(app.db.clone());
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let task = new_task(&app).await;
+        tasks.push((task, planned_diamond(&app, task).await));
+    }
+
+    // Two claims of one step in the same batch: one wins.
+    let twice = new_task(&app).await;
+    let [root, ..] = planned_diamond(&app, twice).await;
+    let (l1, l2) = (lease("w1"), lease("w1"));
+    let (one, two) = tokio::join!(store.claim_step(root, &l1), store.claim_step(root, &l2));
+    let (one, two) = (one.unwrap(), two.unwrap());
+    assert!(one.is_some() != two.is_some(), "exactly one claim wins: {one:?} {two:?}");
+
+    // Two claims of each root at once, from both stores: exactly one of each pair wins.
+    let leases: Vec<(Lease, Lease)> = tasks.iter().map(|_| (lease("w1"), lease("w2"))).collect();
+    let claims = futures_util::future::join_all(tasks.iter().zip(&leases).map(|((_, [a, ..]), (l1, l2))| async move {
+        let (one, two) = tokio::join!(store.claim_step(*a, l1), other.claim_step(*a, l2));
+        match (one.unwrap(), two.unwrap()) {
+            (Some(claim), None) => (claim, l1.clone()),
+            (None, Some(claim)) => (claim, l2.clone()),
+            pair => panic!("one claim of a step must win, got {pair:?}"),
+        }
+    }))
+    .await;
+
+    // Completions at once, half of them with a stale lease first: the stale ones are
+    // refused, the others complete, each with its own messages in order.
+    let stale = lease("w3");
+    let refused = futures_util::future::join_all(
+        claims.iter().step_by(2).map(|(claim, _)| store.complete_step_with_messages(claim, &stale, "forged", &[])),
+    )
+    .await;
+    assert!(refused.into_iter().all(|r| r.unwrap().is_none()), "a stale lease cannot complete");
+    let messages =
+        |i: usize| vec![("user".to_owned(), format!("ask {i}")), ("assistant".to_owned(), format!("answer {i}"))];
+    let done = futures_util::future::join_all(claims.iter().enumerate().map(|(i, (claim, l))| async move {
+        (i, store.complete_step_with_messages(claim, l, "a", &messages(i)).await)
+    }))
+    .await;
+    for (i, result) in done {
+        let mut ready = result.unwrap().expect("lease held").ready;
+        ready.sort();
+        let [_, b, c, _] = tasks[i].1;
+        let mut expected = vec![b, c];
+        expected.sort();
+        assert_eq!(ready, expected);
+        let stored: Vec<(String, String)> =
+            sqlx::query_as("SELECT role, content FROM task_messages WHERE step_id = $1 ORDER BY id")
+                .bind(claims[i].0.step_id.0)
+                .fetch_all(&app.db)
+                .await
+                .unwrap();
+        assert_eq!(stored, messages(i));
+    }
+
+    // Siblings of every task claimed and completed at once, spread over both stores: each
+    // join step is promoted exactly once.
+    let siblings = futures_util::future::join_all(tasks.iter().map(|(_, [_, b, c, _])| async move {
+        let (lb, lc) = (lease("wb"), lease("wc"));
+        let (cb, cc) = tokio::join!(store.claim_step(*b, &lb), other.claim_step(*c, &lc));
+        let (cb, cc) = (cb.unwrap().unwrap(), cc.unwrap().unwrap());
+        let (rb, rc) = tokio::join!(store.complete_step(&cb, &lb, "b"), other.complete_step(&cc, &lc, "c"));
+        rb.unwrap().unwrap().ready.into_iter().chain(rc.unwrap().unwrap().ready).collect::<Vec<StepId>>()
+    }))
+    .await;
+    for ((_, [.., d]), promoted) in tasks.iter().zip(siblings) {
+        assert_eq!(promoted, [*d], "the join step is promoted once");
+    }
+
+    // The last steps at once: each task completes once, with its last step's output.
+    let last = futures_util::future::join_all(tasks.iter().map(|(_, [.., d])| async move {
+        let l = lease("wd");
+        let claim = store.claim_step(*d, &l).await.unwrap().unwrap();
+        assert_eq!(claim.dependency_outputs.len(), 2);
+        store.complete_step(&claim, &l, "d").await.unwrap().unwrap()
+    }))
+    .await;
+    for ((task, _), done) in tasks.iter().zip(last) {
+        assert_eq!(done.task_result.as_deref(), Some("d"));
+        let detail = store.task(*task).await.unwrap().unwrap();
+        assert_eq!(detail.task.status, TaskStatus::Completed);
+        let completed: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM task_events WHERE task_id = $1 AND kind = 'task_completed'")
+                .bind(task.0)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        assert_eq!(completed, 1);
+    }
+    app.stop().await;
+}
+
+/// Submissions at the same moment share inserts; each task keeps exactly what was sent,
+/// its context messages in order, and a keyed submission still replays.
+#[tokio::test]
+async fn concurrent_submissions_keep_each_tasks_own_fields_and_context() {
+    let app = TestApp::spawn(0).await;
+    let store = &app.app.store;
+    let submissions: Vec<NewTask> = (0..40)
+        .map(|i| NewTask {
+            id: TaskId::new(),
+            user_id: format!("submitter-{}", i % 3),
+            description: format!("task {i}"),
+            metadata: serde_json::json!({ "n": i }),
+            priority: Default::default(),
+            max_cost_usd: (i % 2 == 0).then_some(1.5),
+            max_tokens: (i % 3 == 0).then_some(1000),
+            idempotency_key: (i % 10 == 0).then(|| format!("key-{i}")),
+            request_hash: format!("h{i}"),
+            max_attempts: (i % 4 == 0).then_some(2),
+            use_plan_cache: i % 2 == 1,
+            context: (0..i % 4).map(|m| ("user".to_owned(), format!("context {i}.{m}"))).collect(),
+            callback_url: (i % 5 == 0).then(|| format!("https://example.com/hook/{i}")),
+            agent_hints: if i % 6 == 0 { vec!["analyst".to_owned(), "writer".to_owned()] } else { Vec::new() },
+        })
+        .collect();
+    let created = futures_util::future::join_all(submissions.iter().map(|t| store.create_task(t))).await;
+    for (new, outcome) in submissions.iter().zip(created) {
+        let task = match outcome.unwrap() {
+            CreateOutcome::Created(task) => task,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(task.id, new.id);
+        assert_eq!((&task.user_id, &task.description, &task.metadata), (&new.user_id, &new.description, &new.metadata));
+        assert_eq!((task.max_cost_usd, task.max_tokens), (new.max_cost_usd, new.max_tokens));
+        assert_eq!((&task.callback_url, &task.agent_hints), (&new.callback_url, &new.agent_hints));
+        assert_eq!(task.status, TaskStatus::Pending);
+        let context: Vec<(String, String)> =
+            sqlx::query_as("SELECT role, content FROM task_messages WHERE task_id = $1 ORDER BY id")
+                .bind(new.id.0)
+                .fetch_all(&app.db)
+                .await
+                .unwrap();
+        assert_eq!(context, new.context);
+        let events: Vec<String> = sqlx::query_scalar("SELECT kind FROM task_events WHERE task_id = $1")
+            .bind(new.id.0)
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+        assert_eq!(events, ["task_created"]);
+    }
+    // A keyed submission sent again is the same task.
+    let again = NewTask { id: TaskId::new(), ..submissions[10].clone() };
+    match store.create_task(&again).await.unwrap() {
+        CreateOutcome::Replayed(task) => assert_eq!(task.id, submissions[10].id),
+        other => panic!("{other:?}"),
+    }
+    app.stop().await;
+}

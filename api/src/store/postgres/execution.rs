@@ -13,12 +13,16 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::PgStore;
+use super::{
+    PgStore,
+    calls::CallItem,
+    steps::{ClaimItem, CompleteItem},
+};
 use crate::{
     domain::{StepId, TaskErrorCode, TaskId},
     store::{
-        CancelOutcome, ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanningClaim, RetryOutcome,
-        STEP_CONTEXT_MESSAGES, StepClaim, StepCompletion, StoreError, TaskLimits, Unclaimed, Unfinished,
+        CancelOutcome, ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanningClaim, RetryOutcome, StepClaim,
+        StepCompletion, StoreError, Unclaimed, Unfinished,
     },
 };
 
@@ -112,60 +116,8 @@ impl ExecutionStore for PgStore {
     }
 
     async fn claim_step(&self, id: StepId, lease: &Lease) -> Result<Option<StepClaim>, StoreError> {
-        // The dependency outputs are read in the same round trip: they are final, because a
-        // step only becomes ready once every dependency has completed. So is the task-level
-        // context (written with the task, never after). Each dependency is fetched by primary
-        // key in a subquery that cannot be flattened: with `id = ANY(depends_on)` or a join,
-        // the planner chose sequential scans of every step while its statistics were stale (a
-        // young, fast-growing table), making each claim cost O(all steps). The task's limits
-        // come along too: the step's budget needs them, and a separate read was one more
-        // statement per step. So does whether the user has any memory: a user without one
-        // costs no embedding and no search.
-        let row: Option<ClaimRow> = sqlx::query_as(
-            "WITH c AS (
-                UPDATE steps s SET status = 'running', attempt = s.attempt + 1, lease_owner = $2,
-                       lease_token = $3, lease_expires_at = now() + make_interval(secs => $4), not_before = NULL,
-                       started_at = coalesce(s.started_at, now()), updated_at = now()
-                FROM tasks t
-                WHERE s.id = $1 AND t.id = s.task_id AND t.status = 'running'
-                  AND ((s.status = 'ready' AND (s.not_before IS NULL OR s.not_before <= now()))
-                       -- A takeover is an attempt too: none left, and settle_unclaimed_step fails it.
-                       OR (s.status = 'running' AND s.lease_expires_at < now() AND s.attempt < s.max_attempts))
-                RETURNING s.id, s.task_id, s.title, s.instruction, s.agent, s.depends_on, s.attempt,
-                          s.max_attempts, t.priority, t.user_id, t.description, t.max_cost_usd, t.max_tokens
-             ), e AS (
-                INSERT INTO task_events (task_id, step_id, kind, data)
-                SELECT task_id, id, 'step_started', jsonb_build_object('attempt', attempt, 'worker', $6::text) FROM c
-             )
-             SELECT c.id, c.task_id, c.title, c.instruction, c.agent, c.attempt, c.max_attempts, c.priority,
-                    c.user_id, c.description, c.max_cost_usd, c.max_tokens,
-                    (SELECT l.daily_cost_usd FROM user_limits l WHERE l.user_id = c.user_id) AS user_daily_cost_usd,
-                    EXISTS (SELECT 1 FROM memory_items m WHERE m.owner = c.user_id AND m.deleted_at IS NULL)
-                        AS user_has_memories,
-                    (SELECT coalesce(jsonb_agg(jsonb_build_array(d.title, coalesce(d.output, ''))
-                                               ORDER BY d.position), '[]'::jsonb)
-                     FROM unnest(c.depends_on) AS dep(id)
-                     CROSS JOIN LATERAL (SELECT title, output, position FROM steps
-                                         WHERE id = dep.id LIMIT 1) d) AS dependencies,
-                    (SELECT coalesce(jsonb_agg(jsonb_build_array(m.role, m.content) ORDER BY m.id), '[]'::jsonb)
-                     FROM (SELECT id, role, content FROM task_messages
-                           WHERE task_id = c.task_id AND step_id IS NULL ORDER BY id DESC LIMIT $5) m) AS context
-             FROM c",
-        )
-        .bind(id.0)
-        .bind(&lease.owner)
-        .bind(lease.token)
-        .bind(lease.seconds())
-        .bind(STEP_CONTEXT_MESSAGES)
-        // Tenants read events: they see the worker's random tag, never its host or process id
-        // (`GET /workers`, for admins, shows the whole name with the same tag).
-        .bind(worker_tag(&lease.owner))
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(claimed) = &row {
-            self.events_committed(TaskId(claimed.task_id));
-        }
-        row.map(StepClaim::try_from).transpose()
+        let item = ClaimItem { step: id.0, owner: lease.owner.clone(), token: lease.token, seconds: lease.seconds() };
+        self.claims.run(item).await
     }
 
     async fn settle_unclaimed_step(&self, task: TaskId, id: StepId) -> Result<Unclaimed, StoreError> {
@@ -252,25 +204,14 @@ impl ExecutionStore for PgStore {
         output: &str,
         messages: &[(String, String)],
     ) -> Result<Option<StepCompletion>, StoreError> {
-        // One round trip (migration commit_path): lock the task row, fenced update,
-        // promote the dependants that became ready, complete the task when nothing is left.
-        let (completed, ready, task_completed, result): (bool, Vec<Uuid>, bool, Option<String>) = sqlx::query_as(
-            "SELECT completed, ready, task_completed, result FROM complete_step($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(claim.task_id.0)
-        .bind(claim.step_id.0)
-        .bind(lease.token)
-        .bind(output)
-        .bind(messages.iter().map(|(role, _)| role.as_str()).collect::<Vec<_>>())
-        .bind(messages.iter().map(|(_, content)| content.as_str()).collect::<Vec<_>>())
-        .fetch_one(&self.pool)
-        .await?;
-        if !completed {
-            return Ok(None);
-        }
-        let task_result = task_completed.then(|| result.unwrap_or_default());
-        self.events_committed(claim.task_id);
-        Ok(Some(StepCompletion { ready: ready.into_iter().map(StepId).collect(), task_result }))
+        let item = CompleteItem {
+            task: claim.task_id.0,
+            step: claim.step_id.0,
+            token: lease.token,
+            output: output.to_owned(),
+            messages: messages.to_vec(),
+        };
+        self.completions.run(item).await
     }
 
     async fn fail_step(
@@ -450,7 +391,7 @@ impl ExecutionStore for PgStore {
         step: Option<StepId>,
         call: &LlmCallRecord,
     ) -> Result<(), StoreError> {
-        insert_llm_call(&self.pool, task, step, call).await
+        self.llm_calls.run(CallItem { task, step, call: call.clone() }).await
     }
 
     async fn record_tool_call(
@@ -832,12 +773,6 @@ pub(super) async fn claim_planning_on<'e>(
     })
 }
 
-/// The last `-`-separated part of a worker's name: the random tag `crate::app::worker_name`
-/// ends it with.
-fn worker_tag(owner: &str) -> &str {
-    owner.rsplit('-').next().unwrap_or(owner)
-}
-
 /// Locks the task row; its user, `None` when there is no such task.
 async fn lock_task(tx: &mut Transaction<'_, Postgres>, task: TaskId) -> Result<Option<String>, StoreError> {
     let user = sqlx::query_scalar("SELECT user_id FROM tasks WHERE id = $1 FOR NO KEY UPDATE")
@@ -849,56 +784,4 @@ async fn lock_task(tx: &mut Transaction<'_, Postgres>, task: TaskId) -> Result<O
 
 fn saturating_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-#[derive(sqlx::FromRow)]
-struct ClaimRow {
-    id: Uuid,
-    task_id: Uuid,
-    title: String,
-    instruction: String,
-    agent: String,
-    attempt: i32,
-    max_attempts: i32,
-    priority: String,
-    user_id: String,
-    description: String,
-    max_cost_usd: Option<f64>,
-    max_tokens: Option<i64>,
-    user_daily_cost_usd: Option<f64>,
-    user_has_memories: bool,
-    dependencies: Value,
-    context: Value,
-}
-
-impl TryFrom<ClaimRow> for StepClaim {
-    type Error = StoreError;
-
-    fn try_from(r: ClaimRow) -> Result<Self, StoreError> {
-        let dependency_outputs: Vec<(String, String)> =
-            serde_json::from_value(r.dependencies).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let context: Vec<(String, String)> =
-            serde_json::from_value(r.context).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok(StepClaim {
-            step_id: StepId(r.id),
-            task_id: TaskId(r.task_id),
-            title: r.title,
-            instruction: r.instruction,
-            agent: r.agent,
-            attempt: r.attempt,
-            max_attempts: r.max_attempts,
-            priority: r.priority.parse()?,
-            limits: TaskLimits {
-                user_id: r.user_id.clone(),
-                max_cost_usd: r.max_cost_usd,
-                max_tokens: r.max_tokens,
-                user_daily_cost_usd: r.user_daily_cost_usd,
-            },
-            user_id: r.user_id,
-            user_has_memories: r.user_has_memories,
-            task_description: r.description,
-            dependency_outputs,
-            context,
-        })
-    }
 }

@@ -23,69 +23,12 @@ impl TaskStore for PgStore {
     }
 
     async fn create_task(&self, new: &NewTask) -> Result<CreateOutcome, StoreError> {
-        // One statement: the task and its first event are written together or not at all.
-        const SQL: &str = concat!(
-            "WITH t AS (
-                INSERT INTO tasks (id, user_id, description, metadata, priority, max_cost_usd, max_tokens,
-                                   idempotency_key, request_hash, max_attempts, use_plan_cache, callback_url,
-                                   agent_hints)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $14, $15)
-                ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-                RETURNING *
-             ), e AS (
-                INSERT INTO task_events (task_id, kind, data)
-                SELECT id, 'task_created', jsonb_build_object('status', status) FROM t
-             ), m AS (
-                INSERT INTO task_messages (task_id, role, content)
-                SELECT t.id, x.role, x.content
-                FROM t, unnest($12::text[], $13::text[]) WITH ORDINALITY AS x(role, content, n)
-                ORDER BY x.n
-             )
-             SELECT ",
-            task_columns!(),
-            " FROM t"
-        );
-        let created: Option<TaskRow> = sqlx::query_as(SQL)
-            .bind(new.id.0)
-            .bind(&new.user_id)
-            .bind(&new.description)
-            .bind(&new.metadata)
-            .bind(new.priority.as_str())
-            .bind(new.max_cost_usd)
-            .bind(new.max_tokens)
-            .bind(&new.idempotency_key)
-            .bind(&new.request_hash)
-            .bind(new.max_attempts)
-            .bind(new.use_plan_cache)
-            .bind(new.context.iter().map(|(role, _)| role.as_str()).collect::<Vec<_>>())
-            .bind(new.context.iter().map(|(_, content)| content.as_str()).collect::<Vec<_>>())
-            .bind(&new.callback_url)
-            .bind(&new.agent_hints)
-            .fetch_optional(&self.pool)
-            .await?;
-        // No wake-up: nobody can follow a task before this answer gives out its id, and a
-        // stream reads what is there when it opens.
-        if let Some(row) = created {
-            return Ok(CreateOutcome::Created(row.try_into()?));
+        // A task with an idempotency key may meet an earlier one (a replay or a conflict),
+        // which its own statement sorts out; the others share inserts with concurrent ones.
+        if new.idempotency_key.is_some() {
+            return super::creates::create_one(&self.pool, new).await;
         }
-
-        // Only an idempotency conflict makes the insert return nothing.
-        const EXISTING: &str = concat!(
-            "SELECT ",
-            task_columns!(),
-            ", request_hash FROM tasks WHERE user_id = $1 AND idempotency_key = $2"
-        );
-        let existing: Option<TaskRowWithHash> =
-            sqlx::query_as(EXISTING).bind(&new.user_id).bind(&new.idempotency_key).fetch_optional(&self.pool).await?;
-        let existing = existing.ok_or_else(|| {
-            StoreError::Corrupt("task insert returned nothing and no task holds its idempotency key".into())
-        })?;
-        let task: Task = existing.task.try_into()?;
-        if existing.request_hash.as_deref() == Some(new.request_hash.as_str()) {
-            Ok(CreateOutcome::Replayed(task))
-        } else {
-            Ok(CreateOutcome::KeyConflict(task.id))
-        }
+        self.creates.run(new.clone()).await
     }
 
     async fn task(&self, id: TaskId) -> Result<Option<TaskDetail>, StoreError> {
@@ -233,13 +176,6 @@ impl TaskStore for PgStore {
             .collect::<Result<_, StoreError>>()?;
         Ok(EventBatch { events, held_back })
     }
-}
-
-#[derive(sqlx::FromRow)]
-struct TaskRowWithHash {
-    #[sqlx(flatten)]
-    task: TaskRow,
-    request_hash: Option<String>,
 }
 
 /// Cancel and retry, which the lifecycle drives (`ExecutionStore`).

@@ -1,0 +1,316 @@
+//! The two writes every step makes, claim and completion, batched ([`super::batch`]):
+//! concurrent claims share one `UPDATE … FROM unnest(…)`, concurrent completions one call of
+//! `complete_step` per item inside a single statement and commit.
+//!
+//! A claim takes the step's lease and charges an attempt; its statement also reads what the
+//! step needs to run (dependency outputs, task context, limits), which are final once the
+//! step is ready. A completion is fenced by the lease token, locks the task row, promotes the
+//! dependants that became ready and completes the task when nothing is left
+//! (`complete_step`, migrations 8 and 13).
+
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{batch::BatchOp, notify::EventNotifier};
+use crate::{
+    domain::{StepId, TaskId},
+    store::{STEP_CONTEXT_MESSAGES, StepClaim, StepCompletion, StoreError, TaskLimits},
+};
+
+/// A step to claim with a lease.
+pub(super) struct ClaimItem {
+    pub step: Uuid,
+    pub owner: String,
+    pub token: Uuid,
+    pub seconds: f64,
+}
+
+/// The part of the claim that reads what the step needs, from the claimed rows `c`.
+///
+/// The dependency outputs are final, because a step only becomes ready once every dependency
+/// has completed; so is the task-level context (written with the task, never after). Each
+/// dependency is fetched by primary key in a subquery that cannot be flattened: with
+/// `id = ANY(depends_on)` or a join, the planner chose sequential scans of every step while
+/// its statistics were stale (a young, fast-growing table), making each claim cost O(all
+/// steps). The task's limits come along, so the step's budget costs no extra read; so does
+/// whether the user has any memory: a user without one costs no embedding and no search.
+macro_rules! claimed_rows {
+    () => {
+        "SELECT c.id, c.task_id, c.title, c.instruction, c.agent, c.attempt, c.max_attempts, c.priority,
+                c.user_id, c.description, c.max_cost_usd, c.max_tokens, c.lease_token,
+                (SELECT l.daily_cost_usd FROM user_limits l WHERE l.user_id = c.user_id) AS user_daily_cost_usd,
+                EXISTS (SELECT 1 FROM memory_items m WHERE m.owner = c.user_id AND m.deleted_at IS NULL)
+                    AS user_has_memories,
+                (SELECT coalesce(jsonb_agg(jsonb_build_array(d.title, coalesce(d.output, ''))
+                                           ORDER BY d.position), '[]'::jsonb)
+                 FROM unnest(c.depends_on) AS dep(id)
+                 CROSS JOIN LATERAL (SELECT title, output, position FROM steps
+                                     WHERE id = dep.id LIMIT 1) d) AS dependencies,
+                (SELECT coalesce(jsonb_agg(jsonb_build_array(m.role, m.content) ORDER BY m.id), '[]'::jsonb)
+                 FROM (SELECT id, role, content FROM task_messages
+                       WHERE task_id = c.task_id AND step_id IS NULL ORDER BY id DESC LIMIT $5) m) AS context
+         FROM c"
+    };
+}
+
+/// Which steps a claim may take: a ready one whose backoff is over, or a takeover of one
+/// whose lease expired with an attempt left (with none left, `settle_unclaimed_step` fails
+/// it). Its task must be running.
+macro_rules! claimable {
+    () => {
+        "t.id = s.task_id AND t.status = 'running'
+         AND ((s.status = 'ready' AND (s.not_before IS NULL OR s.not_before <= now()))
+              OR (s.status = 'running' AND s.lease_expires_at < now() AND s.attempt < s.max_attempts))"
+    };
+}
+
+/// What a claim returns, for the event of the claim and the step's run.
+macro_rules! claim_returning {
+    () => {
+        "RETURNING s.id, s.task_id, s.title, s.instruction, s.agent, s.depends_on, s.attempt, s.max_attempts,
+                   s.lease_token, t.priority, t.user_id, t.description, t.max_cost_usd, t.max_tokens"
+    };
+}
+
+const CLAIM_ONE: &str = concat!(
+    "WITH c AS (
+        UPDATE steps s SET status = 'running', attempt = s.attempt + 1, lease_owner = $2,
+               lease_token = $3, lease_expires_at = now() + make_interval(secs => $4), not_before = NULL,
+               started_at = coalesce(s.started_at, now()), updated_at = now()
+        FROM tasks t
+        WHERE s.id = $1 AND ",
+    claimable!(),
+    "
+        ",
+    claim_returning!(),
+    "
+     ), e AS (
+        INSERT INTO task_events (task_id, step_id, kind, data)
+        SELECT task_id, id, 'step_started', jsonb_build_object('attempt', attempt, 'worker', $6::text) FROM c
+     )
+     ",
+    claimed_rows!()
+);
+
+/// As [`CLAIM_ONE`] for many steps, each with its own lease. A step named twice in one batch
+/// (a duplicated job) is updated once, with one of the two leases: the other caller finds
+/// its token missing from the answer and gets no claim.
+const CLAIM_MANY: &str = concat!(
+    "WITH j AS (
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::float8[], $6::text[])
+                      AS j(id, owner, token, secs, tag)
+     ), c AS (
+        UPDATE steps s SET status = 'running', attempt = s.attempt + 1, lease_owner = j.owner,
+               lease_token = j.token, lease_expires_at = now() + make_interval(secs => j.secs), not_before = NULL,
+               started_at = coalesce(s.started_at, now()), updated_at = now()
+        FROM j, tasks t
+        WHERE s.id = j.id AND ",
+    claimable!(),
+    "
+        ",
+    claim_returning!(),
+    ", j.tag
+     ), e AS (
+        INSERT INTO task_events (task_id, step_id, kind, data)
+        SELECT task_id, id, 'step_started', jsonb_build_object('attempt', attempt, 'worker', tag) FROM c
+     )
+     ",
+    claimed_rows!()
+);
+
+/// Claims steps; wakes the event streams of the claimed steps' tasks.
+pub(super) struct ClaimSteps {
+    pub events: EventNotifier,
+}
+
+#[async_trait::async_trait]
+impl BatchOp for ClaimSteps {
+    type Item = ClaimItem;
+    type Output = Option<StepClaim>;
+
+    async fn one(&self, pool: &PgPool, item: &ClaimItem) -> Result<Option<StepClaim>, StoreError> {
+        let row: Option<ClaimRow> = sqlx::query_as(CLAIM_ONE)
+            .bind(item.step)
+            .bind(&item.owner)
+            .bind(item.token)
+            .bind(item.seconds)
+            .bind(STEP_CONTEXT_MESSAGES)
+            .bind(worker_tag(&item.owner))
+            .fetch_optional(pool)
+            .await?;
+        row.map(StepClaim::try_from).transpose()
+    }
+
+    async fn many(&self, pool: &PgPool, items: &[ClaimItem]) -> Result<Vec<Option<StepClaim>>, StoreError> {
+        let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM_MANY)
+            .bind(items.iter().map(|i| i.step).collect::<Vec<_>>())
+            .bind(items.iter().map(|i| i.owner.as_str()).collect::<Vec<_>>())
+            .bind(items.iter().map(|i| i.token).collect::<Vec<_>>())
+            .bind(items.iter().map(|i| i.seconds).collect::<Vec<_>>())
+            .bind(STEP_CONTEXT_MESSAGES)
+            .bind(items.iter().map(|i| worker_tag(&i.owner)).collect::<Vec<_>>())
+            .fetch_all(pool)
+            .await?;
+        let mut claimed: std::collections::HashMap<Uuid, ClaimRow> =
+            rows.into_iter().map(|row| (row.lease_token, row)).collect();
+        items.iter().map(|item| claimed.remove(&item.token).map(StepClaim::try_from).transpose()).collect()
+    }
+
+    fn committed(&self, _: &ClaimItem, claim: &Option<StepClaim>) {
+        if let Some(claim) = claim {
+            self.events.notify(claim.task_id);
+        }
+    }
+}
+
+/// A step's result to write, fenced by its lease, with the attempt's messages.
+pub(super) struct CompleteItem {
+    pub task: Uuid,
+    pub step: Uuid,
+    pub token: Uuid,
+    pub output: String,
+    pub messages: Vec<(String, String)>,
+}
+
+/// Completes steps; wakes the event streams of their tasks. `None`: the lease was lost.
+pub(super) struct CompleteSteps {
+    pub events: EventNotifier,
+}
+
+type CompletedRow = (bool, Vec<Uuid>, bool, Option<String>);
+
+fn completion((completed, ready, task_completed, result): CompletedRow) -> Option<StepCompletion> {
+    completed.then(|| StepCompletion {
+        ready: ready.into_iter().map(StepId).collect(),
+        task_result: task_completed.then(|| result.unwrap_or_default()),
+    })
+}
+
+#[async_trait::async_trait]
+impl BatchOp for CompleteSteps {
+    type Item = CompleteItem;
+    type Output = Option<StepCompletion>;
+
+    async fn one(&self, pool: &PgPool, item: &CompleteItem) -> Result<Option<StepCompletion>, StoreError> {
+        let row: CompletedRow = sqlx::query_as(
+            "SELECT completed, ready, task_completed, result FROM complete_step($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(item.task)
+        .bind(item.step)
+        .bind(item.token)
+        .bind(&item.output)
+        .bind(item.messages.iter().map(|(role, _)| role.as_str()).collect::<Vec<_>>())
+        .bind(item.messages.iter().map(|(_, content)| content.as_str()).collect::<Vec<_>>())
+        .fetch_one(pool)
+        .await?;
+        Ok(completion(row))
+    }
+
+    /// One statement, one commit: `complete_step` once per item, in task order. Each call's
+    /// statements see the calls before it (a volatile function takes a fresh snapshot per
+    /// statement), so siblings completed in one batch promote their shared dependant once,
+    /// as when they commit one after the other; the task row locks are taken in task order,
+    /// as every batch takes them, so two processes' batches cannot deadlock on them.
+    async fn many(&self, pool: &PgPool, items: &[CompleteItem]) -> Result<Vec<Option<StepCompletion>>, StoreError> {
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by_key(|&i| items[i].task);
+        let messages: Vec<Value> = order
+            .iter()
+            .map(|&i| {
+                Value::from(items[i].messages.iter().map(|(r, c)| vec![r.as_str(), c.as_str()]).collect::<Vec<_>>())
+            })
+            .collect();
+        let rows: Vec<(i64, bool, Vec<Uuid>, bool, Option<String>)> = sqlx::query_as(
+            "SELECT j.n, r.completed, r.ready, r.task_completed, r.result
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[])
+                  WITH ORDINALITY AS j(task, step, token, output, messages, n)
+             CROSS JOIN LATERAL complete_step(
+                 j.task, j.step, j.token, j.output,
+                 ARRAY(SELECT m->>0 FROM jsonb_array_elements(j.messages) WITH ORDINALITY AS x(m, i) ORDER BY x.i),
+                 ARRAY(SELECT m->>1 FROM jsonb_array_elements(j.messages) WITH ORDINALITY AS x(m, i) ORDER BY x.i)) r
+             ORDER BY j.n",
+        )
+        .bind(order.iter().map(|&i| items[i].task).collect::<Vec<_>>())
+        .bind(order.iter().map(|&i| items[i].step).collect::<Vec<_>>())
+        .bind(order.iter().map(|&i| items[i].token).collect::<Vec<_>>())
+        .bind(order.iter().map(|&i| items[i].output.as_str()).collect::<Vec<_>>())
+        .bind(messages)
+        .fetch_all(pool)
+        .await?;
+        if rows.len() != items.len() {
+            return Err(StoreError::Corrupt(format!("{} completions answered for {} steps", rows.len(), items.len())));
+        }
+        let mut outputs: Vec<Option<Option<StepCompletion>>> = (0..items.len()).map(|_| None).collect();
+        for ((_, completed, ready, task_completed, result), &i) in rows.into_iter().zip(&order) {
+            outputs[i] = Some(completion((completed, ready, task_completed, result)));
+        }
+        Ok(outputs.into_iter().map(|o| o.unwrap_or_default()).collect())
+    }
+
+    fn committed(&self, item: &CompleteItem, done: &Option<StepCompletion>) {
+        if done.is_some() {
+            self.events.notify(TaskId(item.task));
+        }
+    }
+}
+
+/// The last `-`-separated part of a worker's name: the random tag `crate::app::worker_name`
+/// ends it with. Tenants read events: they see the worker's random tag, never its host or
+/// process id (`GET /workers`, for admins, shows the whole name with the same tag).
+pub(super) fn worker_tag(owner: &str) -> &str {
+    owner.rsplit('-').next().unwrap_or(owner)
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    id: Uuid,
+    task_id: Uuid,
+    title: String,
+    instruction: String,
+    agent: String,
+    attempt: i32,
+    max_attempts: i32,
+    priority: String,
+    user_id: String,
+    description: String,
+    max_cost_usd: Option<f64>,
+    max_tokens: Option<i64>,
+    lease_token: Uuid,
+    user_daily_cost_usd: Option<f64>,
+    user_has_memories: bool,
+    dependencies: Value,
+    context: Value,
+}
+
+impl TryFrom<ClaimRow> for StepClaim {
+    type Error = StoreError;
+
+    fn try_from(r: ClaimRow) -> Result<Self, StoreError> {
+        let dependency_outputs: Vec<(String, String)> =
+            serde_json::from_value(r.dependencies).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let context: Vec<(String, String)> =
+            serde_json::from_value(r.context).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(StepClaim {
+            step_id: StepId(r.id),
+            task_id: TaskId(r.task_id),
+            title: r.title,
+            instruction: r.instruction,
+            agent: r.agent,
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            priority: r.priority.parse()?,
+            limits: TaskLimits {
+                user_id: r.user_id.clone(),
+                max_cost_usd: r.max_cost_usd,
+                max_tokens: r.max_tokens,
+                user_daily_cost_usd: r.user_daily_cost_usd,
+            },
+            user_id: r.user_id,
+            user_has_memories: r.user_has_memories,
+            task_description: r.description,
+            dependency_outputs,
+            context,
+        })
+    }
+}
