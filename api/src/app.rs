@@ -171,6 +171,7 @@ impl App {
             tracing::warn!(%addr, "AUTH=disabled: no API keys are checked and every request may act as any user; for local use only");
         }
         tracing::info!(%addr, auth = ?self.auth.mode(), "API listening");
+        let listener = crate::http::listener::nodelay(listener);
         axum::serve(listener, self.router(&shutdown).into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await

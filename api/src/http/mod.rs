@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod health;
 mod host;
+pub mod listener;
 mod memory;
 mod observe;
 pub mod openapi;
