@@ -12,13 +12,14 @@ pub mod listener;
 mod memory;
 mod observe;
 pub mod openapi;
+mod slots;
 mod tasks;
 mod validate;
 mod webhook_secret;
 mod workers;
 
 pub use error::ApiError;
-pub use tasks::events::StreamSlots;
+pub use slots::{StreamSlots, WaitSlots};
 
 use std::{sync::Arc, time::Duration};
 
