@@ -152,7 +152,9 @@ impl App {
         // Read by `POST /tasks` to check callback URLs (WEBHOOK_ALLOW_PRIVATE).
         .layer(axum::Extension(self.webhooks.policy()))
         // Counts each user's open event streams (SSE_MAX_STREAMS_PER_USER).
-        .layer(axum::Extension(crate::http::StreamSlots::new(self.settings.budgets.sse_max_streams_per_user)));
+        .layer(axum::Extension(crate::http::StreamSlots::new(self.settings.budgets.sse_max_streams_per_user)))
+        // Counts each user's `Prefer: wait` requests, against the same limit.
+        .layer(axum::Extension(crate::http::WaitSlots::new(self.settings.budgets.sse_max_streams_per_user)));
         // Outermost, so a browser's preflight is answered before any key is asked for.
         match &self.cors {
             Some(cors) => router.layer(cors.clone()),
