@@ -215,7 +215,8 @@ async fn a_wait_longer_than_60_seconds_is_granted_as_60() {
     let answer = create(&app, "test-user", Some("wait=3600"), &[]).await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.applied(), Some("wait=60"));
-    let read = read(&app.http, &task_url(&app, answer.task_id()), Some("respond-async, wait=99999999999999999999")).await;
+    let read =
+        read(&app.http, &task_url(&app, answer.task_id()), Some("respond-async, wait=99999999999999999999")).await;
     assert_eq!(read.applied(), Some("wait=60"));
     app.stop().await;
 }

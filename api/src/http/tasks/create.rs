@@ -128,7 +128,9 @@ pub async fn create_task(
             let current = TaskDetail { task, steps: Vec::new() };
             answer(waiter.until_ended(state.tasks.as_ref(), &slots, &user, current).await)
         }
-        (Some(waiter), true) => replayed_wait(&state, &slots, &user, waiter.retarget(&state.events, task.id), task).await,
+        (Some(waiter), true) => {
+            replayed_wait(&state, &slots, &user, waiter.retarget(&state.events, task.id), task).await
+        }
         (None, _) => (StatusCode::ACCEPTED, TaskResponse::from(task), None),
     };
     let mut response = (status, Json(body)).into_response();
