@@ -18,6 +18,10 @@ use crate::{
 
 const SEED: &str = "Analyze the requirements and build a plan. Then implement core APIs.";
 const DEADLINE: Duration = Duration::from_secs(20);
+/// An answer that did not wait comes well within this, even on a loaded machine.
+const AT_ONCE: Duration = Duration::from_secs(2);
+/// A wait of one second ends well within this (the request timeout would be 31 s).
+const SOON_AFTER_1_S: Duration = Duration::from_secs(4);
 
 /// One answer, with what these tests look at.
 #[derive(Debug)]
@@ -176,14 +180,14 @@ async fn a_wait_that_runs_out_answers_the_current_state_soon_after_n_seconds() {
     assert!(created.body.get("steps").is_none(), "as a create answers without waiting: {created:?}");
     let id = created.task_id();
     assert_eq!(created.header("location"), Some(format!("/tasks/{id}").as_str()));
-    assert!(created.took >= Duration::from_secs(1) && created.took < Duration::from_millis(2500), "{:?}", created.took);
+    assert!(created.took >= Duration::from_secs(1) && created.took < SOON_AFTER_1_S, "{:?}", created.took);
 
     let read = read(&app.http, &task_url(&app, id), Some("wait=1")).await;
     assert_eq!(read.status, 200, "{read:?}");
     assert_eq!(read.applied(), Some("wait=1"));
     assert_eq!(read.body["status"], "pending");
     assert_eq!(read.body["steps"], json!([]));
-    assert!(read.took >= Duration::from_secs(1) && read.took < Duration::from_millis(2500), "{:?}", read.took);
+    assert!(read.took >= Duration::from_secs(1) && read.took < SOON_AFTER_1_S, "{:?}", read.took);
     app.stop().await;
 }
 
@@ -195,17 +199,17 @@ async fn without_a_usable_preference_the_answers_are_as_before() {
         assert_eq!(created.status, 202, "{prefer:?}: {created:?}");
         assert_eq!(created.applied(), None, "{prefer:?}");
         assert!(created.varies_on_prefer(), "{prefer:?}");
-        assert!(created.took < Duration::from_secs(1), "{prefer:?} took {:?}", created.took);
+        assert!(created.took < AT_ONCE, "{prefer:?} took {:?}", created.took);
         let read = read(&app.http, &task_url(&app, created.task_id()), prefer).await;
         assert_eq!(read.status, 200, "{prefer:?}: {read:?}");
         assert_eq!(read.applied(), None, "{prefer:?}");
         assert_eq!(read.body["status"], "pending");
-        assert!(read.took < Duration::from_secs(1), "{prefer:?} took {:?}", read.took);
+        assert!(read.took < AT_ONCE, "{prefer:?} took {:?}", read.took);
     }
     // Errors are unchanged too.
     let missing = read(&app.http, &task_url(&app, Uuid::now_v7()), Some("wait=5")).await;
     assert_eq!(missing.status, 404, "{missing:?}");
-    assert!(missing.took < Duration::from_secs(1), "{:?}", missing.took);
+    assert!(missing.took < AT_ONCE, "{:?}", missing.took);
     app.stop().await;
 }
 
@@ -250,7 +254,7 @@ async fn waits_beyond_a_users_limit_are_answered_at_once() {
     .await;
     assert_eq!(refused.status, 200, "not an error: {refused:?}");
     assert_eq!(refused.body["status"], "pending");
-    assert!(refused.took < Duration::from_secs(1), "{:?}", refused.took);
+    assert!(refused.took < AT_ONCE, "{:?}", refused.took);
     // Another user has a limit of their own.
     let other = app.client.submit(&json!({"user_id": "other-user", "description": SEED})).await.unwrap().id;
     let theirs = read(&app.http, &task_url(&app, other), Some("wait=1")).await;
@@ -320,9 +324,11 @@ async fn a_shutdown_ends_the_waits_promptly() {
     });
     listener_connected(&app).await;
     let stopping = Instant::now();
-    app.stop().await;
+    let stopped = tokio::spawn(app.stop());
     let answer = waiting.await.expect("the read");
+    let answered_after = stopping.elapsed();
+    stopped.await.expect("the app stops");
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.body["status"], "pending", "the state when the server stopped: {answer:?}");
-    assert!(stopping.elapsed() < Duration::from_secs(5), "the shutdown took {:?}", stopping.elapsed());
+    assert!(answered_after < Duration::from_secs(5), "answered {answered_after:?} after the shutdown began");
 }
