@@ -153,7 +153,9 @@ impl App {
         // Read by `POST /tasks` to check callback URLs (WEBHOOK_ALLOW_PRIVATE).
         .layer(axum::Extension(self.webhooks.policy()))
         // Counts each user's open event streams (SSE_MAX_STREAMS_PER_USER).
-        .layer(axum::Extension(crate::http::StreamSlots::new(self.settings.budgets.sse_max_streams_per_user)));
+        .layer(axum::Extension(crate::http::StreamSlots::new(self.settings.budgets.sse_max_streams_per_user)))
+        // Counts each user's `Prefer: wait` requests, against the same limit.
+        .layer(axum::Extension(crate::http::WaitSlots::new(self.settings.budgets.sse_max_streams_per_user)));
         // Outermost, so a browser's preflight is answered before any key is asked for.
         match &self.cors {
             Some(cors) => router.layer(cors.clone()),
@@ -172,6 +174,7 @@ impl App {
             tracing::warn!(%addr, "AUTH=disabled: no API keys are checked and every request may act as any user; for local use only");
         }
         tracing::info!(%addr, auth = ?self.auth.mode(), "API listening");
+        let listener = crate::http::listener::nodelay(listener);
         axum::serve(listener, self.router(&shutdown).into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await

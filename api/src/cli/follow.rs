@@ -1,19 +1,22 @@
 //! Follows a task until it ends: its live event stream, resumed from the last event seen when
-//! it drops, or polling `GET /tasks/{id}` when streaming is not available.
+//! it drops, or, when streaming is not available, `GET /tasks/{id}` with `Prefer: wait`, which
+//! the server answers when the task ends (or after a minute, and then it is asked again).
 
 use std::time::Duration;
 
 use eval::{ApiClient, TaskView};
 use uuid::Uuid;
 
-use super::{Result, render::Progress};
+use super::{Result, render::Progress, wait::TaskWaiter};
 
-/// Stream (re)connections in a row that may fail before falling back to polling.
+/// Stream (re)connections in a row that may fail before falling back to waiting reads.
 const STREAM_ATTEMPTS: u32 = 3;
+/// The pause between reads the server answered without waiting (this user holds as many
+/// waits as the server allows, or the server does not know `Prefer: wait`): then it is polling.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Prints the task's progress as it happens and returns the task once it has ended.
-pub async fn follow(client: &ApiClient, id: Uuid) -> Result<TaskView> {
+pub async fn follow(client: &ApiClient, waiter: &TaskWaiter, id: Uuid) -> Result<TaskView> {
     let mut progress = Progress::new(client.clone(), id);
     let mut after = None;
     let mut failures = 0;
@@ -44,13 +47,15 @@ pub async fn follow(client: &ApiClient, id: Uuid) -> Result<TaskView> {
         failures += 1;
         tokio::time::sleep(Duration::from_millis(200) * failures).await;
     }
-    eprintln!("note: live events are unavailable; following the task by polling");
+    eprintln!("note: live events are unavailable; waiting for the task to end");
     loop {
-        let task = client.task(id).await?;
-        progress.snapshot(&task);
-        if task.is_terminal() {
-            return Ok(task);
+        let read = waiter.read(id).await?;
+        progress.snapshot(&read.task);
+        if read.task.is_terminal() {
+            return Ok(read.task);
         }
-        tokio::time::sleep(POLL_INTERVAL).await;
+        if !read.waited {
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
     }
 }

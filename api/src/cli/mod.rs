@@ -13,6 +13,7 @@ mod follow;
 mod render;
 mod submit;
 mod tasks;
+mod wait;
 
 pub use args::{ClientCommand, ListArgs, ServerArgs, SubmitArgs, TasksArgs, TasksCommand};
 

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{Outcome, Result, SubmitArgs, follow, render};
+use super::{Outcome, Result, SubmitArgs, follow, render, wait::TaskWaiter};
 use eval::ApiClient;
 
 /// The user of tasks submitted without an API key or `--user`.
@@ -36,7 +36,7 @@ pub async fn submit(client: &ApiClient, args: &SubmitArgs) -> Result<Outcome> {
         return Ok(Outcome::Success);
     }
     println!("task {id} submitted: {location}");
-    let task = follow::follow(client, id).await?;
+    let task = follow::follow(client, &TaskWaiter::new(&args.server), id).await?;
     print!("{}", render::summary(&task));
     Ok(match task.status.as_str() {
         "completed" => Outcome::Success,

@@ -8,30 +8,33 @@ mod error;
 mod extract;
 mod health;
 mod host;
+pub mod listener;
 mod memory;
 mod observe;
 pub mod openapi;
+mod prefer;
+mod slots;
 mod tasks;
+mod timeout;
 mod validate;
 mod webhook_secret;
 mod workers;
 
 pub use error::ApiError;
-pub use tasks::events::StreamSlots;
+pub use slots::{StreamSlots, WaitSlots};
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     Router,
     extract::{DefaultBodyLimit, Request},
-    http::{HeaderName, StatusCode},
+    http::HeaderName,
     response::{IntoResponse, Response},
     routing::get,
 };
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    timeout::TimeoutLayer,
     trace::TraceLayer,
 };
 
@@ -62,8 +65,6 @@ pub struct AppState {
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
     pub rate_limits: crate::ratelimit::RateLimits,
 }
-
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn build_router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
@@ -96,7 +97,8 @@ pub fn build_router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe::record))
         .with_state(state)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        // 30 s, plus what a `Prefer: wait` asks for, so a wait is never cut short.
+        .layer(axum::middleware::from_fn(timeout::enforce))
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()));
     // The per-IP flood guard: inside the request id and span, before everything else.
     let router = match ip_guard {

@@ -101,6 +101,46 @@ async fn submit_wait_exits_2_when_the_task_is_cancelled() {
 }
 
 #[tokio::test]
+async fn submit_wait_without_its_event_stream_waits_for_the_end_instead_of_polling() {
+    // One event stream per user, held by the test, so the command's is refused (429) and it
+    // follows the task with reads that wait (`Prefer: wait`) instead.
+    let mut settings = test_settings();
+    settings.budgets.sse_max_streams_per_user = 1;
+    // Each model call takes half a second, so polling would read the task three times or more.
+    settings.offline_llm_delay_ms = 500;
+    // No worker yet: the held stream's task stays pending.
+    let app = TestApp::spawn_with(settings, 0).await;
+    let held_task = app.client.submit(&serde_json::json!({"user_id": "one-stream", "description": SEED})).await;
+    let held = app.http.get(app.url(&format!("/tasks/{}/events", held_task.unwrap().id))).send().await.unwrap();
+    assert_eq!(held.status(), 200);
+
+    let child = command(&app.url(""), &["submit", SEED, "--wait", "--user", "one-stream"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    eventually(DEADLINE, "the command's task to be submitted", || async {
+        let query = eval::client::ListQuery { user_id: Some("one-stream".into()), ..Default::default() };
+        app.client.list(&query).await.ok().filter(|page| page.items.len() == 2)
+    })
+    .await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(app.app.worker("cli-test-worker").run(stop.clone()));
+    let output = tokio::time::timeout(DEADLINE, child.wait_with_output()).await.expect("it ends").expect("output");
+    let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("waiting for the task to end"), "{err}");
+    assert!(out.contains("task completed") && out.contains("result:"), "{out}");
+    // Only the command read single tasks: one read that waited, perhaps a second if the first
+    // was still waiting for its planning to start. Polling every 500 ms would be 3 or more.
+    let reads = app.app.metrics.http_requests.with_label_values(&["GET", "/tasks/{id}", "200"]).get();
+    assert!((1..=2).contains(&reads), "{reads} reads of the task");
+    stop.cancel();
+    worker.await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn submit_without_wait_prints_the_id_and_the_location() {
     let app = TestApp::spawn(0).await;
     let (code, out, _) = run(&app.url(""), &["submit", SEED, "--priority", "high"]).await;

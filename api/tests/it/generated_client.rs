@@ -1,6 +1,6 @@
 //! A client generated from `docs/openapi.json` by a third-party generator works: it submits a
-//! task with an API key, waits for it, and reads its steps, its cost, the task list and a
-//! typed 404 (`api/tests/client/generated_client_flow.py`).
+//! task with an API key, waits for it (`Prefer: wait`), and reads its steps, its cost, the task
+//! list and a typed 404 (`api/tests/client/generated_client_flow.py`).
 //!
 //! The generator is openapi-python-client, which `.ci/run` installs into a venv outside the
 //! clone. The test finds it through `OPENAPI_PYTHON_CLIENT` and the venv's Python (which has
@@ -139,6 +139,8 @@ async fn a_generated_python_client_submits_a_task_and_reads_its_steps_and_cost()
     assert_eq!((user.as_str(), status.as_str()), ("py-client", "completed"), "{summary}");
     assert_eq!(summary["user_id"], "py-client", "the key named the user: {summary}");
     assert_eq!(summary["status"], "completed");
+    // The task ended within the create's `Prefer: wait`, which answered it with its steps.
+    assert_eq!(summary["created"], 200, "{summary}");
 
     let steps = summary["steps"].as_array().expect("steps");
     let stored: Vec<(uuid::Uuid, String, String)> =

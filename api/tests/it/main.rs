@@ -22,6 +22,7 @@ mod memory;
 mod observability;
 mod openapi;
 mod poison;
+mod prefer_wait;
 mod rate_limits;
 mod store;
 mod tasks_api;

@@ -1,4 +1,7 @@
-//! `POST /tasks`: validate, store the task as `pending`, enqueue its plan job, answer 202.
+//! `POST /tasks`: validate, store the task as `pending`, enqueue its plan job, answer 202;
+//! with `Prefer: wait=N`, answer 200 with the ended task if it ends within N seconds.
+
+use std::sync::Arc;
 
 use axum::{
     Extension, Json,
@@ -9,18 +12,22 @@ use axum::{
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::dto::{CreateTaskRequest, TaskResponse};
+use super::{
+    dto::{CreateTaskRequest, TaskResponse},
+    wait::{self, Waited, Waiter},
+};
 use crate::{
     auth::Caller,
     domain::{Priority, TaskId},
     http::{
-        AppState,
+        AppState, WaitSlots,
         access::{self, Named},
         error::{ApiError, Problem},
         extract::JsonBody,
+        prefer::Wait,
         validate::{self, invalid},
     },
-    store::{CreateOutcome, NewTask},
+    store::{CreateOutcome, NewTask, Task, TaskDetail},
     webhooks::{self, TargetPolicy},
 };
 
@@ -35,19 +42,36 @@ const MAX_AGENT_HINTS: usize = 10;
 /// with the task and a `Location` header. With an `Idempotency-Key`, a repeated identical
 /// request answers the first task again (with `Idempotent-Replayed: true`); the same key
 /// with a different body is a `409`.
+///
+/// With `Prefer: wait=N` (N seconds, at most 60; RFC 7240) the answer waits until the task
+/// has ended, then is `200` with the task and its steps, as `GET /tasks/{id}` answers; if N
+/// seconds pass first it is the `202` above, with the task as it is then. Either carries
+/// `Preference-Applied: wait=N`. A user may have at most `SSE_MAX_STREAMS_PER_USER` waits
+/// open at once; beyond that the answer comes at once, without `Preference-Applied`. A
+/// `Prefer` header that does not parse is ignored.
 #[utoipa::path(
     post,
     path = "/tasks",
     tag = "tasks",
     params(
         ("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters; makes retries of this request safe."),
+        ("Prefer" = Option<String>, Header, description = "`wait=N`: answer once the task has ended (`200`), or after N seconds (at most 60) with `202`, whichever comes first."),
     ),
     request_body(content = CreateTaskRequest, content_type = "application/json"),
     responses(
-        (status = 202, description = "The task was accepted (or replayed for the same Idempotency-Key).", body = TaskResponse,
+        (status = 200, description = "With `Prefer: wait`: the task ended within the wait; it is answered with its steps.", body = TaskResponse,
             headers(
                 ("Location" = String, description = "`/tasks/{id}` of the task."),
                 ("Idempotent-Replayed" = String, description = "`true` when the answer replays an earlier request with the same Idempotency-Key."),
+                ("Preference-Applied" = String, description = "`wait=N`, N the seconds granted (at most 60)."),
+                ("Vary" = String, description = "`Prefer`: the answer depends on it."),
+            )),
+        (status = 202, description = "The task was accepted (or replayed for the same Idempotency-Key); with `Prefer: wait`, it had not ended when the wait was over.", body = TaskResponse,
+            headers(
+                ("Location" = String, description = "`/tasks/{id}` of the task."),
+                ("Idempotent-Replayed" = String, description = "`true` when the answer replays an earlier request with the same Idempotency-Key."),
+                ("Preference-Applied" = String, description = "`wait=N` when the server waited, N the seconds granted (at most 60)."),
+                ("Vary" = String, description = "`Prefer`: the answer depends on it."),
             )),
         (status = 400, description = "The body is not JSON of the expected shape, or the Idempotency-Key header is not acceptable.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key.", body = Problem, content_type = "application/problem+json"),
@@ -61,6 +85,7 @@ const MAX_AGENT_HINTS: usize = 10;
 )]
 pub async fn create_task(
     State(state): State<AppState>,
+    Extension(slots): Extension<Arc<WaitSlots>>,
     caller: Caller,
     headers: HeaderMap,
     // Set by the app from WEBHOOK_ALLOW_PRIVATE; without it, private targets are refused.
@@ -74,6 +99,9 @@ pub async fn create_task(
     task.agent_hints = agent_hints;
     may_use_priority(&state, &caller, &task).await?;
 
+    // Subscribed before the insert: nothing can happen to the task before it exists, so the
+    // task as stored is its state when the wait starts, and no end can be missed.
+    let waiter = Wait::from_headers(&headers).map(|wait| Waiter::subscribe(&state.events, task.id, wait));
     let (task, replayed) = match state.tasks.create_task(&task).await? {
         CreateOutcome::Created(task) => (task, false),
         CreateOutcome::Replayed(task) => (task, true),
@@ -88,15 +116,58 @@ pub async fn create_task(
         // 503 and the reconciler enqueues the pending task.
         state.lifecycle.submitted(task.id, &task.user_id, task.priority).await?;
     }
-
     let location =
         HeaderValue::from_str(&format!("/tasks/{}", task.id)).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut response = (StatusCode::ACCEPTED, Json(TaskResponse::from(task))).into_response();
+
+    // Waits count against the key's user; without keys, against the task's user.
+    let user = caller.user_id.clone().unwrap_or_else(|| task.user_id.clone());
+    let (status, body, applied) = match (waiter, replayed) {
+        (Some(waiter), false) => {
+            let current = TaskDetail { task, steps: Vec::new() };
+            answer(waiter.until_ended(state.tasks.as_ref(), &slots, &user, current).await)
+        }
+        (Some(waiter), true) => {
+            replayed_wait(&state, &slots, &user, waiter.retarget(&state.events, task.id), task).await
+        }
+        (None, _) => (StatusCode::ACCEPTED, TaskResponse::from(task), None),
+    };
+    let mut response = (status, Json(body)).into_response();
     response.headers_mut().insert(header::LOCATION, location);
     if replayed {
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
+    wait::mark(&mut response, applied);
     Ok(response)
+}
+
+/// The wait of a replayed creation: the earlier task may have ended long ago, so it is read
+/// (after subscribing) rather than taken as stored.
+async fn replayed_wait(
+    state: &AppState,
+    slots: &Arc<WaitSlots>,
+    user: &str,
+    waiter: Waiter,
+    task: Task,
+) -> (StatusCode, TaskResponse, Option<Wait>) {
+    match state.tasks.task(task.id).await {
+        Ok(Some(current)) => answer(waiter.until_ended(state.tasks.as_ref(), slots, user, current).await),
+        // The replay itself succeeded: answer it as without the preference.
+        Ok(None) => (StatusCode::ACCEPTED, TaskResponse::from(task), None),
+        Err(e) => {
+            tracing::warn!(task = %task.id, error = %e, "reading a replayed task to wait for it failed; answering at once");
+            (StatusCode::ACCEPTED, TaskResponse::from(task), None)
+        }
+    }
+}
+
+/// A waited-for creation's status and body: `200` with the ended task and its steps, or what
+/// a creation answers without waiting (`202`, the task without steps) as it is now.
+fn answer(waited: Waited) -> (StatusCode, TaskResponse, Option<Wait>) {
+    if waited.ended() {
+        (StatusCode::OK, TaskResponse::from(waited.detail), waited.applied)
+    } else {
+        (StatusCode::ACCEPTED, TaskResponse::from(waited.detail.task), waited.applied)
+    }
 }
 
 /// `high` jumps every other user's queue: only admin keys (and everyone when auth is

@@ -12,17 +12,9 @@
 //!
 //! Each open stream holds a connection and a reader; one user may hold at most
 //! `SSE_MAX_STREAMS_PER_USER` of them at once in each API process ([`StreamSlots`]); the
-//! next gets 429 with `Retry-After`. A slot is taken before the stream starts and given back
-//! when the stream is dropped, whatever ended it (the task's end, the client leaving, a
-//! shutdown). The count is per process rather than shared in Redis: a slot then cannot
-//! outlive a crashed replica, and with N replicas a user holds at most N times the limit,
-//! which still bounds what one user can pin.
+//! next gets 429 with `Retry-After`. The slot is held for as long as the stream is.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use axum::{
     Extension,
@@ -44,6 +36,7 @@ use crate::{
     http::{
         AppState,
         error::{ApiError, Problem},
+        slots::{Slot, StreamSlots, Streams},
     },
     store::{EventCursor, EventStreamStart, TaskEvent, TaskStore},
 };
@@ -64,48 +57,6 @@ const MAX_READ_FAILURES: u32 = 3;
 /// `Retry-After` of a refused stream: streams last as long as their task runs, so a slot
 /// frees on a scale of seconds.
 const SLOT_RETRY_AFTER_SECS: u64 = 5;
-
-/// The open event streams of each user in this process, at most `max` each.
-pub struct StreamSlots {
-    max: u32,
-    open: Mutex<HashMap<String, u32>>,
-}
-
-impl StreamSlots {
-    pub fn new(max: u32) -> Arc<Self> {
-        Arc::new(Self { max, open: Mutex::new(HashMap::new()) })
-    }
-
-    /// A slot for one more stream of `user`, or `None` when they have `max` open.
-    fn acquire(self: &Arc<Self>, user: &str) -> Option<StreamSlot> {
-        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = open.entry(user.to_owned()).or_insert(0);
-        if *count >= self.max {
-            return None;
-        }
-        *count += 1;
-        Some(StreamSlot { slots: self.clone(), user: user.to_owned() })
-    }
-}
-
-/// One open stream's place in [`StreamSlots`], given back on drop.
-struct StreamSlot {
-    slots: Arc<StreamSlots>,
-    user: String,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut open = self.slots.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = open.get_mut(&self.user) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                // Users with no stream take no memory.
-                open.remove(&self.user);
-            }
-        }
-    }
-}
 
 /// Every parameter arrives as text so a bad value gets an error naming it.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -156,7 +107,7 @@ pub async fn task_events(
     let user = caller.user_id.as_deref().unwrap_or(&owner);
     let Some(slot) = slots.acquire(user) else {
         return Err(ApiError::TooManyOpen {
-            message: format!("at most {} event streams may be open at once per user; close one and retry", slots.max),
+            message: format!("at most {} event streams may be open at once per user; close one and retry", slots.max()),
             retry_after: SLOT_RETRY_AFTER_SECS,
         });
     };
@@ -251,7 +202,7 @@ struct Follower {
     held_back_wait: Duration,
     failures: u32,
     /// Given back when the stream is dropped.
-    _slot: StreamSlot,
+    _slot: Slot<Streams>,
 }
 
 impl Follower {

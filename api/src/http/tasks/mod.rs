@@ -8,6 +8,7 @@ pub(super) mod get;
 pub(super) mod list;
 pub(super) mod reports;
 pub(super) mod retry;
+mod wait;
 pub(super) mod webhook;
 
 use crate::{domain::TaskId, http::error::ApiError};
