@@ -13,7 +13,7 @@ pub mod spec;
 pub mod storable;
 pub mod tools;
 
-pub use llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Role, ToolCall, Usage};
+pub use llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Role, ToolCall, UnknownRole, Usage};
 pub use pricing::{ModelPrice, PriceTable};
 pub use run::{
     AgentError, AgentOutput, AgentRunner, Budget, BudgetError, BudgetExceeded, BudgetLimit, CallEstimate,

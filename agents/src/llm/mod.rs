@@ -37,6 +37,34 @@ pub enum Role {
     Tool,
 }
 
+impl Role {
+    /// The name stored with a message (`task_messages.role`) and used by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::User => "user",
+            Self::Assistant => "assistant",
+            Self::Tool => "tool",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(name: &str) -> Result<Self, UnknownRole> {
+        [Self::System, Self::User, Self::Assistant, Self::Tool]
+            .into_iter()
+            .find(|role| role.as_str() == name)
+            .ok_or_else(|| UnknownRole(name.to_owned()))
+    }
+}
+
+/// A role name that is none of [`Role`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown message role {0:?}")]
+pub struct UnknownRole(pub String);
+
 /// A tool invocation the model asked for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolCall {
@@ -212,5 +240,19 @@ pub trait LlmClient: Send + Sync {
     /// it again would only copy.
     fn is_storable(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod role_tests {
+    use super::{Role, UnknownRole};
+
+    #[test]
+    fn a_role_reads_back_from_its_name_and_serde_agrees() {
+        for role in [Role::System, Role::User, Role::Assistant, Role::Tool] {
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+            assert_eq!(serde_json::to_value(role).unwrap(), role.as_str());
+        }
+        assert_eq!("robot".parse::<Role>(), Err(UnknownRole("robot".into())));
     }
 }

@@ -50,6 +50,10 @@ pub fn open_client(url: &str, ca_pem: Option<Vec<u8>>) -> Result<redis::Client, 
     // aws-lc-rs (the only one compiled in) explicitly keeps that from depending on which
     // rustls features other crates happen to enable. A second call finds it installed.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // Nagle off: a command written in two segments (a pipeline, a TLS record split) must not
+    // wait for the server's delayed ACK. redis leaves it on unless told.
+    let url = redis::IntoConnectionInfo::into_connection_info(url)?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
     let client = match ca_pem {
         // An empty or non-PEM file would otherwise become an empty trust store, and every
         // handshake would fail with a vaguer "unknown issuer".
@@ -471,4 +475,15 @@ fn dead_letter(entry: &StreamId) -> DeadLetter {
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open_client;
+
+    #[test]
+    fn every_redis_connection_turns_nagle_off() {
+        let client = open_client("redis://127.0.0.1:6379/0", None).expect("a valid URL");
+        assert!(client.get_connection_info().tcp_settings().nodelay());
+    }
 }

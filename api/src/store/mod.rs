@@ -142,8 +142,6 @@ pub trait ExecutionStore: BudgetStore + Send + Sync + 'static {
     async fn cancel_step(&self, claim: &StepClaim, lease: &Lease) -> Result<bool, StoreError>;
     /// `running → ready` without charging an attempt: the worker is shutting down.
     async fn release_step(&self, claim: &StepClaim, lease: &Lease) -> Result<bool, StoreError>;
-    /// Whether the task is still running (a cancelled task's steps stop).
-    async fn task_running(&self, task: TaskId) -> Result<bool, StoreError>;
     async fn cached_plan(&self, hash: &str) -> Result<Option<serde_json::Value>, StoreError>;
     async fn cache_plan(&self, hash: &str, planner: &str, plan: &serde_json::Value) -> Result<(), StoreError>;
     /// Pending tasks and ready steps untouched for `min_age`, and planning tasks and running
@@ -164,14 +162,6 @@ pub trait ExecutionStore: BudgetStore + Send + Sync + 'static {
         step: Option<StepId>,
         call: &ToolCallRecord,
     ) -> Result<(), StoreError>;
-    /// Appends to the task's short-term memory.
-    async fn record_message(
-        &self,
-        task: TaskId,
-        step: Option<StepId>,
-        role: &str,
-        content: &str,
-    ) -> Result<(), StoreError>;
     /// Appends `messages` (role, content), in order, to the task's short-term memory.
     async fn record_messages(
         &self,
@@ -179,9 +169,6 @@ pub trait ExecutionStore: BudgetStore + Send + Sync + 'static {
         step: Option<StepId>,
         messages: &[(String, String)],
     ) -> Result<(), StoreError>;
-    /// The task-level short-term memory (context given at submission), oldest first, at most
-    /// `limit` of the most recent.
-    async fn task_context(&self, task: TaskId, limit: i64) -> Result<Vec<(String, String)>, StoreError>;
 }
 
 /// A claim on a task or step held by one worker: the token fences every later write.

@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use agents::{ChatMessage, LlmCallRecord, Role, RunRecorder, ToolCallRecord, run::RecordError};
+use agents::{ChatMessage, LlmCallRecord, RunRecorder, ToolCallRecord, run::RecordError};
 
 use crate::{
     domain::{StepId, TaskId},
@@ -65,13 +65,8 @@ impl RunRecorder for StoreRecorder {
     }
 
     async fn message(&self, message: &ChatMessage) -> Result<(), RecordError> {
-        let role = match message.role {
-            Role::System => "system",
-            Role::User => "user",
-            Role::Assistant => "assistant",
-            Role::Tool => "tool",
-        };
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner).push((role.to_owned(), message.content.clone()));
+        let role = message.role.as_str().to_owned();
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).push((role, message.content.clone()));
         Ok(())
     }
 }

@@ -45,7 +45,7 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
     let history: Vec<ChatMessage> = claim
         .context
         .iter()
-        .filter_map(|(role, content)| Some(ChatMessage::new(context_role(role)?, content.clone())))
+        .filter_map(|(role, content)| Some(ChatMessage::new(role.parse::<Role>().ok()?, content.clone())))
         .collect();
 
     let memories = relevant_memories(ctx, &claim).await;
@@ -147,15 +147,6 @@ fn shown_error(error: &AgentError, task: TaskId, step: StepId) -> String {
 /// Errors that another attempt cannot fix fail the step at once.
 fn retryable(error: &AgentError) -> bool {
     !matches!(error, AgentError::Llm(LlmError::Rejected { .. }) | AgentError::UnknownAgent(_))
-}
-
-fn context_role(role: &str) -> Option<Role> {
-    match role {
-        "user" => Some(Role::User),
-        "assistant" => Some(Role::Assistant),
-        "system" => Some(Role::System),
-        _ => None,
-    }
 }
 
 /// The user's long-term memories closest to this step's instruction. Memory helps but is not

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use agents::Role;
 use axum::{
     Extension, Json,
     extract::State,
@@ -256,7 +257,8 @@ fn validate(
     }
     let mut seeded = Vec::with_capacity(context.len());
     for (i, message) in context.into_iter().enumerate() {
-        if !matches!(message.role.as_str(), "user" | "assistant" | "system") {
+        // A submission may not speak for a tool: there was no tool call to answer.
+        if !matches!(message.role.parse(), Ok(Role::User | Role::Assistant | Role::System)) {
             return Err(invalid(&format!("context[{i}].role"), "must be user, assistant or system"));
         }
         let content = validate::text(&format!("context[{i}].content"), &message.content, MAX_DESCRIPTION_CHARS)?;

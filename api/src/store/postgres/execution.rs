@@ -297,14 +297,6 @@ impl ExecutionStore for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn task_running(&self, task: TaskId) -> Result<bool, StoreError> {
-        let running: Option<bool> = sqlx::query_scalar("SELECT status = 'running' FROM tasks WHERE id = $1")
-            .bind(task.0)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(running.unwrap_or(false))
-    }
-
     async fn cached_plan(&self, hash: &str) -> Result<Option<Value>, StoreError> {
         // Identical tasks all read one row: counting a hit must not make them wait for each
         // other's commits, so a hit whose row is being counted by another claim is not
@@ -427,23 +419,6 @@ impl ExecutionStore for PgStore {
         Ok(())
     }
 
-    async fn record_message(
-        &self,
-        task: TaskId,
-        step: Option<StepId>,
-        role: &str,
-        content: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO task_messages (task_id, step_id, role, content) VALUES ($1, $2, $3, $4)")
-            .bind(task.0)
-            .bind(step.map(|s| s.0))
-            .bind(role)
-            .bind(content)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     async fn record_messages(
         &self,
         task: TaskId,
@@ -466,20 +441,6 @@ impl ExecutionStore for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-
-    async fn task_context(&self, task: TaskId, limit: i64) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query_as(
-            "SELECT role, content FROM (
-                SELECT id, role, content FROM task_messages WHERE task_id = $1 AND step_id IS NULL
-                ORDER BY id DESC LIMIT $2
-             ) recent ORDER BY id",
-        )
-        .bind(task.0)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows)
     }
 }
 
