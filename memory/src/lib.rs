@@ -6,6 +6,7 @@
 //! [`Embedder::name`] that made it; vectors with different names are never
 //! compared.
 
+pub mod dimension;
 pub mod embed;
 pub mod error;
 pub mod index;
