@@ -14,10 +14,8 @@
 //! [`Budget`] (when it limits anything), and the reservation is settled with the call's
 //! record or released when the call fails.
 
-mod budget;
 mod compress;
 mod prompt;
-mod record;
 #[cfg(test)]
 mod tests;
 
@@ -26,9 +24,10 @@ use std::{sync::Arc, time::Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use budget::{Budget, BudgetError, BudgetExceeded, BudgetLimit, CallEstimate, Reservation, Unlimited};
-pub use record::{LlmCallRecord, RecordError, RunRecorder, ToolCallRecord, ToolCallStatus};
-
+// The loop's vocabulary, under the paths the host has always used (`agents::run::…`); they
+// live below the loop so the tool registry can use them without depending on it.
+pub use crate::budget::{Budget, BudgetError, BudgetExceeded, BudgetLimit, CallEstimate, Reservation, Unlimited};
+pub use crate::record::{LlmCallRecord, RecordError, RunRecorder, ToolCallRecord, ToolCallStatus};
 use crate::{
     llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Role, Usage},
     pricing::PriceTable,

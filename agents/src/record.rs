@@ -3,9 +3,14 @@
 //! The loop hands over every model call, every tool call (rejected ones included) and every
 //! message it adds to the conversation as it happens, so cost and short-term memory are
 //! kept even when the step later fails.
+//!
+//! This module sits below both the loop (`crate::run`) and the tool registry, which builds
+//! the [`ToolCallRecord`]s, so neither depends on the other for these types.
 
-use super::Reservation;
-use crate::llm::{ChatMessage, Usage};
+use crate::{
+    budget::Reservation,
+    llm::{ChatMessage, Usage},
+};
 
 /// One model call, as the provider reported it, with its cost.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,7 +3,7 @@
 //! Before a call the loop prices its worst case ([`CallEstimate`]: every prompt token plus
 //! the output ceiling put on the request, at the model's price) and asks the budget to
 //! reserve it. A refusal ends the step with [`BudgetExceeded`]. A granted [`Reservation`]
-//! travels with the call's [`super::LlmCallRecord`], so the host settles it with the real
+//! travels with the call's [`crate::record::LlmCallRecord`], so the host settles it with the real
 //! usage in the same write that records the call; a call that fails gives it back
 //! ([`Budget::release`]).
 //!
