@@ -36,7 +36,7 @@ use uuid::Uuid;
 
 use crate::{
     client::{ApiClient, ClientError, ListQuery, TaskView},
-    command::ServerArgs,
+    server::ServerArgs,
     stats::Percentiles,
 };
 
