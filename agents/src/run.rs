@@ -14,22 +14,22 @@
 //! [`Budget`] (when it limits anything), and the reservation is settled with the call's
 //! record or released when the call fails.
 
-mod budget;
 mod compress;
 mod prompt;
-mod record;
 #[cfg(test)]
 mod tests;
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use budget::{Budget, BudgetError, BudgetExceeded, BudgetLimit, CallEstimate, Reservation, Unlimited};
-pub use record::{LlmCallRecord, RecordError, RunRecorder, ToolCallRecord, ToolCallStatus};
-
+// The loop's vocabulary, under the paths the host has always used (`agents::run::…`); they
+// live below the loop so the tool registry can use them without depending on it.
+pub use crate::budget::{Budget, BudgetError, BudgetExceeded, BudgetLimit, CallEstimate, Reservation, Unlimited};
+pub use crate::record::{LlmCallRecord, RecordError, RunRecorder, ToolCallRecord, ToolCallStatus};
 use crate::{
+    budgeted::{BudgetedModel, CallError, Halt},
     llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Role, Usage},
     pricing::PriceTable,
     spec::AgentSpec,
@@ -95,10 +95,26 @@ pub enum AgentError {
 
 impl From<BudgetError> for AgentError {
     fn from(e: BudgetError) -> Self {
-        match e {
-            BudgetError::Exceeded(e) => Self::BudgetExceeded(e),
+        Halt::from(e).into()
+    }
+}
+
+impl From<Halt> for AgentError {
+    fn from(halt: Halt) -> Self {
+        match halt {
+            Halt::OverBudget(e) => Self::BudgetExceeded(e),
             // Like a recorder that cannot write: the step must not go on unaccounted.
-            BudgetError::Unavailable(reason) => Self::Record(RecordError(reason)),
+            Halt::BudgetUnavailable(reason) => Self::Record(RecordError(reason)),
+            Halt::Unrecorded(e) => Self::Record(e),
+        }
+    }
+}
+
+impl From<CallError> for AgentError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Model(e) => Self::Llm(e),
+            CallError::Halted(halt) => halt.into(),
         }
     }
 }
@@ -231,10 +247,11 @@ impl AgentRunner {
         }
     }
 
-    /// One model call: reserved, made, accounted and recorded (which settles the reservation).
+    /// One model call, made through the step's [`BudgetedModel`] (reserved, made, recorded,
+    /// which settles the reservation), and added to the step's accounts.
     async fn call_model(
         &self,
-        mut request: ChatRequest,
+        request: ChatRequest,
         input: &StepInput<'_>,
         output: &mut AgentOutput,
         recorder: &dyn RunRecorder,
@@ -242,49 +259,12 @@ impl AgentRunner {
         if input.cancel.is_cancelled() {
             return Err(AgentError::Cancelled);
         }
-        let reservation = match input.budget.output_ceiling() {
-            None => None,
-            Some(ceiling) => {
-                // The ceiling goes on the request, so the provider enforces the worst case
-                // that was reserved.
-                request.max_tokens = Some(request.max_tokens.map_or(ceiling, |asked| asked.min(ceiling)));
-                let model = request.model.clone().unwrap_or_else(|| self.llm.model().to_owned());
-                let estimate = CallEstimate::worst_case(&request, &model, &self.prices).await;
-                Some(input.budget.reserve(&estimate).await?)
-            }
-        };
-        let started = Instant::now();
-        let response = match self.llm.chat(&request).await {
-            Ok(response) => response,
-            Err(e) => {
-                if let Some(reservation) = reservation
-                    && let Err(release) = input.budget.release(reservation).await
-                {
-                    // Left to the host's sweep of reservations whose lease has ended.
-                    tracing::warn!(error = %release, "could not release the reservation of a failed model call");
-                }
-                return Err(e.into());
-            }
-        };
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let model = BudgetedModel { llm: self.llm.as_ref(), prices: &self.prices, budget: input.budget };
+        let answered = model.call(request, recorder).await?;
         output.model_calls += 1;
-        let cost_usd = self.prices.cost(&response.model, &response.usage).unwrap_or_else(|| {
-            tracing::warn!(model = %response.model, "model has no price; its calls are recorded at zero cost");
-            0.0
-        });
-        output.usage += response.usage;
-        output.cost_usd += cost_usd;
-        recorder
-            .llm_call(LlmCallRecord {
-                provider: self.llm.provider().to_owned(),
-                model: response.model.clone(),
-                usage: response.usage,
-                cost_usd,
-                latency_ms,
-                reservation,
-            })
-            .await?;
-        Ok(response)
+        output.usage += answered.response.usage;
+        output.cost_usd += answered.cost_usd;
+        Ok(answered.response)
     }
 
     /// Replaces the history and all but the recent part of this step's turns by one summary

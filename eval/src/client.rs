@@ -153,6 +153,17 @@ pub struct Submitted {
     pub replayed: bool,
 }
 
+/// The answer to a request sent with `Prefer: wait=N` (RFC 7240).
+#[derive(Debug, Clone)]
+pub struct Waited {
+    /// The ended task, or its state when the wait was over (or not honoured).
+    pub task: TaskView,
+    /// The answer carried `Preference-Applied`: the server held it until the task ended or
+    /// the N seconds passed, so asking again at once does not spin. A server that ignores
+    /// the preference answers at once, without it.
+    pub preference_applied: bool,
+}
+
 /// Filters of `GET /tasks`; `None` leaves a filter out.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
@@ -247,6 +258,20 @@ impl ApiClient {
         let replayed = header("idempotent-replayed").as_deref() == Some("true");
         let task = TaskView::from_value(expect(response, 202).await?)?;
         Ok(Submitted { task, location, replayed })
+    }
+
+    /// Submits a task with `Prefer: wait=N`: the answer is `200` with the ended task, or
+    /// `202` with its state once `wait` passed (or at once, from a server that ignores it).
+    pub async fn create_waiting(&self, body: &Value, wait: Duration) -> Result<Waited, ClientError> {
+        let request = self.request(Method::POST, self.url("/tasks")).json(body);
+        waited(request, wait, &[200, 202]).await
+    }
+
+    /// Reads a task with `Prefer: wait=N`: the answer comes when it has ended or `wait`
+    /// passed (at once from a server that ignores the preference).
+    pub async fn task_waiting(&self, id: Uuid, wait: Duration) -> Result<Waited, ClientError> {
+        let request = self.request(Method::GET, self.url(&format!("/tasks/{id}")));
+        waited(request, wait, &[200]).await
     }
 
     pub async fn task(&self, id: Uuid) -> Result<TaskView, ClientError> {
@@ -355,6 +380,21 @@ async fn expect(response: reqwest::Response, expected: u16) -> Result<Value, Cli
         return Err(ClientError::Status { status, body });
     }
     Ok(response.json().await?)
+}
+
+/// Sends `request` with `Prefer: wait=<whole seconds, at least 1>` and reads the task it
+/// answers with, in one of the `expected` statuses.
+async fn waited(request: RequestBuilder, wait: Duration, expected: &[u16]) -> Result<Waited, ClientError> {
+    let seconds = wait.as_secs().max(1);
+    let response = request.header("prefer", format!("wait={seconds}")).send().await?;
+    let preference_applied = response.headers().contains_key("preference-applied");
+    let status = response.status().as_u16();
+    let body = if expected.contains(&status) {
+        expect(response, status).await?
+    } else {
+        expect(response, expected[0]).await?
+    };
+    Ok(Waited { task: TaskView::from_value(body)?, preference_applied })
 }
 
 /// The `items` of a list answer.

@@ -12,11 +12,11 @@ use clap::{Args, Subcommand};
 
 use crate::{
     bench::{self, BenchArgs},
-    client::ApiClient,
     compare::{Thresholds, compare},
     judge::{Judge, JudgeConfig},
     report::{JudgeInfo, REPORT_FORMAT, Report, Totals},
     runner::{self, RunError, RunOptions},
+    server::ServerArgs,
     suite,
 };
 
@@ -28,7 +28,7 @@ pub enum EvalCommand {
     /// Compare two report.json files and list regressions and improvements.
     #[command(after_help = COMPARE_EXIT_CODES)]
     Compare(CompareArgs),
-    /// Load benchmark: submit tasks concurrently, wait for all, report throughput and latency.
+    /// Load benchmark, backlog or closed loop: report throughput, latency and CPU per task.
     Bench(BenchArgs),
 }
 
@@ -52,25 +52,6 @@ pub enum Exit {
 impl From<Exit> for ExitCode {
     fn from(exit: Exit) -> Self {
         ExitCode::from(exit as u8)
-    }
-}
-
-/// Where the server is; every command that talks to it takes these.
-#[derive(Debug, Clone, Args)]
-pub struct ServerArgs {
-    /// Base URL of the orchestrator's API.
-    #[arg(long, env = "ORCHESTRATOR_URL", default_value = "http://127.0.0.1:8000")]
-    pub url: String,
-
-    /// Sent as `Authorization: Bearer <key>` when set; prefer the environment variable, which
-    /// stays out of the process list.
-    #[arg(long, env = "ORCHESTRATOR_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-}
-
-impl ServerArgs {
-    pub fn client(&self) -> ApiClient {
-        ApiClient::new(self.url.clone()).with_api_key(self.api_key.clone())
     }
 }
 

@@ -4,7 +4,7 @@
 //! [`client::ApiClient`] is the typed client the suites and benchmarks are built on; the
 //! integration tests of `api` use it too. `orchestrator eval run` reads a [`suite`], runs it
 //! with the [`runner`], checks each run ([`expect`], [`judge`]) and writes a [`report`];
-//! `eval compare` diffs two reports ([`compare`]); `eval bench` is the load benchmark.
+//! `eval compare` diffs two reports ([`compare`]); `eval bench` is the load benchmark ([`bench`]).
 
 pub mod bench;
 pub mod client;
@@ -14,6 +14,7 @@ pub mod expect;
 pub mod judge;
 pub mod report;
 pub mod runner;
+pub mod server;
 pub mod stats;
 pub mod suite;
 

@@ -16,8 +16,8 @@ pub enum MemoryError {
     /// An embedder was asked for a vector size outside the supported range.
     #[error(
         "invalid embedding dimension {0}: must be between {min} and {max}",
-        min = crate::embed::hashing::MIN_DIMENSION,
-        max = crate::embed::hashing::MAX_DIMENSION
+        min = crate::dimension::MIN_DIMENSION,
+        max = crate::dimension::MAX_DIMENSION
     )]
     InvalidDimension(usize),
     /// A vector does not have the dimension its store or embedder expects.

@@ -6,10 +6,18 @@
 //! asked at most twice per plan (a rejected plan is sent back once, with the reason); every
 //! model call that answered is reported with its usage ([`PlanOutcome::calls`]) so the
 //! caller can account for planning cost, including calls whose plan was rejected.
+//!
+//! Under a budget ([`LlmPlanner::plan_within`]) each call goes through the agents crate's
+//! [`BudgetedModel`], the same call the agent loop makes: reserved, recorded as it answers,
+//! and planning stops at once, without a fallback plan, when a call does not fit or cannot
+//! be accounted ([`Halt`]).
 
-use std::{sync::Arc, time::Instant};
+use std::{convert::Infallible, sync::Arc, time::Instant};
 
-use agents::llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, Role, ToolChoice, ToolDefinition, Usage};
+use agents::{
+    BudgetedModel, CallError, CallRecorder, Halt,
+    llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Role, ToolChoice, ToolDefinition, Usage},
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -100,30 +108,55 @@ impl LlmPlanner {
     /// Plans `description` and reports every model call made for it. Use this rather than
     /// [`Planner::plan`] when planning cost must be recorded.
     pub async fn plan_with_usage(&self, description: &str) -> PlanOutcome {
+        match self.plan_by(description, &Plain(self.llm.as_ref())).await {
+            Ok(outcome) => outcome,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Plans `description` with every model call made through `model`, so reserved against
+    /// its budget and recorded with `recorder` as it answers. Stops with the [`Halt`] of the
+    /// first call that did not fit or could not be accounted; a model that fails still
+    /// leads to the heuristic fallback.
+    pub async fn plan_within(
+        &self,
+        description: &str,
+        model: &BudgetedModel<'_>,
+        recorder: &dyn CallRecorder,
+    ) -> Result<PlanOutcome, Halt> {
+        self.plan_by(description, &Budgeted { model: *model, recorder }).await
+    }
+
+    async fn plan_by<M: PlanModel>(&self, description: &str, model: &M) -> Result<PlanOutcome, M::Halt> {
         let description = description.trim();
         if description.is_empty() {
-            return PlanOutcome { plan: Err(PlanError::EmptyDescription), calls: Vec::new(), fallback_reason: None };
+            return Ok(PlanOutcome {
+                plan: Err(PlanError::EmptyDescription),
+                calls: Vec::new(),
+                fallback_reason: None,
+            });
         }
         let mut request = self.request(description);
         let mut calls = Vec::new();
         let mut problem = String::new();
         for attempt in 1..=MAX_MODEL_CALLS {
             let started = Instant::now();
-            let response = match self.llm.chat(&request).await {
+            let response = match model.ask(&request).await {
                 Ok(response) => response,
-                Err(err) => {
+                Err(Failure::Model(err)) => {
                     problem = format!("the planning model failed: {err}");
                     break;
                 }
+                Err(Failure::Halt(halt)) => return Err(halt),
             };
             calls.push(PlannedCall {
-                provider: self.llm.provider().to_owned(),
+                provider: model.provider().to_owned(),
                 model: response.model.clone(),
                 usage: response.usage,
                 latency_ms: started.elapsed().as_secs_f64() * 1000.0,
             });
             match self.read_plan(&response) {
-                Ok(plan) => return PlanOutcome { plan: Ok(plan), calls, fallback_reason: None },
+                Ok(plan) => return Ok(PlanOutcome { plan: Ok(plan), calls, fallback_reason: None }),
                 Err(reason) => {
                     tracing::warn!(attempt, %reason, "the planning model's plan was not acceptable");
                     push_feedback(&mut request, response, &reason);
@@ -132,7 +165,7 @@ impl LlmPlanner {
             }
         }
         tracing::warn!(reason = %problem, "falling back to the heuristic planner");
-        PlanOutcome { plan: self.fallback.plan_description(description), calls, fallback_reason: Some(problem) }
+        Ok(PlanOutcome { plan: self.fallback.plan_description(description), calls, fallback_reason: Some(problem) })
     }
 
     fn request(&self, description: &str) -> ChatRequest {
@@ -232,6 +265,64 @@ impl Planner for LlmPlanner {
     /// Plans without reporting the model calls; see [`LlmPlanner::plan_with_usage`].
     async fn plan(&self, description: &str) -> Result<Plan, PlanError> {
         self.plan_with_usage(description).await.plan
+    }
+}
+
+/// How the planning loop asks its model: directly, or through a [`BudgetedModel`].
+#[async_trait::async_trait]
+trait PlanModel: Sync {
+    /// What stops planning; `Infallible` when nothing can.
+    type Halt: Send;
+
+    fn provider(&self) -> &str;
+
+    async fn ask(&self, request: &ChatRequest) -> Result<ChatResponse, Failure<Self::Halt>>;
+}
+
+/// Why the planning loop got no answer.
+enum Failure<H> {
+    /// The model failed: plan with the fallback.
+    Model(LlmError),
+    /// Stop planning.
+    Halt(H),
+}
+
+/// The model as it is, for [`LlmPlanner::plan_with_usage`].
+struct Plain<'a>(&'a dyn LlmClient);
+
+#[async_trait::async_trait]
+impl PlanModel for Plain<'_> {
+    type Halt = Infallible;
+
+    fn provider(&self) -> &str {
+        self.0.provider()
+    }
+
+    async fn ask(&self, request: &ChatRequest) -> Result<ChatResponse, Failure<Infallible>> {
+        self.0.chat(request).await.map_err(Failure::Model)
+    }
+}
+
+/// The model under a budget, for [`LlmPlanner::plan_within`].
+struct Budgeted<'a> {
+    model: BudgetedModel<'a>,
+    recorder: &'a dyn CallRecorder,
+}
+
+#[async_trait::async_trait]
+impl PlanModel for Budgeted<'_> {
+    type Halt = Halt;
+
+    fn provider(&self) -> &str {
+        self.model.llm.provider()
+    }
+
+    async fn ask(&self, request: &ChatRequest) -> Result<ChatResponse, Failure<Halt>> {
+        match self.model.call(request.clone(), self.recorder).await {
+            Ok(answered) => Ok(answered.response),
+            Err(CallError::Model(e)) => Err(Failure::Model(e)),
+            Err(CallError::Halted(halt)) => Err(Failure::Halt(halt)),
+        }
     }
 }
 

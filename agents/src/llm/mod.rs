@@ -23,7 +23,7 @@ pub use openai::{MaxTokensField, OpenAiClient, OpenAiConfig};
 pub use retry::Backoff;
 pub use storable::Storable;
 pub use tokens::{count_tokens, prompt_tokens, warm_up_tokenizer};
-// The agent loop prices a call before it is made (`crate::run::CallEstimate`).
+// A budgeted call is priced before it is made (`crate::budget::CallEstimate`).
 
 use serde::{Deserialize, Serialize};
 

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::{Tool, ToolContext, ToolError, ToolSettings};
 use crate::{
     llm::{ToolCall, ToolDefinition},
-    run::{ToolCallRecord, ToolCallStatus},
+    record::{ToolCallRecord, ToolCallStatus},
     storable,
 };
 

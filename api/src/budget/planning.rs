@@ -1,28 +1,24 @@
-//! Budgets for the LLM planner. The planner crate calls its model client itself, so the
-//! planner gets a client that reserves each call before passing it on and records it
-//! (settling the reservation) as soon as it answers, just as the agent loop does.
+//! Budgets for the LLM planner. The planner makes each of its model calls through the
+//! agents crate's [`BudgetedModel`], the same call the agent loop makes (reserved against
+//! the task's budget, recorded as soon as it answers, which settles the reservation); this
+//! module supplies the budget and a recorder that writes the calls to the task, with no
+//! step, as planning calls belong to the task.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Instant,
-};
+use std::sync::Arc;
 
-use agents::{
-    Budget, BudgetError, BudgetExceeded, CallEstimate, ChatRequest, ChatResponse, LlmCallRecord, LlmClient, LlmError,
-    PriceTable, Reservation,
-};
+use agents::{BudgetExceeded, BudgetedModel, CallRecorder, Halt, LlmCallRecord, LlmClient, PriceTable, RecordError};
 use planner::{HeuristicPlanner, LlmPlanner, PlanLimits, PlanOutcome};
 
 use super::StoreBudget;
-use crate::{metrics::Metrics, store::ExecutionStore};
-
-/// Status a refused planning call reports to the planner (which then stops asking).
-const PAYMENT_REQUIRED: u16 = 402;
+use crate::{domain::TaskId, metrics::Metrics, store::ExecutionStore};
 
 /// Plans one task with the model, every call reserved and recorded.
 pub struct MeteredPlanner {
     planner: LlmPlanner,
-    client: Arc<MeteredClient>,
+    llm: Arc<dyn LlmClient>,
+    prices: Arc<PriceTable>,
+    budget: StoreBudget,
+    recorder: PlanningRecorder,
 }
 
 /// How metered planning ended.
@@ -51,106 +47,42 @@ pub struct MeteredPlannerParts {
 
 impl MeteredPlanner {
     pub fn new(parts: MeteredPlannerParts) -> Self {
-        let client = Arc::new(MeteredClient {
-            inner: parts.llm,
-            store: parts.store,
-            prices: parts.prices,
-            metrics: parts.metrics,
-            budget: parts.budget,
-            stop: Mutex::new(None),
-        });
         let fallback = HeuristicPlanner::new(parts.limits).with_hints(parts.hints);
-        let planner = LlmPlanner::new(client.clone(), parts.agents, parts.limits, fallback);
-        Self { planner, client }
+        let planner = LlmPlanner::new(parts.llm.clone(), parts.agents, parts.limits, fallback);
+        let recorder =
+            PlanningRecorder { store: parts.store, metrics: parts.metrics, task: parts.budget.holder().task };
+        Self { planner, llm: parts.llm, prices: parts.prices, budget: parts.budget, recorder }
     }
 
     pub async fn plan(&self, description: &str) -> Planned {
-        let outcome = self.planner.plan_with_usage(description).await;
-        let stop = self.client.stop.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match stop {
-            None => Planned::Outcome(outcome),
-            Some(BudgetError::Exceeded(e)) => Planned::OverBudget(e),
-            Some(BudgetError::Unavailable(reason)) => Planned::Unaccounted(reason),
+        let model = BudgetedModel { llm: self.llm.as_ref(), prices: &self.prices, budget: &self.budget };
+        match self.planner.plan_within(description, &model, &self.recorder).await {
+            Ok(outcome) => Planned::Outcome(outcome),
+            Err(Halt::OverBudget(e)) => Planned::OverBudget(e),
+            Err(Halt::BudgetUnavailable(reason) | Halt::Unrecorded(RecordError(reason))) => {
+                Planned::Unaccounted(reason)
+            }
         }
     }
 }
 
-struct MeteredClient {
-    inner: Arc<dyn LlmClient>,
+/// Writes planning calls to their task, with no step, as the step recorder writes a step's.
+struct PlanningRecorder {
     store: Arc<dyn ExecutionStore>,
-    prices: Arc<PriceTable>,
     metrics: Arc<Metrics>,
-    budget: StoreBudget,
-    /// Why planning must stop, set by the call that found out.
-    stop: Mutex<Option<BudgetError>>,
-}
-
-impl MeteredClient {
-    /// Remembers why planning stops, and tells the planner in its own terms.
-    fn stop(&self, reason: BudgetError) -> LlmError {
-        let error = match &reason {
-            BudgetError::Exceeded(e) => LlmError::Rejected { status: PAYMENT_REQUIRED, message: e.to_string() },
-            BudgetError::Unavailable(m) => LlmError::Unavailable(m.clone()),
-        };
-        *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
-        error
-    }
-
-    async fn reserve(&self, request: &mut ChatRequest) -> Result<Option<Reservation>, BudgetError> {
-        let Some(ceiling) = self.budget.output_ceiling() else { return Ok(None) };
-        request.max_tokens = Some(request.max_tokens.map_or(ceiling, |asked| asked.min(ceiling)));
-        let model = request.model.clone().unwrap_or_else(|| self.inner.model().to_owned());
-        let estimate = CallEstimate::worst_case(request, &model, &self.prices).await;
-        self.budget.reserve(&estimate).await.map(Some)
-    }
+    task: TaskId,
 }
 
 #[async_trait::async_trait]
-impl LlmClient for MeteredClient {
-    fn provider(&self) -> &str {
-        self.inner.provider()
-    }
-
-    fn model(&self) -> &str {
-        self.inner.model()
-    }
-
-    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
-        let mut request = request.clone();
-        let reservation = self.reserve(&mut request).await.map_err(|e| self.stop(e))?;
-        let started = Instant::now();
-        let response = match self.inner.chat(&request).await {
-            Ok(response) => response,
-            Err(e) => {
-                if let Some(r) = reservation
-                    && let Err(release) = self.budget.release(r).await
-                {
-                    tracing::warn!(error = %release, "could not release the reservation of a failed planning call");
-                }
-                return Err(e);
-            }
+impl CallRecorder for PlanningRecorder {
+    async fn record_llm_call(&self, call: LlmCallRecord) -> Result<(), RecordError> {
+        let latency = std::time::Duration::from_secs_f64(call.latency_ms.max(0.0) / 1000.0);
+        self.metrics.observe_llm_call(&call.provider, &call.model, &call.usage, call.cost_usd, latency);
+        let recorded = match &call.reservation {
+            // The call and the settlement of its reservation commit together.
+            Some(reservation) => self.store.record_settled_llm_call(self.task, None, &call, reservation.id).await,
+            None => self.store.record_llm_call(self.task, None, &call).await,
         };
-        let latency = started.elapsed();
-        let cost_usd = self.prices.cost(&response.model, &response.usage).unwrap_or_else(|| {
-            tracing::warn!(model = %response.model, "model has no price; its calls are recorded at zero cost");
-            0.0
-        });
-        self.metrics.observe_llm_call(self.inner.provider(), &response.model, &response.usage, cost_usd, latency);
-        let record = LlmCallRecord {
-            provider: self.inner.provider().to_owned(),
-            model: response.model.clone(),
-            usage: response.usage,
-            cost_usd,
-            latency_ms: latency.as_secs_f64() * 1000.0,
-            reservation: None,
-        };
-        let task = self.budget.holder().task;
-        // Planning calls belong to the task, not to a step.
-        let recorded = match &reservation {
-            Some(r) => self.store.record_settled_llm_call(task, None, &record, r.id).await,
-            None => self.store.record_llm_call(task, None, &record).await,
-        };
-        recorded.map_err(|e| self.stop(BudgetError::Unavailable(e.to_string())))?;
-        Ok(response)
+        recorded.map_err(|e| RecordError(e.to_string()))
     }
 }

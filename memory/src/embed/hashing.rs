@@ -11,13 +11,10 @@
 //! features, weights or hash must come with a new name (`hashing-v2-…`); the
 //! golden-value tests below fail if that is forgotten.
 
+use crate::dimension::{MAX_DIMENSION, MIN_DIMENSION};
 use crate::embed::Embedder;
 use crate::error::MemoryError;
 
-/// Smallest dimension accepted: fewer buckets make everything collide.
-pub const MIN_DIMENSION: usize = 8;
-/// Largest dimension accepted: beyond this the vectors only waste memory.
-pub const MAX_DIMENSION: usize = 4096;
 /// A dimension that balances collisions against storage for short texts.
 pub const DEFAULT_DIMENSION: usize = 384;
 

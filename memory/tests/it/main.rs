@@ -7,5 +7,4 @@ mod persistence;
 mod replicas;
 mod scoping;
 mod search;
-mod short_term;
 mod support;

@@ -1,11 +1,12 @@
-//! The [`Budget`] the loop asks before every model call.
+//! The [`Budget`] asked before every model call (the agent loop's and the planner's, both
+//! through [`crate::BudgetedModel`]).
 //!
-//! Before a call the loop prices its worst case ([`CallEstimate`]: every prompt token plus
-//! the output ceiling put on the request, at the model's price) and asks the budget to
-//! reserve it. A refusal ends the step with [`BudgetExceeded`]. A granted [`Reservation`]
-//! travels with the call's [`super::LlmCallRecord`], so the host settles it with the real
-//! usage in the same write that records the call; a call that fails gives it back
-//! ([`Budget::release`]).
+//! Before a call its worst case is priced ([`CallEstimate`]: every prompt token plus the
+//! output ceiling put on the request, at the model's price) and the budget is asked to
+//! reserve it. A refusal stops the step or the planning with [`BudgetExceeded`]. A granted
+//! [`Reservation`] travels with the call's [`crate::LlmCallRecord`], so the host settles it
+//! with the real usage in the same write that records the call; a call that fails gives it
+//! back ([`Budget::release`]).
 //!
 //! The guarantee is only as good as the ceiling: providers must honour the request's
 //! `max_tokens` (the HTTP providers send it), and the model that answers must be priced no
@@ -109,7 +110,7 @@ pub enum BudgetError {
     Unavailable(String),
 }
 
-/// Asked before every model call of a step. Implemented by the host (Postgres in `api`).
+/// Asked before every budgeted model call. Implemented by the host (Postgres in `api`).
 #[async_trait::async_trait]
 pub trait Budget: Send + Sync {
     /// The output ceiling put on a request that names none, so that its worst case is

@@ -1,11 +1,17 @@
-//! What the agent loop reports to its host, and the [`RunRecorder`] trait it reports through.
+//! What the agents crate reports to its host, and the traits it reports through.
 //!
-//! The loop hands over every model call, every tool call (rejected ones included) and every
-//! message it adds to the conversation as it happens, so cost and short-term memory are
-//! kept even when the step later fails.
+//! The agent loop hands over every model call, every tool call (rejected ones included) and
+//! every message it adds to the conversation as it happens ([`RunRecorder`]), so cost and
+//! short-term memory are kept even when the step later fails. A host that makes budgeted
+//! model calls outside the loop (the LLM planner) records only those ([`CallRecorder`]).
+//!
+//! This module sits below both the loop (`crate::run`) and the tool registry, which builds
+//! the [`ToolCallRecord`]s, so neither depends on the other for these types.
 
-use super::Reservation;
-use crate::llm::{ChatMessage, Usage};
+use crate::{
+    budget::Reservation,
+    llm::{ChatMessage, Usage},
+};
 
 /// One model call, as the provider reported it, with its cost.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +70,24 @@ pub trait RunRecorder: Send + Sync {
     /// prompt, each assistant message, each tool reply and each summary. The agent's system
     /// prompt and the history the step was given are not repeated.
     async fn message(&self, message: &ChatMessage) -> Result<(), RecordError>;
+}
+
+/// Where a budgeted model call is recorded ([`crate::BudgetedModel::call`]).
+///
+/// Every [`RunRecorder`] is one. A host that records model calls and nothing else (the
+/// planner's calls belong to no step, and have no tool calls or messages) implements this
+/// alone, instead of a [`RunRecorder`] with two methods it could not honour.
+#[async_trait::async_trait]
+pub trait CallRecorder: Send + Sync {
+    /// Records one call; when it carries a reservation, settles it in the same write.
+    async fn record_llm_call(&self, call: LlmCallRecord) -> Result<(), RecordError>;
+}
+
+#[async_trait::async_trait]
+impl<R: RunRecorder + ?Sized> CallRecorder for R {
+    async fn record_llm_call(&self, call: LlmCallRecord) -> Result<(), RecordError> {
+        self.llm_call(call).await
+    }
 }
 
 /// The recorder could not persist a record; the step must not go on unaccounted.
