@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use agents::{LlmCallRecord, ToolCallRecord};
 
-use crate::domain::{StepId, TaskId};
+use crate::domain::{StepId, TaskId, TaskStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,6 +48,9 @@ pub trait TaskStore: Send + Sync + 'static {
     /// The user a task belongs to, `None` when it does not exist: the access check of the
     /// routes under `/tasks/{id}`.
     async fn task_owner(&self, id: TaskId) -> Result<Option<String>, StoreError>;
+    /// The task's status alone, `None` when it does not exist: what a waiting request checks
+    /// on each wake-up, so that only the end costs a full read.
+    async fn task_status(&self, id: TaskId) -> Result<Option<TaskStatus>, StoreError>;
     async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError>;
     /// The task's cost from its `llm_calls` rows: totals, per step and per model. `None`
     /// when the task does not exist.

@@ -4,8 +4,10 @@
 //!
 //! The wait is woken by the same notifications as the event stream ([`crate::events`]): the
 //! subscription is taken *before* the task is read, so an end committed after the read still
-//! wakes it. Each wake-up re-reads the task; a re-read every [`REREAD_INTERVAL`] covers a lost
-//! notification. A shutdown ends every wait at once with the task's current state.
+//! wakes it. Each wake-up reads the task's status alone (a task writes about ten events, each a
+//! wake-up); only an ended task, or the end of the wait, costs a read of the task and its
+//! steps. A check every [`REREAD_INTERVAL`] covers a lost notification. A shutdown ends every
+//! wait at once with the task's current state.
 //!
 //! Each user may hold at most `SSE_MAX_STREAMS_PER_USER` waits at once in each API process
 //! ([`WaitSlots`]); beyond that the request is answered at once, as without the preference,
@@ -84,6 +86,8 @@ impl Waiter {
             return Waited { detail: current, applied: None };
         };
         let deadline = Instant::now() + self.wait.duration();
+        // Whether the task may have changed since `current` was read.
+        let mut changed = false;
         loop {
             tokio::select! {
                 // The deadline first: at the end of the wait the answer must not be delayed.
@@ -92,18 +96,24 @@ impl Waiter {
                 alive = self.subscription.changed() => if !alive { break },
                 _ = tokio::time::sleep(REREAD_INTERVAL) => {}
             }
-            // Wake-ups queued so far are answered by this read.
+            // Wake-ups queued so far are answered by this check.
             self.subscription.clear();
-            match store.task(self.task).await {
-                Ok(Some(detail)) => current = detail,
+            changed = true;
+            match store.task_status(self.task).await {
+                Ok(Some(status)) if status.is_terminal() => break,
+                Ok(Some(_)) => {}
                 // Tasks are never deleted; should one vanish, the last state read is the answer.
                 Ok(None) => break,
-                // Keep waiting: the next wake-up or re-read may succeed, and the deadline
+                // Keep waiting: the next wake-up or check may succeed, and the deadline
                 // answers with the last state read in any case.
-                Err(e) => tracing::warn!(task = %self.task, error = %e, "re-reading a waited-for task failed"),
+                Err(e) => tracing::warn!(task = %self.task, error = %e, "checking a waited-for task failed"),
             }
-            if current.task.status.is_terminal() {
-                break;
+        }
+        if changed {
+            match store.task(self.task).await {
+                Ok(Some(detail)) => current = detail,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(task = %self.task, error = %e, "re-reading a waited-for task failed"),
             }
         }
         Waited { detail: current, applied }

@@ -51,6 +51,12 @@ impl TaskStore for PgStore {
         Ok(sqlx::query_scalar("SELECT user_id FROM tasks WHERE id = $1").bind(id.0).fetch_optional(&self.pool).await?)
     }
 
+    async fn task_status(&self, id: TaskId) -> Result<Option<TaskStatus>, StoreError> {
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM tasks WHERE id = $1").bind(id.0).fetch_optional(&self.pool).await?;
+        Ok(status.map(|s| s.parse()).transpose()?)
+    }
+
     async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError> {
         let (after_at, after_id): (Option<DateTime<Utc>>, Option<Uuid>) =
             query.after.map(|(at, id)| (Some(at), Some(id.0))).unwrap_or_default();
