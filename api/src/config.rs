@@ -3,89 +3,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-
-/// Runs LLM agents on tasks: an HTTP API, a planner and workers, on Postgres and Redis.
-#[derive(Debug, Parser)]
-#[command(name = "orchestrator", version, about)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// API and workers in one process: the default for local use.
-    Run(Settings),
-    /// The HTTP API only.
-    Serve(Settings),
-    /// Workers only.
-    Worker(Settings),
-    /// Apply database migrations and exit.
-    Migrate(Settings),
-    /// Long-term memory maintenance.
-    #[command(subcommand)]
-    Memory(MemoryCommand),
-    /// API keys: create (printed once), list, revoke. Talks to Postgres directly.
-    #[command(subcommand)]
-    Keys(KeysCommand),
-    /// `submit` and `tasks …`: drive a running server over HTTP (see `crate::cli`).
-    #[command(flatten)]
-    Client(crate::cli::ClientCommand),
-    /// The evaluation harness against a running server: suites, comparisons, benchmarks.
-    #[command(subcommand)]
-    Eval(eval::EvalCommand),
-    /// Per-user limits (see `crate::budget::cli`). Talks to Postgres directly.
-    #[command(subcommand)]
-    Users(crate::budget::cli::UsersCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum MemoryCommand {
-    /// Recompute every stored memory's embedding with the configured embedder (after
-    /// changing EMBEDDER or its model), then start normally.
-    Reembed(Settings),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum KeysCommand {
-    /// Create a key and print it on stdout, once: only its hash is stored.
-    Create {
-        /// The user the key acts as.
-        #[arg(long)]
-        user: String,
-        /// An admin key may act for every user and see every task.
-        #[arg(long)]
-        admin: bool,
-        /// A label to tell keys apart in `keys list`.
-        #[arg(long, default_value = "")]
-        name: String,
-        #[command(flatten)]
-        settings: Settings,
-    },
-    /// List keys (never their secrets).
-    List {
-        /// Only this user's keys.
-        #[arg(long)]
-        user: Option<String>,
-        #[command(flatten)]
-        settings: Settings,
-    },
-    /// Revoke a key by id; it stops working within AUTH_CACHE_SECS.
-    Revoke {
-        id: uuid::Uuid,
-        #[command(flatten)]
-        settings: Settings,
-    },
-}
-
-impl KeysCommand {
-    pub fn settings(&self) -> &Settings {
-        match self {
-            Self::Create { settings, .. } | Self::List { settings, .. } | Self::Revoke { settings, .. } => settings,
-        }
-    }
-}
+use clap::{Args, Parser, ValueEnum};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EmbedderKind {
@@ -495,11 +413,17 @@ impl Settings {
 
     /// Settings with every default, as a developer machine would get them.
     pub fn defaults() -> Self {
-        match Cli::parse_from(["orchestrator", "run"]).command {
-            Command::Run(s) => s,
-            _ => unreachable!("parsed the run subcommand"),
-        }
+        SettingsOnly::parse_from(["orchestrator"]).settings
     }
+}
+
+/// The settings without a subcommand around them, for [`Settings::defaults`]: the command
+/// line that places them under `run`, `serve` and the others belongs to the CLI, which
+/// sits above this module.
+#[derive(Parser)]
+struct SettingsOnly {
+    #[command(flatten)]
+    settings: Settings,
 }
 
 #[cfg(test)]
@@ -512,30 +436,6 @@ mod tests {
         s.validate().unwrap();
         assert_eq!(s.bind_addr.to_string(), "127.0.0.1:8000");
         assert_eq!(s.llm_provider, LlmProvider::Offline);
-    }
-
-    #[test]
-    fn settings_print_without_their_secrets() {
-        let cli = Cli::parse_from([
-            "orchestrator",
-            "serve",
-            "--llm-api-key",
-            "sk-live-provider-key",
-            "--embedding-api-key",
-            "sk-live-embedding-key",
-            "--dispatch-secret",
-            "dispatch-secret-value-0123",
-            "--webhook-secret",
-            "webhook-secret-value-0123",
-            "--bootstrap-admin-key",
-            "orch_bootstrap-secret-value",
-        ]);
-        let Command::Serve(s) = cli.command else { panic!("serve") };
-        assert_eq!(s.llm_api_key.as_ref().map(Secret::expose), Some("sk-live-provider-key"));
-        let shown = format!("{s:?}");
-        for secret in ["sk-live", "dispatch-secret-value", "webhook-secret-value", "bootstrap-secret-value"] {
-            assert!(!shown.contains(secret), "{secret} leaks into {shown}");
-        }
     }
 
     #[test]
@@ -580,13 +480,5 @@ mod tests {
         let mut s = Settings::defaults();
         s.visibility_timeout_secs = s.lease_secs;
         assert!(matches!(s.validate(), Err(SettingsError::VisibilityBelowLease { .. })));
-    }
-
-    #[test]
-    fn flags_override_defaults() {
-        let cli = Cli::parse_from(["orchestrator", "worker", "--worker-concurrency", "3", "--redis-prefix", "x"]);
-        let Command::Worker(s) = cli.command else { panic!("worker") };
-        assert_eq!(s.worker_concurrency, 3);
-        assert_eq!(s.redis_prefix, "x");
     }
 }

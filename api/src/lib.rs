@@ -7,6 +7,7 @@ pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod coordination;
+pub mod database;
 pub mod domain;
 pub mod events;
 pub mod http;

@@ -5,7 +5,6 @@
 //! resources answer 404 so their ids don't leak. Admin keys act for anyone. With auth disabled
 //! (local use) every request is an admin that must name its user.
 
-pub mod command;
 mod keys;
 mod middleware;
 

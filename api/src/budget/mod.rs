@@ -21,7 +21,6 @@
 //!   woken. See [`capacity`].
 
 pub mod capacity;
-pub mod cli;
 pub mod planning;
 mod store_budget;
 
