@@ -11,7 +11,8 @@ mod middleware;
 pub use keys::{ApiKey, CreatedKey, KeyError, KeyStore};
 pub use middleware::{Authenticator, authenticate};
 
-use clap::{Args, ValueEnum};
+// Read with the rest of the settings in `crate::config`, below this module.
+pub use crate::config::{AuthMode, AuthSettings};
 
 /// The identity a request acts as, put in the request's extensions by the auth middleware
 /// before any handler or rate limiter runs.
@@ -65,40 +66,6 @@ impl Caller {
     /// admin whatever it asks for (everything when it names nobody).
     pub fn list_scope(&self, requested: Option<&str>) -> Result<Option<String>, ActAsError> {
         if self.admin { Ok(requested.map(str::to_owned)) } else { self.act_as(requested).map(Some) }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AuthMode {
-    /// Every request but health, metrics and docs needs `Authorization: Bearer <key>`.
-    Required,
-    /// No keys: for local use on a loopback address only.
-    Disabled,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct AuthSettings {
-    /// `required` or `disabled`; `serve` and `worker` default to required, `run` (local use) to
-    /// disabled.
-    #[arg(long = "auth", env = "AUTH", value_enum)]
-    pub mode: Option<AuthMode>,
-
-    /// An admin key accepted at start (stored hashed, user `admin`), so a fresh deployment can
-    /// be used without running `orchestrator keys create` first. Never logged.
-    #[arg(long, env = "BOOTSTRAP_ADMIN_KEY", hide_env_values = true)]
-    pub bootstrap_admin_key: Option<crate::config::Secret>,
-
-    /// How long a checked key is trusted without asking Postgres again; a revoked key stops
-    /// working within this time.
-    #[arg(long, env = "AUTH_CACHE_SECS", default_value_t = 30)]
-    pub cache_secs: u64,
-}
-
-impl AuthSettings {
-    /// The mode in force: the one configured, else required. Commands meant for local use set
-    /// their own default before the app starts.
-    pub fn mode(&self) -> AuthMode {
-        self.mode.unwrap_or(AuthMode::Required)
     }
 }
 

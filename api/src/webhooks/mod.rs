@@ -70,11 +70,10 @@ pub use target::{MAX_CALLBACK_URL_CHARS, TargetError, TargetPolicy, parse_callba
 
 use std::time::Duration;
 
+// A settings default, so it lives with the settings (`crate::config`, below this module).
+pub use crate::config::DEV_WEBHOOK_SERVER_KEY;
 use crate::config::Settings;
 
-/// Used when no `WEBHOOK_SERVER_KEY` is set: `run` warns about it, `serve` and `worker`
-/// with `AUTH=required` refuse it.
-pub const DEV_WEBHOOK_SERVER_KEY: &str = "insecure-development-webhook-server-key";
 /// How often each worker looks for due deliveries.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
 

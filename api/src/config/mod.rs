@@ -1,9 +1,21 @@
 //! Settings: read once from flags and environment variables, validated at start, then passed
 //! down. Defaults work on a developer machine with local Postgres and Redis.
+//!
+//! Every setting is declared here, the slices of auth, rate limits and budgets included, so
+//! the modules that apply them depend on the settings and never the other way round. Which
+//! subcommand takes them is the command line's (`cli`, at the top of the crate).
 
 use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, ValueEnum};
+
+mod auth;
+mod budgets;
+mod rate_limits;
+
+pub use auth::{AuthMode, AuthSettings};
+pub use budgets::{BudgetSettings, BudgetSettingsError};
+pub use rate_limits::{RateLimitSettings, RateLimitSettingsError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EmbedderKind {
@@ -248,13 +260,13 @@ pub struct Settings {
     pub cors_allowed_origins: Vec<String>,
 
     #[command(flatten)]
-    pub auth: crate::auth::AuthSettings,
+    pub auth: AuthSettings,
 
     #[command(flatten)]
-    pub rate_limits: crate::ratelimit::RateLimitSettings,
+    pub rate_limits: RateLimitSettings,
 
     #[command(flatten)]
-    pub budgets: crate::budget::BudgetSettings,
+    pub budgets: BudgetSettings,
 }
 
 /// A key, token or password from the settings: `Debug` never shows it, so settings can be
@@ -288,6 +300,10 @@ impl From<&str> for Secret {
     }
 }
 
+/// Used when no `WEBHOOK_SERVER_KEY` is set: `run` warns about it, `serve` and `worker`
+/// with `AUTH=required` refuse it.
+pub const DEV_WEBHOOK_SERVER_KEY: &str = "insecure-development-webhook-server-key";
+
 /// Used when no `DISPATCH_SECRET` is set; start-up warns about it.
 pub const DEV_DISPATCH_SECRET: &str = "insecure-development-dispatch-secret";
 
@@ -299,7 +315,7 @@ pub const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
 /// docker-compose.yml used to fill in, which copied `.env` files may still carry.
 const PUBLIC_SECRETS: [&str; 4] = [
     DEV_DISPATCH_SECRET,
-    crate::webhooks::DEV_WEBHOOK_SERVER_KEY,
+    DEV_WEBHOOK_SERVER_KEY,
     "change-me-to-a-long-random-secret",
     "change-me-to-another-long-random-secret",
 ];
@@ -323,7 +339,7 @@ pub enum SettingsError {
     )]
     WeakSecret { name: &'static str, problem: WeakSecret },
     #[error(transparent)]
-    Budget(#[from] crate::budget::BudgetSettingsError),
+    Budget(#[from] BudgetSettingsError),
 }
 
 /// What is wrong with a production secret.
@@ -341,10 +357,7 @@ impl Settings {
     /// The key users' webhook secrets derive from: `WEBHOOK_SERVER_KEY`, else its old name
     /// `WEBHOOK_SECRET`, else the development key.
     pub fn webhook_server_key(&self) -> &str {
-        self.webhook_server_key
-            .as_ref()
-            .or(self.webhook_secret.as_ref())
-            .map_or(crate::webhooks::DEV_WEBHOOK_SERVER_KEY, Secret::expose)
+        self.webhook_server_key.as_ref().or(self.webhook_secret.as_ref()).map_or(DEV_WEBHOOK_SERVER_KEY, Secret::expose)
     }
 
     /// For `serve` and `worker` with `AUTH=required`, which face other tenants: refuses a
