@@ -1,15 +1,16 @@
-//! Who is calling: API keys, the caller a key stands for, and the middleware that checks them.
+//! Who is calling: API keys, the caller a key stands for, and the cached key check (the
+//! middleware in front of the routes is `http::auth`'s).
 //!
 //! A key belongs to one user. A non-admin caller acts only as that user: it may name itself in
 //! a body or query (`user_id`), naming anyone else is refused (403), and another user's
 //! resources answer 404 so their ids don't leak. Admin keys act for anyone. With auth disabled
 //! (local use) every request is an admin that must name its user.
 
+mod authenticator;
 mod keys;
-mod middleware;
 
+pub use authenticator::Authenticator;
 pub use keys::{ApiKey, CreatedKey, KeyError, KeyStore};
-pub use middleware::{Authenticator, authenticate};
 
 // Read with the rest of the settings in `crate::config`, below this module.
 pub use crate::config::{AuthMode, AuthSettings};

@@ -1,6 +1,6 @@
 //! Budgets and quotas: per-task cost and token budgets, daily cost quotas per user, the
 //! per-user cap on running tasks, and the per-user cap on open event streams
-//! (`SSE_MAX_STREAMS_PER_USER`, enforced by `crate::http::tasks::events`).
+//! (`SSE_MAX_STREAMS_PER_USER`, enforced where the HTTP API opens a task's event stream).
 //!
 //! - **Budgets and quotas.** Before every model call (a step's, or the LLM planner's) the
 //!   worker reserves the call's worst case, prompt tokens plus the output ceiling at the

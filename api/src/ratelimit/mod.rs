@@ -1,49 +1,29 @@
 //! Rate limits shared by every replica: per user and route class in Redis, per IP in front,
 //! and per model provider before each model call.
 //!
-//! - [`http`]: the per-user limiter, a GCRA bucket per (route class, user) in Redis, so every
+//! - [`user`]: the per-user limiter, a GCRA bucket per (route class, user) in Redis, so every
 //!   replica enforces the same numbers. Writes fail closed when Redis is down (unless
 //!   `RATE_LIMIT_FAIL_OPEN`), reads pass.
-//! - [`ip`]: tower_governor's in-memory, per-replica flood guard keyed by client address.
 //! - [`upstream`]: requests- and tokens-per-minute of the model provider, shared by every
 //!   worker; a call over the limit waits for capacity instead of meeting the provider's 429.
 //! - [`gcra`]: the one Lua script all of the Redis limits run on.
+//!
+//! The HTTP side (the middleware, the per-IP flood guard, the 429s in the OpenAPI document)
+//! is `http`'s, above this module.
 
 pub mod gcra;
-pub mod http;
-pub mod ip;
 mod log_throttle;
-pub mod openapi;
 pub mod upstream;
-
-use std::sync::Arc;
+pub mod user;
 
 pub use gcra::{Charge, Decision, GcraLimiter, Limit, LimiterError};
-pub use http::{HttpLimiter, RouteClass};
-pub use ip::IpGuard;
+pub use log_throttle::LogThrottle;
 pub use upstream::{UpstreamLimited, UpstreamLimits};
+pub use user::{HttpLimiter, RouteClass};
 
 // The settings are read with the rest in `crate::config`, below this module; what they mean
 // for a route class is said here.
 pub use crate::config::{RateLimitSettings, RateLimitSettingsError};
-
-use crate::metrics::Metrics;
-
-/// The limits the HTTP API enforces: per user in Redis, per IP in memory (when on).
-#[derive(Clone)]
-pub struct RateLimits {
-    pub http: Arc<HttpLimiter>,
-    pub ip: Option<IpGuard>,
-}
-
-impl RateLimits {
-    pub fn new(settings: &RateLimitSettings, gcra: GcraLimiter, metrics: &Arc<Metrics>) -> Self {
-        Self {
-            http: Arc::new(HttpLimiter::new(settings, gcra, metrics.clone())),
-            ip: IpGuard::new(settings, metrics.clone()),
-        }
-    }
-}
 
 impl RateLimitSettings {
     /// The per-user limit of `class`; `None` when it is turned off.
