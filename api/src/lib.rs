@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod auth;
+mod backoff;
 pub mod budget;
 pub mod cli;
 pub mod config;
