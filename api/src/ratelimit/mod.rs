@@ -17,7 +17,7 @@ pub mod upstream;
 pub mod user;
 
 pub use gcra::{Charge, Decision, GcraLimiter, Limit, LimiterError};
-pub use log_throttle::LogThrottle;
+pub(crate) use log_throttle::LogThrottle;
 pub use upstream::{UpstreamLimited, UpstreamLimits};
 pub use user::{HttpLimiter, RouteClass};
 
