@@ -7,7 +7,7 @@ use agents::{AgentCatalog, AgentRunner, LlmClient, LoopSettings, PriceTable, Too
 use anyhow::Context;
 use memory::{LongTermConfig, LongTermMemory};
 use planner::PlanLimits;
-use sqlx::{PgPool, Postgres, migrate::MigrateDatabase, postgres::PgPoolOptions};
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -15,19 +15,16 @@ use crate::{
     auth::{AuthMode, Authenticator, KeyStore},
     config::{DEV_DISPATCH_SECRET, Settings},
     coordination::RedisCoordination,
-    http::{AppState, build_router},
+    database::{MIGRATOR, connect_postgres, open_database, redact},
+    http::{AppState, RateLimits, build_router},
     metrics::Metrics,
     providers::{self, TaskPlanner},
     queue::{JobSigner, RedisQueue},
-    ratelimit::{GcraLimiter, RateLimits, UpstreamLimited},
+    ratelimit::{GcraLimiter, UpstreamLimited},
     store::PgStore,
     webhooks::{WebhookConfig, WebhookSecrets, WebhookSender},
     worker::{Worker, WorkerConfig, WorkerDeps},
 };
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connected infrastructure, shared by the API and the workers of one process. Cloning
 /// shares it.
@@ -276,13 +273,6 @@ pub async fn reembed_memory(settings: &Settings) -> anyhow::Result<usize> {
     Ok(LongTermMemory::reembed(&pool, embedder.as_ref()).await?)
 }
 
-/// Postgres with the schema up to date, for commands that need nothing else.
-pub async fn open_database(settings: &Settings) -> anyhow::Result<PgPool> {
-    let pool = connect_postgres(settings).await?;
-    MIGRATOR.run(&pool).await.context("applying database migrations failed")?;
-    Ok(pool)
-}
-
 /// `prefix` followed by this database's deployment id (written by the first migration). Two
 /// deployments with different databases that share a Redis and a prefix (staging next to
 /// production, a forgotten test) then never take each other's jobs, share rate-limit
@@ -298,40 +288,6 @@ pub async fn deployment_namespace(pool: &PgPool, prefix: &str) -> anyhow::Result
 pub fn worker_name(n: usize) -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
     format!("{host}-{}-{n}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
-}
-
-async fn connect_postgres(settings: &Settings) -> anyhow::Result<PgPool> {
-    let url = &settings.database_url;
-    let shown = redact(url);
-    let exists = tokio::time::timeout(CONNECT_TIMEOUT, Postgres::database_exists(url))
-        .await
-        .map_err(|_| anyhow::anyhow!("cannot reach Postgres at {shown}: timed out"))?
-        .with_context(|| postgres_unreachable(url))?;
-    if !exists {
-        tracing::info!(database = %shown, "creating the database");
-        Postgres::create_database(url).await.with_context(|| format!("cannot create the database {shown}"))?;
-    }
-    PgPoolOptions::new()
-        .max_connections(settings.database_max_connections)
-        .acquire_timeout(CONNECT_TIMEOUT)
-        .connect(url)
-        .await
-        .with_context(|| postgres_unreachable(url))
-}
-
-/// The start-up error for Postgres; when the URL asks for a verified certificate it says
-/// which roots count, since an unknown issuer is the usual cause.
-fn postgres_unreachable(url: &str) -> String {
-    let verifies = url::Url::parse(url)
-        .is_ok_and(|u| u.query_pairs().any(|(key, value)| key == "sslmode" && value.starts_with("verify")));
-    let shown = redact(url);
-    if verifies {
-        format!(
-            "cannot reach Postgres at {shown} (its certificate must chain to the CA in sslrootcert= or PGSSLROOTCERT, or to a public root CA)"
-        )
-    } else {
-        format!("cannot reach Postgres at {shown}")
-    }
 }
 
 /// The Redis client of `REDIS_URL`, trusting `REDIS_CA_CERT` when it is set.
@@ -365,16 +321,5 @@ fn redis_unreachable(settings: &Settings) -> String {
         (true, None) => format!(
             "cannot reach Redis at {url} over TLS (the server's certificate must chain to a public root CA; for a private CA set REDIS_CA_CERT to its PEM file)"
         ),
-    }
-}
-
-/// The URL without its password, for messages and logs.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
     }
 }

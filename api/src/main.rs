@@ -5,7 +5,8 @@ use opentelemetry_otlp::ExporterBuildError;
 use orchestrator::{
     app::App,
     auth::AuthMode,
-    config::{Cli, Command, LogFormat, MemoryCommand, Settings},
+    cli::{Cli, Command, MemoryCommand},
+    config::{LogFormat, Settings},
     telemetry::Telemetry,
 };
 use tokio_util::sync::CancellationToken;
@@ -59,10 +60,10 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     if let Command::Keys(keys) = command {
-        return orchestrator::auth::command::run(keys).await;
+        return orchestrator::cli::keys::run(keys).await;
     }
     if let Command::Users(users) = command {
-        println!("{}", orchestrator::budget::cli::run(&users).await?);
+        println!("{}", orchestrator::cli::users::run(&users).await?);
         return Ok(());
     }
     if let Command::Memory(MemoryCommand::Reembed(_)) = &command {

@@ -1,18 +1,19 @@
-//! Who is calling: API keys, the caller a key stands for, and the middleware that checks them.
+//! Who is calling: API keys, the caller a key stands for, and the cached key check (the
+//! middleware in front of the routes is `http::auth`'s).
 //!
 //! A key belongs to one user. A non-admin caller acts only as that user: it may name itself in
 //! a body or query (`user_id`), naming anyone else is refused (403), and another user's
 //! resources answer 404 so their ids don't leak. Admin keys act for anyone. With auth disabled
 //! (local use) every request is an admin that must name its user.
 
-pub mod command;
+mod authenticator;
 mod keys;
-mod middleware;
 
+pub use authenticator::Authenticator;
 pub use keys::{ApiKey, CreatedKey, KeyError, KeyStore};
-pub use middleware::{Authenticator, authenticate};
 
-use clap::{Args, ValueEnum};
+// Read with the rest of the settings in `crate::config`, below this module.
+pub use crate::config::{AuthMode, AuthSettings};
 
 /// The identity a request acts as, put in the request's extensions by the auth middleware
 /// before any handler or rate limiter runs.
@@ -66,40 +67,6 @@ impl Caller {
     /// admin whatever it asks for (everything when it names nobody).
     pub fn list_scope(&self, requested: Option<&str>) -> Result<Option<String>, ActAsError> {
         if self.admin { Ok(requested.map(str::to_owned)) } else { self.act_as(requested).map(Some) }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AuthMode {
-    /// Every request but health, metrics and docs needs `Authorization: Bearer <key>`.
-    Required,
-    /// No keys: for local use on a loopback address only.
-    Disabled,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct AuthSettings {
-    /// `required` or `disabled`; `serve` and `worker` default to required, `run` (local use) to
-    /// disabled.
-    #[arg(long = "auth", env = "AUTH", value_enum)]
-    pub mode: Option<AuthMode>,
-
-    /// An admin key accepted at start (stored hashed, user `admin`), so a fresh deployment can
-    /// be used without running `orchestrator keys create` first. Never logged.
-    #[arg(long, env = "BOOTSTRAP_ADMIN_KEY", hide_env_values = true)]
-    pub bootstrap_admin_key: Option<crate::config::Secret>,
-
-    /// How long a checked key is trusted without asking Postgres again; a revoked key stops
-    /// working within this time.
-    #[arg(long, env = "AUTH_CACHE_SECS", default_value_t = 30)]
-    pub cache_secs: u64,
-}
-
-impl AuthSettings {
-    /// The mode in force: the one configured, else required. Commands meant for local use set
-    /// their own default before the app starts.
-    pub fn mode(&self) -> AuthMode {
-        self.mode.unwrap_or(AuthMode::Required)
     }
 }
 

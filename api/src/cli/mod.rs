@@ -1,6 +1,9 @@
-//! The client commands of the `orchestrator` binary: `submit` and `tasks list|show|cancel`.
+//! The command line of the `orchestrator` binary ([`Cli`]) and the commands that are not the
+//! service itself: the operator commands `keys` and `users`, straight on Postgres, and the
+//! client commands `submit` and `tasks list|show|cancel`, over HTTP. The top layer of the
+//! crate, next to `http` and `worker`: nothing below it names this module.
 //!
-//! They talk to a running server over HTTP through [`eval::ApiClient`], the same typed client
+//! The client commands talk to a running server over HTTP through [`eval::ApiClient`], the same typed client
 //! the evaluation harness uses, and only render here. Errors are one line on stderr
 //! (`error: <detail>`, the server's problem `detail` when it sent one), never a panic trace.
 //!
@@ -9,13 +12,19 @@
 //! from it.
 
 mod args;
+mod command;
 mod follow;
+pub mod keys;
 mod render;
 mod submit;
 mod tasks;
+pub mod users;
 mod wait;
 
 pub use args::{ClientCommand, ListArgs, ServerArgs, SubmitArgs, TasksArgs, TasksCommand};
+pub use command::{Cli, Command, MemoryCommand};
+pub use keys::KeysCommand;
+pub use users::UsersCommand;
 
 use std::process::ExitCode;
 

@@ -1,5 +1,5 @@
 //! `GET /admin/dead-letters`: the jobs the workers set aside because they kept failing
-//! (see `crate::worker`, `JOB_MAX_DELIVERIES`).
+//! (after `JOB_MAX_DELIVERIES` deliveries).
 
 use axum::{Json, extract::State};
 use serde::{Deserialize, Serialize};

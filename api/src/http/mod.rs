@@ -2,17 +2,21 @@
 
 mod access;
 mod admin;
+mod auth;
 mod catalog;
 pub mod cors;
 mod error;
 mod extract;
 mod health;
 mod host;
+mod ip_guard;
 pub mod listener;
 mod memory;
 mod observe;
 pub mod openapi;
 mod prefer;
+mod rate_limit;
+mod rate_limit_docs;
 mod slots;
 mod tasks;
 mod timeout;
@@ -21,6 +25,8 @@ mod webhook_secret;
 mod workers;
 
 pub use error::ApiError;
+pub use ip_guard::IpGuard;
+pub use rate_limit::RateLimits;
 pub use slots::{StreamSlots, WaitSlots};
 
 use std::sync::Arc;
@@ -63,7 +69,7 @@ pub struct AppState {
     pub execution: Arc<dyn crate::store::ExecutionStore>,
     /// Cancel and retry go through it, like every transition.
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
-    pub rate_limits: crate::ratelimit::RateLimits,
+    pub rate_limits: RateLimits,
 }
 
 pub fn build_router(state: AppState) -> Router {
@@ -81,11 +87,8 @@ pub fn build_router(state: AppState) -> Router {
         .route("/admin/dead-letters", get(admin::dead_letters))
         .route("/agents", get(catalog::list_agents))
         .route("/tools", get(catalog::list_tools))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.rate_limits.http.clone(),
-            crate::ratelimit::http::enforce,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), crate::auth::authenticate));
+        .route_layer(axum::middleware::from_fn_with_state(state.rate_limits.http.clone(), rate_limit::enforce))
+        .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), auth::authenticate));
     let router = Router::new()
         .merge(guarded)
         .route("/healthz", get(health::healthz))

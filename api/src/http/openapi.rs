@@ -13,11 +13,13 @@ use utoipa::{
     },
 };
 
-use super::{admin, catalog, error::Problem, health, memory, observe, tasks, webhook_secret, workers};
+use super::{
+    admin, catalog, error::Problem, health, memory, observe, rate_limit_docs::RateLimitResponses, tasks,
+    webhook_secret, workers,
+};
 use crate::{
     coordination::{InFlightJob, WorkerInfo},
     domain::{EventKind, Priority, StepId, StepStatus, TaskId, TaskStatus},
-    ratelimit::openapi::RateLimitResponses,
     store::{CostReport, ModelCost, StepCost, ToolCallRow, Usage},
 };
 

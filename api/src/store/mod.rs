@@ -8,10 +8,15 @@
 mod budget;
 mod postgres;
 mod types;
+mod webhooks;
 
 pub use budget::*;
 pub use postgres::PgStore;
 pub use types::*;
+pub use webhooks::{
+    AttemptResult, AttemptRow, Claim, ClaimedDelivery, DeliveryStatus, DeliverySummary, NextStep, Outbox, SecretRow,
+    SecretStore, WebhookEvent,
+};
 
 use std::time::Duration;
 

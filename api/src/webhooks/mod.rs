@@ -54,27 +54,28 @@
 //! user per worker process; other users' deliveries are claimed and sent meanwhile.
 
 mod lanes;
-pub mod outbox;
 pub mod secrets;
 mod sender;
 pub mod signature;
 pub mod target;
 
-pub use outbox::{
-    AttemptResult, AttemptRow, Claim, ClaimedDelivery, DeliveryStatus, DeliverySummary, NextStep, Outbox, WebhookEvent,
-};
-pub use secrets::{SecretRow, SecretStore, ServerKey, SigningSecret, UserSecrets, WebhookSecrets};
+pub use secrets::{ServerKey, SigningSecret, UserSecrets, WebhookSecrets};
 pub use sender::{MAX_IN_FLIGHT, WebhookSender};
 pub use signature::{Received, VerifyError, sign, verify};
 pub use target::{MAX_CALLBACK_URL_CHARS, TargetError, TargetPolicy, parse_callback_url};
 
 use std::time::Duration;
 
+// A settings default, so it lives with the settings (`crate::config`, below this module).
+pub use crate::config::DEV_WEBHOOK_SERVER_KEY;
+// What webhooks need from the store is declared with the store (`crate::store::Outbox`), so
+// the store implements it without depending on this module; re-exported under its old name.
 use crate::config::Settings;
+pub use crate::store::{
+    AttemptResult, AttemptRow, Claim, ClaimedDelivery, DeliveryStatus, DeliverySummary, NextStep, Outbox, SecretRow,
+    SecretStore, WebhookEvent,
+};
 
-/// Used when no `WEBHOOK_SERVER_KEY` is set: `run` warns about it, `serve` and `worker`
-/// with `AUTH=required` refuse it.
-pub const DEV_WEBHOOK_SERVER_KEY: &str = "insecure-development-webhook-server-key";
 /// How often each worker looks for due deliveries.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
 

@@ -19,7 +19,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-use crate::store::StoreError;
+use crate::store::{SecretRow, SecretStore, StoreError};
 
 /// How long the secret before a rotation keeps signing next to the new one.
 pub const OVERLAP: TimeDelta = TimeDelta::hours(24);
@@ -29,33 +29,6 @@ pub const PREFIX: &str = "whsec_";
 pub const SECRET_BYTES: usize = 32;
 /// Domain separation: the server key derives nothing else with this label.
 const LABEL: &[u8] = b"orchestrator/webhook-signing-secret/v1\0";
-
-/// One user's row of `webhook_secrets`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretRow {
-    pub user_id: String,
-    pub nonce: Vec<u8>,
-    pub previous_nonce: Option<Vec<u8>>,
-    pub rotated_at: Option<DateTime<Utc>>,
-}
-
-impl std::fmt::Debug for SecretRow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretRow").field("user_id", &self.user_id).field("rotated_at", &self.rotated_at).finish()
-    }
-}
-
-/// Where the nonces live. The Postgres implementation is in `store::postgres::webhooks`.
-#[async_trait::async_trait]
-pub trait SecretStore: Send + Sync + 'static {
-    /// The rows of `users`; a user without one gets one with the nonce at the same index of
-    /// `fresh`. A user may be missing from the answer when another process created its row
-    /// concurrently; asking again finds it.
-    async fn webhook_secret_rows(&self, users: &[String], fresh: &[Vec<u8>]) -> Result<Vec<SecretRow>, StoreError>;
-
-    /// Makes `nonce` the user's current one and the current one its previous, stamped now.
-    async fn rotate_webhook_secret(&self, user: &str, nonce: &[u8]) -> Result<SecretRow, StoreError>;
-}
 
 /// A signing secret: the HMAC key. Ours are [`SECRET_BYTES`] long; [`SigningSecret::parse`]
 /// takes any non-empty key, as Standard Webhooks libraries do. `Debug` never shows it.

@@ -23,12 +23,11 @@ use tokio::time::Instant;
 use super::{
     WebhookConfig, WebhookError,
     lanes::Lanes,
-    outbox::{AttemptResult, Claim, ClaimedDelivery, NextStep, Outbox},
     secrets::{UserSecrets, WebhookSecrets},
     signature::{ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign},
     target::{TargetPolicy, VettingResolver, check_literal_host},
 };
-use crate::store::StoreError;
+use crate::store::{AttemptResult, Claim, ClaimedDelivery, NextStep, Outbox, StoreError};
 
 /// Deliveries claimed per round, at most.
 const BATCH: usize = 32;
@@ -147,7 +146,7 @@ impl WebhookSender {
         let next = match (result.http_status, &result.error) {
             (Some(status), None) if (200..300).contains(&status) => NextStep::Delivered,
             _ if delivery.attempt >= self.config.max_attempts as i32 => NextStep::GiveUp,
-            _ => NextStep::RetryAfter(crate::worker::backoff_delay(RETRY_BASE, RETRY_MAX, delivery.attempt as u32)),
+            _ => NextStep::RetryAfter(crate::backoff::delay(RETRY_BASE, RETRY_MAX, delivery.attempt as u32)),
         };
         let (id, task, attempt) = (delivery.id, delivery.task_id, delivery.attempt);
         match self.outbox.record_webhook_attempt(&delivery, &result, next).await {

@@ -14,7 +14,8 @@ use futures_util::StreamExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{WorkerConfig, WorkerDeps, backoff::Backoff, inflight::InFlight};
+use super::{WorkerConfig, WorkerDeps, inflight::InFlight};
+use crate::backoff::Backoff;
 use crate::{coordination::WorkerInfo, queue::Job};
 
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);

@@ -12,7 +12,6 @@
 //!   task waiting to be woken (`crate::budget::capacity`), so waiting tasks never hold a
 //!   worker slot nor a job.
 
-mod backoff;
 mod inflight;
 mod lease;
 mod maintenance;
@@ -20,7 +19,7 @@ mod plan;
 mod recorder;
 mod step;
 
-pub use backoff::delay as backoff_delay;
+pub use crate::backoff::delay as backoff_delay;
 
 use std::{sync::Arc, time::Duration};
 
@@ -30,7 +29,8 @@ use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use self::{backoff::Backoff, inflight::InFlight};
+use self::inflight::InFlight;
+use crate::backoff::Backoff;
 use crate::{
     coordination::Coordination,
     lifecycle::Lifecycle,

@@ -255,9 +255,9 @@ impl BatchOp for CompleteSteps {
     }
 }
 
-/// The last `-`-separated part of a worker's name: the random tag `crate::app::worker_name`
-/// ends it with. Tenants read events: they see the worker's random tag, never its host or
-/// process id (`GET /workers`, for admins, shows the whole name with the same tag).
+/// The last `-`-separated part of a worker's name: the random tag the app ends every worker
+/// name with (`worker_name`). Tenants read events: they see the worker's random tag, never
+/// its host or process id (`GET /workers`, for admins, shows the whole name with the same tag).
 pub(super) fn worker_tag(owner: &str) -> &str {
     owner.rsplit('-').next().unwrap_or(owner)
 }

@@ -1,7 +1,7 @@
 //! The webhook outbox in Postgres: `webhook_deliveries` and `webhook_attempts` (see the
-//! invariants on [`crate::webhooks::Outbox`]). Rows are created by the statements that end a
+//! invariants on [`crate::store::Outbox`]). Rows are created by the statements that end a
 //! task (`queue_task_webhook`, the `QueueWebhook` write of the lifecycle table), never here. Also the nonces of users' signing secrets,
-//! `webhook_secrets` (see [`crate::webhooks::secrets`]).
+//! `webhook_secrets` (see [`crate::store::SecretStore`]).
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -10,10 +10,9 @@ use uuid::Uuid;
 use super::PgStore;
 use crate::{
     domain::TaskId,
-    store::StoreError,
-    webhooks::{
+    store::{
         AttemptResult, AttemptRow, Claim, ClaimedDelivery, DeliveryStatus, DeliverySummary, NextStep, Outbox,
-        SecretRow, SecretStore,
+        SecretRow, SecretStore, StoreError,
     },
 };
 

@@ -1,5 +1,6 @@
-//! Exponential backoff with jitter: for infrastructure errors in the worker loop and for
-//! step retries.
+//! Exponential backoff with jitter: for infrastructure errors in the worker loops, step
+//! retries and webhook delivery retries. A leaf, so the webhook sender need not reach into
+//! the worker for it.
 
 use std::time::Duration;
 

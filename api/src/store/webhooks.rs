@@ -1,6 +1,8 @@
-//! The outbox the sender works from: `webhook_deliveries` rows (written by the statement that
-//! ends a task with a callback URL) and the `webhook_attempts` log. The Postgres
-//! implementation lives in `store::postgres::webhooks`.
+//! What webhooks need from the store (see `crate::webhooks`), like [`super::BudgetStore`] for
+//! budgets: the outbox the sender works from, `webhook_deliveries` rows (written by the
+//! statement that ends a task with a callback URL) and the `webhook_attempts` log; and the
+//! nonces of users' signing secrets. The Postgres implementation lives in
+//! `store::postgres::webhooks`.
 //!
 //! Invariants the implementation keeps:
 //! - a claim takes only pending rows that are due, skipping rows another claim has locked,
@@ -18,7 +20,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{domain::TaskId, store::StoreError};
+use super::StoreError;
+use crate::domain::TaskId;
 
 /// Which ending of a task a delivery reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -187,4 +190,31 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// The deliveries of a task (at most one per event), oldest first.
     async fn task_webhooks(&self, task: TaskId) -> Result<Vec<DeliverySummary>, StoreError>;
+}
+
+/// One user's row of `webhook_secrets`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretRow {
+    pub user_id: String,
+    pub nonce: Vec<u8>,
+    pub previous_nonce: Option<Vec<u8>>,
+    pub rotated_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for SecretRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretRow").field("user_id", &self.user_id).field("rotated_at", &self.rotated_at).finish()
+    }
+}
+
+/// Where the nonces live. The Postgres implementation is in `store::postgres::webhooks`.
+#[async_trait::async_trait]
+pub trait SecretStore: Send + Sync + 'static {
+    /// The rows of `users`; a user without one gets one with the nonce at the same index of
+    /// `fresh`. A user may be missing from the answer when another process created its row
+    /// concurrently; asking again finds it.
+    async fn webhook_secret_rows(&self, users: &[String], fresh: &[Vec<u8>]) -> Result<Vec<SecretRow>, StoreError>;
+
+    /// Makes `nonce` the user's current one and the current one its previous, stamped now.
+    async fn rotate_webhook_secret(&self, user: &str, nonce: &[u8]) -> Result<SecretRow, StoreError>;
 }

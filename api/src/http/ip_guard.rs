@@ -1,6 +1,7 @@
 //! The per-IP flood guard in front of everything: tower_governor's in-memory GCRA, one per
 //! replica. It runs before routing, auth and Redis, so a flood is turned away without
-//! costing a Redis round trip; fairness between users is the per-user limiter's job.
+//! costing a Redis round trip; fairness between users is the per-user limiter's job
+//! ([`super::rate_limit`]).
 //!
 //! The client address is the TCP peer, or with `TRUSTED_PROXY` the first address of
 //! `X-Forwarded-For` (then `X-Real-IP`, then `Forwarded`), falling back to the peer. Only a
@@ -18,8 +19,8 @@ use tower_governor::{
     key_extractor::{KeyExtractor, PeerIpKeyExtractor, SmartIpKeyExtractor},
 };
 
-use super::{RateLimitSettings, log_throttle::LogThrottle};
-use crate::{http::ApiError, metrics::Metrics};
+use super::ApiError;
+use crate::{config::RateLimitSettings, metrics::Metrics, ratelimit::LogThrottle};
 
 /// How often addresses whose bucket is full again are forgotten, so the map does not grow
 /// with every address ever seen.

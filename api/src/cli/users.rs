@@ -8,11 +8,10 @@ use sqlx::postgres::PgPoolOptions;
 
 use crate::{
     config::Settings,
+    database::{MIGRATOR, redact},
     domain::Priority,
     store::{BudgetStore, PgStore, UserLimits},
 };
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
@@ -69,7 +68,7 @@ pub async fn run(command: &UsersCommand) -> anyhow::Result<String> {
         .max_connections(1)
         .connect(&settings.database_url)
         .await
-        .with_context(|| format!("cannot reach Postgres at {}", crate::app::redact(&settings.database_url)))?;
+        .with_context(|| format!("cannot reach Postgres at {}", redact(&settings.database_url)))?;
     MIGRATOR.run(&pool).await.context("applying database migrations failed")?;
     let store = PgStore::new(pool);
     let UsersCommand::Limits(command) = command;

@@ -1,91 +1,21 @@
 //! Settings: read once from flags and environment variables, validated at start, then passed
 //! down. Defaults work on a developer machine with local Postgres and Redis.
+//!
+//! Every setting is declared here, the slices of auth, rate limits and budgets included, so
+//! the modules that apply them depend on the settings and never the other way round. Which
+//! subcommand takes them is the command line's (`cli`, at the top of the crate).
 
 use std::{net::SocketAddr, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 
-/// Runs LLM agents on tasks: an HTTP API, a planner and workers, on Postgres and Redis.
-#[derive(Debug, Parser)]
-#[command(name = "orchestrator", version, about)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
+mod auth;
+mod budgets;
+mod rate_limits;
 
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// API and workers in one process: the default for local use.
-    Run(Settings),
-    /// The HTTP API only.
-    Serve(Settings),
-    /// Workers only.
-    Worker(Settings),
-    /// Apply database migrations and exit.
-    Migrate(Settings),
-    /// Long-term memory maintenance.
-    #[command(subcommand)]
-    Memory(MemoryCommand),
-    /// API keys: create (printed once), list, revoke. Talks to Postgres directly.
-    #[command(subcommand)]
-    Keys(KeysCommand),
-    /// `submit` and `tasks …`: drive a running server over HTTP (see `crate::cli`).
-    #[command(flatten)]
-    Client(crate::cli::ClientCommand),
-    /// The evaluation harness against a running server: suites, comparisons, benchmarks.
-    #[command(subcommand)]
-    Eval(eval::EvalCommand),
-    /// Per-user limits (see `crate::budget::cli`). Talks to Postgres directly.
-    #[command(subcommand)]
-    Users(crate::budget::cli::UsersCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum MemoryCommand {
-    /// Recompute every stored memory's embedding with the configured embedder (after
-    /// changing EMBEDDER or its model), then start normally.
-    Reembed(Settings),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum KeysCommand {
-    /// Create a key and print it on stdout, once: only its hash is stored.
-    Create {
-        /// The user the key acts as.
-        #[arg(long)]
-        user: String,
-        /// An admin key may act for every user and see every task.
-        #[arg(long)]
-        admin: bool,
-        /// A label to tell keys apart in `keys list`.
-        #[arg(long, default_value = "")]
-        name: String,
-        #[command(flatten)]
-        settings: Settings,
-    },
-    /// List keys (never their secrets).
-    List {
-        /// Only this user's keys.
-        #[arg(long)]
-        user: Option<String>,
-        #[command(flatten)]
-        settings: Settings,
-    },
-    /// Revoke a key by id; it stops working within AUTH_CACHE_SECS.
-    Revoke {
-        id: uuid::Uuid,
-        #[command(flatten)]
-        settings: Settings,
-    },
-}
-
-impl KeysCommand {
-    pub fn settings(&self) -> &Settings {
-        match self {
-            Self::Create { settings, .. } | Self::List { settings, .. } | Self::Revoke { settings, .. } => settings,
-        }
-    }
-}
+pub use auth::{AuthMode, AuthSettings};
+pub use budgets::{BudgetSettings, BudgetSettingsError};
+pub use rate_limits::{RateLimitSettings, RateLimitSettingsError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EmbedderKind {
@@ -330,13 +260,13 @@ pub struct Settings {
     pub cors_allowed_origins: Vec<String>,
 
     #[command(flatten)]
-    pub auth: crate::auth::AuthSettings,
+    pub auth: AuthSettings,
 
     #[command(flatten)]
-    pub rate_limits: crate::ratelimit::RateLimitSettings,
+    pub rate_limits: RateLimitSettings,
 
     #[command(flatten)]
-    pub budgets: crate::budget::BudgetSettings,
+    pub budgets: BudgetSettings,
 }
 
 /// A key, token or password from the settings: `Debug` never shows it, so settings can be
@@ -370,6 +300,10 @@ impl From<&str> for Secret {
     }
 }
 
+/// Used when no `WEBHOOK_SERVER_KEY` is set: `run` warns about it, `serve` and `worker`
+/// with `AUTH=required` refuse it.
+pub const DEV_WEBHOOK_SERVER_KEY: &str = "insecure-development-webhook-server-key";
+
 /// Used when no `DISPATCH_SECRET` is set; start-up warns about it.
 pub const DEV_DISPATCH_SECRET: &str = "insecure-development-dispatch-secret";
 
@@ -381,7 +315,7 @@ pub const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
 /// docker-compose.yml used to fill in, which copied `.env` files may still carry.
 const PUBLIC_SECRETS: [&str; 4] = [
     DEV_DISPATCH_SECRET,
-    crate::webhooks::DEV_WEBHOOK_SERVER_KEY,
+    DEV_WEBHOOK_SERVER_KEY,
     "change-me-to-a-long-random-secret",
     "change-me-to-another-long-random-secret",
 ];
@@ -405,7 +339,7 @@ pub enum SettingsError {
     )]
     WeakSecret { name: &'static str, problem: WeakSecret },
     #[error(transparent)]
-    Budget(#[from] crate::budget::BudgetSettingsError),
+    Budget(#[from] BudgetSettingsError),
 }
 
 /// What is wrong with a production secret.
@@ -423,10 +357,7 @@ impl Settings {
     /// The key users' webhook secrets derive from: `WEBHOOK_SERVER_KEY`, else its old name
     /// `WEBHOOK_SECRET`, else the development key.
     pub fn webhook_server_key(&self) -> &str {
-        self.webhook_server_key
-            .as_ref()
-            .or(self.webhook_secret.as_ref())
-            .map_or(crate::webhooks::DEV_WEBHOOK_SERVER_KEY, Secret::expose)
+        self.webhook_server_key.as_ref().or(self.webhook_secret.as_ref()).map_or(DEV_WEBHOOK_SERVER_KEY, Secret::expose)
     }
 
     /// For `serve` and `worker` with `AUTH=required`, which face other tenants: refuses a
@@ -495,11 +426,17 @@ impl Settings {
 
     /// Settings with every default, as a developer machine would get them.
     pub fn defaults() -> Self {
-        match Cli::parse_from(["orchestrator", "run"]).command {
-            Command::Run(s) => s,
-            _ => unreachable!("parsed the run subcommand"),
-        }
+        SettingsOnly::parse_from(["orchestrator"]).settings
     }
+}
+
+/// The settings without a subcommand around them, for [`Settings::defaults`]: the command
+/// line that places them under `run`, `serve` and the others belongs to the CLI, which
+/// sits above this module.
+#[derive(Parser)]
+struct SettingsOnly {
+    #[command(flatten)]
+    settings: Settings,
 }
 
 #[cfg(test)]
@@ -512,30 +449,6 @@ mod tests {
         s.validate().unwrap();
         assert_eq!(s.bind_addr.to_string(), "127.0.0.1:8000");
         assert_eq!(s.llm_provider, LlmProvider::Offline);
-    }
-
-    #[test]
-    fn settings_print_without_their_secrets() {
-        let cli = Cli::parse_from([
-            "orchestrator",
-            "serve",
-            "--llm-api-key",
-            "sk-live-provider-key",
-            "--embedding-api-key",
-            "sk-live-embedding-key",
-            "--dispatch-secret",
-            "dispatch-secret-value-0123",
-            "--webhook-secret",
-            "webhook-secret-value-0123",
-            "--bootstrap-admin-key",
-            "orch_bootstrap-secret-value",
-        ]);
-        let Command::Serve(s) = cli.command else { panic!("serve") };
-        assert_eq!(s.llm_api_key.as_ref().map(Secret::expose), Some("sk-live-provider-key"));
-        let shown = format!("{s:?}");
-        for secret in ["sk-live", "dispatch-secret-value", "webhook-secret-value", "bootstrap-secret-value"] {
-            assert!(!shown.contains(secret), "{secret} leaks into {shown}");
-        }
     }
 
     #[test]
@@ -580,13 +493,5 @@ mod tests {
         let mut s = Settings::defaults();
         s.visibility_timeout_secs = s.lease_secs;
         assert!(matches!(s.validate(), Err(SettingsError::VisibilityBelowLease { .. })));
-    }
-
-    #[test]
-    fn flags_override_defaults() {
-        let cli = Cli::parse_from(["orchestrator", "worker", "--worker-concurrency", "3", "--redis-prefix", "x"]);
-        let Command::Worker(s) = cli.command else { panic!("worker") };
-        assert_eq!(s.worker_concurrency, 3);
-        assert_eq!(s.redis_prefix, "x");
     }
 }

@@ -2,11 +2,52 @@
 
 use std::io::Write;
 
-use super::KeyStore;
-use crate::config::KeysCommand;
+use clap::Subcommand;
+
+use crate::{auth::KeyStore, config::Settings};
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it on stdout, once: only its hash is stored.
+    Create {
+        /// The user the key acts as.
+        #[arg(long)]
+        user: String,
+        /// An admin key may act for every user and see every task.
+        #[arg(long)]
+        admin: bool,
+        /// A label to tell keys apart in `keys list`.
+        #[arg(long, default_value = "")]
+        name: String,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this user's keys.
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Revoke a key by id; it stops working within AUTH_CACHE_SECS.
+    Revoke {
+        id: uuid::Uuid,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+impl KeysCommand {
+    pub fn settings(&self) -> &Settings {
+        match self {
+            Self::Create { settings, .. } | Self::List { settings, .. } | Self::Revoke { settings, .. } => settings,
+        }
+    }
+}
 
 pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
-    let keys = KeyStore::new(crate::app::open_database(command.settings()).await?);
+    let keys = KeyStore::new(crate::database::open_database(command.settings()).await?);
     match command {
         KeysCommand::Create { user, admin, name, .. } => {
             let created = keys.create(&user, &name, admin).await?;

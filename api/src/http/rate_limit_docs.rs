@@ -13,7 +13,7 @@ use utoipa::{
     },
 };
 
-use super::RouteClass;
+use crate::ratelimit::RouteClass;
 
 pub struct RateLimitResponses;
 
