@@ -56,21 +56,33 @@ struct Inner {
 /// The subscribers' channels, by task. An entry lives while it has receivers.
 #[derive(Default)]
 struct Channels {
-    by_task: Mutex<HashMap<TaskId, broadcast::Sender<()>>>,
+    by_task: Mutex<HashMap<TaskId, broadcast::Sender<Wake>>>,
+}
+
+/// What a wake-up says about the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// It has new events.
+    Events,
+    /// It ended (and has new events).
+    Ended,
+    /// Anything may have happened: wake-ups were lost (a listener reconnection, a subscriber
+    /// that fell behind).
+    Unknown,
 }
 
 impl Channels {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, broadcast::Sender<()>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, broadcast::Sender<Wake>>> {
         // The map stays consistent whatever panicked while holding it: every change is one call.
         self.by_task.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn subscribe(&self, task: TaskId) -> broadcast::Receiver<()> {
+    fn subscribe(&self, task: TaskId) -> broadcast::Receiver<Wake> {
         self.lock().entry(task).or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0).subscribe()
     }
 
     /// Drops `receiver`, and the task's channel when that was its last receiver.
-    fn leave(&self, task: TaskId, receiver: broadcast::Receiver<()>) {
+    fn leave(&self, task: TaskId, receiver: broadcast::Receiver<Wake>) {
         drop(receiver);
         let mut channels = self.lock();
         // Under the lock no one can subscribe in between, so an empty channel stays empty.
@@ -79,16 +91,16 @@ impl Channels {
         }
     }
 
-    fn wake(&self, task: TaskId) {
+    fn wake(&self, task: TaskId, wake: Wake) {
         if let Some(sender) = self.lock().get(&task) {
             // An error only means the last receiver just left.
-            let _ = sender.send(());
+            let _ = sender.send(wake);
         }
     }
 
     fn wake_all(&self) {
         for sender in self.lock().values() {
-            let _ = sender.send(());
+            let _ = sender.send(Wake::Unknown);
         }
     }
 }
@@ -138,7 +150,7 @@ impl EventHub {
 /// last subscriber.
 pub struct Subscription {
     task: TaskId,
-    receiver: Option<broadcast::Receiver<()>>,
+    receiver: Option<broadcast::Receiver<Wake>>,
     channels: Arc<Channels>,
     shutdown: CancellationToken,
 }
@@ -147,10 +159,19 @@ impl Subscription {
     /// Waits until the task may have new events: a notification for it, a listener
     /// reconnection, or missed wake-ups. `false` once the server shuts down.
     pub async fn changed(&mut self) -> bool {
-        let Some(receiver) = self.receiver.as_mut() else { return false };
+        self.next().await.is_some()
+    }
+
+    /// The next wake-up, `None` once the server shuts down.
+    pub async fn next(&mut self) -> Option<Wake> {
+        let receiver = self.receiver.as_mut()?;
         tokio::select! {
-            received = receiver.recv() => !matches!(received, Err(broadcast::error::RecvError::Closed)),
-            _ = self.shutdown.cancelled() => false,
+            received = receiver.recv() => match received {
+                Ok(wake) => Some(wake),
+                Err(broadcast::error::RecvError::Lagged(_)) => Some(Wake::Unknown),
+                Err(broadcast::error::RecvError::Closed) => None,
+            },
+            _ = self.shutdown.cancelled() => None,
         }
     }
 
@@ -206,7 +227,7 @@ async fn session(pool: &PgPool, channels: &Channels, backoff: &mut Duration) -> 
     loop {
         match listener.try_recv().await? {
             Some(notification) => match parse_payload(notification.payload()) {
-                Some(task) => channels.wake(task),
+                Some((task, wake)) => channels.wake(task, wake),
                 None => tracing::debug!(payload = notification.payload(), "ignoring an unexpected notification"),
             },
             // The connection dropped and the listener has reconnected: whatever was sent in
@@ -219,18 +240,22 @@ async fn session(pool: &PgPool, channels: &Channels, backoff: &mut Duration) -> 
     }
 }
 
-/// The task of a `<task id>` payload (or `<task id>:<event id>`, as the database trigger of
-/// earlier versions sent).
-fn parse_payload(payload: &str) -> Option<TaskId> {
-    let task = match payload.split_once(':') {
+/// The task of a `<task id>` payload, and whether it ended: `<task id>:ended` (or
+/// `<task id>:<event id>`, as the database trigger of earlier versions sent).
+fn parse_payload(payload: &str) -> Option<(TaskId, Wake)> {
+    let (task, wake) = match payload.split_once(':') {
+        Some((task, ENDED)) => (task, Wake::Ended),
         Some((task, event)) => {
             event.parse::<i64>().ok()?;
-            task
+            (task, Wake::Events)
         }
-        None => payload,
+        None => (payload, Wake::Events),
     };
-    task.parse().ok()
+    Some((task.parse().ok()?, wake))
 }
+
+/// The suffix of the payload that says the task ended (`crate::lifecycle`'s `AnnounceEnd`).
+pub const ENDED: &str = "ended";
 
 #[cfg(test)]
 mod tests {
@@ -239,8 +264,10 @@ mod tests {
     #[test]
     fn payloads_name_the_task() {
         let task = TaskId::new();
-        assert_eq!(parse_payload(&task.to_string()), Some(task));
-        assert_eq!(parse_payload(&format!("{task}:42")), Some(task));
+        assert_eq!(parse_payload(&task.to_string()), Some((task, Wake::Events)));
+        assert_eq!(parse_payload(&format!("{task}:42")), Some((task, Wake::Events)));
+        assert_eq!(parse_payload(&format!("{task}:ended")), Some((task, Wake::Ended)));
+        assert_eq!(parse_payload("nope:ended"), None);
         assert_eq!(parse_payload(""), None);
         assert_eq!(parse_payload("nope:1"), None);
         assert_eq!(parse_payload(&format!("{task}:x")), None);
@@ -252,13 +279,13 @@ mod tests {
         let (a, b) = (TaskId::new(), TaskId::new());
         let mut first = channels.subscribe(a);
         let mut second = channels.subscribe(a);
-        channels.wake(b);
+        channels.wake(b, Wake::Events);
         assert!(first.try_recv().is_err(), "another task's wake-up");
-        channels.wake(a);
-        assert!(first.try_recv().is_ok());
-        assert!(second.try_recv().is_ok());
+        channels.wake(a, Wake::Ended);
+        assert_eq!(first.try_recv(), Ok(Wake::Ended));
+        assert_eq!(second.try_recv(), Ok(Wake::Ended));
         channels.wake_all();
-        assert!(first.try_recv().is_ok());
+        assert_eq!(first.try_recv(), Ok(Wake::Unknown));
     }
 
     #[test]

@@ -322,6 +322,10 @@ impl Lifecycle {
                     }
                     Ok(())
                 }
+                Effect::AnnounceEnd => {
+                    self.store.announce_end(c.task);
+                    Ok(())
+                }
                 Effect::CountSubmit => {
                     self.metrics.tasks_submitted.with_label_values(&[c.priority.as_str()]).inc();
                     Ok(())

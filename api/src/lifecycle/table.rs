@@ -118,6 +118,9 @@ pub enum Effect {
     BroadcastCancel,
     /// The task's result becomes a memory of its user (when `MEMORY_STORE_RESULTS`).
     RememberResult,
+    /// Requests waiting for the task's end (`Prefer: wait`), in every process, are told it
+    /// ended. (Its event streams were woken by its events already.)
+    AnnounceEnd,
     /// `orchestrator_tasks_submitted_total{priority}` counts the new task.
     CountSubmit,
     /// `orchestrator_tasks_finished_total{status}` counts the task's end.
@@ -145,9 +148,9 @@ use StepStatus as SS;
 use TaskStatus as TS;
 use Write::*;
 
-/// What follows every task end: a slot of its user's running-task cap frees up, and the end
-/// is counted. (Its webhook is a write: `QueueWebhook` commits with the end.)
-const TASK_END_EFFECTS: &[Effect] = &[WakeWaiting, CountTask];
+/// What follows every task end: waiting requests hear of it, a slot of its user's
+/// running-task cap frees up, and the end is counted. (Its webhook is a write: `QueueWebhook` commits with the end.)
+const TASK_END_EFFECTS: &[Effect] = &[AnnounceEnd, WakeWaiting, CountTask];
 
 /// Every transition of a task or a step.
 pub const TABLE: &[Rule] = &[
@@ -221,7 +224,7 @@ pub const TABLE: &[Rule] = &[
         to: T(TS::Cancelled),
         task_to: None,
         writes: &[DropLease, CancelWaitingSteps, Event(K::StepCancelled), Event(K::TaskCancelled), QueueWebhook],
-        effects: &[BroadcastCancel, WakeWaiting, CountTask],
+        effects: &[BroadcastCancel, AnnounceEnd, WakeWaiting, CountTask],
     },
     Rule {
         event: Event::Retry,
@@ -268,7 +271,7 @@ pub const TABLE: &[Rule] = &[
             Event(K::TaskCompleted),
             QueueWebhook,
         ],
-        effects: &[CountStep("completed"), WakeWaiting, CountTask, RememberResult],
+        effects: &[CountStep("completed"), AnnounceEnd, WakeWaiting, CountTask, RememberResult],
     },
     Rule {
         event: Event::RetryStep,
@@ -284,7 +287,7 @@ pub const TABLE: &[Rule] = &[
         to: S(SS::Failed),
         task_to: Some(TS::Failed),
         writes: &[DropLease, Event(K::StepFailed), FailTask, Event(K::StepSkipped), Event(K::TaskFailed), QueueWebhook],
-        effects: &[CountStep("failed"), WakeWaiting, CountTask],
+        effects: &[CountStep("failed"), AnnounceEnd, WakeWaiting, CountTask],
     },
     Rule {
         event: Event::StepOverBudget,
@@ -292,7 +295,7 @@ pub const TABLE: &[Rule] = &[
         to: S(SS::Failed),
         task_to: Some(TS::Failed),
         writes: &[DropLease, Event(K::StepFailed), FailTask, Event(K::StepSkipped), Event(K::TaskFailed), QueueWebhook],
-        effects: &[CountStep("failed"), WakeWaiting, CountTask],
+        effects: &[CountStep("failed"), AnnounceEnd, WakeWaiting, CountTask],
     },
     Rule {
         event: Event::StepExhausted,
@@ -418,11 +421,12 @@ mod tests {
     }
 
     #[test]
-    fn every_task_end_queues_its_webhook_frees_a_slot_and_is_counted() {
+    fn every_task_end_queues_its_webhook_is_announced_frees_a_slot_and_is_counted() {
         for r in TABLE.iter().filter(|r| r.ends_task()) {
             assert!(r.writes.contains(&QueueWebhook), "{:?} ends a task without its webhook", r.event);
             assert!(r.effects.contains(&WakeWaiting), "{:?} ends a task without waking a waiting one", r.event);
             assert!(r.effects.contains(&CountTask), "{:?} ends a task uncounted", r.event);
+            assert!(r.effects.contains(&AnnounceEnd), "{:?} ends a task without telling its waiters", r.event);
             assert!(
                 r.writes.iter().any(|w| matches!(w, Write::Event(k) if crate::store::TASK_END_EVENTS.contains(k))),
                 "{:?} ends a task without a final event: its streams would not close",
@@ -432,6 +436,7 @@ mod tests {
         for r in TABLE.iter().filter(|r| !r.ends_task()) {
             assert!(!r.writes.contains(&QueueWebhook), "{:?} sends a webhook without ending a task", r.event);
             assert!(!r.effects.contains(&CountTask), "{:?} counts a task that did not end", r.event);
+            assert!(!r.effects.contains(&AnnounceEnd), "{:?} announces an end that did not happen", r.event);
         }
     }
 

@@ -105,6 +105,9 @@ pub trait ExecutionStore: BudgetStore + Send + Sync + 'static {
     /// expired with no attempt left (a taken-over lease counts as an attempt, so a step that
     /// kills its worker cannot loop forever), and tells a job of unknown work apart.
     async fn settle_unclaimed_step(&self, task: TaskId, id: StepId) -> Result<Unclaimed, StoreError>;
+    /// Tells every process's subscribers of `task` that it ended (after the commit that
+    /// ended it): requests waiting for the end read the task then.
+    fn announce_end(&self, task: TaskId);
     /// Fails the work a dead-lettered job names (the step, or the task's planning) with
     /// `error` and the code `dead_lettered`, whatever state short of ended it is in; the
     /// step's task fails with it. Returns the task's user when something was failed.

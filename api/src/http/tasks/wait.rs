@@ -4,9 +4,10 @@
 //!
 //! The wait is woken by the same notifications as the event stream ([`crate::events`]): the
 //! subscription is taken *before* the task is read, so an end committed after the read still
-//! wakes it. Each wake-up reads the task's status alone (a task writes about ten events, each a
-//! wake-up); only an ended task, or the end of the wait, costs a read of the task and its
-//! steps. A check every [`REREAD_INTERVAL`] covers a lost notification. A shutdown ends every
+//! wakes it. A task writes about ten events, each a wake-up; the wait ignores those and acts
+//! on the one that says the task ended (the lifecycle's `AnnounceEnd`), reading the task and
+//! its steps once. When wake-ups may have been lost (a listener reconnection), and every
+//! [`REREAD_INTERVAL`] in case one was, it checks the task's status. A shutdown ends every
 //! wait at once with the task's current state.
 //!
 //! Each user may hold at most `SSE_MAX_STREAMS_PER_USER` waits at once in each API process
@@ -24,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::{
     domain::TaskId,
-    events::{EventHub, Subscription},
+    events::{EventHub, Subscription, Wake},
     http::{
         prefer::{self, Wait},
         slots::WaitSlots,
@@ -89,16 +90,25 @@ impl Waiter {
         // Whether the task may have changed since `current` was read.
         let mut changed = false;
         loop {
-            tokio::select! {
+            let wake = tokio::select! {
                 // The deadline first: at the end of the wait the answer must not be delayed.
                 biased;
                 _ = tokio::time::sleep_until(deadline) => break,
-                alive = self.subscription.changed() => if !alive { break },
-                _ = tokio::time::sleep(REREAD_INTERVAL) => {}
+                wake = self.subscription.next() => match wake {
+                    Some(wake) => wake,
+                    None => break,
+                },
+                _ = tokio::time::sleep(REREAD_INTERVAL) => Wake::Unknown,
+            };
+            changed = true;
+            match wake {
+                // New events of a task that goes on: nothing to read yet.
+                Wake::Events => continue,
+                Wake::Ended => break,
+                Wake::Unknown => {}
             }
             // Wake-ups queued so far are answered by this check.
             self.subscription.clear();
-            changed = true;
             match store.task_status(self.task).await {
                 Ok(Some(status)) if status.is_terminal() => break,
                 Ok(Some(_)) => {}

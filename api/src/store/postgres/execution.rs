@@ -120,6 +120,10 @@ impl ExecutionStore for PgStore {
         self.claims.run(item).await
     }
 
+    fn announce_end(&self, task: TaskId) {
+        self.events.notify_ended(task);
+    }
+
     async fn settle_unclaimed_step(&self, task: TaskId, id: StepId) -> Result<Unclaimed, StoreError> {
         let mut tx = self.pool.begin().await?;
         let Some(user_id) = lock_task(&mut tx, task).await? else {

@@ -16,7 +16,7 @@
 //! interval.
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
 };
 
@@ -24,7 +24,13 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::{domain::TaskId, events::CHANNEL};
+use crate::{
+    domain::TaskId,
+    events::{CHANNEL, ENDED},
+};
+
+/// A task to wake, and whether it ended.
+type Wake = (Uuid, bool);
 
 /// Most task ids sent in one statement; more wait for the next.
 const BATCH: usize = 1024;
@@ -33,9 +39,9 @@ const BATCH: usize = 1024;
 /// first notification (inside the runtime) and ends when the last handle is dropped.
 #[derive(Debug, Clone)]
 pub(super) struct EventNotifier {
-    sender: mpsc::UnboundedSender<Uuid>,
+    sender: mpsc::UnboundedSender<Wake>,
     /// Taken by the first notification, which starts the sender task.
-    receiver: Arc<Mutex<Option<mpsc::UnboundedReceiver<Uuid>>>>,
+    receiver: Arc<Mutex<Option<mpsc::UnboundedReceiver<Wake>>>>,
     pool: PgPool,
 }
 
@@ -48,21 +54,38 @@ impl EventNotifier {
     /// Wakes the subscribers of `task`, in every process: call it after the transaction that
     /// wrote the task's events has committed.
     pub(super) fn notify(&self, task: TaskId) {
+        self.send((task.0, false));
+    }
+
+    /// Tells the subscribers of `task` that it ended: requests waiting for its end read it
+    /// then, and only then.
+    pub(super) fn notify_ended(&self, task: TaskId) {
+        self.send((task.0, true));
+    }
+
+    fn send(&self, wake: Wake) {
         if let Some(receiver) = self.receiver.lock().unwrap_or_else(PoisonError::into_inner).take() {
             tokio::spawn(send_loop(receiver, self.pool.clone()));
         }
         // An error means the sender task is gone, which only happens while the process exits.
-        let _ = self.sender.send(task.0);
+        let _ = self.sender.send(wake);
     }
 }
 
-async fn send_loop(mut receiver: mpsc::UnboundedReceiver<Uuid>, pool: PgPool) {
+async fn send_loop(mut receiver: mpsc::UnboundedReceiver<Wake>, pool: PgPool) {
     let mut batch = Vec::with_capacity(BATCH);
     // Waits for the first id, then takes whatever queued up behind it: under load each
     // statement carries many wake-ups, when idle each goes out at once.
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
-        let tasks: Vec<String> =
-            batch.drain(..).collect::<HashSet<_>>().into_iter().map(|task| task.to_string()).collect();
+        // One wake-up per task; "ended" wins, since it says "new events" too.
+        let mut wakes: HashMap<Uuid, bool> = HashMap::with_capacity(batch.len());
+        for (task, ended) in batch.drain(..) {
+            *wakes.entry(task).or_default() |= ended;
+        }
+        let tasks: Vec<String> = wakes
+            .into_iter()
+            .map(|(task, ended)| if ended { format!("{task}:{ENDED}") } else { task.to_string() })
+            .collect();
         let sent = sqlx::query("SELECT pg_notify($1, task) FROM unnest($2::text[]) AS task")
             .bind(CHANNEL)
             .bind(&tasks)
