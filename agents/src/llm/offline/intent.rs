@@ -10,6 +10,8 @@
 const INSTRUCTION_PREFIX: &str = "Instruction: ";
 /// Follows the instruction when dependency outputs are appended.
 const EARLIER_OUTPUTS_MARKER: &str = "\nOutputs of earlier steps:";
+/// Follows the instruction (and the outputs) when the user's memories are appended.
+const MEMORIES_MARKER: &str = "\nRelevant long-term memories:";
 
 /// Characters an arithmetic expression is made of.
 fn is_expression_char(c: char) -> bool {
@@ -25,15 +27,16 @@ const MEMORY_TRIGGERS: [&str; 5] = ["look up what we know", "search the memory",
 /// Words left dangling at the start of a query once its trigger is gone ("search memory for X").
 const QUERY_CONNECTIVES: [&str; 4] = ["for", "about", "on", "of"];
 
-/// The instruction of a step prompt (`Instruction: …` up to the earlier outputs), or the
-/// whole text when it is not a step prompt. Earlier outputs are not instructions: numbers
-/// and words in them must not trigger tools.
+/// The instruction of a step prompt (`Instruction: …` up to the earlier outputs or the
+/// memories), or the whole text when it is not a step prompt. Earlier outputs and memories
+/// are not instructions: numbers and words in them ("recall", from an earlier task's
+/// description) must not trigger tools.
 pub(super) fn instruction_of(message: &str) -> &str {
     let Some(start) = message.find(INSTRUCTION_PREFIX) else {
         return message.trim();
     };
     let rest = &message[start + INSTRUCTION_PREFIX.len()..];
-    let end = rest.find(EARLIER_OUTPUTS_MARKER).unwrap_or(rest.len());
+    let end = [EARLIER_OUTPUTS_MARKER, MEMORIES_MARKER].iter().filter_map(|m| rest.find(m)).min().unwrap_or(rest.len());
     rest[..end].trim()
 }
 
@@ -207,5 +210,9 @@ mod tests {
             "Task: t 1 + 1\nStep: S\nInstruction: compute 2 * 3\n\nOutputs of earlier steps:\n\n### A\n5 + 5\n";
         assert_eq!(instruction_of(prompt), "compute 2 * 3");
         assert_eq!(instruction_of("just text"), "just text");
+        let with_memories =
+            "Task: t\nStep: S\nInstruction: compute 2 * 3\n\nRelevant long-term memories:\n- Recall what we decided\n";
+        assert_eq!(instruction_of(with_memories), "compute 2 * 3");
+        assert_eq!(memory_query(instruction_of(with_memories)), None);
     }
 }
