@@ -109,10 +109,6 @@ impl Lifecycle {
         Self { store, dispatcher, coordination, metrics, memory, remember_results }
     }
 
-    pub fn store(&self) -> &Arc<dyn ExecutionStore> {
-        &self.store
-    }
-
     /// `Submit`: the task was inserted; it needs its plan job. Should the enqueue fail, the
     /// task is still pending in Postgres and the reconciler enqueues it.
     pub async fn submitted(&self, task: TaskId, user: &str, priority: Priority) -> Result<(), LifecycleError> {

@@ -5,8 +5,8 @@
 //! statement, then answers each caller. There is no timer: when the store is idle an item
 //! goes out alone at once (as the single-row statement it always was); under load the batch
 //! grows with the time a statement takes, so the number of statements and commits per second
-//! stays flat while the rows per statement rise. Durability does not change: a caller hears back only after the
-//! statement carrying its item committed.
+//! stays flat while the rows per statement rise. Durability does not change: a caller hears
+//! back only after the statement carrying its item committed.
 //!
 //! A failed batch is retried one item at a time, so an item that makes its statement fail
 //! (or a deadlock between two processes' batches) fails only its own caller.
@@ -35,7 +35,8 @@ pub(super) trait BatchOp: Send + Sync + 'static {
     /// The single-item statement.
     async fn one(&self, pool: &PgPool, item: &Self::Item) -> Result<Self::Output, StoreError>;
 
-    /// One statement for all `items` (two or more), answering in their order.
+    /// One statement for all `items` (two or more), answering in their order. An error must
+    /// mean that nothing was written: the items are then written again, one by one.
     async fn many(&self, pool: &PgPool, items: &[Self::Item]) -> Result<Vec<Self::Output>, StoreError>;
 
     /// Called after the commit of each item, with its output (event wake-ups).
