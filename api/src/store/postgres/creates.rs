@@ -84,16 +84,18 @@ pub(super) struct CreateTasks;
 #[async_trait::async_trait]
 impl BatchOp for CreateTasks {
     type Item = NewTask;
-    type Output = CreateOutcome;
+    /// A task whose row cannot be read back after the statement committed fails alone: the
+    /// batch must not fail then, or its tasks would be inserted again.
+    type Output = Result<CreateOutcome, StoreError>;
 
-    async fn one(&self, pool: &PgPool, new: &NewTask) -> Result<CreateOutcome, StoreError> {
-        create_one(pool, new).await
+    async fn one(&self, pool: &PgPool, new: &NewTask) -> Result<Self::Output, StoreError> {
+        Ok(create_one(pool, new).await)
     }
 
     /// One statement for all: the tasks, their `task_created` events and their context
     /// messages (in order, per task). Without keys nothing can conflict, so every task is
     /// created or, should the statement fail, none is.
-    async fn many(&self, pool: &PgPool, items: &[NewTask]) -> Result<Vec<CreateOutcome>, StoreError> {
+    async fn many(&self, pool: &PgPool, items: &[NewTask]) -> Result<Vec<Self::Output>, StoreError> {
         const SQL: &str = concat!(
             "WITH j AS (
                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::float8[],
@@ -144,20 +146,14 @@ impl BatchOp for CreateTasks {
             )
             .fetch_all(pool)
             .await?;
-        let mut created: std::collections::HashMap<Uuid, Task> = std::collections::HashMap::with_capacity(rows.len());
-        for row in rows {
-            let task: Task = row.try_into()?;
-            created.insert(task.id.0, task);
-        }
-        items
+        let mut created: std::collections::HashMap<Uuid, TaskRow> = rows.into_iter().map(|row| (row.id, row)).collect();
+        Ok(items
             .iter()
-            .map(|t| {
-                created
-                    .remove(&t.id.0)
-                    .map(CreateOutcome::Created)
-                    .ok_or_else(|| StoreError::Corrupt(format!("the batched insert did not return task {}", t.id)))
+            .map(|t| match created.remove(&t.id.0) {
+                Some(row) => Task::try_from(row).map(CreateOutcome::Created),
+                None => Err(StoreError::Corrupt(format!("the batched insert did not return task {}", t.id))),
             })
-            .collect()
+            .collect())
     }
 }
 

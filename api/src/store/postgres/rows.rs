@@ -30,7 +30,7 @@ pub(super) use {step_columns, task_columns};
 
 #[derive(sqlx::FromRow)]
 pub(super) struct TaskRow {
-    id: Uuid,
+    pub(super) id: Uuid,
     user_id: String,
     description: String,
     metadata: Value,

@@ -28,7 +28,7 @@ impl TaskStore for PgStore {
         if new.idempotency_key.is_some() {
             return super::creates::create_one(&self.pool, new).await;
         }
-        self.creates.run(new.clone()).await
+        self.creates.run(new.clone()).await?
     }
 
     async fn task(&self, id: TaskId) -> Result<Option<TaskDetail>, StoreError> {
