@@ -116,7 +116,8 @@ pub enum Effect {
     WakeWaiting,
     /// Workers running the task's steps are told to stop.
     BroadcastCancel,
-    /// The task's result becomes a memory of its user (when `MEMORY_STORE_RESULTS`).
+    /// The task's result becomes a memory of its user (when `MEMORY_STORE_RESULTS`). Runs
+    /// before `AnnounceEnd`, so a client woken by the end (`Prefer: wait`) finds it.
     RememberResult,
     /// Requests waiting for the task's end (`Prefer: wait`), in every process, are told it
     /// ended. (Its event streams were woken by its events already.)
@@ -271,7 +272,7 @@ pub const TABLE: &[Rule] = &[
             Event(K::TaskCompleted),
             QueueWebhook,
         ],
-        effects: &[CountStep("completed"), AnnounceEnd, WakeWaiting, CountTask, RememberResult],
+        effects: &[CountStep("completed"), RememberResult, AnnounceEnd, WakeWaiting, CountTask],
     },
     Rule {
         event: Event::RetryStep,
@@ -437,6 +438,18 @@ mod tests {
             assert!(!r.writes.contains(&QueueWebhook), "{:?} sends a webhook without ending a task", r.event);
             assert!(!r.effects.contains(&CountTask), "{:?} counts a task that did not end", r.event);
             assert!(!r.effects.contains(&AnnounceEnd), "{:?} announces an end that did not happen", r.event);
+        }
+    }
+
+    #[test]
+    fn a_result_is_remembered_before_waiters_hear_of_the_end() {
+        for r in TABLE.iter().filter(|r| r.effects.contains(&RememberResult)) {
+            let at = |e: Effect| r.effects.iter().position(|&x| x == e);
+            assert!(
+                at(RememberResult) < at(AnnounceEnd),
+                "{:?} wakes waiters before its result is searchable",
+                r.event
+            );
         }
     }
 

@@ -1,6 +1,8 @@
 //! Long-term memory through the API and in the agents' work: the `/memory` routes, owner
 //! isolation, memories in step prompts, task results remembered, and switching embedders.
 
+use std::time::Duration;
+
 use orchestrator::{app::App, config::EmbedderKind};
 use serde_json::{Value, json};
 
@@ -91,7 +93,9 @@ async fn steps_see_their_users_memories_and_results_are_remembered() {
     post(&app, "/memory", json!({"user_id": "someone-else", "content": "The launch codename is REDFOX."})).await;
 
     let id = app.submit("Recall the launch codename. Then write a one-line summary.").await;
-    let task = app.wait(id).await;
+    // A request woken by the task's end finds its result remembered (a poller may read the
+    // completed status a moment before).
+    let task = app.client.task_waiting(id, Duration::from_secs(10)).await.unwrap().task.raw;
     assert_eq!(task["status"], "completed", "{task}");
     let prompts: Vec<String> = sqlx::query_scalar(
         "SELECT content FROM task_messages WHERE task_id = $1 AND role = 'user' AND step_id IS NOT NULL ORDER BY id",
