@@ -1,6 +1,6 @@
 //! The two writes every step makes, claim and completion, batched ([`super::batch`]):
-//! concurrent claims share one `UPDATE … FROM unnest(…)`, concurrent completions one call of
-//! `complete_step` per item inside a single statement and commit.
+//! concurrent claims share one statement and commit with a call of `claim_step` per item,
+//! concurrent completions one with a call of `complete_step` per item.
 //!
 //! A claim takes the step's lease and charges an attempt; its statement also reads what the
 //! step needs to run (dependency outputs, task context, limits), which are final once the
@@ -54,66 +54,19 @@ macro_rules! claimed_rows {
     };
 }
 
-/// Which steps a claim may take: a ready one whose backoff is over, or a takeover of one
-/// whose lease expired with an attempt left (with none left, `settle_unclaimed_step` fails
-/// it). Its task must be running.
-macro_rules! claimable {
-    () => {
-        "t.id = s.task_id AND t.status = 'running'
-         AND ((s.status = 'ready' AND (s.not_before IS NULL OR s.not_before <= now()))
-              OR (s.status = 'running' AND s.lease_expires_at < now() AND s.attempt < s.max_attempts))"
-    };
-}
-
-/// What a claim returns, for the event of the claim and the step's run.
-macro_rules! claim_returning {
-    () => {
-        "RETURNING s.id, s.task_id, s.title, s.instruction, s.agent, s.depends_on, s.attempt, s.max_attempts,
-                   s.lease_token, t.priority, t.user_id, t.description, t.max_cost_usd, t.max_tokens"
-    };
-}
-
-const CLAIM_ONE: &str = concat!(
+/// Claims steps: `claim_step` (migration 16) once per item, in step order, inside one
+/// statement and commit; each call finds its step and task by primary key whatever the
+/// planner's statistics say. A step named twice in one batch (a duplicated job) is claimed by
+/// the first call only: the second finds it running and gets no claim. The task's columns
+/// come by key as well, and then what the step needs to run.
+const CLAIM: &str = concat!(
     "WITH c AS (
-        UPDATE steps s SET status = 'running', attempt = s.attempt + 1, lease_owner = $2,
-               lease_token = $3, lease_expires_at = now() + make_interval(secs => $4), not_before = NULL,
-               started_at = coalesce(s.started_at, now()), updated_at = now()
-        FROM tasks t
-        WHERE s.id = $1 AND ",
-    claimable!(),
-    "
-        ",
-    claim_returning!(),
-    "
-     ), e AS (
-        INSERT INTO task_events (task_id, step_id, kind, data)
-        SELECT task_id, id, 'step_started', jsonb_build_object('attempt', attempt, 'worker', $6::text) FROM c
-     )
-     ",
-    claimed_rows!()
-);
-
-/// As [`CLAIM_ONE`] for many steps, each with its own lease. A step named twice in one batch
-/// (a duplicated job) is updated once, with one of the two leases: the other caller finds
-/// its token missing from the answer and gets no claim.
-const CLAIM_MANY: &str = concat!(
-    "WITH j AS (
-        SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::float8[], $6::text[])
-                      AS j(id, owner, token, secs, tag)
-     ), c AS (
-        UPDATE steps s SET status = 'running', attempt = s.attempt + 1, lease_owner = j.owner,
-               lease_token = j.token, lease_expires_at = now() + make_interval(secs => j.secs), not_before = NULL,
-               started_at = coalesce(s.started_at, now()), updated_at = now()
-        FROM j, tasks t
-        WHERE s.id = j.id AND ",
-    claimable!(),
-    "
-        ",
-    claim_returning!(),
-    ", j.tag
-     ), e AS (
-        INSERT INTO task_events (task_id, step_id, kind, data)
-        SELECT task_id, id, 'step_started', jsonb_build_object('attempt', attempt, 'worker', tag) FROM c
+        SELECT c.*, t.priority, t.user_id, t.description, t.max_cost_usd, t.max_tokens
+        FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::float8[], $6::text[])
+             AS j(id, owner, token, secs, tag)
+        CROSS JOIN LATERAL claim_step(j.id, j.owner, j.token, j.secs, j.tag) c
+        CROSS JOIN LATERAL (SELECT priority, user_id, description, max_cost_usd, max_tokens FROM tasks
+                            WHERE id = c.task_id LIMIT 1) t
      )
      ",
     claimed_rows!()
@@ -130,26 +83,22 @@ impl BatchOp for ClaimSteps {
     type Output = Option<StepClaim>;
 
     async fn one(&self, pool: &PgPool, item: &ClaimItem) -> Result<Option<StepClaim>, StoreError> {
-        let row: Option<ClaimRow> = sqlx::query_as(CLAIM_ONE)
-            .bind(item.step)
-            .bind(&item.owner)
-            .bind(item.token)
-            .bind(item.seconds)
-            .bind(STEP_CONTEXT_MESSAGES)
-            .bind(worker_tag(&item.owner))
-            .fetch_optional(pool)
-            .await?;
-        row.map(StepClaim::try_from).transpose()
+        let claimed = self.many(pool, std::slice::from_ref(item)).await?;
+        Ok(claimed.into_iter().next().flatten())
     }
 
     async fn many(&self, pool: &PgPool, items: &[ClaimItem]) -> Result<Vec<Option<StepClaim>>, StoreError> {
-        let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM_MANY)
-            .bind(items.iter().map(|i| i.step).collect::<Vec<_>>())
-            .bind(items.iter().map(|i| i.owner.as_str()).collect::<Vec<_>>())
-            .bind(items.iter().map(|i| i.token).collect::<Vec<_>>())
-            .bind(items.iter().map(|i| i.seconds).collect::<Vec<_>>())
+        // In step order, as every batch locks them, so two processes' batches that share a
+        // step (a duplicated job) cannot deadlock.
+        let mut order: Vec<&ClaimItem> = items.iter().collect();
+        order.sort_by_key(|i| i.step);
+        let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM)
+            .bind(order.iter().map(|i| i.step).collect::<Vec<_>>())
+            .bind(order.iter().map(|i| i.owner.as_str()).collect::<Vec<_>>())
+            .bind(order.iter().map(|i| i.token).collect::<Vec<_>>())
+            .bind(order.iter().map(|i| i.seconds).collect::<Vec<_>>())
             .bind(STEP_CONTEXT_MESSAGES)
-            .bind(items.iter().map(|i| worker_tag(&i.owner)).collect::<Vec<_>>())
+            .bind(order.iter().map(|i| worker_tag(&i.owner)).collect::<Vec<_>>())
             .fetch_all(pool)
             .await?;
         let mut claimed: std::collections::HashMap<Uuid, ClaimRow> =
