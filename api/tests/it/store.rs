@@ -305,3 +305,14 @@ async fn concurrent_submissions_keep_each_tasks_own_fields_and_context() {
     }
     app.stop().await;
 }
+
+/// Every statement of the service is short; one whose estimated cost passes
+/// `jit_above_cost` (easy on a young database, whose statistics are stale) would be compiled
+/// for hundreds of milliseconds before running for a few.
+#[tokio::test]
+async fn the_services_connections_run_without_jit() {
+    let app = TestApp::spawn(0).await;
+    let jit: String = sqlx::query_scalar("SHOW jit").fetch_one(&app.db).await.unwrap();
+    assert_eq!(jit, "off");
+    app.stop().await;
+}
