@@ -316,3 +316,73 @@ async fn the_services_connections_run_without_jit() {
     assert_eq!(jit, "off");
     app.stop().await;
 }
+
+/// The planning claim, in each of its outcomes: a fresh claim counts an attempt; a planning
+/// whose lease expired is taken over while attempts remain, and fails the task (with its
+/// event and webhook) when none do; a user at the cap waits; an unknown task is named so.
+#[tokio::test]
+async fn the_planning_claim_takes_over_waits_and_gives_up_as_it_should() {
+    use orchestrator::store::{BudgetStore, CapacityClaim};
+    let app = TestApp::spawn(0).await;
+    let store = &app.app.store;
+    let attempts =
+        |task: TaskId| sqlx::query_scalar::<_, i32>("SELECT plan_attempts FROM tasks WHERE id = $1").bind(task.0);
+
+    let task = new_task(&app).await;
+    let claimed = store.claim_planning_within_cap(task, &lease("w1"), 2).await.unwrap();
+    assert!(matches!(&claimed, CapacityClaim::Claimed { user_id, .. } if user_id == "store-test"), "{claimed:?}");
+    assert_eq!(attempts(task).fetch_one(&app.db).await.unwrap(), 1);
+    let again = store.claim_planning_within_cap(task, &lease("w2"), 2).await.unwrap();
+    assert!(matches!(again, CapacityClaim::NotClaimable), "a live planning lease is not taken: {again:?}");
+
+    // The worker died: its lease expires, and the next claim takes over, counting an attempt.
+    let expire = "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = $1";
+    sqlx::query(expire).bind(task.0).execute(&app.db).await.unwrap();
+    let taken = store.claim_planning_within_cap(task, &lease("w2"), 2).await.unwrap();
+    assert!(matches!(taken, CapacityClaim::Claimed { .. }), "{taken:?}");
+    assert_eq!(attempts(task).fetch_one(&app.db).await.unwrap(), 2);
+
+    // With no attempt left, the takeover fails the task instead.
+    sqlx::query("UPDATE tasks SET plan_attempts = 3, callback_url = 'https://example.com/hook' WHERE id = $1")
+        .bind(task.0)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    sqlx::query(expire).bind(task.0).execute(&app.db).await.unwrap();
+    let gave_up = store.claim_planning_within_cap(task, &lease("w3"), 2).await.unwrap();
+    assert!(matches!(gave_up, CapacityClaim::Exhausted { .. }), "{gave_up:?}");
+    let (status, code): (String, Option<String>) = sqlx::query_as("SELECT status, error_code FROM tasks WHERE id = $1")
+        .bind(task.0)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!((status.as_str(), code.as_deref()), ("failed", Some("attempts_exhausted")));
+    assert_eq!(crate::helpers::events(&app.db, task.0, "task_failed").await.len(), 1);
+    let hooks: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE task_id = $1 AND event = 'task.failed'")
+            .bind(task.0)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(hooks, 1, "the failure's webhook is queued with it");
+
+    // At the cap (one planning task of this user, cap 1), the next task waits, once marked.
+    let first = new_task(&app).await;
+    let second = new_task(&app).await;
+    assert!(matches!(
+        store.claim_planning_within_cap(first, &lease("w1"), 1).await.unwrap(),
+        CapacityClaim::Claimed { .. }
+    ));
+    for _ in 0..2 {
+        let waits = store.claim_planning_within_cap(second, &lease("w1"), 1).await.unwrap();
+        assert!(matches!(waits, CapacityClaim::AtCapacity), "{waits:?}");
+    }
+    assert_eq!(crate::helpers::events(&app.db, second.0, "waiting_for_capacity").await.len(), 1);
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM tasks WHERE id = $1").bind(second.0).fetch_one(&app.db).await.unwrap();
+    assert_eq!(status, "pending");
+
+    let unknown = store.claim_planning_within_cap(TaskId::new(), &lease("w1"), 1).await.unwrap();
+    assert!(matches!(unknown, CapacityClaim::Unknown), "{unknown:?}");
+    app.stop().await;
+}

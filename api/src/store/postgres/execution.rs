@@ -29,16 +29,16 @@ use crate::{
 #[async_trait::async_trait]
 impl ExecutionStore for PgStore {
     async fn claim_planning(&self, id: TaskId, lease: &Lease) -> Result<Option<PlanningClaim>, StoreError> {
-        Ok(match claim_planning_on(&self.pool, id, lease).await? {
-            PlanningClaimed::Claimed(claim) => {
+        Ok(match claim_planning_on(&self.pool, id, lease, None).await? {
+            PlanningClaimed::Claimed { claim, .. } => {
                 self.events_committed(id);
                 Some(claim)
             }
-            PlanningClaimed::Exhausted => {
+            PlanningClaimed::Exhausted { .. } => {
                 self.events_committed(id);
                 None
             }
-            PlanningClaimed::NotClaimable => None,
+            PlanningClaimed::AtCapacity | PlanningClaimed::NotClaimable | PlanningClaimed::Unknown => None,
         })
     }
 
@@ -658,83 +658,84 @@ async fn fail_task_of_step(
     Ok(())
 }
 
-/// What a claim of a task's planning found.
+/// What `claim_planning` (migration 17) found; see there.
 pub(super) enum PlanningClaimed {
-    Claimed(PlanningClaim),
+    Claimed {
+        claim: PlanningClaim,
+        user_id: String,
+    },
     /// The planning's lease expired with no attempt left: the task failed with
     /// `attempts_exhausted` instead.
-    Exhausted,
+    Exhausted {
+        user_id: String,
+    },
+    /// The user is at their running-task cap: the task was marked waiting.
+    AtCapacity,
     NotClaimable,
+    Unknown,
 }
 
-/// `pending → planning` (or takes over a planning whose lease expired), on any executor:
-/// the capped claim (`super::capacity`) runs it inside its transaction.
-pub(super) async fn claim_planning_on<'e>(
-    executor: impl sqlx::PgExecutor<'e>,
+/// `pending → planning` (or takes over a planning whose lease expired) in one statement,
+/// within the user's running-task cap when `cap` is given (`None`: no cap at all).
+pub(super) async fn claim_planning_on(
+    pool: &sqlx::PgPool,
     id: TaskId,
     lease: &Lease,
+    cap: Option<u32>,
 ) -> Result<PlanningClaimed, StoreError> {
     #[derive(sqlx::FromRow)]
     struct Row {
-        exhausted: bool,
+        outcome: String,
+        user_id: Option<String>,
         description: Option<String>,
         priority: Option<String>,
         max_attempts: Option<i32>,
         use_plan_cache: Option<bool>,
         agent_hints: Option<Vec<String>>,
     }
-    // Every claim counts a planning attempt; a takeover with none left fails the task instead
-    // (`x`). The two updates match disjoint rows, so at most one of them writes.
-    let row: Row = sqlx::query_as(
-        "WITH c AS (
-            UPDATE tasks SET status = 'planning', lease_owner = $2, lease_token = $3,
-                   lease_expires_at = now() + make_interval(secs => $4), plan_attempts = plan_attempts + 1,
-                   started_at = coalesce(started_at, now()), updated_at = now()
-            WHERE id = $1 AND (status = 'pending'
-                               OR (status = 'planning' AND lease_expires_at < now()
-                                   AND plan_attempts < coalesce(max_attempts, $5)))
-            RETURNING id, description, priority, max_attempts, use_plan_cache, agent_hints
-         ), x AS (
-            UPDATE tasks SET status = 'failed', error = $6, error_code = 'attempts_exhausted', lease_owner = NULL,
-                   lease_token = NULL, lease_expires_at = NULL, completed_at = now(), updated_at = now()
-            WHERE id = $1 AND status = 'planning' AND lease_expires_at < now()
-              AND plan_attempts >= coalesce(max_attempts, $5)
-            RETURNING tasks.*
-         ), e AS (
-            INSERT INTO task_events (task_id, kind, data) SELECT id, 'task_planning', '{}'::jsonb FROM c
-            UNION ALL
-            SELECT id, 'task_failed', jsonb_build_object('error', $6::text, 'code', 'attempts_exhausted')
-            FROM x CROSS JOIN LATERAL queue_task_webhook(x::tasks)
-         )
-         SELECT EXISTS (SELECT 1 FROM x) AS exhausted, c.description, c.priority, c.max_attempts,
-                c.use_plan_cache, c.agent_hints
-         FROM (SELECT 1) AS one LEFT JOIN c ON true",
+    let mut row: Row = sqlx::query_as(
+        "SELECT outcome, user_id, description, priority, max_attempts, use_plan_cache, agent_hints
+         FROM claim_planning($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id.0)
     .bind(&lease.owner)
     .bind(lease.token)
     .bind(lease.seconds())
+    .bind(cap.map(|c| i32::try_from(c).unwrap_or(i32::MAX)))
     .bind(DEFAULT_PLAN_ATTEMPTS)
     .bind(PLANNING_EXHAUSTED)
-    .fetch_one(executor)
+    .fetch_one(pool)
     .await?;
-    Ok(match row {
-        Row { exhausted: true, .. } => PlanningClaimed::Exhausted,
-        Row {
-            description: Some(description),
-            priority: Some(priority),
-            max_attempts,
-            use_plan_cache: Some(use_plan_cache),
-            agent_hints: Some(agent_hints),
-            ..
-        } => PlanningClaimed::Claimed(PlanningClaim {
-            description,
-            priority: priority.parse()?,
-            max_attempts,
-            use_plan_cache,
-            agent_hints,
-        }),
-        _ => PlanningClaimed::NotClaimable,
+    let corrupt = |what: &str| StoreError::Corrupt(format!("claim_planning answered {what} for task {id}"));
+    let outcome = std::mem::take(&mut row.outcome);
+    Ok(match (outcome.as_str(), row) {
+        (
+            "claimed",
+            Row {
+                user_id: Some(user_id),
+                description: Some(description),
+                priority: Some(priority),
+                max_attempts,
+                use_plan_cache: Some(use_plan_cache),
+                agent_hints: Some(agent_hints),
+                ..
+            },
+        ) => PlanningClaimed::Claimed {
+            claim: PlanningClaim {
+                description,
+                priority: priority.parse()?,
+                max_attempts,
+                use_plan_cache,
+                agent_hints,
+            },
+            user_id,
+        },
+        ("claimed", _) => return Err(corrupt("a claim without the task's fields")),
+        ("exhausted", Row { user_id: Some(user_id), .. }) => PlanningClaimed::Exhausted { user_id },
+        ("at_capacity", _) => PlanningClaimed::AtCapacity,
+        ("not_claimable", _) => PlanningClaimed::NotClaimable,
+        ("unknown", _) => PlanningClaimed::Unknown,
+        (other, _) => return Err(corrupt(&format!("the outcome {other:?}"))),
     })
 }
 
