@@ -10,9 +10,14 @@
 //! it takes a noticeable amount of CPU, so async callers go through [`warm_up_tokenizer`]
 //! (which builds it on the blocking pool) before counting on the runtime. If the BPE ever
 //! failed to build, counts fall back to a four-characters-per-token estimate instead of
-//! failing a model call over accounting.
+//! failing a model call over accounting. Counts of long texts are remembered in a bounded
+//! memo, so a text re-sent on every call of a conversation is encoded once.
 
-use std::sync::OnceLock;
+use std::{
+    collections::HashMap,
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::{LazyLock, Mutex, MutexGuard, OnceLock, PoisonError},
+};
 
 use tiktoken_rs::CoreBPE;
 
@@ -24,7 +29,25 @@ const PER_MESSAGE_OVERHEAD: u64 = 4;
 /// Tokens that prime the assistant's reply.
 const REPLY_PRIMING: u64 = 3;
 
+/// Texts this long or longer are remembered once counted. A conversation re-sends every
+/// earlier message on each call, and an agent its system prompt and tool schemas, while
+/// encoding costs far more than hashing (the BPE's pre-tokenising regex runs at tens of MB/s,
+/// SipHash at GB/s): without the memo, counting a loop's prompts grows with the square of its
+/// length. Shorter texts encode faster than a lookup pays.
+const MEMO_MIN_BYTES: usize = 64;
+/// Counts remembered at most. When full the memo starts over: bounded memory, and no
+/// bookkeeping on the hot path.
+const MEMO_CAPACITY: usize = 4096;
+
 static BPE: OnceLock<Option<CoreBPE>> = OnceLock::new();
+
+/// Counts by (hash, length) of the text. A 64-bit hash collision between two texts of one
+/// length would misreport one count; accounting can live with odds of that order.
+static MEMO: LazyLock<Mutex<HashMap<(u64, usize), u64>>> = LazyLock::new(Mutex::default);
+
+fn memo() -> MutexGuard<'static, HashMap<(u64, usize), u64>> {
+    MEMO.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The shared BPE, built on first use. Blocks the calling thread while it is built.
 fn bpe() -> Option<&'static CoreBPE> {
@@ -56,6 +79,27 @@ pub async fn warm_up_tokenizer() {
 /// Encoding short texts (a prompt, an answer) takes microseconds and is fine on an async
 /// task once [`warm_up_tokenizer`] has run; the first call builds the tokenizer and blocks.
 pub fn count_tokens(text: &str) -> u64 {
+    if text.len() < MEMO_MIN_BYTES {
+        return encode_count(text);
+    }
+    let mut hasher = DefaultHasher::new();
+    text.hash(&mut hasher);
+    let key = (hasher.finish(), text.len());
+    if let Some(&count) = memo().get(&key) {
+        return count;
+    }
+    // Encoded outside the lock: two callers may count the same new text at once, which
+    // costs twice but answers the same.
+    let count = encode_count(text);
+    let mut memo = memo();
+    if memo.len() >= MEMO_CAPACITY {
+        memo.clear();
+    }
+    memo.insert(key, count);
+    count
+}
+
+fn encode_count(text: &str) -> u64 {
     if text.is_empty() {
         return 0;
     }
@@ -126,6 +170,20 @@ mod tests {
         assert_eq!(count_tokens("hello world"), 2);
         // Special-token text is counted, not rejected.
         assert!(count_tokens("<|endoftext|>") > 1);
+    }
+
+    #[test]
+    fn a_long_text_is_counted_once_and_answers_as_when_encoded() {
+        let long = "The quarterly report covers revenue, churn and the hiring plan for the next year. ".repeat(20);
+        let fresh = encode_count(&long);
+        assert_eq!(count_tokens(&long), fresh);
+        assert_eq!(count_tokens(&long), fresh, "from the memo");
+        let mut hasher = DefaultHasher::new();
+        long.hash(&mut hasher);
+        assert_eq!(memo().get(&(hasher.finish(), long.len())), Some(&fresh));
+        // A text one character longer is another key, and another count.
+        let longer = format!("{long}x");
+        assert_eq!(count_tokens(&longer), encode_count(&longer));
     }
 
     #[test]
