@@ -65,6 +65,9 @@ pub struct Committed<'a> {
     pub retry: Option<(i32, Duration)>,
     /// A completed task's description and result.
     pub result: Option<(&'a str, String)>,
+    /// The user's oldest task waiting for capacity, when the ending statement already
+    /// looked (`None`: `WakeWaiting` looks itself).
+    pub waiting: Option<Option<(TaskId, Priority)>>,
 }
 
 /// What became of a step's attempt, as the worker saw it.
@@ -190,6 +193,7 @@ impl Lifecycle {
                     return Ok(Settled::Stale);
                 };
                 committed.ready = done.ready;
+                committed.waiting = done.waiting;
                 match done.task_result {
                     Some(result) => {
                         committed.result = Some((&claim.task_description, result));
@@ -301,7 +305,11 @@ impl Lifecycle {
                     None => Ok(()),
                 },
                 Effect::WakeWaiting => {
-                    crate::budget::capacity::wake_waiting(self.store.as_ref(), self.dispatcher.as_ref(), c.user).await;
+                    let dispatcher = self.dispatcher.as_ref();
+                    match c.waiting {
+                        Some(waiting) => crate::budget::capacity::wake(dispatcher, c.user, waiting).await,
+                        None => crate::budget::capacity::wake_waiting(self.store.as_ref(), dispatcher, c.user).await,
+                    }
                     Ok(())
                 }
                 Effect::BroadcastCancel => {

@@ -169,6 +169,9 @@ pub struct StepCompletion {
     pub ready: Vec<StepId>,
     /// Set when this step completed its task: the task's result.
     pub task_result: Option<String>,
+    /// Set when this step completed its task: the user's oldest task waiting for capacity,
+    /// if any, which the task's end should wake.
+    pub waiting: Option<Option<(TaskId, Priority)>>,
 }
 
 /// What became of a failed attempt.

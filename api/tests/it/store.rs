@@ -386,3 +386,43 @@ async fn the_planning_claim_takes_over_waits_and_gives_up_as_it_should() {
     assert!(matches!(unknown, CapacityClaim::Unknown), "{unknown:?}");
     app.stop().await;
 }
+
+/// Claims and completes `steps` in order; the last completion.
+async fn run_steps(app: &TestApp, steps: [StepId; 4]) -> orchestrator::store::StepCompletion {
+    let mut last = None;
+    for (i, id) in steps.into_iter().enumerate() {
+        let l = lease("w");
+        let claim = app.app.store.claim_step(id, &l).await.unwrap().expect("ready");
+        let done = app.app.store.complete_step(&claim, &l, "out").await.unwrap().expect("lease held");
+        if i < 3 {
+            assert_eq!(done.waiting, None, "only the task's end looks for a waiting task");
+        }
+        last = Some(done);
+    }
+    last.expect("four steps")
+}
+
+/// The statement that completes a task names its user's oldest task waiting for capacity,
+/// so the task's end wakes it without a lookup of its own.
+#[tokio::test]
+async fn completing_a_task_names_the_users_oldest_waiting_task() {
+    use orchestrator::{
+        domain::Priority,
+        store::{BudgetStore, CapacityClaim},
+    };
+    let app = TestApp::spawn(0).await;
+
+    let alone = new_task(&app).await;
+    let steps = planned_diamond(&app, alone).await;
+    assert_eq!(run_steps(&app, steps).await.waiting, Some(None), "nobody waits");
+
+    let running = new_task(&app).await;
+    let (older, newer) = (new_task(&app).await, new_task(&app).await);
+    let steps = planned_diamond(&app, running).await;
+    for waiting in [older, newer] {
+        let claim = app.app.store.claim_planning_within_cap(waiting, &lease("w"), 1).await.unwrap();
+        assert!(matches!(claim, CapacityClaim::AtCapacity), "{claim:?}");
+    }
+    assert_eq!(run_steps(&app, steps).await.waiting, Some(Some((older, Priority::Normal))));
+    app.stop().await;
+}

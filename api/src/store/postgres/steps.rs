@@ -149,13 +149,23 @@ pub(super) struct CompleteSteps {
     pub events: EventNotifier,
 }
 
-type CompletedRow = (bool, Vec<Uuid>, bool, Option<String>);
+type CompletedRow = (bool, Vec<Uuid>, bool, Option<String>, Option<Uuid>, Option<String>);
 
-fn completion((completed, ready, task_completed, result): CompletedRow) -> Option<StepCompletion> {
-    completed.then(|| StepCompletion {
+fn completion(
+    (completed, ready, task_completed, result, waiting, priority): CompletedRow,
+) -> Result<Option<StepCompletion>, StoreError> {
+    if !completed {
+        return Ok(None);
+    }
+    let waiting = match (waiting, priority) {
+        (Some(task), Some(priority)) => Some((TaskId(task), priority.parse()?)),
+        _ => None,
+    };
+    Ok(Some(StepCompletion {
         ready: ready.into_iter().map(StepId).collect(),
         task_result: task_completed.then(|| result.unwrap_or_default()),
-    })
+        waiting: task_completed.then_some(waiting),
+    }))
 }
 
 #[async_trait::async_trait]
@@ -165,7 +175,8 @@ impl BatchOp for CompleteSteps {
 
     async fn one(&self, pool: &PgPool, item: &CompleteItem) -> Result<Option<StepCompletion>, StoreError> {
         let row: CompletedRow = sqlx::query_as(
-            "SELECT completed, ready, task_completed, result FROM complete_step($1, $2, $3, $4, $5, $6)",
+            "SELECT completed, ready, task_completed, result, waiting_task, waiting_priority
+             FROM complete_step($1, $2, $3, $4, $5, $6)",
         )
         .bind(item.task)
         .bind(item.step)
@@ -175,7 +186,7 @@ impl BatchOp for CompleteSteps {
         .bind(item.messages.iter().map(|(_, content)| content.as_str()).collect::<Vec<_>>())
         .fetch_one(pool)
         .await?;
-        Ok(completion(row))
+        completion(row)
     }
 
     /// One statement, one commit: `complete_step` once per item, in task order. Each call's
@@ -192,8 +203,9 @@ impl BatchOp for CompleteSteps {
                 Value::from(items[i].messages.iter().map(|(r, c)| vec![r.as_str(), c.as_str()]).collect::<Vec<_>>())
             })
             .collect();
-        let rows: Vec<(i64, bool, Vec<Uuid>, bool, Option<String>)> = sqlx::query_as(
-            "SELECT j.n, r.completed, r.ready, r.task_completed, r.result
+        #[allow(clippy::type_complexity)]
+        let rows: Vec<(i64, bool, Vec<Uuid>, bool, Option<String>, Option<Uuid>, Option<String>)> = sqlx::query_as(
+            "SELECT j.n, r.completed, r.ready, r.task_completed, r.result, r.waiting_task, r.waiting_priority
              FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[])
                   WITH ORDINALITY AS j(task, step, token, output, messages, n)
              CROSS JOIN LATERAL complete_step(
@@ -213,8 +225,8 @@ impl BatchOp for CompleteSteps {
             return Err(StoreError::Corrupt(format!("{} completions answered for {} steps", rows.len(), items.len())));
         }
         let mut outputs: Vec<Option<Option<StepCompletion>>> = (0..items.len()).map(|_| None).collect();
-        for ((_, completed, ready, task_completed, result), &i) in rows.into_iter().zip(&order) {
-            outputs[i] = Some(completion((completed, ready, task_completed, result)));
+        for ((_, completed, ready, task_completed, result, waiting, priority), &i) in rows.into_iter().zip(&order) {
+            outputs[i] = Some(completion((completed, ready, task_completed, result, waiting, priority))?);
         }
         Ok(outputs.into_iter().map(|o| o.unwrap_or_default()).collect())
     }
