@@ -20,8 +20,8 @@ use crate::{
     metrics::Metrics,
     queue::{Dispatcher, Job, QueueError},
     store::{
-        CancelOutcome, CapacityClaim, ExecutionStore, FailOutcome, Lease, NewStep, RetryOutcome, StepClaim, StoreError,
-        Unclaimed,
+        CancelOutcome, CapacityClaim, ExecutionStore, FailOutcome, Lease, NewStep, PlanOrigin, RetryOutcome, StepClaim,
+        StoreError, Unclaimed,
     },
 };
 
@@ -126,9 +126,9 @@ impl Lifecycle {
         priority: Priority,
         lease: &Lease,
         steps: &[NewStep],
-        from_cache: bool,
+        origin: PlanOrigin<'_>,
     ) -> Result<Settled, LifecycleError> {
-        let Some(ready) = self.store.save_plan(task, lease, steps, from_cache).await? else {
+        let Some(ready) = self.store.save_plan(task, lease, steps, origin).await? else {
             return Ok(Settled::Stale);
         };
         self.apply(Event::SavePlan, &Committed { task, user, priority, ready, ..Default::default() }).await?;

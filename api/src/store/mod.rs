@@ -78,13 +78,14 @@ pub trait TaskStore: Send + Sync + 'static {
 pub trait ExecutionStore: BudgetStore + Send + Sync + 'static {
     /// `pending → planning` (or takes over a planning whose lease expired).
     async fn claim_planning(&self, id: TaskId, lease: &Lease) -> Result<Option<PlanningClaim>, StoreError>;
-    /// `planning → running` with the steps inserted; returns the steps that are ready.
+    /// `planning → running` with the steps inserted, and a fresh plan remembered in the plan
+    /// cache in the same statement; returns the steps that are ready.
     async fn save_plan(
         &self,
         id: TaskId,
         lease: &Lease,
         steps: &[NewStep],
-        from_cache: bool,
+        origin: PlanOrigin<'_>,
     ) -> Result<Option<Vec<StepId>>, StoreError>;
     /// `planning → failed`.
     async fn fail_planning(&self, id: TaskId, lease: &Lease, error: &str) -> Result<bool, StoreError>;
@@ -154,7 +155,6 @@ pub trait ExecutionStore: BudgetStore + Send + Sync + 'static {
     /// `running → ready` without charging an attempt: the worker is shutting down.
     async fn release_step(&self, claim: &StepClaim, lease: &Lease) -> Result<bool, StoreError>;
     async fn cached_plan(&self, hash: &str) -> Result<Option<serde_json::Value>, StoreError>;
-    async fn cache_plan(&self, hash: &str, planner: &str, plan: &serde_json::Value) -> Result<(), StoreError>;
     /// Pending tasks and ready steps untouched for `min_age`, and planning tasks and running
     /// steps whose lease has expired: each should have a job. A task waiting for capacity is
     /// included only while its user is below the cap (`default_cap` unless the user has

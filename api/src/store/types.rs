@@ -174,6 +174,17 @@ pub struct StepCompletion {
     pub waiting: Option<Option<(TaskId, Priority)>>,
 }
 
+/// Where a plan to save came from.
+#[derive(Debug, Clone, Copy)]
+pub enum PlanOrigin<'a> {
+    /// Reused from the plan cache.
+    Cache,
+    /// Made now; remembered in the plan cache under `hash` with the plan.
+    Fresh { hash: &'a str, planner: &'a str, plan: &'a serde_json::Value },
+    /// Made now and not to be remembered.
+    Uncached,
+}
+
 /// What became of a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailOutcome {

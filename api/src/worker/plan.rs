@@ -19,7 +19,7 @@ use crate::{
     lifecycle::Settled,
     providers::TaskPlanner,
     queue::Job,
-    store::{CapacityClaim, Holder, Lease, NewStep, PlanningClaim},
+    store::{CapacityClaim, Holder, Lease, NewStep, PlanOrigin, PlanningClaim},
 };
 
 pub(super) async fn run(ctx: &JobContext<'_>, job: &Job) -> Result<(), JobError> {
@@ -107,12 +107,15 @@ async fn plan_claimed(
             return Ok(());
         }
     };
-    if !from_cache {
-        match serde_json::to_value(&plan) {
-            Ok(value) => deps.store.cache_plan(&hash, deps.planner.version(), &value).await?,
-            Err(e) => tracing::warn!(%task, error = %e, "plan not cached"),
-        }
-    }
+    // A fresh plan is remembered in the cache by the statement that saves it.
+    let fresh = (!from_cache)
+        .then(|| serde_json::to_value(&plan).inspect_err(|e| tracing::warn!(%task, error = %e, "plan not cached")).ok())
+        .flatten();
+    let origin = match (from_cache, &fresh) {
+        (true, _) => PlanOrigin::Cache,
+        (false, Some(plan)) => PlanOrigin::Fresh { hash: &hash, planner: deps.planner.version(), plan },
+        (false, None) => PlanOrigin::Uncached,
+    };
 
     let ids: Vec<StepId> = plan.steps.iter().map(|_| StepId::new()).collect();
     let steps: Vec<NewStep> = plan
@@ -132,7 +135,7 @@ async fn plan_claimed(
             }
         })
         .collect();
-    match deps.lifecycle.save_plan(task, user_id, claim.priority, lease, &steps, from_cache).await? {
+    match deps.lifecycle.save_plan(task, user_id, claim.priority, lease, &steps, origin).await? {
         Settled::Applied(_) => tracing::info!(%task, steps = steps.len(), from_cache, "task planned"),
         Settled::Stale => tracing::warn!(%task, "plan discarded: the planning lease was lost"),
     }

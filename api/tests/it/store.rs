@@ -61,7 +61,11 @@ async fn planned_diamond(app: &TestApp, task: TaskId) -> [StepId; 4] {
         step(ids[2], 2, vec![ids[0]]),
         step(ids[3], 3, vec![ids[1], ids[2]]),
     ];
-    let ready = store.save_plan(task, &planning, &steps, false).await.unwrap().expect("lease held");
+    let ready = store
+        .save_plan(task, &planning, &steps, orchestrator::store::PlanOrigin::Uncached)
+        .await
+        .unwrap()
+        .expect("lease held");
     assert_eq!(ready, [ids[0]]);
     ids
 }
@@ -77,8 +81,20 @@ async fn a_claim_is_exclusive_and_writes_are_fenced_by_the_lease() {
     assert!(store.claim_planning(task, &planning).await.unwrap().is_some());
     assert!(store.claim_planning(task, &lease("w2")).await.unwrap().is_none());
     let a = StepId::new();
-    assert!(store.save_plan(task, &lease("w2"), &[step(a, 0, vec![])], false).await.unwrap().is_none());
-    assert_eq!(store.save_plan(task, &planning, &[step(a, 0, vec![])], false).await.unwrap(), Some(vec![a]));
+    assert!(
+        store
+            .save_plan(task, &lease("w2"), &[step(a, 0, vec![])], orchestrator::store::PlanOrigin::Uncached)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .save_plan(task, &planning, &[step(a, 0, vec![])], orchestrator::store::PlanOrigin::Uncached)
+            .await
+            .unwrap(),
+        Some(vec![a])
+    );
 
     // Steps: one claim wins; a stale lease cannot complete or fail the step.
     let mine = lease("w1");

@@ -21,8 +21,8 @@ use super::{
 use crate::{
     domain::{StepId, TaskErrorCode, TaskId},
     store::{
-        CancelOutcome, ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanningClaim, RetryOutcome, StepClaim,
-        StepCompletion, StoreError, Unclaimed, Unfinished,
+        CancelOutcome, ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanOrigin, PlanningClaim,
+        RetryOutcome, StepClaim, StepCompletion, StoreError, Unclaimed, Unfinished,
     },
 };
 
@@ -47,11 +47,17 @@ impl ExecutionStore for PgStore {
         id: TaskId,
         lease: &Lease,
         steps: &[NewStep],
-        from_cache: bool,
+        origin: PlanOrigin<'_>,
     ) -> Result<Option<Vec<StepId>>, StoreError> {
         let steps_json = serde_json::to_value(steps).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        // One statement: the task moves to running, its steps appear (roots already ready)
-        // and the events are written, or nothing happens because the lease was lost.
+        let (from_cache, cache) = match origin {
+            PlanOrigin::Cache => (true, None),
+            PlanOrigin::Fresh { hash, planner, plan } => (false, Some((hash, planner, plan))),
+            PlanOrigin::Uncached => (false, None),
+        };
+        // One statement: the task moves to running, its steps appear (roots already ready),
+        // the events are written and a fresh plan is cached, or nothing happens because the
+        // lease was lost.
         let ready: Option<Vec<Uuid>> = sqlx::query_scalar(
             "WITH t AS (
                 UPDATE tasks SET status = 'running', lease_owner = NULL, lease_token = NULL,
@@ -73,6 +79,9 @@ impl ExecutionStore for PgStore {
                        jsonb_build_object('steps', jsonb_array_length($3), 'from_cache', $4::boolean) FROM t
                 UNION ALL
                 SELECT $1, s.id, 'step_ready', '{}'::jsonb FROM s WHERE s.status = 'ready'
+             ), pc AS (
+                INSERT INTO plan_cache (hash, planner, plan) SELECT $5, $6, $7 FROM t WHERE $5::text IS NOT NULL
+                ON CONFLICT (hash) DO UPDATE SET plan = EXCLUDED.plan, planner = EXCLUDED.planner, used_at = now()
              )
              SELECT coalesce(array_agg(s.id) FILTER (WHERE s.status = 'ready'), '{}') FROM t LEFT JOIN s ON true
              GROUP BY t.id",
@@ -81,6 +90,9 @@ impl ExecutionStore for PgStore {
         .bind(lease.token)
         .bind(steps_json)
         .bind(from_cache)
+        .bind(cache.map(|(hash, ..)| hash))
+        .bind(cache.map(|(_, planner, _)| planner))
+        .bind(cache.map(|(.., plan)| plan))
         .fetch_optional(&self.pool)
         .await?;
         if ready.is_some() {
@@ -316,19 +328,6 @@ impl ExecutionStore for PgStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(plan)
-    }
-
-    async fn cache_plan(&self, hash: &str, planner: &str, plan: &Value) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO plan_cache (hash, planner, plan) VALUES ($1, $2, $3)
-             ON CONFLICT (hash) DO UPDATE SET plan = EXCLUDED.plan, planner = EXCLUDED.planner, used_at = now()",
-        )
-        .bind(hash)
-        .bind(planner)
-        .bind(plan)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     async fn unfinished_work(
