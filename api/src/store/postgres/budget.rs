@@ -161,7 +161,7 @@ impl BudgetStore for PgStore {
         lease: &Lease,
         default_cap: u32,
     ) -> Result<CapacityClaim, StoreError> {
-        self.claim_within_cap(id, lease, default_cap).await
+        self.claim_planning_capped(id, lease, Some(default_cap)).await
     }
 
     async fn waiting_tasks(&self, user_id: &str, limit: i64) -> Result<Vec<(TaskId, Priority)>, StoreError> {

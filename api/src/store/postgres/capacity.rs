@@ -9,41 +9,92 @@
 //! one of its user's tasks wakes the oldest waiting one, and the reconciler's query
 //! (`unfinished_work`) re-enqueues waiting tasks only while their user is below the cap.
 
-use super::{
-    PgStore,
-    execution::{PlanningClaimed, claim_planning_on},
-};
+use super::PgStore;
 use crate::{
     domain::{Priority, TaskId},
-    store::{CapacityClaim, Lease, StoreError, UserLimits},
+    store::{CapacityClaim, Lease, PlanningClaim, StoreError, UserLimits},
 };
 
+/// Planning attempts of a task that sets no `max_attempts`.
+const DEFAULT_PLAN_ATTEMPTS: i32 = 3;
+
+/// Why a task whose every planning attempt was taken over fails.
+const PLANNING_EXHAUSTED: &str = "planning failed: every attempt was taken over from a worker that died or stopped \
+                                  renewing its lease (attempts_exhausted)";
+
 impl PgStore {
-    /// The capped claim: `claim_planning` (migration 17) checks the cap under the user's
-    /// advisory lock and claims, or marks the task waiting, in one statement.
-    pub(super) async fn claim_within_cap(
+    /// `pending → planning` (or takes over a planning whose lease expired) in one statement,
+    /// within the user's running-task cap when `cap` is given (`None`: no cap at all); wakes
+    /// the task's event streams when it wrote an event.
+    pub(super) async fn claim_planning_capped(
         &self,
         id: TaskId,
         lease: &Lease,
-        default_cap: u32,
+        cap: Option<u32>,
     ) -> Result<CapacityClaim, StoreError> {
-        Ok(match claim_planning_on(&self.pool, id, lease, Some(default_cap)).await? {
-            PlanningClaimed::Claimed { claim, user_id } => {
-                self.events_committed(id);
-                CapacityClaim::Claimed { claim, user_id }
-            }
-            PlanningClaimed::Exhausted { user_id } => {
-                self.events_committed(id);
-                CapacityClaim::Exhausted { user_id }
-            }
-            PlanningClaimed::AtCapacity => {
-                // The first wait wrote a `waiting_for_capacity` event.
-                self.events_committed(id);
-                CapacityClaim::AtCapacity
-            }
-            PlanningClaimed::NotClaimable => CapacityClaim::NotClaimable,
-            PlanningClaimed::Unknown => CapacityClaim::Unknown,
-        })
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            outcome: String,
+            user_id: Option<String>,
+            description: Option<String>,
+            priority: Option<String>,
+            max_attempts: Option<i32>,
+            use_plan_cache: Option<bool>,
+            agent_hints: Option<Vec<String>>,
+        }
+        let mut row: Row = sqlx::query_as(
+            "SELECT outcome, user_id, description, priority, max_attempts, use_plan_cache, agent_hints
+             FROM claim_planning($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id.0)
+        .bind(&lease.owner)
+        .bind(lease.token)
+        .bind(lease.seconds())
+        .bind(cap.map(|c| i32::try_from(c).unwrap_or(i32::MAX)))
+        .bind(DEFAULT_PLAN_ATTEMPTS)
+        .bind(PLANNING_EXHAUSTED)
+        .fetch_one(&self.pool)
+        .await?;
+        let corrupt = |what: &str| StoreError::Corrupt(format!("claim_planning answered {what} for task {id}"));
+        let outcome = std::mem::take(&mut row.outcome);
+        let claimed = match (outcome.as_str(), row) {
+            (
+                "claimed",
+                Row {
+                    user_id: Some(user_id),
+                    description: Some(description),
+                    priority: Some(priority),
+                    max_attempts,
+                    use_plan_cache: Some(use_plan_cache),
+                    agent_hints: Some(agent_hints),
+                    ..
+                },
+            ) => CapacityClaim::Claimed {
+                claim: PlanningClaim {
+                    description,
+                    priority: priority.parse()?,
+                    max_attempts,
+                    use_plan_cache,
+                    agent_hints,
+                },
+                user_id,
+            },
+            ("claimed", _) => return Err(corrupt("a claim without the task's fields")),
+            ("exhausted", Row { user_id: Some(user_id), .. }) => CapacityClaim::Exhausted { user_id },
+            ("at_capacity", _) => CapacityClaim::AtCapacity,
+            ("not_claimable", _) => CapacityClaim::NotClaimable,
+            ("unknown", _) => CapacityClaim::Unknown,
+            (other, _) => return Err(corrupt(&format!("the outcome {other:?}"))),
+        };
+        // A claim writes `task_planning`, a give-up `task_failed`, the first wait
+        // `waiting_for_capacity`.
+        if matches!(
+            claimed,
+            CapacityClaim::Claimed { .. } | CapacityClaim::Exhausted { .. } | CapacityClaim::AtCapacity
+        ) {
+            self.events_committed(id);
+        }
+        Ok(claimed)
     }
 
     pub(super) async fn waiting(&self, user_id: &str, limit: i64) -> Result<Vec<(TaskId, Priority)>, StoreError> {

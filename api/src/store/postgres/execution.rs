@@ -21,24 +21,17 @@ use super::{
 use crate::{
     domain::{StepId, TaskErrorCode, TaskId},
     store::{
-        CancelOutcome, ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanOrigin, PlanningClaim,
-        RetryOutcome, StepClaim, StepCompletion, StoreError, Unclaimed, Unfinished,
+        CancelOutcome, CapacityClaim, ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanOrigin,
+        PlanningClaim, RetryOutcome, StepClaim, StepCompletion, StoreError, Unclaimed, Unfinished,
     },
 };
 
 #[async_trait::async_trait]
 impl ExecutionStore for PgStore {
     async fn claim_planning(&self, id: TaskId, lease: &Lease) -> Result<Option<PlanningClaim>, StoreError> {
-        Ok(match claim_planning_on(&self.pool, id, lease, None).await? {
-            PlanningClaimed::Claimed { claim, .. } => {
-                self.events_committed(id);
-                Some(claim)
-            }
-            PlanningClaimed::Exhausted { .. } => {
-                self.events_committed(id);
-                None
-            }
-            PlanningClaimed::AtCapacity | PlanningClaimed::NotClaimable | PlanningClaimed::Unknown => None,
+        Ok(match self.claim_planning_capped(id, lease, None).await? {
+            CapacityClaim::Claimed { claim, .. } => Some(claim),
+            _ => None,
         })
     }
 
@@ -561,13 +554,6 @@ impl PgStore {
     }
 }
 
-/// Planning attempts of a task that sets no `max_attempts`.
-const DEFAULT_PLAN_ATTEMPTS: i32 = 3;
-
-/// Why a task whose every planning attempt was taken over fails.
-const PLANNING_EXHAUSTED: &str = "planning failed: every attempt was taken over from a worker that died or stopped \
-                                  renewing its lease (attempts_exhausted)";
-
 /// Which steps [`fail_step_and_task`] may fail without holding their lease.
 #[derive(Clone, Copy)]
 enum Unleased {
@@ -655,87 +641,6 @@ async fn fail_task_of_step(
         .execute(&mut **tx)
         .await?;
     Ok(())
-}
-
-/// What `claim_planning` (migration 17) found; see there.
-pub(super) enum PlanningClaimed {
-    Claimed {
-        claim: PlanningClaim,
-        user_id: String,
-    },
-    /// The planning's lease expired with no attempt left: the task failed with
-    /// `attempts_exhausted` instead.
-    Exhausted {
-        user_id: String,
-    },
-    /// The user is at their running-task cap: the task was marked waiting.
-    AtCapacity,
-    NotClaimable,
-    Unknown,
-}
-
-/// `pending → planning` (or takes over a planning whose lease expired) in one statement,
-/// within the user's running-task cap when `cap` is given (`None`: no cap at all).
-pub(super) async fn claim_planning_on(
-    pool: &sqlx::PgPool,
-    id: TaskId,
-    lease: &Lease,
-    cap: Option<u32>,
-) -> Result<PlanningClaimed, StoreError> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        outcome: String,
-        user_id: Option<String>,
-        description: Option<String>,
-        priority: Option<String>,
-        max_attempts: Option<i32>,
-        use_plan_cache: Option<bool>,
-        agent_hints: Option<Vec<String>>,
-    }
-    let mut row: Row = sqlx::query_as(
-        "SELECT outcome, user_id, description, priority, max_attempts, use_plan_cache, agent_hints
-         FROM claim_planning($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(id.0)
-    .bind(&lease.owner)
-    .bind(lease.token)
-    .bind(lease.seconds())
-    .bind(cap.map(|c| i32::try_from(c).unwrap_or(i32::MAX)))
-    .bind(DEFAULT_PLAN_ATTEMPTS)
-    .bind(PLANNING_EXHAUSTED)
-    .fetch_one(pool)
-    .await?;
-    let corrupt = |what: &str| StoreError::Corrupt(format!("claim_planning answered {what} for task {id}"));
-    let outcome = std::mem::take(&mut row.outcome);
-    Ok(match (outcome.as_str(), row) {
-        (
-            "claimed",
-            Row {
-                user_id: Some(user_id),
-                description: Some(description),
-                priority: Some(priority),
-                max_attempts,
-                use_plan_cache: Some(use_plan_cache),
-                agent_hints: Some(agent_hints),
-                ..
-            },
-        ) => PlanningClaimed::Claimed {
-            claim: PlanningClaim {
-                description,
-                priority: priority.parse()?,
-                max_attempts,
-                use_plan_cache,
-                agent_hints,
-            },
-            user_id,
-        },
-        ("claimed", _) => return Err(corrupt("a claim without the task's fields")),
-        ("exhausted", Row { user_id: Some(user_id), .. }) => PlanningClaimed::Exhausted { user_id },
-        ("at_capacity", _) => PlanningClaimed::AtCapacity,
-        ("not_claimable", _) => PlanningClaimed::NotClaimable,
-        ("unknown", _) => PlanningClaimed::Unknown,
-        (other, _) => return Err(corrupt(&format!("the outcome {other:?}"))),
-    })
 }
 
 /// Locks the task row; its user, `None` when there is no such task.
