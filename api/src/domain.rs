@@ -61,7 +61,28 @@ pub struct UnknownState {
     pub value: String,
 }
 
+/// Declares a state enum with its column text, once. With `sql = name` it also declares the
+/// macro `name!(Variant, …)` that expands to the states' SQL literals (`'running', 'ready'`),
+/// so the statements in the store are written with the enum's text and an unknown state is a
+/// compile error, not a query that silently matches nothing. Those macros are in textual
+/// scope (`#[macro_use] mod domain` in `lib.rs`): a path-based re-export of a macro that a
+/// macro defines cannot be resolved from inside other macros, as the store's are.
 macro_rules! state_enum {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, sql = $sql:ident { $($(#[$vattr:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        state_enum!($(#[$doc])* $name, $kind { $($(#[$vattr])* $variant => $text),+ });
+        // `$` cannot be written in the inner macro's matchers directly: it is handed in.
+        state_enum!(@sql ($) $name $sql { $($variant => $text),+ });
+    };
+    (@sql ($d:tt) $name:ident $sql:ident { $($variant:ident => $text:literal),+ }) => {
+        #[doc = concat!("SQL literals of [`", stringify!($name), "`] states, comma-separated: `",
+                        stringify!($sql), "!(Running)` is `'running'`.")]
+        macro_rules! $sql {
+            $( (@one $variant) => { concat!("'", $text, "'") }; )+
+            ($d first:ident $d(, $d rest:ident)* $d(,)?) => {
+                concat!($sql!(@one $d first) $d(, ", ", $sql!(@one $d rest))*)
+            };
+        }
+    };
     ($(#[$doc:meta])* $name:ident, $kind:literal { $($(#[$vattr:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -100,7 +121,7 @@ macro_rules! state_enum {
 
 state_enum!(
     /// `pending → planning → running → completed | failed | cancelled`
-    TaskStatus, "task status" {
+    TaskStatus, "task status", sql = task_status {
         Pending => "pending",
         Planning => "planning",
         Running => "running",
@@ -119,7 +140,7 @@ impl TaskStatus {
 state_enum!(
     /// `pending → ready → running → completed | failed | skipped | cancelled`; a step is
     /// ready when all its dependencies are completed.
-    StepStatus, "step status" {
+    StepStatus, "step status", sql = step_status {
         Pending => "pending",
         Ready => "ready",
         Running => "running",
@@ -143,7 +164,7 @@ state_enum!(
 
 state_enum!(
     /// What a `task_events` row records.
-    EventKind, "event kind" {
+    EventKind, "event kind", sql = event_kind {
         TaskCreated => "task_created",
         TaskPlanning => "task_planning",
         TaskPlanned => "task_planned",
@@ -164,6 +185,18 @@ state_enum!(
         ToolCalled => "tool_called",
         /// The task's user is at the running-task cap; the task waits, pending. Once per task.
         WaitingForCapacity => "waiting_for_capacity",
+    }
+);
+
+state_enum!(
+    /// A webhook delivery: `pending → delivered | failed`.
+    DeliveryStatus, "webhook delivery status", sql = delivery_status {
+        /// Waiting for its next attempt (or being attempted).
+        Pending => "pending",
+        /// A receiver answered 2xx.
+        Delivered => "delivered",
+        /// Every attempt failed.
+        Failed => "failed",
     }
 );
 
@@ -209,6 +242,14 @@ mod tests {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
         assert_eq!(serde_json::to_value(Priority::High).unwrap(), "high");
+    }
+
+    #[test]
+    fn sql_literals_are_the_column_text() {
+        assert_eq!(task_status!(Running), "'running'");
+        assert_eq!(step_status!(Pending, Ready, Running), "'pending', 'ready', 'running'");
+        const IN_FLIGHT: &str = concat!("status IN (", task_status!(Planning, Running,), ")");
+        assert_eq!(IN_FLIGHT, "status IN ('planning', 'running')");
     }
 
     #[test]

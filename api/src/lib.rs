@@ -23,6 +23,8 @@ pub mod cli;
 pub mod config;
 pub mod coordination;
 pub mod database;
+// Before the modules that write SQL: its state macros (`task_status!`, …) are textual.
+#[macro_use]
 pub mod domain;
 pub mod events;
 pub mod http;

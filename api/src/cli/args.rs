@@ -1,8 +1,10 @@
 //! The command line of the client commands. They talk to a running server over HTTP and
 //! never touch Postgres or Redis themselves.
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, builder::PossibleValuesParser};
 use uuid::Uuid;
+
+use crate::domain::TaskStatus;
 
 /// Commands that drive a running server; flattened into the top level (`orchestrator submit`).
 #[derive(Debug, Clone, Subcommand)]
@@ -96,7 +98,7 @@ pub struct ListArgs {
     pub user: Option<String>,
 
     /// Only tasks in this state.
-    #[arg(long, value_parser = ["pending", "planning", "running", "completed", "failed", "cancelled"])]
+    #[arg(long, value_parser = PossibleValuesParser::new(TaskStatus::ALL.iter().map(|s| s.as_str())))]
     pub status: Option<String>,
 
     /// Tasks per page.

@@ -11,6 +11,8 @@ use eval::{
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::domain::{EventKind, TaskStatus};
+
 /// What a progress line needs to know about a step.
 #[derive(Debug, Clone)]
 struct StepLabel {
@@ -86,30 +88,36 @@ impl Progress {
         let text = |key: &str| data.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
         let number = |key: &str| data.get(key).and_then(Value::as_i64).unwrap_or(0);
         let (prefix, label) = self.step_parts(event.step_id);
-        match event.kind.as_str() {
-            "task_created" => "task created".into(),
-            "task_planning" => "planning".into(),
-            "task_planned" => {
+        // A newer server may send kinds this client does not know: they are shown as named.
+        let Ok(kind) = event.kind.parse::<EventKind>() else {
+            return format!("{prefix}{}", event.kind.replace('_', " "));
+        };
+        match kind {
+            EventKind::TaskCreated => "task created".into(),
+            EventKind::TaskPlanning => "planning".into(),
+            EventKind::TaskPlanned => {
                 let cached =
                     if data.get("from_cache").and_then(Value::as_bool) == Some(true) { " (cached plan)" } else { "" };
                 format!("planned {} step(s){cached}", number("steps"))
             }
-            "step_started" if number("attempt") > 1 => {
+            EventKind::StepStarted if number("attempt") > 1 => {
                 format!("{prefix}step started: {label}, attempt {}", number("attempt"))
             }
-            "step_retrying" => format!(
+            EventKind::StepRetrying => format!(
                 "{prefix}step retrying: {label}: attempt {} failed: {}; next in {:.1}s",
                 number("attempt"),
                 text("error"),
                 number("backoff_ms") as f64 / 1000.0
             ),
-            "step_failed" => format!("{prefix}step failed: {label}: {}", text("error")),
-            "tool_called" => format!("{prefix}tool called: {} ({})", text("tool"), text("status")),
-            "task_completed" => "task completed".into(),
-            "task_failed" => format!("task failed: {}", text("error")),
-            "task_cancelled" => "task cancelled".into(),
-            kind if kind.starts_with("step_") => format!("{prefix}{}: {label}", kind.replace('_', " ")),
-            other => format!("{prefix}{}", other.replace('_', " ")),
+            EventKind::StepFailed => format!("{prefix}step failed: {label}: {}", text("error")),
+            EventKind::ToolCalled => format!("{prefix}tool called: {} ({})", text("tool"), text("status")),
+            EventKind::TaskCompleted => "task completed".into(),
+            EventKind::TaskFailed => format!("task failed: {}", text("error")),
+            EventKind::TaskCancelled => "task cancelled".into(),
+            kind if kind.as_str().starts_with("step_") => {
+                format!("{prefix}{}: {label}", kind.as_str().replace('_', " "))
+            }
+            other => format!("{prefix}{}", other.as_str().replace('_', " ")),
         }
     }
 }
@@ -118,7 +126,9 @@ impl Progress {
 pub fn summary(task: &TaskView) -> String {
     let mut out = String::new();
     match (&task.result, &task.error) {
-        (Some(result), _) if task.status == "completed" => out.push_str(&format!("\nresult:\n{}\n", result.trim_end())),
+        (Some(result), _) if task.status == TaskStatus::Completed.as_str() => {
+            out.push_str(&format!("\nresult:\n{}\n", result.trim_end()))
+        }
         (_, Some(error)) => out.push_str(&format!("\n{}: {error}\n", task.status)),
         _ => out.push('\n'),
     }

@@ -5,6 +5,8 @@ use serde_json::json;
 use super::{Outcome, Result, SubmitArgs, follow, render, wait::TaskWaiter};
 use eval::ApiClient;
 
+use crate::domain::TaskStatus;
+
 /// The user of tasks submitted without an API key or `--user`.
 const DEFAULT_USER: &str = "cli";
 
@@ -38,10 +40,10 @@ pub async fn submit(client: &ApiClient, args: &SubmitArgs) -> Result<Outcome> {
     println!("task {id} submitted: {location}");
     let task = follow::follow(client, &TaskWaiter::new(&args.server), id).await?;
     print!("{}", render::summary(&task));
-    Ok(match task.status.as_str() {
-        "completed" => Outcome::Success,
-        "failed" => Outcome::TaskFailed,
-        "cancelled" => Outcome::TaskCancelled,
+    Ok(match task.status.parse() {
+        Ok(TaskStatus::Completed) => Outcome::Success,
+        Ok(TaskStatus::Failed) => Outcome::TaskFailed,
+        Ok(TaskStatus::Cancelled) => Outcome::TaskCancelled,
         // `follow` only returns a task that has ended.
         _ => Outcome::Error,
     })

@@ -15,6 +15,7 @@ use axum::{
 };
 
 use super::AppState;
+use crate::domain::TaskStatus;
 
 /// Counts every request under its route template (`/tasks/{id}`, not the concrete path), so
 /// the label set stays bounded whatever clients send.
@@ -62,9 +63,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let (tasks, queue) = tokio::join!(state.tasks.unfinished_counts(), state.dispatcher.stats());
     match tasks {
         Ok(counts) => {
-            for status in ["pending", "planning", "running"] {
+            for status in TaskStatus::ALL.iter().filter(|s| !s.is_terminal()) {
                 let n = counts.iter().find(|(s, _)| s == status).map(|(_, n)| *n).unwrap_or(0);
-                state.metrics.tasks_unfinished.with_label_values(&[status]).set(n);
+                state.metrics.tasks_unfinished.with_label_values(&[status.as_str()]).set(n);
             }
         }
         Err(e) => tracing::warn!(error = %e, "task gauges not refreshed"),

@@ -61,7 +61,7 @@ pub trait TaskStore: Send + Sync + 'static {
     /// when the task does not exist.
     async fn task_cost(&self, id: TaskId) -> Result<Option<CostReport>, StoreError>;
     /// How many tasks are pending, planning and running (an index-only count).
-    async fn unfinished_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
+    async fn unfinished_counts(&self) -> Result<Vec<(TaskStatus, i64)>, StoreError>;
     /// The task's tool calls in the order they were made.
     async fn tool_calls(&self, id: TaskId) -> Result<Option<Vec<ToolCallRow>>, StoreError>;
     /// Where a stream of the task's events starts: after the event `after` (its id), or from

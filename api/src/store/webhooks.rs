@@ -21,6 +21,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::StoreError;
+pub use crate::domain::DeliveryStatus;
 use crate::domain::TaskId;
 
 /// Which ending of a task a delivery reports.
@@ -57,39 +58,6 @@ impl FromStr for WebhookEvent {
 impl fmt::Display for WebhookEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// `pending → delivered | failed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DeliveryStatus {
-    /// Waiting for its next attempt (or being attempted).
-    Pending,
-    /// A receiver answered 2xx.
-    Delivered,
-    /// Every attempt failed.
-    Failed,
-}
-
-impl DeliveryStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Delivered => "delivered",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-impl FromStr for DeliveryStatus {
-    type Err = StoreError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "pending" => Ok(Self::Pending),
-            "delivered" => Ok(Self::Delivered),
-            "failed" => Ok(Self::Failed),
-            other => Err(StoreError::Corrupt(format!("unknown webhook delivery status `{other}`"))),
-        }
     }
 }
 

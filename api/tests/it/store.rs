@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use orchestrator::{
-    domain::{StepId, TaskId, TaskStatus},
+    domain::{DeliveryStatus, StepId, StepStatus, TaskId, TaskStatus},
     store::{CreateOutcome, ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, NewTask, TaskStore},
 };
 
@@ -68,6 +68,42 @@ async fn planned_diamond(app: &TestApp, task: TaskId) -> [StepId; 4] {
         .expect("lease held");
     assert_eq!(ready, [ids[0]]);
     ids
+}
+
+/// The states a column's CHECK constraint allows, sorted.
+async fn allowed_states(app: &TestApp, table: &str) -> Vec<String> {
+    let checks: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint
+         WHERE conrelid = $1::regclass AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%(status = %'",
+    )
+    .bind(table)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(checks.len(), 1, "{table}: {checks:?}");
+    // `CHECK ((status = ANY (ARRAY['pending'::text, …])))`: the quoted pieces are the states.
+    let mut states: Vec<String> = checks[0].split('\'').skip(1).step_by(2).map(str::to_owned).collect();
+    states.sort();
+    states
+}
+
+fn sorted(names: impl Iterator<Item = &'static str>) -> Vec<String> {
+    let mut names: Vec<String> = names.map(str::to_owned).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn the_schema_allows_exactly_the_domain_states() {
+    // The store's statements take their state names from the domain enums; the schema's
+    // CHECK constraints must agree, or a transition would fail (or a state be unreachable).
+    let app = TestApp::spawn(0).await;
+    assert_eq!(allowed_states(&app, "tasks").await, sorted(TaskStatus::ALL.iter().map(|s| s.as_str())));
+    assert_eq!(allowed_states(&app, "steps").await, sorted(StepStatus::ALL.iter().map(|s| s.as_str())));
+    assert_eq!(
+        allowed_states(&app, "webhook_deliveries").await,
+        sorted(DeliveryStatus::ALL.iter().map(|s| s.as_str()))
+    );
 }
 
 #[tokio::test]

@@ -23,10 +23,16 @@ use crate::{
 /// A reservation is stale when the lease it was made under is no longer held.
 macro_rules! stale {
     () => {
-        "NOT EXISTS (SELECT 1 FROM steps s WHERE s.id = r.step_id AND s.status = 'running'
+        concat!(
+            "NOT EXISTS (SELECT 1 FROM steps s WHERE s.id = r.step_id AND s.status = ",
+            step_status!(Running),
+            "
                        AND s.lease_token = r.lease_token AND s.lease_expires_at > now())
          AND NOT EXISTS (SELECT 1 FROM tasks p WHERE r.step_id IS NULL AND p.id = r.task_id
-                       AND p.status = 'planning' AND p.lease_token = r.lease_token AND p.lease_expires_at > now())"
+                       AND p.status = ",
+            task_status!(Planning),
+            " AND p.lease_token = r.lease_token AND p.lease_expires_at > now())"
+        )
     };
 }
 

@@ -98,10 +98,12 @@ impl PgStore {
     }
 
     pub(super) async fn waiting(&self, user_id: &str, limit: i64) -> Result<Vec<(TaskId, Priority)>, StoreError> {
-        let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as(
-            "SELECT id, priority FROM tasks WHERE user_id = $1 AND status = 'pending' AND capacity_waits > 0
-             ORDER BY created_at, id LIMIT $2",
-        )
+        let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as(concat!(
+            "SELECT id, priority FROM tasks WHERE user_id = $1 AND status = ",
+            task_status!(Pending),
+            " AND capacity_waits > 0
+             ORDER BY created_at, id LIMIT $2"
+        ))
         .bind(user_id)
         .bind(limit)
         .fetch_all(&self.pool)

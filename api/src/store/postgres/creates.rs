@@ -26,7 +26,9 @@ pub(super) async fn create_one(pool: &PgPool, new: &NewTask) -> Result<CreateOut
             RETURNING *
          ), e AS (
             INSERT INTO task_events (task_id, kind, data)
-            SELECT id, 'task_created', jsonb_build_object('status', status) FROM t
+            SELECT id, ",
+        event_kind!(TaskCreated),
+        ", jsonb_build_object('status', status) FROM t
          ), m AS (
             INSERT INTO task_messages (task_id, role, content)
             SELECT t.id, x.role, x.content
@@ -113,7 +115,9 @@ impl BatchOp for CreateTasks {
                 RETURNING *
              ), e AS (
                 INSERT INTO task_events (task_id, kind, data)
-                SELECT id, 'task_created', jsonb_build_object('status', status) FROM t
+                SELECT id, ",
+            event_kind!(TaskCreated),
+            ", jsonb_build_object('status', status) FROM t
              ), m AS (
                 INSERT INTO task_messages (task_id, role, content)
                 SELECT j.id, x.m->>0, x.m->>1

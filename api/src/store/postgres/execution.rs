@@ -51,34 +51,50 @@ impl ExecutionStore for PgStore {
         // One statement: the task moves to running, its steps appear (roots already ready),
         // the events are written and a fresh plan is cached, or nothing happens because the
         // lease was lost.
-        let ready: Option<Vec<Uuid>> = sqlx::query_scalar(
+        let ready: Option<Vec<Uuid>> = sqlx::query_scalar(concat!(
             "WITH t AS (
-                UPDATE tasks SET status = 'running', lease_owner = NULL, lease_token = NULL,
+                UPDATE tasks SET status = ",
+            task_status!(Running),
+            ", lease_owner = NULL, lease_token = NULL,
                        lease_expires_at = NULL, updated_at = now()
-                WHERE id = $1 AND status = 'planning' AND lease_token = $2
+                WHERE id = $1 AND status = ",
+            task_status!(Planning),
+            " AND lease_token = $2
                 RETURNING id
              ), s AS (
                 INSERT INTO steps (id, task_id, position, title, instruction, agent, depends_on, status, max_attempts)
                 SELECT x.id, t.id, x.position, x.title, x.instruction, x.agent,
                        ARRAY(SELECT jsonb_array_elements_text(x.depends_on)::uuid),
-                       CASE WHEN jsonb_array_length(x.depends_on) = 0 THEN 'ready' ELSE 'pending' END,
+                       CASE WHEN jsonb_array_length(x.depends_on) = 0 THEN ",
+            step_status!(Ready),
+            " ELSE ",
+            step_status!(Pending),
+            " END,
                        x.max_attempts
                 FROM t, jsonb_to_recordset($3) AS x(id uuid, position int, title text, instruction text,
                                                     agent text, depends_on jsonb, max_attempts int)
                 RETURNING id, status
              ), e AS (
                 INSERT INTO task_events (task_id, step_id, kind, data)
-                SELECT t.id, NULL::uuid, 'task_planned',
+                SELECT t.id, NULL::uuid, ",
+            event_kind!(TaskPlanned),
+            ",
                        jsonb_build_object('steps', jsonb_array_length($3), 'from_cache', $4::boolean) FROM t
                 UNION ALL
-                SELECT $1, s.id, 'step_ready', '{}'::jsonb FROM s WHERE s.status = 'ready'
+                SELECT $1, s.id, ",
+            event_kind!(StepReady),
+            ", '{}'::jsonb FROM s WHERE s.status = ",
+            step_status!(Ready),
+            "
              ), pc AS (
                 INSERT INTO plan_cache (hash, planner, plan) SELECT $5, $6, $7 FROM t WHERE $5::text IS NOT NULL
                 ON CONFLICT (hash) DO UPDATE SET plan = EXCLUDED.plan, planner = EXCLUDED.planner, used_at = now()
              )
-             SELECT coalesce(array_agg(s.id) FILTER (WHERE s.status = 'ready'), '{}') FROM t LEFT JOIN s ON true
-             GROUP BY t.id",
-        )
+             SELECT coalesce(array_agg(s.id) FILTER (WHERE s.status = ",
+            step_status!(Ready),
+            "), '{}') FROM t LEFT JOIN s ON true
+             GROUP BY t.id"
+        ))
         .bind(id.0)
         .bind(lease.token)
         .bind(steps_json)
@@ -103,10 +119,12 @@ impl ExecutionStore for PgStore {
     }
 
     async fn renew_planning_lease(&self, id: TaskId, lease: &Lease) -> Result<bool, StoreError> {
-        let held = sqlx::query(
+        let held = sqlx::query(concat!(
             "UPDATE tasks SET lease_expires_at = now() + make_interval(secs => $3)
-             WHERE id = $1 AND status = 'planning' AND lease_token = $2",
-        )
+             WHERE id = $1 AND status = ",
+            task_status!(Planning),
+            " AND lease_token = $2"
+        ))
         .bind(id.0)
         .bind(lease.token)
         .bind(lease.seconds())
@@ -156,19 +174,25 @@ impl ExecutionStore for PgStore {
     ) -> Result<Option<String>, StoreError> {
         let code = TaskErrorCode::DeadLettered;
         let Some(step) = step else {
-            let user: Option<String> = sqlx::query_scalar(
+            let user: Option<String> = sqlx::query_scalar(concat!(
                 "WITH t AS (
-                    UPDATE tasks SET status = 'failed', error = $2, error_code = $3, lease_owner = NULL,
+                    UPDATE tasks SET status = ",
+                task_status!(Failed),
+                ", error = $2, error_code = $3, lease_owner = NULL,
                            lease_token = NULL, lease_expires_at = NULL, completed_at = now(), updated_at = now()
-                    WHERE id = $1 AND status IN ('pending', 'planning')
+                    WHERE id = $1 AND status IN (",
+                task_status!(Pending, Planning),
+                ")
                     RETURNING tasks.*
                  ), e AS (
                     INSERT INTO task_events (task_id, kind, data)
-                    SELECT id, 'task_failed', jsonb_build_object('error', $2::text, 'code', $3::text)
+                    SELECT id, ",
+                event_kind!(TaskFailed),
+                ", jsonb_build_object('error', $2::text, 'code', $3::text)
                     FROM t CROSS JOIN LATERAL queue_task_webhook(t::tasks)
                  )
-                 SELECT user_id FROM t",
-            )
+                 SELECT user_id FROM t"
+            ))
             .bind(task.0)
             .bind(error)
             .bind(code.as_str())
@@ -190,11 +214,15 @@ impl ExecutionStore for PgStore {
     }
 
     async fn renew_step_lease(&self, id: StepId, lease: &Lease) -> Result<LeaseState, StoreError> {
-        let task_running: Option<bool> = sqlx::query_scalar(
+        let task_running: Option<bool> = sqlx::query_scalar(concat!(
             "UPDATE steps SET lease_expires_at = now() + make_interval(secs => $3)
-             WHERE id = $1 AND status = 'running' AND lease_token = $2
-             RETURNING (SELECT t.status = 'running' FROM tasks t WHERE t.id = steps.task_id)",
-        )
+             WHERE id = $1 AND status = ",
+            step_status!(Running),
+            " AND lease_token = $2
+             RETURNING (SELECT t.status = ",
+            task_status!(Running),
+            " FROM tasks t WHERE t.id = steps.task_id)"
+        ))
         .bind(id.0)
         .bind(lease.token)
         .bind(lease.seconds())
@@ -234,21 +262,29 @@ impl ExecutionStore for PgStore {
         let retried: Option<i32> = match retry_after {
             None => None,
             Some(backoff) => {
-                sqlx::query_scalar(
+                sqlx::query_scalar(concat!(
                     "WITH s AS (
-                UPDATE steps SET status = 'ready', error = $3, lease_owner = NULL, lease_token = NULL,
+                UPDATE steps SET status = ",
+                    step_status!(Ready),
+                    ", error = $3, lease_owner = NULL, lease_token = NULL,
                        lease_expires_at = NULL, not_before = now() + make_interval(secs => $4), updated_at = now()
-                WHERE id = $1 AND status = 'running' AND lease_token = $2 AND attempt < max_attempts
-                  AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = steps.task_id AND t.status = 'running')
+                WHERE id = $1 AND status = ",
+                    step_status!(Running),
+                    " AND lease_token = $2 AND attempt < max_attempts
+                  AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = steps.task_id AND t.status = ",
+                    task_status!(Running),
+                    ")
                 RETURNING id, task_id, attempt
              ), e AS (
                 INSERT INTO task_events (task_id, step_id, kind, data)
-                SELECT task_id, id, 'step_retrying',
+                SELECT task_id, id, ",
+                    event_kind!(StepRetrying),
+                    ",
                        jsonb_build_object('error', $3::text, 'attempt', attempt, 'backoff_ms', ($4 * 1000)::bigint)
                 FROM s
              )
-             SELECT attempt + 1 FROM s",
-                )
+             SELECT attempt + 1 FROM s"
+                ))
                 .bind(claim.step_id.0)
                 .bind(lease.token)
                 .bind(error)
@@ -266,15 +302,21 @@ impl ExecutionStore for PgStore {
     }
 
     async fn cancel_step(&self, claim: &StepClaim, lease: &Lease) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = sqlx::query(concat!(
             "WITH s AS (
-                UPDATE steps SET status = 'cancelled', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                UPDATE steps SET status = ",
+            step_status!(Cancelled),
+            ", lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
                        completed_at = now(), updated_at = now()
-                WHERE id = $1 AND status = 'running' AND lease_token = $2
+                WHERE id = $1 AND status = ",
+            step_status!(Running),
+            " AND lease_token = $2
                 RETURNING id, task_id
              )
-             INSERT INTO task_events (task_id, step_id, kind) SELECT task_id, id, 'step_cancelled' FROM s",
-        )
+             INSERT INTO task_events (task_id, step_id, kind) SELECT task_id, id, ",
+            event_kind!(StepCancelled),
+            " FROM s"
+        ))
         .bind(claim.step_id.0)
         .bind(lease.token)
         .execute(&self.pool)
@@ -287,15 +329,21 @@ impl ExecutionStore for PgStore {
 
     async fn release_step(&self, claim: &StepClaim, lease: &Lease) -> Result<bool, StoreError> {
         // The attempt was interrupted by our shutdown, not failed: it is not charged.
-        let done = sqlx::query(
+        let done = sqlx::query(concat!(
             "WITH s AS (
-                UPDATE steps SET status = 'ready', attempt = attempt - 1, lease_owner = NULL, lease_token = NULL,
+                UPDATE steps SET status = ",
+            step_status!(Ready),
+            ", attempt = attempt - 1, lease_owner = NULL, lease_token = NULL,
                        lease_expires_at = NULL, updated_at = now()
-                WHERE id = $1 AND status = 'running' AND lease_token = $2
+                WHERE id = $1 AND status = ",
+            step_status!(Running),
+            " AND lease_token = $2
                 RETURNING id, task_id
              )
-             INSERT INTO task_events (task_id, step_id, kind) SELECT task_id, id, 'step_released' FROM s",
-        )
+             INSERT INTO task_events (task_id, step_id, kind) SELECT task_id, id, ",
+            event_kind!(StepReleased),
+            " FROM s"
+        ))
         .bind(claim.step_id.0)
         .bind(lease.token)
         .execute(&self.pool)
@@ -332,20 +380,28 @@ impl ExecutionStore for PgStore {
         // A task waiting for capacity has no job on purpose (the end of one of its user's
         // tasks wakes it): it is taken up only when its user has room, oldest first, so that
         // waiting costs nothing while the user is at the cap.
-        let rows: Vec<(Uuid, Option<Uuid>, i32, String)> = sqlx::query_as(
+        let rows: Vec<(Uuid, Option<Uuid>, i32, String)> = sqlx::query_as(concat!(
             "(SELECT id, NULL::uuid, 1, priority FROM tasks
-              WHERE (status = 'pending' AND capacity_waits = 0 AND updated_at < now() - make_interval(secs => $1))
-                 OR (status = 'planning' AND lease_expires_at < now())
+              WHERE (status = ",
+            task_status!(Pending),
+            " AND capacity_waits = 0 AND updated_at < now() - make_interval(secs => $1))
+                 OR (status = ",
+            task_status!(Planning),
+            " AND lease_expires_at < now())
               ORDER BY updated_at LIMIT $2)
              UNION ALL
              (WITH waiting AS (
                  SELECT id, user_id, priority, updated_at,
                         row_number() OVER (PARTITION BY user_id ORDER BY created_at, id) AS place
-                 FROM tasks WHERE status = 'pending' AND capacity_waits > 0
+                 FROM tasks WHERE status = ",
+            task_status!(Pending),
+            " AND capacity_waits > 0
               ), room AS (
                  SELECT u.user_id, coalesce(l.max_running_tasks, $3) AS cap,
                         (SELECT count(*) FROM tasks a
-                         WHERE a.user_id = u.user_id AND a.status IN ('planning', 'running')) AS active
+                         WHERE a.user_id = u.user_id AND a.status IN (",
+            task_status!(Planning, Running),
+            ")) AS active
                  FROM (SELECT DISTINCT user_id FROM waiting) u LEFT JOIN user_limits l ON l.user_id = u.user_id
               )
               SELECT w.id, NULL::uuid, 1, w.priority FROM waiting w JOIN room r ON r.user_id = w.user_id
@@ -353,14 +409,22 @@ impl ExecutionStore for PgStore {
               ORDER BY w.updated_at LIMIT $2)
              UNION ALL
              (SELECT s.task_id, s.id,
-                     CASE WHEN s.status = 'ready' THEN s.attempt + 1 ELSE s.attempt END, t.priority
+                     CASE WHEN s.status = ",
+            step_status!(Ready),
+            " THEN s.attempt + 1 ELSE s.attempt END, t.priority
               FROM steps s JOIN tasks t ON t.id = s.task_id
-              WHERE t.status = 'running'
-                AND ((s.status = 'ready' AND s.updated_at < now() - make_interval(secs => $1)
+              WHERE t.status = ",
+            task_status!(Running),
+            "
+                AND ((s.status = ",
+            step_status!(Ready),
+            " AND s.updated_at < now() - make_interval(secs => $1)
                       AND (s.not_before IS NULL OR s.not_before <= now()))
-                  OR (s.status = 'running' AND s.lease_expires_at < now()))
-              ORDER BY s.updated_at LIMIT $2)",
-        )
+                  OR (s.status = ",
+            step_status!(Running),
+            " AND s.lease_expires_at < now()))
+              ORDER BY s.updated_at LIMIT $2)"
+        ))
         .bind(min_age.as_secs_f64())
         .bind(limit)
         .bind(i32::try_from(default_cap).unwrap_or(i32::MAX))
@@ -390,16 +454,18 @@ impl ExecutionStore for PgStore {
     ) -> Result<(), StoreError> {
         // The call and its `tool_called` event are written by one statement, so the live
         // event stream shows every recorded call and nothing else.
-        sqlx::query(
+        sqlx::query(concat!(
             "WITH c AS (
                 INSERT INTO tool_calls (id, task_id, step_id, tool, arguments, result, status, error, latency_ms)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                 RETURNING id, task_id, step_id, tool, status
              )
              INSERT INTO task_events (task_id, step_id, kind, data)
-             SELECT task_id, step_id, 'tool_called', jsonb_build_object('tool_call_id', id, 'tool', tool, 'status', status)
-             FROM c",
-        )
+             SELECT task_id, step_id, ",
+            event_kind!(ToolCalled),
+            ", jsonb_build_object('tool_call_id', id, 'tool', tool, 'status', status)
+             FROM c"
+        ))
         .bind(Uuid::now_v7())
         .bind(task.0)
         .bind(step.map(|s| s.0))
@@ -492,19 +558,25 @@ impl PgStore {
         error: &str,
         code: Option<TaskErrorCode>,
     ) -> Result<bool, StoreError> {
-        let failed = sqlx::query_scalar::<_, Uuid>(
+        let failed = sqlx::query_scalar::<_, Uuid>(concat!(
             "WITH t AS (
-                UPDATE tasks SET status = 'failed', error = $3, error_code = $4, lease_owner = NULL, lease_token = NULL,
+                UPDATE tasks SET status = ",
+            task_status!(Failed),
+            ", error = $3, error_code = $4, lease_owner = NULL, lease_token = NULL,
                        lease_expires_at = NULL, completed_at = now(), updated_at = now()
-                WHERE id = $1 AND status = 'planning' AND lease_token = $2
+                WHERE id = $1 AND status = ",
+            task_status!(Planning),
+            " AND lease_token = $2
                 RETURNING tasks.*
              ), e AS (
                 INSERT INTO task_events (task_id, kind, data)
-                SELECT id, 'task_failed', jsonb_build_object('error', $3::text, 'code', $4::text)
+                SELECT id, ",
+            event_kind!(TaskFailed),
+            ", jsonb_build_object('error', $3::text, 'code', $4::text)
                 FROM t CROSS JOIN LATERAL queue_task_webhook(t::tasks)
              )
-             SELECT id FROM t",
-        )
+             SELECT id FROM t"
+        ))
         .bind(id.0)
         .bind(lease.token)
         .bind(error)
@@ -527,16 +599,22 @@ impl PgStore {
     ) -> Result<FailOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
         lock_task(&mut tx, claim.task_id).await?;
-        let failed = sqlx::query(
+        let failed = sqlx::query(concat!(
             "WITH s AS (
-                UPDATE steps SET status = 'failed', error = $3, lease_owner = NULL, lease_token = NULL,
+                UPDATE steps SET status = ",
+            step_status!(Failed),
+            ", error = $3, lease_owner = NULL, lease_token = NULL,
                        lease_expires_at = NULL, completed_at = now(), updated_at = now()
-                WHERE id = $1 AND status = 'running' AND lease_token = $2
+                WHERE id = $1 AND status = ",
+            step_status!(Running),
+            " AND lease_token = $2
                 RETURNING id, task_id, attempt
              )
              INSERT INTO task_events (task_id, step_id, kind, data)
-             SELECT task_id, id, 'step_failed', jsonb_build_object('error', $3::text, 'attempt', attempt) FROM s",
-        )
+             SELECT task_id, id, ",
+            event_kind!(StepFailed),
+            ", jsonb_build_object('error', $3::text, 'attempt', attempt) FROM s"
+        ))
         .bind(claim.step_id.0)
         .bind(lease.token)
         .bind(error)
@@ -581,20 +659,28 @@ async fn fail_step_and_task(
     error: &str,
     which: Unleased,
 ) -> Result<bool, StoreError> {
-    let failed: Option<(i32, String)> = sqlx::query_as(
+    let failed: Option<(i32, String)> = sqlx::query_as(concat!(
         "WITH s AS (
-            UPDATE steps SET status = 'failed', error = $3, lease_owner = NULL, lease_token = NULL,
+            UPDATE steps SET status = ",
+        step_status!(Failed),
+        ", error = $3, lease_owner = NULL, lease_token = NULL,
                    lease_expires_at = NULL, completed_at = now(), updated_at = now()
             WHERE id = $1 AND task_id = $2
-              AND CASE WHEN $4 THEN status IN ('pending', 'ready', 'running')
-                       ELSE status = 'running' AND lease_expires_at < now() AND attempt >= max_attempts END
+              AND CASE WHEN $4 THEN status IN (",
+        step_status!(Pending, Ready, Running),
+        ")
+                       ELSE status = ",
+        step_status!(Running),
+        " AND lease_expires_at < now() AND attempt >= max_attempts END
             RETURNING id, task_id, attempt, title
          ), e AS (
             INSERT INTO task_events (task_id, step_id, kind, data)
-            SELECT task_id, id, 'step_failed', jsonb_build_object('error', $3::text, 'attempt', attempt) FROM s
+            SELECT task_id, id, ",
+        event_kind!(StepFailed),
+        ", jsonb_build_object('error', $3::text, 'attempt', attempt) FROM s
          )
-         SELECT attempt, title FROM s",
-    )
+         SELECT attempt, title FROM s"
+    ))
     .bind(step.0)
     .bind(task.0)
     .bind(error)
@@ -619,27 +705,39 @@ async fn fail_task_of_step(
     task_error: &str,
     code: Option<TaskErrorCode>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-            "WITH k AS (
-                UPDATE steps SET status = 'skipped', updated_at = now()
-                WHERE task_id = $1 AND status IN ('pending', 'ready')
+    sqlx::query(concat!(
+        "WITH k AS (
+                UPDATE steps SET status = ",
+        step_status!(Skipped),
+        ", updated_at = now()
+                WHERE task_id = $1 AND status IN (",
+        step_status!(Pending, Ready),
+        ")
                 RETURNING id, task_id
              ), t AS (
-                UPDATE tasks SET status = 'failed', error = $2, error_code = $3, completed_at = now(), updated_at = now()
-                WHERE id = $1 AND status = 'running'
+                UPDATE tasks SET status = ",
+        task_status!(Failed),
+        ", error = $2, error_code = $3, completed_at = now(), updated_at = now()
+                WHERE id = $1 AND status = ",
+        task_status!(Running),
+        "
                 RETURNING tasks.*
              )
              INSERT INTO task_events (task_id, step_id, kind, data)
-             SELECT task_id, id, 'step_skipped', '{}'::jsonb FROM k
+             SELECT task_id, id, ",
+        event_kind!(StepSkipped),
+        ", '{}'::jsonb FROM k
              UNION ALL
-             SELECT id, NULL::uuid, 'task_failed', jsonb_build_object('error', $2::text, 'code', $3::text)
-             FROM t CROSS JOIN LATERAL queue_task_webhook(t::tasks)",
-        )
-        .bind(task.0)
-        .bind(task_error)
-        .bind(code.map(TaskErrorCode::as_str))
-        .execute(&mut **tx)
-        .await?;
+             SELECT id, NULL::uuid, ",
+        event_kind!(TaskFailed),
+        ", jsonb_build_object('error', $2::text, 'code', $3::text)
+             FROM t CROSS JOIN LATERAL queue_task_webhook(t::tasks)"
+    ))
+    .bind(task.0)
+    .bind(task_error)
+    .bind(code.map(TaskErrorCode::as_str))
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

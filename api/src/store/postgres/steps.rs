@@ -71,20 +71,30 @@ const CLAIM: &str = concat!(
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::float8[], $6::text[])
                       AS j(id, owner, token, secs, tag)
      ), u AS (
-        UPDATE steps s SET status = 'running', attempt = s.attempt + 1, lease_owner = j.owner,
+        UPDATE steps s SET status = ",
+    step_status!(Running),
+    ", attempt = s.attempt + 1, lease_owner = j.owner,
                lease_token = j.token, lease_expires_at = now() + make_interval(secs => j.secs), not_before = NULL,
                started_at = coalesce(s.started_at, now()), updated_at = now()
         FROM j
         WHERE s.id = j.id
-          AND CASE s.status WHEN 'ready' THEN s.not_before IS NULL OR s.not_before <= now()
-                            WHEN 'running' THEN s.lease_expires_at < now() AND s.attempt < s.max_attempts
+          AND CASE s.status WHEN ",
+    step_status!(Ready),
+    " THEN s.not_before IS NULL OR s.not_before <= now()
+                            WHEN ",
+    step_status!(Running),
+    " THEN s.lease_expires_at < now() AND s.attempt < s.max_attempts
                             ELSE false END
-          AND (SELECT t.status FROM tasks t WHERE t.id = s.task_id) = 'running'
+          AND (SELECT t.status FROM tasks t WHERE t.id = s.task_id) = ",
+    task_status!(Running),
+    "
         RETURNING s.id, s.task_id, s.title, s.instruction, s.agent, s.depends_on, s.attempt, s.max_attempts,
                   s.lease_token, j.tag
      ), e AS (
         INSERT INTO task_events (task_id, step_id, kind, data)
-        SELECT task_id, id, 'step_started', jsonb_build_object('attempt', attempt, 'worker', tag) FROM u
+        SELECT task_id, id, ",
+    event_kind!(StepStarted),
+    ", jsonb_build_object('attempt', attempt, 'worker', tag) FROM u
      ), c AS (
         SELECT u.*, t.priority, t.user_id, t.description, t.max_cost_usd, t.max_tokens
         FROM u CROSS JOIN LATERAL (SELECT priority, user_id, description, max_cost_usd, max_tokens FROM tasks

@@ -88,14 +88,15 @@ impl TaskStore for PgStore {
         Ok(TaskPage { tasks, next })
     }
 
-    async fn unfinished_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    async fn unfinished_counts(&self) -> Result<Vec<(TaskStatus, i64)>, StoreError> {
         // Matches the partial index tasks_unfinished, so the count never scans finished work.
-        let rows = sqlx::query_as(
-            "SELECT status, count(*) FROM tasks WHERE status IN ('pending', 'planning', 'running') GROUP BY status",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows)
+        const SQL: &str = concat!(
+            "SELECT status, count(*) FROM tasks WHERE status IN (",
+            task_status!(Pending, Planning, Running),
+            ") GROUP BY status"
+        );
+        let rows: Vec<(String, i64)> = sqlx::query_as(SQL).fetch_all(&self.pool).await?;
+        rows.into_iter().map(|(status, n)| Ok((status.parse()?, n))).collect()
     }
 
     async fn task_cost(&self, id: TaskId) -> Result<Option<CostReport>, StoreError> {
@@ -113,17 +114,19 @@ impl TaskStore for PgStore {
     ) -> Result<crate::store::EventStreamStart, StoreError> {
         use crate::store::{EventCursor, EventStreamStart, TASK_END_EVENTS};
         let end_kinds: Vec<&str> = TASK_END_EVENTS.iter().map(|k| k.as_str()).collect();
-        let (task_exists, xact, ended): (bool, Option<i64>, bool) = sqlx::query_as(
+        let (task_exists, xact, ended): (bool, Option<i64>, bool) = sqlx::query_as(concat!(
             "WITH c AS (SELECT xact_id, id FROM task_events WHERE task_id = $1 AND id = $2)
              SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1),
                     (SELECT xact_id::text::bigint FROM c),
                     -- Ended unless a retry (POST /tasks/{id}/retry) came after the last end:
                     -- then the stream follows the new run.
                     coalesce((SELECT e.kind = ANY($3) FROM task_events e, c
-                              WHERE e.task_id = $1 AND (e.kind = ANY($3) OR e.kind = 'task_retried')
+                              WHERE e.task_id = $1 AND (e.kind = ANY($3) OR e.kind = ",
+            event_kind!(TaskRetried),
+            ")
                                 AND (e.xact_id, e.id) <= (c.xact_id, c.id)
-                              ORDER BY e.xact_id DESC, e.id DESC LIMIT 1), false)",
-        )
+                              ORDER BY e.xact_id DESC, e.id DESC LIMIT 1), false)"
+        ))
         .bind(task.0)
         .bind(after)
         .bind(end_kinds)
@@ -189,26 +192,38 @@ impl PgStore {
     pub(super) async fn cancel(&self, id: TaskId) -> Result<CancelOutcome, StoreError> {
         // One statement: the task, its waiting steps and the events change together. Running
         // steps are left to their workers, which stop at the next model or tool call.
-        let row: Option<(String, bool)> = sqlx::query_as(
+        let row: Option<(String, bool)> = sqlx::query_as(concat!(
             "WITH cur AS (
                 SELECT id, status FROM tasks WHERE id = $1 FOR UPDATE
              ), t AS (
-                UPDATE tasks SET status = 'cancelled', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                UPDATE tasks SET status = ",
+            task_status!(Cancelled),
+            ", lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
                        error = 'cancelled by request', completed_at = now(), updated_at = now()
-                FROM cur WHERE tasks.id = cur.id AND cur.status IN ('pending', 'planning', 'running')
+                FROM cur WHERE tasks.id = cur.id AND cur.status IN (",
+            task_status!(Pending, Planning, Running),
+            ")
                 RETURNING tasks.*
              ), s AS (
-                UPDATE steps SET status = 'cancelled', updated_at = now(), completed_at = now()
-                WHERE task_id IN (SELECT id FROM t) AND status IN ('pending', 'ready')
+                UPDATE steps SET status = ",
+            step_status!(Cancelled),
+            ", updated_at = now(), completed_at = now()
+                WHERE task_id IN (SELECT id FROM t) AND status IN (",
+            step_status!(Pending, Ready),
+            ")
                 RETURNING id, task_id
              ), e AS (
                 INSERT INTO task_events (task_id, step_id, kind)
-                SELECT task_id, id, 'step_cancelled' FROM s
+                SELECT task_id, id, ",
+            event_kind!(StepCancelled),
+            " FROM s
                 UNION ALL
-                SELECT id, NULL::uuid, 'task_cancelled' FROM t CROSS JOIN LATERAL queue_task_webhook(t::tasks)
+                SELECT id, NULL::uuid, ",
+            event_kind!(TaskCancelled),
+            " FROM t CROSS JOIN LATERAL queue_task_webhook(t::tasks)
              )
-             SELECT cur.status, EXISTS (SELECT 1 FROM t) FROM cur",
-        )
+             SELECT cur.status, EXISTS (SELECT 1 FROM t) FROM cur"
+        ))
         .bind(id.0)
         .fetch_optional(&self.pool)
         .await?;
@@ -239,32 +254,42 @@ impl PgStore {
         // Steps that did not complete start over with fresh attempts; completed ones keep their
         // outputs, and those whose dependencies all completed are ready at once. A task that
         // failed while planning has no steps and is planned again.
-        let planned: bool = sqlx::query_scalar(
+        let planned: bool = sqlx::query_scalar(concat!(
             "WITH again AS (
-                UPDATE steps SET status = 'pending', attempt = 0, error = NULL, output = NULL, lease_owner = NULL,
+                UPDATE steps SET status = ",
+            step_status!(Pending),
+            ", attempt = 0, error = NULL, output = NULL, lease_owner = NULL,
                        lease_token = NULL, lease_expires_at = NULL, not_before = NULL, completed_at = NULL,
                        updated_at = now()
-                WHERE task_id = $1 AND status IN ('failed', 'skipped', 'cancelled')
+                WHERE task_id = $1 AND status IN (",
+            step_status!(Failed, Skipped, Cancelled),
+            ")
              )
-             SELECT EXISTS (SELECT 1 FROM steps WHERE task_id = $1)",
-        )
+             SELECT EXISTS (SELECT 1 FROM steps WHERE task_id = $1)"
+        ))
         .bind(id.0)
         .fetch_one(&mut *tx)
         .await?;
         // A second statement, so it sees the steps reset above (one statement may not
         // update a row twice).
-        let ready: Vec<Uuid> = sqlx::query_scalar(
-            "UPDATE steps s SET status = 'ready'
-             WHERE s.task_id = $1 AND s.status = 'pending'
+        let ready: Vec<Uuid> = sqlx::query_scalar(concat!(
+            "UPDATE steps s SET status = ",
+            step_status!(Ready),
+            "
+             WHERE s.task_id = $1 AND s.status = ",
+            step_status!(Pending),
+            "
                AND NOT EXISTS (SELECT 1 FROM unnest(s.depends_on) AS dep(id)
-                               WHERE (SELECT d.status FROM steps d WHERE d.id = dep.id) <> 'completed')
-             RETURNING s.id",
-        )
+                               WHERE (SELECT d.status FROM steps d WHERE d.id = dep.id) <> ",
+            step_status!(Completed),
+            ")
+             RETURNING s.id"
+        ))
         .bind(id.0)
         .fetch_all(&mut *tx)
         .await?;
-        let next = if planned { "running" } else { "pending" };
-        let run: i32 = sqlx::query_scalar(
+        let next = if planned { TaskStatus::Running } else { TaskStatus::Pending };
+        let run: i32 = sqlx::query_scalar(concat!(
             "WITH t AS (
                 UPDATE tasks SET status = $2, error = NULL, error_code = NULL, result = NULL, completed_at = NULL,
                        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, plan_attempts = 0,
@@ -273,15 +298,19 @@ impl PgStore {
                 RETURNING id, run
              ), e AS (
                 INSERT INTO task_events (task_id, step_id, kind, data)
-                SELECT id, NULL::uuid, 'task_retried', jsonb_build_object('run', run, 'steps_ready', cardinality($3::uuid[]))
+                SELECT id, NULL::uuid, ",
+            event_kind!(TaskRetried),
+            ", jsonb_build_object('run', run, 'steps_ready', cardinality($3::uuid[]))
                 FROM t
                 UNION ALL
-                SELECT $1, r.id, 'step_ready', '{}'::jsonb FROM unnest($3::uuid[]) AS r(id)
+                SELECT $1, r.id, ",
+            event_kind!(StepReady),
+            ", '{}'::jsonb FROM unnest($3::uuid[]) AS r(id)
              )
-             SELECT run FROM t",
-        )
+             SELECT run FROM t"
+        ))
         .bind(id.0)
-        .bind(next)
+        .bind(next.as_str())
         .bind(&ready)
         .fetch_one(&mut *tx)
         .await?;

@@ -26,12 +26,14 @@ impl Outbox for PgStore {
         // committed before anything is sent. Rows are ranked per user first (a window
         // function cannot sit beside FOR UPDATE), then locked; a row another claim holds is
         // skipped, which only makes this claim smaller.
-        let rows: Vec<(Uuid, Uuid, String, String, String, Value, i32)> = sqlx::query_as(
+        let rows: Vec<(Uuid, Uuid, String, String, String, Value, i32)> = sqlx::query_as(concat!(
             "WITH ranked AS (
                 SELECT w.id, w.next_attempt_at, t.user_id,
                        row_number() OVER (PARTITION BY t.user_id ORDER BY w.next_attempt_at, w.id) AS n
                 FROM webhook_deliveries w JOIN tasks t ON t.id = w.task_id
-                WHERE w.status = 'pending' AND w.next_attempt_at <= now()
+                WHERE w.status = ",
+            delivery_status!(Pending),
+            " AND w.next_attempt_at <= now()
              ), allowed AS (
                 SELECT r.id, r.user_id FROM ranked r
                 LEFT JOIN unnest($4::text[], $5::int8[]) AS b (user_id, room) ON b.user_id = r.user_id
@@ -40,15 +42,17 @@ impl Outbox for PgStore {
                 LIMIT $1
              ), due AS (
                 SELECT w.id, a.user_id FROM webhook_deliveries w JOIN allowed a ON a.id = w.id
-                WHERE w.status = 'pending' AND w.next_attempt_at <= now()
+                WHERE w.status = ",
+            delivery_status!(Pending),
+            " AND w.next_attempt_at <= now()
                 FOR UPDATE OF w SKIP LOCKED
              )
              UPDATE webhook_deliveries w
              SET attempts = w.attempts + 1, lease_token = $2,
                  next_attempt_at = now() + make_interval(secs => $3), updated_at = now()
              FROM due WHERE w.id = due.id
-             RETURNING w.id, w.task_id, due.user_id, w.event, w.url, w.payload, w.attempts",
-        )
+             RETURNING w.id, w.task_id, due.user_id, w.event, w.url, w.payload, w.attempts"
+        ))
         .bind(claim.limit)
         .bind(token)
         .bind(claim.lease.as_secs_f64())
@@ -85,21 +89,25 @@ impl Outbox for PgStore {
             NextStep::GiveUp => (DeliveryStatus::Failed, None),
         };
         // The attempt is logged even when the claim is stale: it did happen.
-        let current: bool = sqlx::query_scalar(
+        let current: bool = sqlx::query_scalar(concat!(
             "WITH d AS (
                 UPDATE webhook_deliveries
                 SET status = $4, last_status = $5, last_error = $6, lease_token = NULL, updated_at = now(),
                     next_attempt_at = CASE WHEN $7::float8 IS NULL THEN next_attempt_at
                                            ELSE now() + make_interval(secs => $7::float8) END,
-                    delivered_at = CASE WHEN $4 = 'delivered' THEN now() END
-                WHERE id = $1 AND lease_token = $2 AND status = 'pending'
+                    delivered_at = CASE WHEN $4 = ",
+            delivery_status!(Delivered),
+            " THEN now() END
+                WHERE id = $1 AND lease_token = $2 AND status = ",
+            delivery_status!(Pending),
+            "
                 RETURNING id
              ), a AS (
                 INSERT INTO webhook_attempts (delivery_id, attempt, http_status, error, latency_ms)
                 VALUES ($1, $3, $5, $6, $8)
              )
-             SELECT EXISTS (SELECT 1 FROM d)",
-        )
+             SELECT EXISTS (SELECT 1 FROM d)"
+        ))
         .bind(delivery.id)
         .bind(delivery.lease_token)
         .bind(delivery.attempt)
