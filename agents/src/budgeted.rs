@@ -6,11 +6,13 @@
 //! budget limits anything), puts the reserved output ceiling on the request so the provider
 //! enforces it, makes the call, gives the reservation back when the call fails, prices the
 //! answer and hands its record, reservation included, to the [`CallRecorder`], which settles
-//! the reservation in the same write.
+//! the reservation in the same write. [`BudgetedModel::answer`] does all but the record, for
+//! the agent loop, which records the call together with its checkpoint.
 //!
 //! Invariant: a call that answered has been recorded before [`BudgetedModel::call`] returns
-//! it; a call whose cost cannot be kept ([`Halt`]) stops whoever made it, since going on
-//! would spend unaccounted money.
+//! it (the loop records what [`BudgetedModel::answer`] returns before it goes on); a call
+//! whose cost cannot be kept ([`Halt`]) stops whoever made it, since going on would spend
+//! unaccounted money.
 
 use std::time::Instant;
 
@@ -38,6 +40,13 @@ pub struct Answered {
     /// Wall time of the model call alone (retries included), not of the reservation or the
     /// record.
     pub latency_ms: f64,
+}
+
+/// A call that answered, and the record to write for it (not written yet).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Priced {
+    pub answered: Answered,
+    pub record: LlmCallRecord,
 }
 
 /// Why a budgeted call gave no answer.
@@ -90,9 +99,17 @@ impl BudgetedModel<'_> {
     /// Reserves, makes, prices and records one call; see the module docs.
     pub async fn call(
         &self,
-        mut request: ChatRequest,
+        request: ChatRequest,
         recorder: &(impl CallRecorder + ?Sized),
     ) -> Result<Answered, CallError> {
+        let priced = self.answer(request).await?;
+        recorder.record_llm_call(priced.record).await.map_err(Halt::Unrecorded)?;
+        Ok(priced.answered)
+    }
+
+    /// Reserves, makes and prices one call; the caller must record [`Priced::record`] (which
+    /// settles the reservation) before it acts on the answer.
+    pub async fn answer(&self, mut request: ChatRequest) -> Result<Priced, CallError> {
         let reservation = self.reserve(&mut request).await.map_err(Halt::from)?;
         let started = Instant::now();
         let response = match self.llm.chat(&request).await {
@@ -112,18 +129,15 @@ impl BudgetedModel<'_> {
             tracing::warn!(model = %response.model, "model has no price; its calls are recorded at zero cost");
             0.0
         });
-        recorder
-            .record_llm_call(LlmCallRecord {
-                provider: self.llm.provider().to_owned(),
-                model: response.model.clone(),
-                usage: response.usage,
-                cost_usd,
-                latency_ms,
-                reservation,
-            })
-            .await
-            .map_err(Halt::Unrecorded)?;
-        Ok(Answered { response, cost_usd, latency_ms })
+        let record = LlmCallRecord {
+            provider: self.llm.provider().to_owned(),
+            model: response.model.clone(),
+            usage: response.usage,
+            cost_usd,
+            latency_ms,
+            reservation,
+        };
+        Ok(Priced { answered: Answered { response, cost_usd, latency_ms }, record })
     }
 
     /// Reserves the call's worst case when the budget limits anything, after putting the

@@ -8,10 +8,11 @@
 //! `api` crate implements; long-term memory comes in as a [`memory::MemoryStore`].
 //!
 //! Dependencies inside the crate point one way: `llm` and `pricing` at the bottom, then
-//! `budget`, `record`, `budgeted`, the tools, and the loop on top.
+//! `budget`, `checkpoint`, `record`, `budgeted`, the tools, and the loop on top.
 
 pub mod budget;
 pub mod budgeted;
+pub mod checkpoint;
 pub mod llm;
 pub mod pricing;
 pub mod record;
@@ -21,7 +22,8 @@ pub mod storable;
 pub mod tools;
 
 pub use budget::{Budget, BudgetError, BudgetExceeded, BudgetLimit, CallEstimate, Reservation, Unlimited};
-pub use budgeted::{Answered, BudgetedModel, CallError, Halt};
+pub use budgeted::{Answered, BudgetedModel, CallError, Halt, Priced};
+pub use checkpoint::Checkpoint;
 pub use llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Role, ToolCall, UnknownRole, Usage};
 pub use pricing::{ModelPrice, PriceTable};
 pub use record::{CallRecorder, LlmCallRecord, RecordError, RunRecorder, ToolCallRecord, ToolCallStatus};

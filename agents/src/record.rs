@@ -1,17 +1,15 @@
 //! What the agents crate reports to its host, and the traits it reports through.
 //!
-//! The agent loop hands over every model call, every tool call (rejected ones included) and
-//! every message it adds to the conversation as it happens ([`RunRecorder`]), so cost and
-//! short-term memory are kept even when the step later fails. A host that makes budgeted
-//! model calls outside the loop (the LLM planner) records only those ([`CallRecorder`]).
+//! The agent loop hands over every model call and every tool call (rejected ones included)
+//! as it happens, each with the loop's [`Checkpoint`] after it ([`RunRecorder`]), so cost is
+//! kept even when the step later fails and a step cut short can be continued from where it
+//! stood. A host that makes budgeted model calls outside the loop (the LLM planner) records
+//! only those ([`CallRecorder`]).
 //!
 //! This module sits below both the loop (`crate::run`) and the tool registry, which builds
 //! the [`ToolCallRecord`]s, so neither depends on the other for these types.
 
-use crate::{
-    budget::Reservation,
-    llm::{ChatMessage, Usage},
-};
+use crate::{budget::Reservation, checkpoint::Checkpoint, llm::Usage};
 
 /// One model call, as the provider reported it, with its cost.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,32 +60,24 @@ pub struct ToolCallRecord {
 }
 
 /// Where the loop reports what it did. Implemented by the host (Postgres in `api`).
+///
+/// Each method writes the call and the checkpoint in one write, fenced like the step's other
+/// writes: either both are kept or neither is.
 #[async_trait::async_trait]
 pub trait RunRecorder: Send + Sync {
-    async fn llm_call(&self, call: LlmCallRecord) -> Result<(), RecordError>;
-    async fn tool_call(&self, call: ToolCallRecord) -> Result<(), RecordError>;
-    /// A message added to the step's conversation (short-term memory), in order: the step
-    /// prompt, each assistant message, each tool reply and each summary. The agent's system
-    /// prompt and the history the step was given are not repeated.
-    async fn message(&self, message: &ChatMessage) -> Result<(), RecordError>;
+    /// A model call of the step (a turn or a summary), settling its reservation if it carries
+    /// one, and the checkpoint with its answer.
+    async fn model_call(&self, call: LlmCallRecord, checkpoint: &Checkpoint) -> Result<(), RecordError>;
+    /// A tool call and the checkpoint with its reply.
+    async fn tool_call(&self, call: ToolCallRecord, checkpoint: &Checkpoint) -> Result<(), RecordError>;
 }
 
-/// Where a budgeted model call is recorded ([`crate::BudgetedModel::call`]).
-///
-/// Every [`RunRecorder`] is one. A host that records model calls and nothing else (the
-/// planner's calls belong to no step, and have no tool calls or messages) implements this
-/// alone, instead of a [`RunRecorder`] with two methods it could not honour.
+/// Where a budgeted model call outside the loop is recorded ([`crate::BudgetedModel::call`]):
+/// the planner's calls belong to no step and have no checkpoint.
 #[async_trait::async_trait]
 pub trait CallRecorder: Send + Sync {
     /// Records one call; when it carries a reservation, settles it in the same write.
     async fn record_llm_call(&self, call: LlmCallRecord) -> Result<(), RecordError>;
-}
-
-#[async_trait::async_trait]
-impl<R: RunRecorder + ?Sized> CallRecorder for R {
-    async fn record_llm_call(&self, call: LlmCallRecord) -> Result<(), RecordError> {
-        self.llm_call(call).await
-    }
 }
 
 /// The recorder could not persist a record; the step must not go on unaccounted.

@@ -6,13 +6,15 @@
 //! (model calls per step) is reached. Every `summarize_every` tool calls the older part of
 //! the conversation is replaced by a summary the model writes.
 //!
-//! Invariants: every model call, tool call and conversation message is handed to the
-//! [`RunRecorder`] as it happens, so cost and short-term memory are kept even when the step
-//! later fails; the system prompt and the step prompt are never summarised away, and a tool
-//! reply is never separated from the call it answers; cancellation is checked before every
-//! model call and every tool call; every model call is first reserved with the step's
-//! [`Budget`] (when it limits anything), and the reservation is settled with the call's
-//! record or released when the call fails.
+//! Invariants: every model call and tool call is handed to the [`RunRecorder`] as it
+//! happens, with the loop's [`Checkpoint`] after it (its conversation, the messages not yet
+//! stored as short-term memory, its accounts), so cost is kept even when the step later
+//! fails, and an attempt that dies is continued from its last checkpoint by the next one
+//! without repeating a recorded model or tool call; the system prompt and the step prompt
+//! are never summarised away, and a tool reply is never separated from the call it answers;
+//! cancellation is checked before every model call and every tool call; every model call is
+//! first reserved with the step's [`Budget`] (when it limits anything), and the reservation
+//! is settled with the call's record or released when the call fails.
 
 mod compress;
 mod prompt;
@@ -27,6 +29,7 @@ use uuid::Uuid;
 // The loop's vocabulary, under the paths the host has always used (`agents::run::…`); they
 // live below the loop so the tool registry can use them without depending on it.
 pub use crate::budget::{Budget, BudgetError, BudgetExceeded, BudgetLimit, CallEstimate, Reservation, Unlimited};
+pub use crate::checkpoint::Checkpoint;
 pub use crate::record::{LlmCallRecord, RecordError, RunRecorder, ToolCallRecord, ToolCallStatus};
 use crate::{
     budgeted::{BudgetedModel, CallError, Halt},
@@ -57,6 +60,8 @@ pub struct StepInput<'a> {
     pub cancel: &'a CancellationToken,
     /// Reserves each model call's worst case before it is made.
     pub budget: &'a dyn Budget,
+    /// Where an earlier attempt of the step stopped: the loop continues from there.
+    pub resume: Option<&'a Checkpoint>,
 }
 
 /// How the loop manages a growing conversation.
@@ -140,22 +145,23 @@ pub struct AgentRunner {
     settings: LoopSettings,
 }
 
-/// The conversation of one step, in the order it is sent: `system`, `earlier` (the repaired
-/// history), `prompt`, `work` (this step's turns, possibly opened by a summary).
+/// The fixed part of one step's conversation, in the order it is sent: `system`, `earlier`
+/// (the repaired history, until a summary replaces it) and `prompt`; the checkpoint's `work`
+/// follows them.
 struct Conversation {
     system: ChatMessage,
     earlier: Vec<ChatMessage>,
     prompt: ChatMessage,
-    work: Vec<ChatMessage>,
 }
 
 impl Conversation {
-    fn messages(&self) -> Vec<ChatMessage> {
-        let mut all = Vec::with_capacity(self.earlier.len() + self.work.len() + 2);
+    fn messages(&self, at: &Checkpoint) -> Vec<ChatMessage> {
+        let earlier: &[ChatMessage] = if at.summarised { &[] } else { &self.earlier };
+        let mut all = Vec::with_capacity(earlier.len() + at.work.len() + 2);
         all.push(self.system.clone());
-        all.extend(self.earlier.iter().cloned());
+        all.extend(earlier.iter().cloned());
         all.push(self.prompt.clone());
-        all.extend(self.work.iter().cloned());
+        all.extend(at.work.iter().cloned());
         all
     }
 }
@@ -179,7 +185,8 @@ impl AgentRunner {
         &self.tools
     }
 
-    /// Runs one step with `spec` until its final answer.
+    /// Runs one step with `spec` until its final answer, from `input.resume` when an earlier
+    /// attempt left a checkpoint.
     pub async fn run(
         &self,
         spec: &AgentSpec,
@@ -188,98 +195,104 @@ impl AgentRunner {
     ) -> Result<AgentOutput, AgentError> {
         let ctx = ToolContext { task_id: input.task_id, step_id: Some(input.step_id), owner: input.owner.to_owned() };
         let definitions = self.tools.definitions_for(&spec.tools);
-        let mut convo = Conversation {
+        let mut at = match input.resume {
+            Some(checkpoint) => checkpoint.clone(),
+            None => {
+                let prompt = ChatMessage::new(Role::User, prompt::step_prompt(input));
+                Checkpoint { prompt: prompt.content.clone(), transcript: vec![prompt], ..Checkpoint::default() }
+            }
+        };
+        let convo = Conversation {
             system: ChatMessage::new(Role::System, spec.system_prompt.clone()),
             earlier: compress::repair_history(input.history),
-            prompt: ChatMessage::new(Role::User, prompt::step_prompt(input)),
-            work: Vec::new(),
+            prompt: ChatMessage::new(Role::User, at.prompt.clone()),
         };
-        recorder.message(&convo.prompt).await?;
 
-        let mut output =
-            AgentOutput { text: String::new(), usage: Usage::default(), cost_usd: 0.0, model_calls: 0, tool_calls: 0 };
+        // Model calls of this attempt: the iteration limit applies per attempt.
         let mut turns = 0;
-        let mut since_summary = 0;
         loop {
+            if let Some(answer) = at.final_answer() {
+                return Ok(AgentOutput {
+                    text: answer.to_owned(),
+                    usage: at.usage,
+                    cost_usd: at.cost_usd,
+                    model_calls: at.model_calls,
+                    tool_calls: at.tool_calls,
+                });
+            }
+            // The last turn's tool calls; a resumed step may stand between two of them.
+            for call in at.unanswered_calls() {
+                if input.cancel.is_cancelled() {
+                    return Err(AgentError::Cancelled);
+                }
+                let invocation = self.tools.invoke(&spec.tools, &call, &ctx).await;
+                let reply = ChatMessage::tool_result(&call.id, invocation.reply);
+                at.tool_calls += 1;
+                at.since_summary += 1;
+                at.work.push(reply.clone());
+                at.transcript.push(reply);
+                recorder.tool_call(invocation.record, &at).await?;
+            }
             if turns >= spec.max_iterations {
                 return Err(AgentError::IterationLimit(spec.max_iterations));
             }
-            if self.settings.summarize_every > 0 && since_summary >= self.settings.summarize_every {
-                self.summarise(spec, input, &mut convo, &mut output, recorder).await?;
-                since_summary = 0;
+            if self.settings.summarize_every > 0 && at.since_summary >= self.settings.summarize_every {
+                self.summarise(spec, input, &convo, &mut at, recorder).await?;
             }
             let request = ChatRequest {
-                messages: convo.messages(),
+                messages: convo.messages(&at),
                 tools: definitions.clone(),
                 model: spec.model.clone(),
                 ..ChatRequest::default()
             };
-            let response = self.call_model(request, input, &mut output, recorder).await?;
+            let (response, record) = self.call_model(request, input, &mut at).await?;
             turns += 1;
-
-            if response.tool_calls.is_empty() {
-                let answer = ChatMessage::new(Role::Assistant, response.content.unwrap_or_default());
-                recorder.message(&answer).await?;
-                output.text = answer.content;
-                return Ok(output);
-            }
-
-            let assistant = ChatMessage {
+            let message = ChatMessage {
                 role: Role::Assistant,
                 content: response.content.unwrap_or_default(),
                 tool_calls: response.tool_calls,
                 tool_call_id: None,
             };
-            recorder.message(&assistant).await?;
-            convo.work.push(assistant.clone());
-            for call in &assistant.tool_calls {
-                if input.cancel.is_cancelled() {
-                    return Err(AgentError::Cancelled);
-                }
-                let invocation = self.tools.invoke(&spec.tools, call, &ctx).await;
-                output.tool_calls += 1;
-                since_summary += 1;
-                recorder.tool_call(invocation.record).await?;
-                let reply = ChatMessage::tool_result(&call.id, invocation.reply);
-                recorder.message(&reply).await?;
-                convo.work.push(reply);
-            }
+            at.work.push(message.clone());
+            at.transcript.push(message);
+            recorder.model_call(record, &at).await?;
         }
     }
 
-    /// One model call, made through the step's [`BudgetedModel`] (reserved, made, recorded,
-    /// which settles the reservation), and added to the step's accounts.
+    /// One model call, made through the step's [`BudgetedModel`] (reserved, made, priced)
+    /// and added to the step's accounts; the caller records it with the checkpoint.
     async fn call_model(
         &self,
         request: ChatRequest,
         input: &StepInput<'_>,
-        output: &mut AgentOutput,
-        recorder: &dyn RunRecorder,
-    ) -> Result<ChatResponse, AgentError> {
+        at: &mut Checkpoint,
+    ) -> Result<(ChatResponse, LlmCallRecord), AgentError> {
         if input.cancel.is_cancelled() {
             return Err(AgentError::Cancelled);
         }
         let model = BudgetedModel { llm: self.llm.as_ref(), prices: &self.prices, budget: input.budget };
-        let answered = model.call(request, recorder).await?;
-        output.model_calls += 1;
-        output.usage += answered.response.usage;
-        output.cost_usd += answered.cost_usd;
-        Ok(answered.response)
+        let priced = model.answer(request).await?;
+        at.model_calls += 1;
+        at.usage += priced.answered.response.usage;
+        at.cost_usd += priced.answered.cost_usd;
+        Ok((priced.answered.response, priced.record))
     }
 
     /// Replaces the history and all but the recent part of this step's turns by one summary
-    /// message. Does nothing when there is too little to summarise, or when the model
-    /// returns no summary (the conversation is then kept whole rather than lost).
+    /// message. Does nothing when there is too little to summarise, and keeps the
+    /// conversation whole when the model returns no summary (its call is still recorded).
     async fn summarise(
         &self,
         spec: &AgentSpec,
         input: &StepInput<'_>,
-        convo: &mut Conversation,
-        output: &mut AgentOutput,
+        convo: &Conversation,
+        at: &mut Checkpoint,
         recorder: &dyn RunRecorder,
     ) -> Result<(), AgentError> {
-        let split = compress::tail_start(&convo.work, self.settings.keep_recent);
-        let old: Vec<ChatMessage> = convo.earlier.iter().chain(&convo.work[..split]).cloned().collect();
+        at.since_summary = 0;
+        let split = compress::tail_start(&at.work, self.settings.keep_recent);
+        let earlier: &[ChatMessage] = if at.summarised { &[] } else { &convo.earlier };
+        let old: Vec<ChatMessage> = earlier.iter().chain(&at.work[..split]).cloned().collect();
         if old.len() < 2 {
             return Ok(());
         }
@@ -291,15 +304,19 @@ impl AgentRunner {
             model: spec.model.clone(),
             ..ChatRequest::default()
         };
-        let response = self.call_model(request, input, output, recorder).await?;
-        let Some(summary) = response.content.filter(|s| !s.trim().is_empty()) else {
-            tracing::warn!(agent = %spec.name, "the model returned an empty summary; keeping the full conversation");
-            return Ok(());
-        };
-        let message = prompt::summary_message(&summary);
-        recorder.message(&message).await?;
-        convo.earlier.clear();
-        convo.work.splice(..split, [message]);
+        let (response, record) = self.call_model(request, input, at).await?;
+        match response.content.filter(|s| !s.trim().is_empty()) {
+            Some(summary) => {
+                let message = prompt::summary_message(&summary);
+                at.summarised = true;
+                at.work.splice(..split, [message.clone()]);
+                at.transcript.push(message);
+            }
+            None => {
+                tracing::warn!(agent = %spec.name, "the model returned an empty summary; keeping the full conversation")
+            }
+        }
+        recorder.model_call(record, at).await?;
         Ok(())
     }
 }

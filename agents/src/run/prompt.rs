@@ -95,6 +95,7 @@ mod tests {
             history: &[],
             cancel: &cancel,
             budget: &crate::run::Unlimited,
+            resume: None,
         };
         let prompt = step_prompt(&input);
         assert!(prompt.starts_with("Task: Ship it\nStep: Build\nInstruction: Build the API\n"), "{prompt}");

@@ -18,21 +18,19 @@ use crate::{
 struct Log {
     llm: Mutex<Vec<LlmCallRecord>>,
     tools: Mutex<Vec<ToolCallRecord>>,
-    messages: Mutex<Vec<ChatMessage>>,
+    checkpoints: Mutex<Vec<Checkpoint>>,
 }
 
 #[async_trait::async_trait]
 impl RunRecorder for Log {
-    async fn llm_call(&self, call: LlmCallRecord) -> Result<(), RecordError> {
+    async fn model_call(&self, call: LlmCallRecord, checkpoint: &Checkpoint) -> Result<(), RecordError> {
         self.llm.lock().unwrap().push(call);
+        self.checkpoints.lock().unwrap().push(checkpoint.clone());
         Ok(())
     }
-    async fn tool_call(&self, call: ToolCallRecord) -> Result<(), RecordError> {
+    async fn tool_call(&self, call: ToolCallRecord, checkpoint: &Checkpoint) -> Result<(), RecordError> {
         self.tools.lock().unwrap().push(call);
-        Ok(())
-    }
-    async fn message(&self, message: &ChatMessage) -> Result<(), RecordError> {
-        self.messages.lock().unwrap().push(message.clone());
+        self.checkpoints.lock().unwrap().push(checkpoint.clone());
         Ok(())
     }
 }
@@ -41,8 +39,12 @@ impl Log {
     fn tools(&self) -> Vec<ToolCallRecord> {
         self.tools.lock().unwrap().clone()
     }
+    fn checkpoints(&self) -> Vec<Checkpoint> {
+        self.checkpoints.lock().unwrap().clone()
+    }
+    /// The step's messages as the host stores them: the last checkpoint's transcript.
     fn messages(&self) -> Vec<ChatMessage> {
-        self.messages.lock().unwrap().clone()
+        self.checkpoints().last().map(|c| c.transcript.clone()).unwrap_or_default()
     }
 }
 
@@ -156,6 +158,7 @@ impl Step {
             history: &self.history,
             cancel: &self.cancel,
             budget: &Unlimited,
+            resume: None,
         }
     }
 }
@@ -361,6 +364,108 @@ async fn every_message_is_recorded_in_order() {
     assert_eq!(messages[2].tool_call_id.as_deref(), Some("c1"));
     assert!(messages[2].content.contains("\"result\":42"));
     assert_eq!(messages[3].content, "42");
+}
+
+/// Four turns: three calculator calls, then the answer.
+fn four_turns() -> Vec<ChatResponse> {
+    vec![
+        calls(&[("c1", "calculator", json!({"expression": "1 + 1"}))]),
+        calls(&[("c2", "calculator", json!({"expression": "2 + 2"}))]),
+        calls(&[("c3", "calculator", json!({"expression": "3 + 3"}))]),
+        answer("6"),
+    ]
+}
+
+#[tokio::test]
+async fn every_call_is_recorded_with_the_checkpoint_that_includes_it() {
+    let model = Arc::new(Scripted::new(four_turns()));
+    let log = Log::default();
+    runner(model, LoopSettings::default()).run(&spec("analyst"), &Step::new().input(), &log).await.unwrap();
+    // turn, tool, turn, tool, turn, tool, answer
+    let checkpoints = log.checkpoints();
+    assert_eq!(checkpoints.len(), 7);
+    let counts: Vec<(u32, u32)> = checkpoints.iter().map(|c| (c.model_calls, c.tool_calls)).collect();
+    assert_eq!(counts, [(1, 0), (1, 1), (2, 1), (2, 2), (3, 2), (3, 3), (4, 3)]);
+    assert_eq!(checkpoints[6].final_answer(), Some("6"));
+    assert!(checkpoints[0].prompt.starts_with("Task: Ship it\nStep: Build\n"));
+}
+
+#[tokio::test]
+async fn a_step_resumed_from_a_checkpoint_repeats_no_recorded_call() {
+    // The first attempt dies after its second turn's tool call was recorded.
+    let first = Log::default();
+    let model = Arc::new(Scripted::new(four_turns()));
+    runner(model, LoopSettings::default()).run(&spec("analyst"), &Step::new().input(), &first).await.unwrap();
+    let died_at = first.checkpoints()[3].clone();
+    assert_eq!((died_at.model_calls, died_at.tool_calls), (2, 2));
+
+    // The next attempt gets only the turns that were not recorded.
+    let model = Arc::new(Scripted::new(four_turns().split_off(2)));
+    let second = Log::default();
+    let step = Step::new();
+    let input = StepInput { resume: Some(&died_at), ..step.input() };
+    let out = runner(model.clone(), LoopSettings::default()).run(&spec("analyst"), &input, &second).await.unwrap();
+    assert_eq!(out.text, "6");
+    assert_eq!((out.model_calls, out.tool_calls), (4, 3), "the accounts carry over");
+    assert_eq!(out.usage.prompt_tokens, 40);
+    assert_eq!(model.seen().len(), 2, "two model calls, not four");
+    let tools: Vec<Value> = second.tools().into_iter().map(|t| t.arguments).collect();
+    assert_eq!(tools, [json!({"expression": "3 + 3"})], "only the third tool call ran");
+    // The model continued the same conversation: the prompt and both earlier replies.
+    let resumed = &model.seen()[0];
+    assert_eq!(resumed.messages[1].content, died_at.prompt);
+    assert_eq!(tool_replies(resumed).len(), 2);
+    // The step's messages are complete, each once.
+    let roles: Vec<Role> = second.messages().iter().map(|m| m.role).collect();
+    assert_eq!(roles.iter().filter(|r| **r == Role::Tool).count(), 3);
+    assert_eq!(roles.first(), Some(&Role::User));
+    assert_eq!(roles.len(), 8);
+}
+
+#[tokio::test]
+async fn a_step_resumed_between_a_turn_and_its_tool_calls_runs_the_calls_first() {
+    let first = Log::default();
+    let model = Arc::new(Scripted::new(four_turns()));
+    runner(model, LoopSettings::default()).run(&spec("analyst"), &Step::new().input(), &first).await.unwrap();
+    // Recorded: the second turn, not yet its tool call.
+    let died_at = first.checkpoints()[2].clone();
+    assert_eq!(died_at.unanswered_calls().len(), 1);
+
+    let model = Arc::new(Scripted::new(four_turns().split_off(2)));
+    let second = Log::default();
+    let step = Step::new();
+    let input = StepInput { resume: Some(&died_at), ..step.input() };
+    runner(model.clone(), LoopSettings::default()).run(&spec("analyst"), &input, &second).await.unwrap();
+    let ran: Vec<Value> = second.tools().into_iter().map(|t| t.arguments).collect();
+    assert_eq!(ran, [json!({"expression": "2 + 2"}), json!({"expression": "3 + 3"})]);
+    assert_eq!(model.seen().len(), 2);
+
+    // And a step whose final answer was recorded ends without calling anything.
+    let done = first.checkpoints().last().unwrap().clone();
+    let model = Arc::new(Scripted::new([]));
+    let input = StepInput { resume: Some(&done), ..step.input() };
+    let out = runner(model.clone(), LoopSettings::default()).run(&spec("analyst"), &input, &Log::default()).await;
+    assert_eq!(out.unwrap().text, "6");
+    assert!(model.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_resumed_step_keeps_its_summary_instead_of_the_history() {
+    let mut step = Step::new();
+    step.history = vec![ChatMessage::new(Role::User, "earlier context"), ChatMessage::new(Role::Assistant, "noted")];
+    let model = Arc::new(Scripted::new(four_turns()));
+    let first = Log::default();
+    let settings = LoopSettings { summarize_every: 2, keep_recent: 1 };
+    runner(model, settings).run(&spec("analyst"), &step.input(), &first).await.unwrap();
+    let summarised = first.checkpoints().into_iter().find(|c| c.summarised).expect("a summary was made");
+    assert!(summarised.work[0].content.contains(SUMMARY));
+
+    let model = Arc::new(Scripted::new([answer("6")]));
+    let input = StepInput { resume: Some(&summarised), ..step.input() };
+    runner(model.clone(), settings).run(&spec("analyst"), &input, &Log::default()).await.unwrap();
+    let request = &model.agent_requests()[0];
+    assert!(request.messages.iter().all(|m| m.content != "earlier context"), "the summary replaced the history");
+    assert!(request.messages.iter().any(|m| m.content.contains(SUMMARY)));
 }
 
 #[tokio::test]

@@ -80,8 +80,8 @@ impl CallRecorder for PlanningRecorder {
         self.metrics.observe_llm_call(&call.provider, &call.model, &call.usage, call.cost_usd, latency);
         let recorded = match &call.reservation {
             // The call and the settlement of its reservation commit together.
-            Some(reservation) => self.store.record_settled_llm_call(self.task, None, &call, reservation.id).await,
-            None => self.store.record_llm_call(self.task, None, &call).await,
+            Some(reservation) => self.store.record_settled_llm_call(self.task, None, &call, reservation.id, None).await,
+            None => self.store.record_llm_call(self.task, None, &call, None).await,
         };
         recorded.map_err(|e| RecordError(e.to_string()))
     }

@@ -87,13 +87,15 @@ pub trait BudgetStore: Send + Sync + 'static {
     /// Reserves a call's worst case against the task's limits and the user's daily quota,
     /// all or nothing. Stale reservations of the task are given back first.
     async fn reserve(&self, holder: &Holder, request: &ReserveRequest) -> Result<ReserveOutcome, StoreError>;
-    /// Records the call and turns its reservation into spend, in one transaction.
+    /// Records the call (and the step's checkpoint, as `ExecutionStore::record_llm_call`
+    /// does) and turns its reservation into spend, in one transaction.
     async fn record_settled_llm_call(
         &self,
         task: TaskId,
         step: Option<StepId>,
         call: &LlmCallRecord,
         reservation: Uuid,
+        checkpoint: Option<&super::StepCheckpoint>,
     ) -> Result<(), StoreError>;
     /// Gives back the reservation of a call that failed; nothing if it is gone already.
     async fn release_reservation(&self, task: TaskId, reservation: Uuid) -> Result<(), StoreError>;

@@ -165,21 +165,44 @@ pub trait ExecutionStore: BudgetStore + Send + Sync + 'static {
         limit: i64,
         default_cap: u32,
     ) -> Result<Vec<Unfinished>, StoreError>;
-    async fn record_llm_call(&self, task: TaskId, step: Option<StepId>, call: &LlmCallRecord)
-    -> Result<(), StoreError>;
+    /// Records a model call and adds it to its step's and task's totals; with a checkpoint,
+    /// stores it on the step in the same statement (see [`StepCheckpoint`]).
+    async fn record_llm_call(
+        &self,
+        task: TaskId,
+        step: Option<StepId>,
+        call: &LlmCallRecord,
+        checkpoint: Option<&StepCheckpoint>,
+    ) -> Result<(), StoreError>;
+    /// Records a tool call and its `tool_called` event; with a checkpoint, stores it on the
+    /// step in the same statement.
     async fn record_tool_call(
         &self,
         task: TaskId,
         step: Option<StepId>,
         call: &ToolCallRecord,
+        checkpoint: Option<&StepCheckpoint>,
     ) -> Result<(), StoreError>;
-    /// Appends `messages` (role, content), in order, to the task's short-term memory.
+    /// Appends `messages` (role, content), in order, to the task's short-term memory. With a
+    /// checkpoint (whose transcript no longer holds them), only while its lease holds the
+    /// step, and with the checkpoint in the same statement: a step resumed later writes
+    /// each message once.
     async fn record_messages(
         &self,
         task: TaskId,
         step: Option<StepId>,
         messages: &[(String, String)],
+        checkpoint: Option<&StepCheckpoint>,
     ) -> Result<(), StoreError>;
+}
+
+/// Where a step's agent loop stands (`agents::Checkpoint`, as JSON), stored on the step by
+/// the statement that records the call it follows, and only while `lease_token` still holds
+/// the step: a worker that lost its step cannot move the checkpoint of the one that took it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepCheckpoint {
+    pub lease_token: uuid::Uuid,
+    pub state: serde_json::Value,
 }
 
 /// A claim on a task or step held by one worker: the token fences every later write.

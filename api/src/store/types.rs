@@ -158,6 +158,9 @@ pub struct StepClaim {
     pub context: Vec<(String, String)>,
     /// The task's limits, read with the claim so that a step's budget costs no extra read.
     pub limits: super::TaskLimits,
+    /// Where an earlier attempt's agent loop stood (`agents::Checkpoint` as JSON), if one
+    /// recorded anything before it ended.
+    pub checkpoint: Option<serde_json::Value>,
 }
 
 /// Task-level context messages a step claim carries.

@@ -8,7 +8,7 @@
 //! `budget_exceeded`. An attempt that ends without settling its reservations (timeout,
 //! release, lost lease) gives them back.
 
-use agents::{AgentError, ChatMessage, LlmError, Role, StepInput};
+use agents::{AgentError, ChatMessage, Checkpoint, LlmError, Role, StepInput};
 use memory::SearchQuery;
 
 use super::{JobContext, JobError, backoff_delay, recorder::StoreRecorder};
@@ -48,13 +48,17 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
         .filter_map(|(role, content)| Some(ChatMessage::new(role.parse::<Role>().ok()?, content.clone())))
         .collect();
 
-    let memories = relevant_memories(ctx, &claim).await;
+    let resume = checkpoint(&claim);
+    // A resumed step keeps the prompt it started with, memories included.
+    let memories = if resume.is_some() { Vec::new() } else { relevant_memories(ctx, &claim).await };
     let holder = Holder { task, step: Some(step), lease_token: lease.token };
     let budget = StoreBudget::with_limits(deps.store.clone(), holder, &ctx.config.budgets, Some(&claim.limits));
-    let recorder = StoreRecorder::new(deps.store.clone(), deps.metrics.clone(), task, step);
+    let recorder =
+        StoreRecorder::new(deps.store.clone(), deps.metrics.clone(), task, step, lease.token, resume.as_ref());
+    let input = AgentInput { history: &history, memories: &memories, budget: &budget, resume: resume.as_ref() };
 
     let outcome = tokio::select! {
-        result = tokio::time::timeout(ctx.config.step_timeout, run_agent(ctx, &claim, &history, &memories, &budget, &recorder)) => match result {
+        result = tokio::time::timeout(ctx.config.step_timeout, run_agent(ctx, &claim, input, &recorder)) => match result {
             Ok(result) => Outcome::Finished(result),
             Err(_) => Outcome::TimedOut,
         },
@@ -173,12 +177,39 @@ async fn relevant_memories(ctx: &JobContext<'_>, claim: &StepClaim) -> Vec<Strin
     }
 }
 
+/// Where an earlier attempt's loop stood. One that cannot be read (written by a build whose
+/// checkpoint this one does not understand) is ignored: the step starts again, as it would
+/// have without checkpoints.
+fn checkpoint(claim: &StepClaim) -> Option<Checkpoint> {
+    let stored = claim.checkpoint.clone()?;
+    match serde_json::from_value::<Checkpoint>(stored) {
+        Ok(checkpoint) => {
+            tracing::info!(
+                task = %claim.task_id, step = %claim.step_id, attempt = claim.attempt,
+                model_calls = checkpoint.model_calls, tool_calls = checkpoint.tool_calls,
+                "step resumed from its checkpoint"
+            );
+            Some(checkpoint)
+        }
+        Err(e) => {
+            tracing::warn!(task = %claim.task_id, step = %claim.step_id, error = %e, "unreadable step checkpoint ignored; the step starts again");
+            None
+        }
+    }
+}
+
+/// What the agent loop gets besides the claim.
+struct AgentInput<'a> {
+    history: &'a [ChatMessage],
+    memories: &'a [String],
+    budget: &'a StoreBudget,
+    resume: Option<&'a Checkpoint>,
+}
+
 async fn run_agent(
     ctx: &JobContext<'_>,
     claim: &StepClaim,
-    history: &[ChatMessage],
-    memories: &[String],
-    budget: &StoreBudget,
+    agent: AgentInput<'_>,
     recorder: &StoreRecorder,
 ) -> Result<String, AgentError> {
     let deps = ctx.deps;
@@ -193,10 +224,11 @@ async fn run_agent(
         step_title: &claim.title,
         instruction: &claim.instruction,
         dependency_outputs: &claim.dependency_outputs,
-        memories,
-        history,
+        memories: agent.memories,
+        history: agent.history,
         cancel: &ctx.cancelled,
-        budget,
+        budget: agent.budget,
+        resume: agent.resume,
     };
     deps.runner.run(spec, &input, recorder).await.map(|out| out.text)
 }

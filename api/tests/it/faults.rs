@@ -1,7 +1,15 @@
-//! Faults with real processes and real servers: a worker killed mid-step, Redis losing every
-//! key mid-run, Postgres unreachable for a while, and two workers racing for one step.
+//! Faults with real processes and real servers: a worker killed mid-step (and mid-loop, when
+//! the step continues from its checkpoint), Redis losing every key mid-run, Postgres
+//! unreachable for a while, and two workers racing for one step.
 
-use std::{process::Stdio, time::Duration};
+use std::{
+    process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use futures_util::future::join_all;
 use orchestrator::{
@@ -12,7 +20,12 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{Proxy, TestApp, events, eventually, test_settings, upstream, via};
+use serde_json::json;
+
+use crate::{
+    fake_llm::{FakeOpenAi, answer, is_planning, tool_call, tool_replies},
+    helpers::{Proxy, TestApp, events, eventually, test_settings, upstream, via, worker_process},
+};
 
 /// A private redis-server on a free port, so a test may FLUSHALL without touching others.
 struct PrivateRedis {
@@ -75,6 +88,122 @@ async fn a_worker_killed_mid_step_loses_nothing_and_the_step_completes_once() {
         .await
         .unwrap();
     assert_eq!(calls, 1, "only the surviving attempt's model call happened");
+    shutdown.cancel();
+    survivor.await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_loop_is_continued_from_its_checkpoint_without_repeating_a_call() {
+    // One step of four model turns: three calculator calls, then the answer. The worker's
+    // third model call never answers: the worker is killed while it waits, after two turns
+    // and two tool calls were recorded.
+    let hang_once = Arc::new(AtomicBool::new(true));
+    let hang = hang_once.clone();
+    let fake = FakeOpenAi::start_with_delay(
+        move |request| {
+            let third = !is_planning(request) && tool_replies(request).len() == 2;
+            if third && hang.swap(false, Ordering::SeqCst) { Duration::from_secs(60) } else { Duration::ZERO }
+        },
+        |request| {
+            if is_planning(request) {
+                let step =
+                    json!({"title": "Compute", "instruction": "Add it up.", "agent": "analyst", "depends_on": []});
+                return tool_call("plan-1", "submit_plan", &json!({"steps": [step]}));
+            }
+            match tool_replies(request).len() {
+                n @ 0..=2 => {
+                    let expression = format!("{} + {}", n + 1, n + 1);
+                    tool_call(&format!("c{}", n + 1), "calculator", &json!({ "expression": expression }))
+                }
+                _ => answer("6", 300, 40),
+            }
+        },
+    )
+    .await;
+    let mut settings = fake.settings();
+    settings.lease_secs = 1;
+    settings.visibility_timeout_secs = 2;
+    settings.llm_max_retries = 0;
+    let app = TestApp::spawn_with(settings.clone(), 0).await;
+
+    let base_url = fake.base_url();
+    let provider = [
+        ("LLM_PROVIDER", "openai"),
+        ("LLM_BASE_URL", base_url.as_str()),
+        ("LLM_MODEL", "gpt-4o-mini"),
+        ("LLM_API_KEY", "sk-test-fake-provider"),
+        ("LLM_MAX_RETRIES", "0"),
+    ];
+    let mut child = worker_process(&settings, "mid-loop", &provider);
+    let id = app.submit("Add up three sums.").await;
+    eventually(Duration::from_secs(20), "the worker to wait for its third model call", || async {
+        fake.requests().iter().any(|r| !is_planning(r) && tool_replies(r).len() == 2).then_some(())
+    })
+    .await;
+    child.start_kill().unwrap(); // SIGKILL: no drain, no release
+    child.wait().await.unwrap();
+
+    let shutdown = CancellationToken::new();
+    let survivor = tokio::spawn(app.app.worker("survivor").run(shutdown.clone()));
+    let task = app.wait(id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["result"], "6");
+    assert_eq!(task["steps"][0]["attempt"], 2, "the killed attempt counts");
+
+    // The survivor continued the conversation: it asked the third turn again (the killed
+    // worker's was never answered) and the fourth, and nothing before them. Without the
+    // checkpoint it would have started over: 3 + 4 requests instead of 2 + 3.
+    let mut by_replies = [0; 4];
+    for request in fake.requests().iter().filter(|r| !is_planning(r)) {
+        by_replies[tool_replies(request).len().min(3)] += 1;
+    }
+    assert_eq!(by_replies, [1, 1, 2, 1], "requests by the tool replies they carry");
+
+    let step_calls: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM llm_calls WHERE task_id = $1 AND step_id IS NOT NULL")
+            .bind(id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(step_calls, 4, "each answered model call recorded once");
+    let tools: Vec<String> =
+        sqlx::query_scalar("SELECT arguments->>'expression' FROM tool_calls WHERE task_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(tools, ["1 + 1", "2 + 2", "3 + 3"], "each tool call ran once");
+    // Cost: the task's totals are the sums of its calls, each counted once.
+    let (task_cost, calls_cost, task_tokens, calls_tokens): (f64, f64, i64, i64) = sqlx::query_as(
+        "SELECT t.cost_usd, (SELECT sum(cost_usd) FROM llm_calls WHERE task_id = t.id),
+                t.tokens_in, (SELECT sum(prompt_tokens)::int8 FROM llm_calls WHERE task_id = t.id)
+         FROM tasks t WHERE t.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!((task_cost - calls_cost).abs() < 1e-12 && task_cost > 0.0, "{task_cost} {calls_cost}");
+    assert_eq!(task_tokens, calls_tokens);
+    // The step's messages are its whole conversation, each message once; its checkpoint is
+    // gone with its completion.
+    let roles: Vec<String> = sqlx::query_scalar(
+        "SELECT m.role FROM task_messages m JOIN steps s ON s.id = m.step_id WHERE s.task_id = $1 ORDER BY m.id",
+    )
+    .bind(id)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let expected = ["user", "assistant", "tool", "assistant", "tool", "assistant", "tool", "assistant"];
+    assert_eq!(roles, expected);
+    let left: Option<serde_json::Value> = sqlx::query_scalar("SELECT checkpoint FROM steps WHERE task_id = $1")
+        .bind(id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(left, None);
+
     shutdown.cancel();
     survivor.await.unwrap();
     app.stop().await;

@@ -49,14 +49,20 @@ pub fn test_settings() -> Settings {
 /// offline model (a minute per call, so it is always mid-step when a test kills it), short
 /// leases and its own data directory `name`. Killed when dropped.
 pub fn slow_worker_process(settings: &Settings, name: &str) -> tokio::process::Child {
+    worker_process(settings, name, &[("OFFLINE_LLM_DELAY_MS", "60000")])
+}
+
+/// An `orchestrator worker` process as [`slow_worker_process`], with `env` set instead of a
+/// slow offline model.
+pub fn worker_process(settings: &Settings, name: &str, env: &[(&str, &str)]) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
         .arg("worker")
+        .envs(env.iter().copied())
         .env("DATABASE_URL", &settings.database_url)
         .env("REDIS_URL", &settings.redis_url)
         .env("REDIS_PREFIX", &settings.redis_prefix)
         .env("DISPATCH_SECRET", settings.dispatch_secret.expose())
         .env("WEBHOOK_SERVER_KEY", settings.webhook_server_key())
-        .env("OFFLINE_LLM_DELAY_MS", "60000")
         .env("LEASE_SECS", "1")
         .env("QUEUE_VISIBILITY_TIMEOUT_SECS", "2")
         .env("RECONCILE_INTERVAL_MS", "300")

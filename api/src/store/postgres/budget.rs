@@ -15,8 +15,8 @@ use super::{PgStore, execution::insert_llm_call};
 use crate::{
     domain::{Priority, StepId, TaskErrorCode, TaskId},
     store::{
-        BudgetStore, CapacityClaim, DailyUsage, FailOutcome, Holder, Lease, ReserveOutcome, ReserveRequest, StepClaim,
-        StoreError, TaskLimits, UserLimits,
+        BudgetStore, CapacityClaim, DailyUsage, FailOutcome, Holder, Lease, ReserveOutcome, ReserveRequest,
+        StepCheckpoint, StepClaim, StoreError, TaskLimits, UserLimits,
     },
 };
 
@@ -112,10 +112,11 @@ impl BudgetStore for PgStore {
         step: Option<StepId>,
         call: &LlmCallRecord,
         reservation: Uuid,
+        checkpoint: Option<&StepCheckpoint>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         // Takes the step and task rows first, as the other budget transactions do.
-        insert_llm_call(&mut *tx, task, step, call).await?;
+        insert_llm_call(&mut *tx, task, step, call, checkpoint).await?;
         sqlx::query(SETTLE).bind(reservation).bind(task.0).bind(call.cost_usd).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())

@@ -22,7 +22,7 @@ use crate::{
     domain::{StepId, TaskErrorCode, TaskId},
     store::{
         CancelOutcome, CapacityClaim, ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanOrigin,
-        PlanningClaim, RetryOutcome, StepClaim, StepCompletion, StoreError, Unclaimed, Unfinished,
+        PlanningClaim, RetryOutcome, StepCheckpoint, StepClaim, StepCompletion, StoreError, Unclaimed, Unfinished,
     },
 };
 
@@ -442,8 +442,9 @@ impl ExecutionStore for PgStore {
         task: TaskId,
         step: Option<StepId>,
         call: &LlmCallRecord,
+        checkpoint: Option<&StepCheckpoint>,
     ) -> Result<(), StoreError> {
-        self.llm_calls.run(CallItem { task, step, call: call.clone() }).await
+        self.llm_calls.run(CallItem { task, step, call: call.clone(), checkpoint: checkpoint.cloned() }).await
     }
 
     async fn record_tool_call(
@@ -451,14 +452,18 @@ impl ExecutionStore for PgStore {
         task: TaskId,
         step: Option<StepId>,
         call: &ToolCallRecord,
+        checkpoint: Option<&StepCheckpoint>,
     ) -> Result<(), StoreError> {
-        // The call and its `tool_called` event are written by one statement, so the live
-        // event stream shows every recorded call and nothing else.
+        // The call, its `tool_called` event and the checkpoint with its reply are written by
+        // one statement, so the live event stream shows every recorded call and nothing else,
+        // and a resumed step finds every recorded call in its checkpoint.
         sqlx::query(concat!(
             "WITH c AS (
                 INSERT INTO tool_calls (id, task_id, step_id, tool, arguments, result, status, error, latency_ms)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                 RETURNING id, task_id, step_id, tool, status
+             ), k AS (
+                UPDATE steps SET checkpoint = $10 WHERE $10::jsonb IS NOT NULL AND id = $3 AND lease_token = $11
              )
              INSERT INTO task_events (task_id, step_id, kind, data)
              SELECT task_id, step_id, ",
@@ -475,6 +480,8 @@ impl ExecutionStore for PgStore {
         .bind(call.status.as_str())
         .bind(&call.error)
         .bind(call.latency_ms)
+        .bind(checkpoint.map(|c| &c.state))
+        .bind(checkpoint.map(|c| c.lease_token))
         .execute(&self.pool)
         .await?;
         self.events_committed(task);
@@ -486,20 +493,30 @@ impl ExecutionStore for PgStore {
         task: TaskId,
         step: Option<StepId>,
         messages: &[(String, String)],
+        checkpoint: Option<&StepCheckpoint>,
     ) -> Result<(), StoreError> {
         if messages.is_empty() {
             return Ok(());
         }
+        // With a checkpoint, the messages move from its transcript to the task's memory
+        // together, or (the lease lost) stay in the transcript for the step's next holder.
         sqlx::query(
-            "INSERT INTO task_messages (task_id, step_id, role, content)
+            "WITH k AS (
+                UPDATE steps SET checkpoint = $5 WHERE $5::jsonb IS NOT NULL AND id = $2 AND lease_token = $6
+                RETURNING id
+             )
+             INSERT INTO task_messages (task_id, step_id, role, content)
              SELECT $1, $2, x.role, x.content
              FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS x(role, content, n)
+             WHERE $5::jsonb IS NULL OR EXISTS (SELECT 1 FROM k)
              ORDER BY x.n",
         )
         .bind(task.0)
         .bind(step.map(|s| s.0))
         .bind(messages.iter().map(|(role, _)| role.as_str()).collect::<Vec<_>>())
         .bind(messages.iter().map(|(_, content)| content.as_str()).collect::<Vec<_>>())
+        .bind(checkpoint.map(|c| &c.state))
+        .bind(checkpoint.map(|c| c.lease_token))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -513,9 +530,11 @@ pub(super) async fn insert_llm_call<'e>(
     task: TaskId,
     step: Option<StepId>,
     call: &LlmCallRecord,
+    checkpoint: Option<&StepCheckpoint>,
 ) -> Result<(), StoreError> {
     // The call and the running totals of its step and task change in one statement, so
-    // the totals always equal the sums of the llm_calls rows.
+    // the totals always equal the sums of the llm_calls rows; so does the step's checkpoint,
+    // while the lease that wrote it holds the step.
     sqlx::query(
         "WITH c AS (
             INSERT INTO llm_calls (id, task_id, step_id, provider, model, prompt_tokens, completion_tokens,
@@ -525,7 +544,9 @@ pub(super) async fn insert_llm_call<'e>(
          ), s AS (
             UPDATE steps SET cost_usd = steps.cost_usd + c.cost_usd, tokens_in = steps.tokens_in + c.prompt_tokens,
                    tokens_out = steps.tokens_out + c.completion_tokens,
-                   tokens_cached = steps.tokens_cached + c.cached_tokens
+                   tokens_cached = steps.tokens_cached + c.cached_tokens,
+                   checkpoint = CASE WHEN $11::jsonb IS NOT NULL AND steps.lease_token = $12 THEN $11
+                                     ELSE steps.checkpoint END
             FROM c WHERE steps.id = c.step_id
          )
          UPDATE tasks SET cost_usd = tasks.cost_usd + c.cost_usd, tokens_in = tasks.tokens_in + c.prompt_tokens,
@@ -543,6 +564,8 @@ pub(super) async fn insert_llm_call<'e>(
     .bind(saturating_i64(call.usage.cached_tokens))
     .bind(call.cost_usd)
     .bind(call.latency_ms)
+    .bind(checkpoint.map(|c| &c.state))
+    .bind(checkpoint.map(|c| c.lease_token))
     .execute(executor)
     .await?;
     Ok(())

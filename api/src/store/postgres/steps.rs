@@ -38,7 +38,7 @@ pub(super) struct ClaimItem {
 macro_rules! claimed_rows {
     () => {
         "SELECT c.id, c.task_id, c.title, c.instruction, c.agent, c.attempt, c.max_attempts, c.priority,
-                c.user_id, c.description, c.max_cost_usd, c.max_tokens, c.lease_token,
+                c.user_id, c.description, c.max_cost_usd, c.max_tokens, c.lease_token, c.checkpoint,
                 (SELECT l.daily_cost_usd FROM user_limits l WHERE l.user_id = c.user_id) AS user_daily_cost_usd,
                 EXISTS (SELECT 1 FROM memory_items m WHERE m.owner = c.user_id AND m.deleted_at IS NULL)
                     AS user_has_memories,
@@ -89,7 +89,7 @@ const CLAIM: &str = concat!(
     task_status!(Running),
     "
         RETURNING s.id, s.task_id, s.title, s.instruction, s.agent, s.depends_on, s.attempt, s.max_attempts,
-                  s.lease_token, j.tag
+                  s.lease_token, s.checkpoint, j.tag
      ), e AS (
         INSERT INTO task_events (task_id, step_id, kind, data)
         SELECT task_id, id, ",
@@ -270,6 +270,7 @@ struct ClaimRow {
     max_cost_usd: Option<f64>,
     max_tokens: Option<i64>,
     lease_token: Uuid,
+    checkpoint: Option<Value>,
     user_daily_cost_usd: Option<f64>,
     user_has_memories: bool,
     dependencies: Value,
@@ -304,6 +305,7 @@ impl TryFrom<ClaimRow> for StepClaim {
             task_description: r.description,
             dependency_outputs,
             context,
+            checkpoint: r.checkpoint,
         })
     }
 }
