@@ -27,6 +27,10 @@ pub struct Checkpoint {
     /// Tool calls since the last summary, which decides when the next one is due.
     #[serde(default)]
     pub since_summary: usize,
+    /// The step's model turns (summaries not included), over every attempt: the agent's
+    /// iteration limit counts these.
+    #[serde(default)]
+    pub turns: u32,
     /// Messages the step added (prompt, turns, replies, summaries) that the host has not yet
     /// written to the task's short-term memory. Unlike `work`, summaries do not shorten it.
     #[serde(default)]

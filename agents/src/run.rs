@@ -73,11 +73,15 @@ pub struct LoopSettings {
     /// Messages at the end of the conversation a summary leaves as they are (more when
     /// needed to keep a tool call with its replies).
     pub keep_recent: usize,
+    /// Model turns one attempt makes before it yields ([`AgentError::Yielded`]) so its
+    /// worker slot goes to other work and the step continues later from its checkpoint;
+    /// 0 never yields.
+    pub yield_after_turns: u32,
 }
 
 impl Default for LoopSettings {
     fn default() -> Self {
-        Self { summarize_every: 8, keep_recent: 6 }
+        Self { summarize_every: 8, keep_recent: 6, yield_after_turns: 16 }
     }
 }
 
@@ -87,6 +91,10 @@ pub enum AgentError {
     Llm(#[from] LlmError),
     #[error("the agent gave no final answer within {0} model calls (its iteration limit)")]
     IterationLimit(u32),
+    /// Not a failure: the attempt made `yield_after_turns` turns, everything is in its last
+    /// checkpoint, and the host queues the step again to continue from it.
+    #[error("the agent yielded after {0} turns; the step continues from its checkpoint")]
+    Yielded(u32),
     #[error(transparent)]
     Record(#[from] RecordError),
     #[error("no agent named `{0}` is configured")]
@@ -208,7 +216,7 @@ impl AgentRunner {
             prompt: ChatMessage::new(Role::User, at.prompt.clone()),
         };
 
-        // Model calls of this attempt: the iteration limit applies per attempt.
+        // Model turns of this attempt, for yielding; the iteration limit counts the step's.
         let mut turns = 0;
         loop {
             if let Some(answer) = at.final_answer() {
@@ -233,10 +241,14 @@ impl AgentRunner {
                 at.transcript.push(reply);
                 recorder.tool_call(invocation.record, &at).await?;
             }
-            if turns >= spec.max_iterations {
+            if at.turns >= spec.max_iterations {
                 return Err(AgentError::IterationLimit(spec.max_iterations));
             }
-            if self.settings.summarize_every > 0 && at.since_summary >= self.settings.summarize_every {
+            if self.settings.yield_after_turns > 0 && turns >= self.settings.yield_after_turns {
+                return Err(AgentError::Yielded(turns));
+            }
+            let summarize_every = spec.compress_every.map_or(self.settings.summarize_every, |n| n as usize);
+            if summarize_every > 0 && at.since_summary >= summarize_every {
                 self.summarise(spec, input, &convo, &mut at, recorder).await?;
             }
             let request = ChatRequest {
@@ -247,6 +259,7 @@ impl AgentRunner {
             };
             let (response, record) = self.call_model(request, input, &mut at).await?;
             turns += 1;
+            at.turns += 1;
             let message = ChatMessage {
                 role: Role::Assistant,
                 content: response.content.unwrap_or_default(),

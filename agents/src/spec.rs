@@ -35,6 +35,10 @@ pub struct AgentSpec {
     pub max_iterations: u32,
     /// How many times a failing step of this agent is tried before the task fails.
     pub max_attempts: u32,
+    /// Tool calls after which the older conversation is summarised, overriding the
+    /// deployment's `CONTEXT_COMPRESS_EVERY`; 0 never summarises. `None` keeps the default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compress_every: Option<u32>,
 }
 
 fn builtin(name: &str, description: &str, role: &str, tools: &[&str]) -> AgentSpec {
@@ -53,6 +57,7 @@ fn builtin(name: &str, description: &str, role: &str, tools: &[&str]) -> AgentSp
         model: None,
         max_iterations: DEFAULT_MAX_ITERATIONS,
         max_attempts: DEFAULT_MAX_ATTEMPTS,
+        compress_every: None,
     }
 }
 
@@ -144,6 +149,7 @@ struct AgentEntry {
     max_iterations: u32,
     #[serde(default = "default_max_attempts")]
     max_attempts: u32,
+    compress_every: Option<u32>,
 }
 
 fn default_max_iterations() -> u32 {
@@ -186,6 +192,7 @@ impl AgentEntry {
             model: self.model.filter(|m| !m.trim().is_empty()),
             max_iterations: self.max_iterations,
             max_attempts: self.max_attempts,
+            compress_every: self.compress_every,
         })
     }
 }

@@ -212,7 +212,7 @@ impl App {
             memory: self.memory.clone(),
             metrics: self.metrics.clone(),
             memory_context_items: s.memory_context_items,
-            runner: AgentRunner::new(llm, self.prices.clone(), self.tools.clone(), LoopSettings::default()),
+            runner: AgentRunner::new(llm, self.prices.clone(), self.tools.clone(), loop_settings(s)),
             webhooks: self.webhooks.clone(),
         };
         Worker::new(
@@ -321,5 +321,14 @@ fn redis_unreachable(settings: &Settings) -> String {
         (true, None) => format!(
             "cannot reach Redis at {url} over TLS (the server's certificate must chain to a public root CA; for a private CA set REDIS_CA_CERT to its PEM file)"
         ),
+    }
+}
+
+/// How agent loops manage long conversations and long stays, from the settings.
+fn loop_settings(s: &Settings) -> LoopSettings {
+    LoopSettings {
+        summarize_every: s.context_compress_every as usize,
+        keep_recent: s.context_keep_recent as usize,
+        yield_after_turns: s.step_yield_after_turns,
     }
 }

@@ -181,6 +181,12 @@ state_enum!(
         StepSkipped => "step_skipped",
         StepCancelled => "step_cancelled",
         StepReleased => "step_released",
+        /// The agent ran `STEP_YIELD_AFTER_TURNS` turns and gave its worker slot back; the step
+        /// is ready again and continues from its checkpoint.
+        StepYielded => "step_yielded",
+        /// A claimed step continues from the checkpoint an earlier attempt left (after a
+        /// yield, a release, a crash or a failed attempt); follows its `step_started`.
+        StepResumed => "step_resumed",
         /// A tool call was recorded (ok, error or rejected); `data` names the tool and status.
         ToolCalled => "tool_called",
         /// The task's user is at the running-task cap; the task waits, pending. Once per task.

@@ -278,7 +278,7 @@ async fn the_iteration_limit_ends_a_step_that_never_answers() {
     let mut analyst = spec("analyst");
     analyst.max_iterations = 3;
     let log = Log::default();
-    let no_summary = LoopSettings { summarize_every: 0, keep_recent: 0 };
+    let no_summary = LoopSettings { summarize_every: 0, keep_recent: 0, yield_after_turns: 0 };
     let err = runner(Arc::new(ToolHungry), no_summary).run(&analyst, &Step::new().input(), &log).await.unwrap_err();
     assert!(matches!(err, AgentError::IterationLimit(3)), "{err}");
     assert!(err.to_string().contains("within 3 model calls"), "{err}");
@@ -295,7 +295,7 @@ async fn older_turns_are_summarised_every_n_tool_calls_keeping_pairs_intact() {
         answer("done"),
     ]));
     let log = Log::default();
-    let settings = LoopSettings { summarize_every: 3, keep_recent: 1 };
+    let settings = LoopSettings { summarize_every: 3, keep_recent: 1, yield_after_turns: 0 };
     let out = runner(model.clone(), settings).run(&spec("analyst"), &Step::new().input(), &log).await.unwrap();
     // Four turns and one summary, all recorded.
     assert_eq!(out.model_calls, 5);
@@ -455,7 +455,7 @@ async fn a_resumed_step_keeps_its_summary_instead_of_the_history() {
     step.history = vec![ChatMessage::new(Role::User, "earlier context"), ChatMessage::new(Role::Assistant, "noted")];
     let model = Arc::new(Scripted::new(four_turns()));
     let first = Log::default();
-    let settings = LoopSettings { summarize_every: 2, keep_recent: 1 };
+    let settings = LoopSettings { summarize_every: 2, keep_recent: 1, yield_after_turns: 0 };
     runner(model, settings).run(&spec("analyst"), &step.input(), &first).await.unwrap();
     let summarised = first.checkpoints().into_iter().find(|c| c.summarised).expect("a summary was made");
     assert!(summarised.work[0].content.contains(SUMMARY));

@@ -198,6 +198,20 @@ pub struct Settings {
     #[arg(long, env = "STEP_TIMEOUT_SECS", default_value_t = 600)]
     pub step_timeout_secs: u64,
 
+    /// Model turns a step makes before it gives its worker slot back and queues again, to
+    /// continue from its checkpoint; 0 never yields.
+    #[arg(long, env = "STEP_YIELD_AFTER_TURNS", default_value_t = 16)]
+    pub step_yield_after_turns: u32,
+
+    /// Tool calls after which an agent's older conversation is replaced by a summary; an
+    /// agent's `compress_every` overrides it; 0 never summarises.
+    #[arg(long, env = "CONTEXT_COMPRESS_EVERY", default_value_t = 8)]
+    pub context_compress_every: u32,
+
+    /// Messages at the end of a conversation that a summary keeps verbatim.
+    #[arg(long, env = "CONTEXT_KEEP_RECENT", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub context_keep_recent: u32,
+
     /// Delay before the first retry of a failed step; it doubles per attempt, with jitter.
     #[arg(long, env = "RETRY_BASE_MS", default_value_t = 1000)]
     pub retry_base_ms: u64,

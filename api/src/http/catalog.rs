@@ -36,6 +36,9 @@ pub struct AgentDoc {
     max_iterations: u32,
     /// How many times a failing step of this agent is tried before the task fails.
     max_attempts: u32,
+    /// Tool calls after which the agent's older conversation is summarised, when the agent
+    /// sets its own (`CONTEXT_COMPRESS_EVERY` otherwise); 0 never summarises.
+    compress_every: Option<u32>,
 }
 
 /// The documented shape of a [`ToolInfo`].

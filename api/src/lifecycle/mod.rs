@@ -20,8 +20,8 @@ use crate::{
     metrics::Metrics,
     queue::{Dispatcher, Job, QueueError},
     store::{
-        CancelOutcome, CapacityClaim, ExecutionStore, FailOutcome, Lease, NewStep, PlanOrigin, RetryOutcome, StepClaim,
-        StoreError, Unclaimed,
+        CancelOutcome, CapacityClaim, ExecutionStore, FailOutcome, Lease, NewStep, PlanOrigin, Release, RetryOutcome,
+        StepClaim, StoreError, Unclaimed,
     },
 };
 
@@ -89,6 +89,9 @@ pub enum StepOutcome {
     Cancelled,
     /// The worker is shutting down: the step goes to another worker.
     Released,
+    /// The agent ran its turns for one stay: the step queues again, to continue from its
+    /// checkpoint.
+    Yielded,
 }
 
 /// How a step outcome was settled.
@@ -223,10 +226,16 @@ impl Lifecycle {
                 Event::StopCancelledStep
             }
             StepOutcome::Released => {
-                if !self.store.release_step(claim, lease).await? {
+                if !self.store.release_step(claim, lease, Release::Shutdown).await? {
                     return Ok(Settled::Stale);
                 }
                 Event::ReleaseStep
+            }
+            StepOutcome::Yielded => {
+                if !self.store.release_step(claim, lease, Release::Yield).await? {
+                    return Ok(Settled::Stale);
+                }
+                Event::YieldStep
             }
         };
         self.apply(event, &committed).await?;

@@ -57,6 +57,9 @@ pub enum Event {
     StopCancelledStep,
     /// The worker shut down while the step ran: another worker takes it, no attempt charged.
     ReleaseStep,
+    /// The agent ran `STEP_YIELD_AFTER_TURNS` turns: the step gives its worker slot back and
+    /// queues again, to continue from its checkpoint; no attempt charged.
+    YieldStep,
 }
 
 /// The state a transition starts from or leads to.
@@ -97,6 +100,9 @@ pub enum Write {
     ResetSteps,
     /// The attempt's conversation is appended to the task's short-term memory.
     AppendMessages,
+    /// The claim reads the step's checkpoint; when there is one, a `step_resumed` event
+    /// says the attempt continues from it.
+    ResumeCheckpoint,
     /// A webhook delivery is queued in the outbox for a task with a `callback_url`.
     QueueWebhook,
 }
@@ -248,7 +254,7 @@ pub const TABLE: &[Rule] = &[
         from: &[S(SS::Ready), S(SS::Running)],
         to: S(SS::Running),
         task_to: None,
-        writes: &[TakeLease, ChargeAttempt, Event(K::StepStarted)],
+        writes: &[TakeLease, ChargeAttempt, Event(K::StepStarted), ResumeCheckpoint],
         effects: &[],
     },
     Rule {
@@ -328,6 +334,14 @@ pub const TABLE: &[Rule] = &[
         to: S(SS::Ready),
         task_to: None,
         writes: &[DropLease, Event(K::StepReleased)],
+        effects: &[EnqueueAgain],
+    },
+    Rule {
+        event: Event::YieldStep,
+        from: &[S(SS::Running)],
+        to: S(SS::Ready),
+        task_to: None,
+        writes: &[DropLease, Event(K::StepYielded)],
         effects: &[EnqueueAgain],
     },
 ];

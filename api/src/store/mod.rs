@@ -152,8 +152,9 @@ pub trait ExecutionStore: BudgetStore + Send + Sync + 'static {
     ) -> Result<FailOutcome, StoreError>;
     /// `running → cancelled`, for a step that stopped because its task was cancelled.
     async fn cancel_step(&self, claim: &StepClaim, lease: &Lease) -> Result<bool, StoreError>;
-    /// `running → ready` without charging an attempt: the worker is shutting down.
-    async fn release_step(&self, claim: &StepClaim, lease: &Lease) -> Result<bool, StoreError>;
+    /// `running → ready` without charging an attempt: the worker is shutting down
+    /// (`step_released`), or the agent yielded after its turns (`step_yielded`).
+    async fn release_step(&self, claim: &StepClaim, lease: &Lease, why: Release) -> Result<bool, StoreError>;
     async fn cached_plan(&self, hash: &str) -> Result<Option<serde_json::Value>, StoreError>;
     /// Pending tasks and ready steps untouched for `min_age`, and planning tasks and running
     /// steps whose lease has expired: each should have a job. A task waiting for capacity is
@@ -194,6 +195,15 @@ pub trait ExecutionStore: BudgetStore + Send + Sync + 'static {
         messages: &[(String, String)],
         checkpoint: Option<&StepCheckpoint>,
     ) -> Result<(), StoreError>;
+}
+
+/// Why a running step goes back to ready without an attempt charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// The worker is shutting down.
+    Shutdown,
+    /// The agent ran its turns for one stay (`STEP_YIELD_AFTER_TURNS`) and gave its slot back.
+    Yield,
 }
 
 /// Where a step's agent loop stands (`agents::Checkpoint`, as JSON), stored on the step by

@@ -90,6 +90,9 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
             return Ok(());
         }
         Outcome::Released => deps.lifecycle.settle_step(&claim, &lease, StepOutcome::Released).await?,
+        Outcome::Finished(Err(AgentError::Yielded(_))) => {
+            deps.lifecycle.settle_step(&claim, &lease, StepOutcome::Yielded).await?
+        }
         Outcome::Finished(Err(AgentError::Cancelled)) => {
             deps.lifecycle.settle_step(&claim, &lease, StepOutcome::Cancelled).await?
         }
@@ -131,6 +134,7 @@ fn log_settled(settled: Settled, claim: &StepClaim) {
             tracing::info!(%task, %step, "step stopped: its task was cancelled")
         }
         Settled::Applied(Event::ReleaseStep) => tracing::info!(%task, %step, "step released for another worker"),
+        Settled::Applied(Event::YieldStep) => tracing::debug!(%task, %step, "step yielded; it continues later"),
         Settled::Applied(other) => tracing::debug!(%task, %step, event = ?other, "step settled"),
         Settled::Stale => tracing::warn!(%task, %step, "step outcome discarded: the lease was lost"),
     }
@@ -148,9 +152,13 @@ fn shown_error(error: &AgentError, task: TaskId, step: StepId) -> String {
     shown
 }
 
-/// Errors that another attempt cannot fix fail the step at once.
+/// Errors that another attempt cannot fix fail the step at once. The iteration limit is one:
+/// the next attempt would continue the same conversation, already at its limit.
 fn retryable(error: &AgentError) -> bool {
-    !matches!(error, AgentError::Llm(LlmError::Rejected { .. }) | AgentError::UnknownAgent(_))
+    !matches!(
+        error,
+        AgentError::Llm(LlmError::Rejected { .. }) | AgentError::UnknownAgent(_) | AgentError::IterationLimit(_)
+    )
 }
 
 /// The user's long-term memories closest to this step's instruction. Memory helps but is not

@@ -18,6 +18,7 @@ mod health;
 mod helpers;
 mod hostile_tools;
 mod llm;
+mod long_loops;
 mod memory;
 mod observability;
 mod openapi;

@@ -19,10 +19,11 @@ use super::{
     steps::{ClaimItem, CompleteItem},
 };
 use crate::{
-    domain::{StepId, TaskErrorCode, TaskId},
+    domain::{EventKind, StepId, TaskErrorCode, TaskId},
     store::{
         CancelOutcome, CapacityClaim, ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanOrigin,
-        PlanningClaim, RetryOutcome, StepCheckpoint, StepClaim, StepCompletion, StoreError, Unclaimed, Unfinished,
+        PlanningClaim, Release, RetryOutcome, StepCheckpoint, StepClaim, StepCompletion, StoreError, Unclaimed,
+        Unfinished,
     },
 };
 
@@ -327,8 +328,12 @@ impl ExecutionStore for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn release_step(&self, claim: &StepClaim, lease: &Lease) -> Result<bool, StoreError> {
-        // The attempt was interrupted by our shutdown, not failed: it is not charged.
+    async fn release_step(&self, claim: &StepClaim, lease: &Lease, why: Release) -> Result<bool, StoreError> {
+        // The attempt was interrupted by our shutdown or yielded, not failed: it is not charged.
+        let kind = match why {
+            Release::Shutdown => EventKind::StepReleased,
+            Release::Yield => EventKind::StepYielded,
+        };
         let done = sqlx::query(concat!(
             "WITH s AS (
                 UPDATE steps SET status = ",
@@ -340,12 +345,11 @@ impl ExecutionStore for PgStore {
             " AND lease_token = $2
                 RETURNING id, task_id
              )
-             INSERT INTO task_events (task_id, step_id, kind) SELECT task_id, id, ",
-            event_kind!(StepReleased),
-            " FROM s"
+             INSERT INTO task_events (task_id, step_id, kind) SELECT task_id, id, $3 FROM s"
         ))
         .bind(claim.step_id.0)
         .bind(lease.token)
+        .bind(kind.as_str())
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 1 {

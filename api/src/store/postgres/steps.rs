@@ -95,6 +95,11 @@ const CLAIM: &str = concat!(
         SELECT task_id, id, ",
     event_kind!(StepStarted),
     ", jsonb_build_object('attempt', attempt, 'worker', tag) FROM u
+        UNION ALL
+        SELECT task_id, id, ",
+    event_kind!(StepResumed),
+    ", jsonb_build_object('model_calls', checkpoint->'model_calls', 'tool_calls', checkpoint->'tool_calls')
+        FROM u WHERE checkpoint IS NOT NULL
      ), c AS (
         SELECT u.*, t.priority, t.user_id, t.description, t.max_cost_usd, t.max_tokens
         FROM u CROSS JOIN LATERAL (SELECT priority, user_id, description, max_cost_usd, max_tokens FROM tasks
