@@ -160,3 +160,59 @@ async fn a_long_loop_is_summarised_yields_its_slot_and_continues_from_its_checkp
     assert_eq!(stored, expected, "prompt, turns, replies and summaries, each once");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_step_at_its_iteration_limit_fails_once_and_a_retry_continues_its_conversation() {
+    // The model keeps calling the calculator until it is allowed to answer.
+    let may_answer = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answer_now = may_answer.clone();
+    let turns = Arc::new(AtomicUsize::new(0));
+    let t = turns.clone();
+    let fake = FakeOpenAi::start(move |request| {
+        if is_planning(request) {
+            let step = json!({"title": "Tally", "instruction": "Add up.", "agent": "tallier", "depends_on": []});
+            return crate::fake_llm::tool_call("plan-1", "submit_plan", &json!({"steps": [step]}));
+        }
+        if answer_now.load(Ordering::SeqCst) {
+            return answer("Done at last.", 100, 10);
+        }
+        calculator_turn(t.fetch_add(1, Ordering::SeqCst))
+    })
+    .await;
+    let agents = data_dir(&format!("iteration-limit-{}", uuid::Uuid::new_v4().simple())).join("agents.toml");
+    std::fs::create_dir_all(agents.parent().unwrap()).unwrap();
+    std::fs::write(
+        &agents,
+        "[[agent]]\nname = \"tallier\"\nsystem_prompt = \"You are the tallier agent.\"\n\
+         tools = [\"calculator\"]\nmax_iterations = 3\nmax_attempts = 3\n",
+    )
+    .unwrap();
+    let mut settings = fake.settings();
+    settings.agents_file = Some(agents);
+    let app = TestApp::spawn_with(settings, 1).await;
+
+    let id = app.submit("Add up.").await;
+    let task = app.wait(id).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert!(task["error"].as_str().unwrap().contains("iteration limit"), "{task}");
+    assert_eq!(task["steps"][0]["attempt"], 1, "a step at its iteration limit is not retried");
+    assert_eq!(turns.load(Ordering::SeqCst), 3);
+
+    // A retry gives the step a fresh allowance and continues its conversation: the first
+    // request of the new run carries the three turns' tool results.
+    may_answer.store(true, Ordering::SeqCst);
+    let retried = app.http.post(app.url(&format!("/tasks/{id}/retry"))).send().await.unwrap();
+    assert_eq!(retried.status(), 202, "{}", retried.text().await.unwrap());
+    let task = app.wait(id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    let last = fake.requests().into_iter().rev().find(|r| is_turn(r)).unwrap();
+    let replies = last["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "tool").count();
+    assert_eq!(replies, 3 * CALLS_PER_TURN, "{last}");
+    let ran: i64 = sqlx::query_scalar("SELECT count(*) FROM tool_calls WHERE task_id = $1")
+        .bind(id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(ran, (3 * CALLS_PER_TURN) as i64, "no tool call ran again");
+    app.stop().await;
+}

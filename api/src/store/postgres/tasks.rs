@@ -253,14 +253,16 @@ impl PgStore {
         }
         // Steps that did not complete start over with fresh attempts; completed ones keep their
         // outputs, and those whose dependencies all completed are ready at once. A task that
-        // failed while planning has no steps and is planned again.
+        // failed while planning has no steps and is planned again. A step's checkpoint stays,
+        // so it continues its conversation (summary included), with its turn count reset: a
+        // step that failed at its iteration limit gets a fresh allowance.
         let planned: bool = sqlx::query_scalar(concat!(
             "WITH again AS (
                 UPDATE steps SET status = ",
             step_status!(Pending),
             ", attempt = 0, error = NULL, output = NULL, lease_owner = NULL,
                        lease_token = NULL, lease_expires_at = NULL, not_before = NULL, completed_at = NULL,
-                       updated_at = now()
+                       checkpoint = checkpoint - 'turns', updated_at = now()
                 WHERE task_id = $1 AND status IN (",
             step_status!(Failed, Skipped, Cancelled),
             ")
