@@ -22,6 +22,7 @@ use crate::{
     queue::{JobSigner, RedisQueue},
     ratelimit::{GcraLimiter, UpstreamLimited},
     store::PgStore,
+    task_hash::TaskHasher,
     webhooks::{WebhookConfig, WebhookSecrets, WebhookSender},
     worker::{Worker, WorkerConfig, WorkerDeps},
 };
@@ -146,6 +147,7 @@ impl App {
             execution: Arc::new(self.store.clone()),
             lifecycle: self.lifecycle(),
             rate_limits,
+            task_hasher: TaskHasher::new(&self.agents, providers::planner_version(&self.settings)),
         })
         // Read by `POST /tasks` to check callback URLs (WEBHOOK_ALLOW_PRIVATE).
         .layer(axum::Extension(self.webhooks.policy()))

@@ -26,6 +26,7 @@ const BOTTOM: &[&str] = &[
     "ratelimit",
     "scrub",
     "store",
+    "task_hash",
     "telemetry",
     "webhooks",
 ];

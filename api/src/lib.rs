@@ -37,6 +37,7 @@ pub mod queue;
 pub mod ratelimit;
 pub mod scrub;
 pub mod store;
+pub mod task_hash;
 pub mod telemetry;
 pub mod webhooks;
 pub mod worker;

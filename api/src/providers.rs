@@ -90,17 +90,27 @@ pub enum TaskPlanner {
     Llm(LlmPlanner),
 }
 
+/// Whether the deployment plans with its model.
+fn plans_with_llm(s: &Settings) -> bool {
+    match s.planner {
+        PlannerKind::Heuristic => false,
+        PlannerKind::Llm => true,
+        // The offline model never calls submit_plan: asking it would only add two calls
+        // before the same heuristic plan.
+        PlannerKind::Auto => s.llm_provider != LlmProvider::Offline,
+    }
+}
+
+/// The version of the planner the deployment's tasks get (what `TaskPlanner::version`
+/// answers), known without building it: the API's task hashes include it.
+pub fn planner_version(s: &Settings) -> &'static str {
+    if plans_with_llm(s) { planner::LLM_PLANNER_VERSION } else { planner::HEURISTIC_PLANNER_VERSION }
+}
+
 impl TaskPlanner {
     pub fn new(s: &Settings, llm: Arc<dyn LlmClient>, agents: &AgentCatalog, limits: PlanLimits) -> Self {
         let heuristic = HeuristicPlanner::new(limits);
-        let use_llm = match s.planner {
-            PlannerKind::Heuristic => false,
-            PlannerKind::Llm => true,
-            // The offline model never calls submit_plan: asking it would only add two calls
-            // before the same heuristic plan.
-            PlannerKind::Auto => s.llm_provider != LlmProvider::Offline,
-        };
-        if use_llm {
+        if plans_with_llm(s) {
             let described = agents.iter().map(|a| (a.name.clone(), a.description.clone())).collect();
             Self::Llm(LlmPlanner::new(llm, described, limits, heuristic))
         } else {

@@ -169,6 +169,8 @@ pub struct Waited {
 pub struct ListQuery {
     pub user_id: Option<String>,
     pub status: Option<String>,
+    /// Only tasks of this `task_type`.
+    pub task_type: Option<String>,
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -289,6 +291,7 @@ impl ApiClient {
             for (name, value) in [
                 ("user_id", query.user_id.as_deref()),
                 ("status", query.status.as_deref()),
+                ("task_type", query.task_type.as_deref()),
                 ("limit", limit.as_deref()),
                 ("cursor", query.cursor.as_deref()),
             ] {

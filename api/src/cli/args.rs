@@ -52,6 +52,10 @@ pub struct SubmitArgs {
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=10))]
     pub max_attempts: Option<i32>,
 
+    /// The kind of work (`task_type`): a short name the task list can filter on.
+    #[arg(long = "type")]
+    pub task_type: Option<String>,
+
     /// Follow the task live until it ends, then print its result; the exit code says how it
     /// ended.
     #[arg(long)]
@@ -100,6 +104,10 @@ pub struct ListArgs {
     /// Only tasks in this state.
     #[arg(long, value_parser = PossibleValuesParser::new(TaskStatus::ALL.iter().map(|s| s.as_str())))]
     pub status: Option<String>,
+
+    /// Only tasks of this type (`task_type` at submission).
+    #[arg(long = "type")]
+    pub task_type: Option<String>,
 
     /// Tasks per page.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]

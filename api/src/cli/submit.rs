@@ -24,6 +24,9 @@ pub async fn submit(client: &ApiClient, args: &SubmitArgs) -> Result<Outcome> {
     if let Some(attempts) = args.max_attempts {
         body["max_attempts"] = json!(attempts);
     }
+    if let Some(task_type) = &args.task_type {
+        body["task_type"] = json!(task_type);
+    }
     let submitted = client.create(&body).await?;
     let id = submitted.task.id;
     let location = match submitted.location {

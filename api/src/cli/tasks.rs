@@ -28,6 +28,7 @@ async fn list(client: &ApiClient, args: &ListArgs) -> Result<Outcome> {
     let query = ListQuery {
         user_id: args.user.clone(),
         status: args.status.clone(),
+        task_type: args.task_type.clone(),
         limit: Some(args.limit),
         cursor: args.cursor.clone(),
     };
@@ -39,7 +40,7 @@ async fn list(client: &ApiClient, args: &ListArgs) -> Result<Outcome> {
     }
     if let Some(cursor) = page.next_cursor {
         let mut next = format!("orchestrator tasks list --limit {}", args.limit);
-        for (flag, value) in [("--user", &args.user), ("--status", &args.status)] {
+        for (flag, value) in [("--user", &args.user), ("--status", &args.status), ("--type", &args.task_type)] {
             if let Some(value) = value {
                 next.push_str(&format!(" {flag} '{value}'"));
             }

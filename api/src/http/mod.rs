@@ -70,6 +70,8 @@ pub struct AppState {
     /// Cancel and retry go through it, like every transition.
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
     pub rate_limits: RateLimits,
+    /// The `task_hash` of each new task.
+    pub task_hasher: crate::task_hash::TaskHasher,
 }
 
 pub fn build_router(state: AppState) -> Router {

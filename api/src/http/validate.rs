@@ -22,6 +22,18 @@ pub fn user_id(raw: &str) -> Result<String, ApiError> {
     Ok(user.to_owned())
 }
 
+/// What `task_type` must match (the schema's CHECK says the same).
+pub const TASK_TYPE_RULE: &str =
+    "must be 1 to 64 characters of a-z, 0-9, '_', '.' and '-', starting with a letter or digit";
+
+/// A task type: a short lowercase name (`report`, `triage.v2`).
+pub fn task_type(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    (1..=64).contains(&bytes.len())
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
+}
+
 /// Trimmed, non-blank text of at most `max` characters. Postgres refuses NUL in text, so it
 /// is refused here rather than met as a 500.
 pub fn text(field: &str, raw: &str, max: usize) -> Result<String, ApiError> {

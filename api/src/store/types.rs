@@ -27,6 +27,10 @@ pub struct NewTask {
     pub callback_url: Option<String>,
     /// The only agents the plan may use (checked against the catalog); empty: any.
     pub agent_hints: Vec<String>,
+    /// A short name the client gives the kind of work (`GET /tasks?task_type=` filters on it).
+    pub task_type: Option<String>,
+    /// What identifies the task's work (`crate::task_hash`).
+    pub task_hash: String,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +74,8 @@ pub struct Task {
     /// Where the task's summary is POSTed when it ends.
     pub callback_url: Option<String>,
     pub agent_hints: Vec<String>,
+    pub task_type: Option<String>,
+    pub task_hash: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +109,7 @@ pub struct TaskDetail {
 pub struct TaskQuery {
     pub user_id: Option<String>,
     pub status: Option<TaskStatus>,
+    pub task_type: Option<String>,
     pub after: Option<(DateTime<Utc>, TaskId)>,
     pub limit: u32,
 }

@@ -205,7 +205,7 @@ async fn a_step_at_its_iteration_limit_fails_once_and_a_retry_continues_its_conv
     assert_eq!(retried.status(), 202, "{}", retried.text().await.unwrap());
     let task = app.wait(id).await;
     assert_eq!(task["status"], "completed", "{task}");
-    let last = fake.requests().into_iter().rev().find(|r| is_turn(r)).unwrap();
+    let last = fake.requests().into_iter().rev().find(is_turn).unwrap();
     let replies = last["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "tool").count();
     assert_eq!(replies, 3 * CALLS_PER_TURN, "{last}");
     let ran: i64 = sqlx::query_scalar("SELECT count(*) FROM tool_calls WHERE task_id = $1")

@@ -41,6 +41,18 @@ async fn bad_submissions_get_a_4xx_naming_the_field_and_write_nothing() {
         ),
         (
             "application/json",
+            json!({"user_id": "u", "description": "d", "task_type": "Report"}).to_string(),
+            422,
+            Some("task_type"),
+        ),
+        (
+            "application/json",
+            json!({"user_id": "u", "description": "d", "task_type": "x".repeat(65)}).to_string(),
+            422,
+            Some("task_type"),
+        ),
+        (
+            "application/json",
             json!({"user_id": "u", "description": "d", "metadata": "x"}).to_string(),
             422,
             Some("metadata"),
@@ -204,5 +216,62 @@ async fn agent_hints_limit_the_plan_to_the_hinted_agents() {
         assert_eq!((status, problem["field"].as_str()), (422, Some(field)), "{problem}");
     }
     assert_eq!(app.count("SELECT count(*) FROM tasks").await, before);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn tasks_carry_their_type_and_a_hash_of_their_work_and_list_by_type() {
+    let app = TestApp::spawn(0).await;
+    let create = |body: Value| {
+        let app = &app;
+        async move {
+            let response = app.http.post(app.url("/tasks")).json(&body).send().await.unwrap();
+            assert_eq!(response.status(), 202);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let report =
+        create(json!({"user_id": "ann", "description": "Write the  weekly report.", "task_type": "report"})).await;
+    assert_eq!(report["task_type"], "report");
+    let hash = report["task_hash"].as_str().unwrap().to_owned();
+    assert_eq!(hash.len(), 64);
+
+    // The same work again (whitespace aside, other metadata): the same hash.
+    let again = create(json!({"user_id": "ann", "description": "Write the weekly report.", "task_type": "report",
+                              "metadata": {"run": 2}, "priority": "low"}))
+    .await;
+    assert_eq!(again["task_hash"], hash.as_str());
+    // Another user, type, description or context: another hash.
+    for other in [
+        json!({"user_id": "bob", "description": "Write the weekly report.", "task_type": "report"}),
+        json!({"user_id": "ann", "description": "Write the weekly report.", "task_type": "memo"}),
+        json!({"user_id": "ann", "description": "Write the weekly report."}),
+        json!({"user_id": "ann", "description": "Write the monthly report.", "task_type": "report"}),
+        json!({"user_id": "ann", "description": "Write the weekly report.", "task_type": "report",
+               "context": [{"role": "user", "content": "Be brief."}]}),
+    ] {
+        let task = create(other.clone()).await;
+        assert_ne!(task["task_hash"], hash.as_str(), "{other}");
+    }
+
+    // GET /tasks?task_type= lists that type only; the read shows type and hash.
+    let page: Value =
+        app.http.get(app.url("/tasks?user_id=ann&task_type=report")).send().await.unwrap().json().await.unwrap();
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4, "{page}"); // ann's reports: two alike, the monthly one, the one with context
+    assert!(items.iter().all(|t| t["task_type"] == "report" && t["task_hash"].is_string()), "{page}");
+    let read: Value = app
+        .http
+        .get(app.url(&format!("/tasks/{}", report["id"].as_str().unwrap())))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((&read["task_type"], &read["task_hash"]), (&report["task_type"], &report["task_hash"]));
+    let bad = app.http.get(app.url("/tasks?task_type=Not%20a%20type")).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(bad.json::<Value>().await.unwrap()["field"], "task_type");
     app.stop().await;
 }

@@ -89,8 +89,12 @@ async fn wait(
         for (user, &expected) in per_user.iter().enumerate() {
             let (mut cursor, mut seen) = (None, 0);
             while seen < expected {
-                let query =
-                    ListQuery { user_id: Some(user_name(user)), status: None, limit: Some(100), cursor: cursor.take() };
+                let query = ListQuery {
+                    user_id: Some(user_name(user)),
+                    limit: Some(100),
+                    cursor: cursor.take(),
+                    ..Default::default()
+                };
                 let page = match client.list(&query).await {
                     Ok(page) => page,
                     Err(_) if Instant::now() < deadline => {

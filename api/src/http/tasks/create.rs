@@ -98,6 +98,7 @@ pub async fn create_task(
     let agent_hints = agent_hints(request.agent_hints.as_deref(), &state.agents)?;
     let mut task = validate(request, &caller, idempotency_key, policy)?;
     task.agent_hints = agent_hints;
+    task.task_hash = state.task_hasher.hash(&task);
     may_use_priority(&state, &caller, &task).await?;
 
     // Subscribed before the insert: nothing can happen to the task before it exists, so the
@@ -265,6 +266,11 @@ fn validate(
         seeded.push((message.role, content));
     }
 
+    let task_type = request
+        .task_type
+        .map(|t| validate::task_type(&t).then_some(t).ok_or_else(|| invalid("task_type", validate::TASK_TYPE_RULE)))
+        .transpose()?;
+
     let callback_url = request
         .callback_url
         .as_deref()
@@ -287,6 +293,8 @@ fn validate(
         context: seeded,
         callback_url,
         agent_hints: Vec::new(), // checked against the catalog by the handler
+        task_type,
+        task_hash: String::new(), // by the handler, once the hints are known
     })
 }
 

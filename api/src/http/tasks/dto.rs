@@ -64,6 +64,12 @@ pub struct CreateTaskRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_items = 10)]
     pub agent_hints: Option<Vec<String>>,
+    /// A short name for the kind of work (`report`, `triage.v2`): 1 to 64 characters of
+    /// a-z, 0-9, `_`, `.` and `-`. `GET /tasks?task_type=` lists a type's tasks, and it is
+    /// part of the `task_hash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
+    pub task_type: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -99,7 +105,9 @@ pub struct ContextMessage {
     "completed_at": null,
     "updated_at": "2026-01-01T12:00:00Z",
     "callback_url": null,
-    "agent_hints": []
+    "agent_hints": [],
+    "task_type": "report",
+    "task_hash": "9f2c5e0a4b7d13e8c6a1f0b2d4e6a8c0e2f4a6b8d0c2e4f6a8b0c2d4e6f8a0b2"
 }))]
 pub struct TaskResponse {
     pub id: TaskId,
@@ -133,6 +141,13 @@ pub struct TaskResponse {
     pub callback_url: Option<String>,
     /// The only agents the plan may use; empty: any.
     pub agent_hints: Vec<String>,
+    /// The kind of work, as submitted.
+    pub task_type: Option<String>,
+    /// What identifies the task's work: sha256 (hex) over its user, type, normalised
+    /// description, context messages and agent hints, and the deployment's agents and
+    /// planner version. Equal for the same work submitted again; `null` for tasks created
+    /// before task hashes existed.
+    pub task_hash: Option<String>,
     /// Present on `GET /tasks/{id}`, absent from lists and from the creation answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepResponse>>,
@@ -196,6 +211,8 @@ impl From<Task> for TaskResponse {
             updated_at: t.updated_at,
             callback_url: t.callback_url,
             agent_hints: t.agent_hints,
+            task_type: t.task_type,
+            task_hash: t.task_hash,
             steps: None,
         }
     }

@@ -1,4 +1,4 @@
-//! `GET /tasks`: newest first, filtered by user and status, paginated by an opaque cursor.
+//! `GET /tasks`: newest first, filtered by user, status and type, paginated by an opaque cursor.
 
 use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
@@ -12,6 +12,7 @@ use crate::{
         AppState, access,
         error::{ApiError, Problem},
         extract::QueryParams,
+        validate,
     },
     store::TaskQuery,
 };
@@ -29,6 +30,8 @@ pub struct ListParams {
     /// Only tasks in this status.
     #[param(value_type = Option<TaskStatus>)]
     status: Option<String>,
+    /// Only tasks of this type (`task_type` at submission).
+    task_type: Option<String>,
     /// Page size, 1 to 100 (default 20).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
@@ -38,7 +41,7 @@ pub struct ListParams {
 
 /// List tasks
 ///
-/// Newest first, optionally filtered by user and status, paginated by an opaque cursor.
+/// Newest first, optionally filtered by user, status and task type, paginated by an opaque cursor.
 #[utoipa::path(
     get,
     path = "/tasks",
@@ -90,7 +93,11 @@ fn parse(params: ListParams) -> Result<TaskQuery, ApiError> {
         .map(|c| decode_cursor(&c).ok_or_else(|| bad("cursor", "is not a cursor this API returned")))
         .transpose()?;
     let user_id = params.user_id.filter(|u| !u.is_empty());
-    Ok(TaskQuery { user_id, status, after, limit })
+    let task_type = params
+        .task_type
+        .map(|t| validate::task_type(&t).then_some(t).ok_or_else(|| bad("task_type", validate::TASK_TYPE_RULE)))
+        .transpose()?;
+    Ok(TaskQuery { user_id, status, task_type, after, limit })
 }
 
 /// `<microseconds since epoch>_<task id>`: the position of the last task of a page.
@@ -111,6 +118,7 @@ mod tests {
         ListParams {
             user_id: None,
             status: status.map(Into::into),
+            task_type: None,
             limit: limit.map(Into::into),
             cursor: cursor.map(Into::into),
         }
@@ -138,6 +146,10 @@ mod tests {
         assert_eq!(field(parse(params(None, Some("101"), None))), "limit");
         assert_eq!(field(parse(params(None, Some("x"), None))), "limit");
         assert_eq!(field(parse(params(None, None, Some("1_2")))), "cursor");
+        let typed = |t: &str| ListParams { task_type: Some(t.into()), ..params(None, None, None) };
+        assert_eq!(field(parse(typed("Report"))), "task_type");
+        assert_eq!(field(parse(typed(""))), "task_type");
+        assert_eq!(parse(typed("triage.v2")).unwrap().task_type.as_deref(), Some("triage.v2"));
         assert_eq!(parse(params(Some("completed"), Some("5"), None)).unwrap().limit, 5);
     }
 }

@@ -20,8 +20,8 @@ pub(super) async fn create_one(pool: &PgPool, new: &NewTask) -> Result<CreateOut
         "WITH t AS (
             INSERT INTO tasks (id, user_id, description, metadata, priority, max_cost_usd, max_tokens,
                                idempotency_key, request_hash, max_attempts, use_plan_cache, callback_url,
-                               agent_hints)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $14, $15)
+                               agent_hints, task_type, task_hash)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $14, $15, $16, $17)
             ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING *
          ), e AS (
@@ -55,6 +55,8 @@ pub(super) async fn create_one(pool: &PgPool, new: &NewTask) -> Result<CreateOut
         .bind(new.context.iter().map(|(_, content)| content.as_str()).collect::<Vec<_>>())
         .bind(&new.callback_url)
         .bind(&new.agent_hints)
+        .bind(&new.task_type)
+        .bind(&new.task_hash)
         .fetch_optional(pool)
         .await?;
     // No wake-up: nobody can follow a task before this answer gives out its id, and a
@@ -102,15 +104,16 @@ impl BatchOp for CreateTasks {
             "WITH j AS (
                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::float8[],
                                      $7::int8[], $8::text[], $9::int4[], $10::bool[], $11::text[], $12::jsonb[],
-                                     $13::jsonb[])
+                                     $13::jsonb[], $14::text[], $15::text[])
                     AS j(id, user_id, description, metadata, priority, max_cost_usd, max_tokens, request_hash,
-                         max_attempts, use_plan_cache, callback_url, agent_hints, context)
+                         max_attempts, use_plan_cache, callback_url, agent_hints, context, task_type, task_hash)
              ), t AS (
                 INSERT INTO tasks (id, user_id, description, metadata, priority, max_cost_usd, max_tokens,
-                                   request_hash, max_attempts, use_plan_cache, callback_url, agent_hints)
+                                   request_hash, max_attempts, use_plan_cache, callback_url, agent_hints,
+                                   task_type, task_hash)
                 SELECT id, user_id, description, metadata, priority, max_cost_usd, max_tokens, request_hash,
                        max_attempts, use_plan_cache, callback_url,
-                       ARRAY(SELECT jsonb_array_elements_text(j.agent_hints))
+                       ARRAY(SELECT jsonb_array_elements_text(j.agent_hints)), task_type, task_hash
                 FROM j
                 RETURNING *
              ), e AS (
@@ -148,6 +151,8 @@ impl BatchOp for CreateTasks {
                     .map(|t| Value::from(t.context.iter().map(|(r, c)| vec![r.clone(), c.clone()]).collect::<Vec<_>>()))
                     .collect::<Vec<Value>>(),
             )
+            .bind(items.iter().map(|t| t.task_type.as_deref()).collect::<Vec<_>>())
+            .bind(texts(|t| &t.task_hash))
             .fetch_all(pool)
             .await?;
         let mut created: std::collections::HashMap<Uuid, TaskRow> = rows.into_iter().map(|row| (row.id, row)).collect();

@@ -14,7 +14,7 @@ macro_rules! task_columns {
     () => {
         "id, user_id, description, metadata, status, priority, max_cost_usd, max_tokens, result, error, \
          error_code, reserved_cost_usd, reserved_tokens, \
-         cost_usd, tokens_in, tokens_out, tokens_cached, callback_url, agent_hints, created_at, started_at, completed_at, updated_at"
+         cost_usd, tokens_in, tokens_out, tokens_cached, callback_url, agent_hints, task_type, task_hash, created_at, started_at, completed_at, updated_at"
     };
 }
 
@@ -49,6 +49,8 @@ pub(super) struct TaskRow {
     tokens_cached: i64,
     callback_url: Option<String>,
     agent_hints: Vec<String>,
+    task_type: Option<String>,
+    task_hash: Option<String>,
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     completed_at: Option<DateTime<Utc>>,
@@ -85,6 +87,8 @@ impl TryFrom<TaskRow> for Task {
             updated_at: r.updated_at,
             callback_url: r.callback_url,
             agent_hints: r.agent_hints,
+            task_type: r.task_type,
+            task_hash: r.task_hash,
         })
     }
 }

@@ -67,6 +67,7 @@ impl TaskStore for PgStore {
              WHERE ($1::text IS NULL OR user_id = $1)
                AND ($2::text IS NULL OR status = $2)
                AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+               AND ($6::text IS NULL OR task_type = $6)
              ORDER BY created_at DESC, id DESC
              LIMIT $5"
         );
@@ -77,6 +78,7 @@ impl TaskStore for PgStore {
             .bind(after_at)
             .bind(after_id)
             .bind(i64::from(query.limit) + 1)
+            .bind(&query.task_type)
             .fetch_all(&self.pool)
             .await?
             .into_iter()
