@@ -64,6 +64,9 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn unfinished_counts(&self) -> Result<Vec<(TaskStatus, i64)>, StoreError>;
     /// The task's tool calls in the order they were made.
     async fn tool_calls(&self, id: TaskId) -> Result<Option<Vec<ToolCallRow>>, StoreError>;
+    /// Appends (role, content) messages to a pending task's context (its short-term memory
+    /// that every step sees), keeping it at most [`STEP_CONTEXT_MESSAGES`] long.
+    async fn add_context(&self, id: TaskId, messages: &[(String, String)]) -> Result<AddContext, StoreError>;
     /// Where a stream of the task's events starts: after the event `after` (its id), or from
     /// the first event when `None`.
     async fn event_stream_start(&self, task: TaskId, after: Option<i64>) -> Result<EventStreamStart, StoreError>;

@@ -214,6 +214,18 @@ pub enum CancelOutcome {
     NotFound,
 }
 
+/// What `POST /tasks/{id}/context` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddContext {
+    /// The task's context, the new messages last, as (role, content).
+    Added(Vec<(String, String)>),
+    /// Only a pending task's context may grow: its steps read it when they start.
+    NotPending(TaskStatus),
+    /// The context would pass [`STEP_CONTEXT_MESSAGES`]; it holds this many.
+    Full(i64),
+    NotFound,
+}
+
 /// What `POST /tasks/{id}/retry` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetryOutcome {

@@ -19,6 +19,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/tasks/{id}"),
     ("post", "/tasks/{id}/cancel"),
     ("post", "/tasks/{id}/retry"),
+    ("post", "/tasks/{id}/context"),
     ("get", "/tasks/{id}/events"),
     ("get", "/tasks/{id}/cost"),
     ("get", "/tasks/{id}/tool-calls"),

@@ -275,3 +275,56 @@ async fn tasks_carry_their_type_and_a_hash_of_their_work_and_list_by_type() {
     assert_eq!(bad.json::<Value>().await.unwrap()["field"], "task_type");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn context_added_to_a_pending_task_reaches_its_steps_and_not_after_it_started() {
+    use crate::fake_llm::{FakeOpenAi, answer, is_planning};
+    let fake = FakeOpenAi::start(|request| {
+        if is_planning(request) {
+            let step = json!({"title": "Write", "instruction": "Write it.", "agent": "writer", "depends_on": []});
+            return crate::fake_llm::tool_call("plan-1", "submit_plan", &json!({"steps": [step]}));
+        }
+        answer("Written.", 10, 2)
+    })
+    .await;
+    // No workers yet: the task stays pending while context is added.
+    let app = TestApp::spawn_with(fake.settings(), 0).await;
+    let id = app.submit("Write the release notes.").await;
+    let url = app.url(&format!("/tasks/{id}/context"));
+    let post = |body: Value| {
+        let (app, url) = (&app, url.clone());
+        async move {
+            let response = app.http.post(url).json(&body).send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+
+    let (status, body) = post(json!({"messages": [{"role": "user", "content": "Mention the new CLI."}]})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["context"], json!([{"role": "user", "content": "Mention the new CLI."}]));
+    for (bad, field) in [
+        (json!({"messages": []}), "messages"),
+        (json!({"messages": [{"role": "tool", "content": "x"}]}), "messages[0].role"),
+        (json!({"messages": [{"role": "user", "content": " "}]}), "messages[0].content"),
+        (json!({"messages": vec![json!({"role": "user", "content": "x"}); 50]}), "messages"),
+    ] {
+        let (status, problem) = post(bad).await;
+        assert_eq!((status, problem["field"].as_str()), (422, Some(field)), "{problem}");
+    }
+    let unknown = app.url(&format!("/tasks/{}/context", uuid::Uuid::new_v4()));
+    let response =
+        app.http.post(unknown).json(&json!({"messages": [{"role": "user", "content": "x"}]})).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(app.app.worker("w").run(shutdown.clone()));
+    let task = app.wait(id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    let step = fake.requests().into_iter().find(|r| !is_planning(r)).unwrap();
+    assert!(step.to_string().contains("Mention the new CLI."), "{step}");
+    let (status, problem) = post(json!({"messages": [{"role": "user", "content": "Too late."}]})).await;
+    assert_eq!(status, 409, "{problem}");
+    shutdown.cancel();
+    worker.await.unwrap();
+    app.stop().await;
+}

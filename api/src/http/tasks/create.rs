@@ -14,7 +14,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{
-    dto::{CreateTaskRequest, TaskResponse},
+    dto::{ContextMessage, CreateTaskRequest, TaskResponse},
     wait::{self, Waited, Waiter},
 };
 use crate::{
@@ -252,19 +252,7 @@ fn validate(
     if request.max_attempts.is_some_and(|a| !(1..=10).contains(&a)) {
         return Err(invalid("max_attempts", "must be from 1 to 10"));
     }
-    let context = request.context.unwrap_or_default();
-    if context.len() > MAX_CONTEXT_MESSAGES {
-        return Err(invalid("context", format!("must hold at most {MAX_CONTEXT_MESSAGES} messages")));
-    }
-    let mut seeded = Vec::with_capacity(context.len());
-    for (i, message) in context.into_iter().enumerate() {
-        // A submission may not speak for a tool: there was no tool call to answer.
-        if !matches!(message.role.parse(), Ok(Role::User | Role::Assistant | Role::System)) {
-            return Err(invalid(&format!("context[{i}].role"), "must be user, assistant or system"));
-        }
-        let content = validate::text(&format!("context[{i}].content"), &message.content, MAX_DESCRIPTION_CHARS)?;
-        seeded.push((message.role, content));
-    }
+    let seeded = context_messages("context", request.context.unwrap_or_default())?;
 
     let task_type = request
         .task_type
@@ -296,6 +284,24 @@ fn validate(
         task_type,
         task_hash: String::new(), // by the handler, once the hints are known
     })
+}
+
+/// Context messages as (role, content), checked: at most [`MAX_CONTEXT_MESSAGES`], each of
+/// a role a client may speak for and with non-blank text. `field` names the list in errors.
+pub(super) fn context_messages(field: &str, messages: Vec<ContextMessage>) -> Result<Vec<(String, String)>, ApiError> {
+    if messages.len() > MAX_CONTEXT_MESSAGES {
+        return Err(invalid(field, format!("must hold at most {MAX_CONTEXT_MESSAGES} messages")));
+    }
+    let mut checked = Vec::with_capacity(messages.len());
+    for (i, message) in messages.into_iter().enumerate() {
+        // A client may not speak for a tool: there was no tool call to answer.
+        if !matches!(message.role.parse(), Ok(Role::User | Role::Assistant | Role::System)) {
+            return Err(invalid(&format!("{field}[{i}].role"), "must be user, assistant or system"));
+        }
+        let content = validate::text(&format!("{field}[{i}].content"), &message.content, MAX_DESCRIPTION_CHARS)?;
+        checked.push((message.role, content));
+    }
+    Ok(checked)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `/tasks`: submit, read and list tasks.
 
 pub(super) mod cancel;
+pub(super) mod context;
 pub(super) mod create;
 pub(super) mod dto;
 pub(super) mod events;
@@ -31,6 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tasks/{id}", get(get::get_task))
         .route("/tasks/{id}/cancel", post(cancel::cancel_task))
         .route("/tasks/{id}/retry", post(retry::retry_task))
+        .route("/tasks/{id}/context", post(context::add_context))
         .route("/tasks/{id}/events", get(events::task_events))
         .route("/tasks/{id}/cost", get(reports::task_cost))
         .route("/tasks/{id}/tool-calls", get(reports::tool_calls))

@@ -10,8 +10,8 @@ use super::{
 use crate::{
     domain::{StepId, TaskId, TaskStatus},
     store::{
-        CancelOutcome, CostReport, CreateOutcome, NewTask, RetryOutcome, Step, StoreError, Task, TaskDetail, TaskPage,
-        TaskQuery, TaskStore, ToolCallRow,
+        AddContext, CancelOutcome, CostReport, CreateOutcome, NewTask, RetryOutcome, Step, StoreError, Task,
+        TaskDetail, TaskPage, TaskQuery, TaskStore, ToolCallRow,
     },
 };
 
@@ -107,6 +107,50 @@ impl TaskStore for PgStore {
 
     async fn tool_calls(&self, id: TaskId) -> Result<Option<Vec<ToolCallRow>>, StoreError> {
         self.tool_call_rows(id).await
+    }
+
+    async fn add_context(&self, id: TaskId, messages: &[(String, String)]) -> Result<AddContext, StoreError> {
+        // The task's row is locked first, so a planning claim (which moves it on) either
+        // comes before and the task is no longer pending, or after and its steps see these.
+        const SQL: &str = concat!(
+            "WITH t AS (
+                SELECT status FROM tasks WHERE id = $1 FOR NO KEY UPDATE
+             ), n AS (
+                SELECT count(*) AS held FROM task_messages WHERE task_id = $1 AND step_id IS NULL
+             ), ins AS (
+                INSERT INTO task_messages (task_id, role, content)
+                SELECT $1, x.role, x.content
+                FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS x(role, content, k)
+                WHERE (SELECT status FROM t) = ",
+            task_status!(Pending),
+            " AND (SELECT held FROM n) + cardinality($2::text[]) <= $4
+                ORDER BY x.k
+                RETURNING role, content
+             )
+             SELECT t.status, n.held, (SELECT count(*) FROM ins) FROM t, n"
+        );
+        let row: Option<(String, i64, i64)> = sqlx::query_as(SQL)
+            .bind(id.0)
+            .bind(messages.iter().map(|(role, _)| role.as_str()).collect::<Vec<_>>())
+            .bind(messages.iter().map(|(_, content)| content.as_str()).collect::<Vec<_>>())
+            .bind(crate::store::STEP_CONTEXT_MESSAGES)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some((status, held, added)) = row else { return Ok(AddContext::NotFound) };
+        let status: TaskStatus = status.parse()?;
+        if status != TaskStatus::Pending {
+            return Ok(AddContext::NotPending(status));
+        }
+        if added == 0 && !messages.is_empty() {
+            return Ok(AddContext::Full(held));
+        }
+        let context = sqlx::query_as(
+            "SELECT role, content FROM task_messages WHERE task_id = $1 AND step_id IS NULL ORDER BY id",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(AddContext::Added(context))
     }
 
     async fn event_stream_start(
