@@ -20,6 +20,7 @@ pub mod run;
 pub mod spec;
 pub mod storable;
 pub mod tools;
+pub mod warm;
 
 pub use budget::{Budget, BudgetError, BudgetExceeded, BudgetLimit, CallEstimate, Reservation, Unlimited};
 pub use budgeted::{Answered, BudgetedModel, CallError, Halt, Priced};
@@ -33,3 +34,4 @@ pub use tools::{
     AddressPolicy, HttpGetSettings, RegistryError, Tool, ToolContext, ToolError, ToolInfo, ToolRegistry, ToolSettings,
     builtin_tools,
 };
+pub use warm::{CachedToolResult, WarmContext};

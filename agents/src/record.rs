@@ -34,6 +34,8 @@ pub enum ToolCallStatus {
     /// The call was refused: unknown tool, not allowed for the agent, invalid arguments or
     /// a policy (e.g. a forbidden address).
     Rejected,
+    /// A warm start answered the call from an earlier run's result; the tool did not run.
+    Cached,
 }
 
 impl ToolCallStatus {
@@ -42,6 +44,7 @@ impl ToolCallStatus {
             Self::Ok => "ok",
             Self::Error => "error",
             Self::Rejected => "rejected",
+            Self::Cached => "cached",
         }
     }
 }

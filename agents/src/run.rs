@@ -31,12 +31,14 @@ use uuid::Uuid;
 pub use crate::budget::{Budget, BudgetError, BudgetExceeded, BudgetLimit, CallEstimate, Reservation, Unlimited};
 pub use crate::checkpoint::Checkpoint;
 pub use crate::record::{LlmCallRecord, RecordError, RunRecorder, ToolCallRecord, ToolCallStatus};
+pub use crate::warm::WarmContext;
 use crate::{
     budgeted::{BudgetedModel, CallError, Halt},
-    llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Role, Usage},
+    llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Role, ToolCall, Usage},
     pricing::PriceTable,
     spec::AgentSpec,
-    tools::{ToolContext, ToolRegistry},
+    tools::{ToolContext, ToolInvocation, ToolRegistry},
+    warm::CachedToolResult,
 };
 
 /// What one step gives its agent.
@@ -62,6 +64,9 @@ pub struct StepInput<'a> {
     pub budget: &'a dyn Budget,
     /// Where an earlier attempt of the step stopped: the loop continues from there.
     pub resume: Option<&'a Checkpoint>,
+    /// What an earlier run of the same work left (a warm start): its conversation comes
+    /// after `history` as earlier context, and its tool results answer identical calls.
+    pub warm: Option<&'a WarmContext>,
 }
 
 /// How the loop manages a growing conversation.
@@ -153,6 +158,21 @@ pub struct AgentRunner {
     settings: LoopSettings,
 }
 
+/// A call answered from a warm start's recorded result: the tool does not run.
+fn cached_invocation(call: &ToolCall, cached: &CachedToolResult) -> ToolInvocation {
+    ToolInvocation {
+        reply: cached.reply.clone(),
+        record: ToolCallRecord {
+            tool: call.name.clone(),
+            arguments: call.arguments.clone(),
+            result: cached.result.clone(),
+            status: ToolCallStatus::Cached,
+            error: None,
+            latency_ms: 0.0,
+        },
+    }
+}
+
 /// The fixed part of one step's conversation, in the order it is sent: `system`, `earlier`
 /// (the repaired history, until a summary replaces it) and `prompt`; the checkpoint's `work`
 /// follows them.
@@ -210,9 +230,13 @@ impl AgentRunner {
                 Checkpoint { prompt: prompt.content.clone(), transcript: vec![prompt], ..Checkpoint::default() }
             }
         };
+        let mut earlier = input.history.to_vec();
+        if let Some(warm) = input.warm {
+            earlier.extend(warm.messages.iter().cloned());
+        }
         let convo = Conversation {
             system: ChatMessage::new(Role::System, spec.system_prompt.clone()),
-            earlier: compress::repair_history(input.history),
+            earlier: compress::repair_history(&earlier),
             prompt: ChatMessage::new(Role::User, at.prompt.clone()),
         };
 
@@ -233,7 +257,10 @@ impl AgentRunner {
                 if input.cancel.is_cancelled() {
                     return Err(AgentError::Cancelled);
                 }
-                let invocation = self.tools.invoke(&spec.tools, &call, &ctx).await;
+                let invocation = match input.warm.and_then(|w| w.cached(&call.name, &call.arguments)) {
+                    Some(cached) => cached_invocation(&call, cached),
+                    None => self.tools.invoke(&spec.tools, &call, &ctx).await,
+                };
                 let reply = ChatMessage::tool_result(&call.id, invocation.reply);
                 at.tool_calls += 1;
                 at.since_summary += 1;

@@ -189,6 +189,7 @@ impl App {
             self.metrics.clone(),
             self.memory.clone(),
             self.settings.memory_store_results,
+            Duration::from_secs(self.settings.warm_context_ttl_secs),
         ))
     }
 

@@ -1,10 +1,13 @@
 //! Coordination between the processes of a deployment, through Redis: the registry of live
-//! workers (heartbeats with a TTL), the leader lock that keeps one reconciler active, and
-//! the broadcast that tells workers a task was cancelled.
+//! workers (heartbeats with a TTL), the leader lock that keeps one reconciler active, the
+//! broadcast that tells workers a task was cancelled, and the warm contexts that completed
+//! steps leave for the next run of the same work (`context:{task_hash}:{position}`, with a
+//! TTL).
 //!
 //! None of it is the truth: a lost heartbeat only hides a worker from `GET /workers` for a
-//! moment, a lost lock only pauses the reconciler, and a lost cancel message is caught by
-//! the lease renewal, which also reads the task's status.
+//! moment, a lost lock only pauses the reconciler, a lost cancel message is caught by the
+//! lease renewal, which also reads the task's status, and a lost warm context only makes the
+//! next start cold.
 
 use std::{pin::Pin, time::Duration};
 
@@ -12,6 +15,8 @@ use chrono::{DateTime, Utc};
 use deadpool_redis::Pool;
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
+
+use agents::WarmContext;
 
 use crate::{domain::TaskId, queue::QueueError};
 
@@ -46,6 +51,17 @@ pub trait Coordination: Send + Sync + 'static {
     async fn publish_cancel(&self, task: TaskId) -> Result<(), QueueError>;
     /// Task ids as they are cancelled, from now on; ends when the connection drops.
     async fn cancellations(&self) -> Result<Cancellations, QueueError>;
+    /// Keeps what the step at `position` of a task with hash `task_hash` left, for `ttl`.
+    async fn save_warm_context(
+        &self,
+        task_hash: &str,
+        position: i32,
+        context: &WarmContext,
+        ttl: Duration,
+    ) -> Result<(), QueueError>;
+    /// What the step at `position` of an earlier run of the same work left, if it is still
+    /// kept (and readable: one written by an incompatible build is ignored).
+    async fn warm_context(&self, task_hash: &str, position: i32) -> Result<Option<WarmContext>, QueueError>;
 }
 
 /// Takes the lock when free, extends it when we hold it, in one atomic step.
@@ -78,6 +94,10 @@ impl RedisCoordination {
 
     fn worker_key(&self, id: &str) -> String {
         format!("{}:workers:{id}", self.prefix)
+    }
+
+    fn warm_key(&self, task_hash: &str, position: i32) -> String {
+        format!("{}:context:{task_hash}:{position}", self.prefix)
     }
 
     fn cancel_channel(&self) -> String {
@@ -161,5 +181,37 @@ impl Coordination for RedisCoordination {
             .into_on_message()
             .filter_map(|msg| async move { msg.get_payload::<String>().ok().and_then(|p| p.parse::<TaskId>().ok()) });
         Ok(Box::pin(stream))
+    }
+
+    async fn save_warm_context(
+        &self,
+        task_hash: &str,
+        position: i32,
+        context: &WarmContext,
+        ttl: Duration,
+    ) -> Result<(), QueueError> {
+        let mut conn = self.pool.get().await?;
+        let body = serde_json::to_string(context).unwrap_or_default();
+        redis::cmd("SET")
+            .arg(self.warm_key(task_hash, position))
+            .arg(body)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn warm_context(&self, task_hash: &str, position: i32) -> Result<Option<WarmContext>, QueueError> {
+        let mut conn = self.pool.get().await?;
+        let body: Option<String> =
+            redis::cmd("GET").arg(self.warm_key(task_hash, position)).query_async(&mut conn).await?;
+        Ok(body.and_then(|b| match serde_json::from_str(&b) {
+            Ok(context) => Some(context),
+            Err(e) => {
+                tracing::warn!(task_hash, position, error = %e, "unreadable warm context ignored");
+                None
+            }
+        }))
     }
 }

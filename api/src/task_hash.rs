@@ -79,6 +79,7 @@ mod tests {
             agent_hints: Vec::new(),
             task_type: Some("report".into()),
             task_hash: String::new(),
+            warm_start: false,
         }
     }
 

@@ -96,6 +96,7 @@ mod tests {
             cancel: &cancel,
             budget: &crate::run::Unlimited,
             resume: None,
+            warm: None,
         };
         let prompt = step_prompt(&input);
         assert!(prompt.starts_with("Task: Ship it\nStep: Build\nInstruction: Build the API\n"), "{prompt}");

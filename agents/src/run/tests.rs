@@ -159,6 +159,7 @@ impl Step {
             cancel: &self.cancel,
             budget: &Unlimited,
             resume: None,
+            warm: None,
         }
     }
 }
@@ -495,3 +496,36 @@ async fn history_memories_and_the_model_override_reach_the_model() {
 }
 
 mod budget;
+
+#[tokio::test]
+async fn a_warm_start_shows_the_earlier_run_and_answers_identical_calls_from_it() {
+    let warm = WarmContext {
+        messages: vec![ChatMessage::new(Role::Assistant, "Last time: 6 * 7 = 42.")],
+        tool_results: vec![crate::warm::CachedToolResult {
+            tool: "calculator".into(),
+            arguments: json!({"expression": "6 * 7"}),
+            result: Some(json!({"expression": "6 * 7", "result": 42})),
+            reply: "{\"expression\":\"6 * 7\",\"result\":42}".into(),
+        }],
+        ..WarmContext::default()
+    };
+    let model = Arc::new(Scripted::new([
+        calls(&[
+            ("c1", "calculator", json!({"expression": "6 * 7"})),
+            ("c2", "calculator", json!({"expression": "1 + 1"})),
+        ]),
+        answer("42 and 2"),
+    ]));
+    let log = Log::default();
+    let step = Step::new();
+    let input = StepInput { warm: Some(&warm), ..step.input() };
+    runner(model.clone(), LoopSettings::default()).run(&spec("analyst"), &input, &log).await.unwrap();
+
+    let first = &model.seen()[0];
+    assert!(first.messages.iter().any(|m| m.content == "Last time: 6 * 7 = 42."), "{:#?}", first.messages);
+    let tools = log.tools();
+    assert_eq!((tools[0].status, tools[0].latency_ms), (ToolCallStatus::Cached, 0.0));
+    assert_eq!(tools[0].result, Some(json!({"expression": "6 * 7", "result": 42})));
+    assert_eq!(tools[1].status, ToolCallStatus::Ok, "another call runs the tool");
+    assert_eq!(tool_replies(&model.seen()[1])[0].content, warm.tool_results[0].reply);
+}

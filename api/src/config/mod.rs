@@ -208,6 +208,10 @@ pub struct Settings {
     #[arg(long, env = "CONTEXT_COMPRESS_EVERY", default_value_t = 8)]
     pub context_compress_every: u32,
 
+    /// How long a completed step's warm context (for `warm_start` of the same work) is kept.
+    #[arg(long, env = "WARM_CONTEXT_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub warm_context_ttl_secs: u64,
+
     /// Messages at the end of a conversation that a summary keeps verbatim.
     #[arg(long, env = "CONTEXT_KEEP_RECENT", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub context_keep_recent: u32,

@@ -49,6 +49,8 @@ pub struct Lifecycle {
     memory: Arc<dyn memory::MemoryStore>,
     /// Store each completed task's result as a memory of its user.
     remember_results: bool,
+    /// How long a completed step's warm context is kept (`WARM_CONTEXT_TTL_SECS`).
+    warm_context_ttl: Duration,
 }
 
 /// What a committed transition hands to its effects.
@@ -68,6 +70,8 @@ pub struct Committed<'a> {
     /// The user's oldest task waiting for capacity, when the ending statement already
     /// looked (`None`: `WakeWaiting` looks itself).
     pub waiting: Option<Option<(TaskId, Priority)>>,
+    /// A completed step's warm context, with the task hash and the step's position.
+    pub warm: Option<(&'a str, i32, agents::WarmContext)>,
 }
 
 /// What became of a step's attempt, as the worker saw it.
@@ -76,6 +80,8 @@ pub enum StepOutcome {
     Completed {
         output: String,
         messages: Vec<(String, String)>,
+        /// What the step leaves for a warm start of the same work; `None` keeps nothing.
+        warm: Option<agents::WarmContext>,
     },
     /// The attempt failed; `retry_after` is set when another attempt may fix it.
     Failed {
@@ -111,8 +117,9 @@ impl Lifecycle {
         metrics: Arc<Metrics>,
         memory: Arc<dyn memory::MemoryStore>,
         remember_results: bool,
+        warm_context_ttl: Duration,
     ) -> Self {
-        Self { store, dispatcher, coordination, metrics, memory, remember_results }
+        Self { store, dispatcher, coordination, metrics, memory, remember_results, warm_context_ttl }
     }
 
     /// `Submit`: the task was inserted; it needs its plan job. Should the enqueue fail, the
@@ -191,10 +198,11 @@ impl Lifecycle {
             ..Default::default()
         };
         let event = match outcome {
-            StepOutcome::Completed { output, messages } => {
+            StepOutcome::Completed { output, messages, warm } => {
                 let Some(done) = self.store.complete_step_with_messages(claim, lease, &output, &messages).await? else {
                     return Ok(Settled::Stale);
                 };
+                committed.warm = warm.zip(claim.task_hash.as_deref()).map(|(w, hash)| (hash, claim.position, w));
                 committed.ready = done.ready;
                 committed.waiting = done.waiting;
                 match done.task_result {
@@ -337,6 +345,16 @@ impl Lifecycle {
                 }
                 Effect::AnnounceEnd => {
                     self.store.announce_end(c.task);
+                    Ok(())
+                }
+                Effect::KeepWarmContext => {
+                    if let Some((hash, position, warm)) = &c.warm
+                        && let Err(e) =
+                            self.coordination.save_warm_context(hash, *position, warm, self.warm_context_ttl).await
+                    {
+                        // Only the next start of the same work is colder.
+                        tracing::warn!(task = %c.task, error = %e, "could not keep the step's warm context");
+                    }
                     Ok(())
                 }
                 Effect::CountSubmit => {

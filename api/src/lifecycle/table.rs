@@ -128,6 +128,10 @@ pub enum Effect {
     /// Requests waiting for the task's end (`Prefer: wait`), in every process, are told it
     /// ended. (Its event streams were woken by its events already.)
     AnnounceEnd,
+    /// What the completed step left (its conversation, its tool results) is kept in Redis by
+    /// the task hash and the step's position, for a warm start of the same work (when the
+    /// task has a type or asked for a warm start itself).
+    KeepWarmContext,
     /// `orchestrator_tasks_submitted_total{priority}` counts the new task.
     CountSubmit,
     /// `orchestrator_tasks_finished_total{status}` counts the task's end.
@@ -263,7 +267,7 @@ pub const TABLE: &[Rule] = &[
         to: S(SS::Completed),
         task_to: None,
         writes: &[DropLease, AppendMessages, Event(K::StepCompleted), PromoteDependants, Event(K::StepReady)],
-        effects: &[CountStep("completed"), EnqueueReady],
+        effects: &[CountStep("completed"), KeepWarmContext, EnqueueReady],
     },
     Rule {
         event: Event::CompleteLastStep,
@@ -278,7 +282,7 @@ pub const TABLE: &[Rule] = &[
             Event(K::TaskCompleted),
             QueueWebhook,
         ],
-        effects: &[CountStep("completed"), RememberResult, AnnounceEnd, WakeWaiting, CountTask],
+        effects: &[CountStep("completed"), KeepWarmContext, RememberResult, AnnounceEnd, WakeWaiting, CountTask],
     },
     Rule {
         event: Event::RetryStep,

@@ -31,6 +31,8 @@ pub struct NewTask {
     pub task_type: Option<String>,
     /// What identifies the task's work (`crate::task_hash`).
     pub task_hash: String,
+    /// Start each step from what the last run of the same work left (`agents::WarmContext`).
+    pub warm_start: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +78,7 @@ pub struct Task {
     pub agent_hints: Vec<String>,
     pub task_type: Option<String>,
     pub task_hash: Option<String>,
+    pub warm_start: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +171,11 @@ pub struct StepClaim {
     /// Where an earlier attempt's agent loop stood (`agents::Checkpoint` as JSON), if one
     /// recorded anything before it ended.
     pub checkpoint: Option<serde_json::Value>,
+    /// The step's place in the plan: with the task hash, the key of its warm context.
+    pub position: i32,
+    pub task_type: Option<String>,
+    pub task_hash: Option<String>,
+    pub warm_start: bool,
 }
 
 /// Task-level context messages a step claim carries.
@@ -322,7 +330,7 @@ pub struct ToolCallRow {
     pub tool: String,
     pub arguments: Value,
     pub result: Option<Value>,
-    /// `ok`, `error` or `rejected`.
+    /// `ok`, `error`, `rejected`, or `cached` (answered from a warm start's earlier result; the tool did not run).
     pub status: String,
     pub error: Option<String>,
     pub latency_ms: f64,

@@ -14,7 +14,10 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use agents::{Checkpoint, LlmCallRecord, RunRecorder, ToolCallRecord, run::RecordError};
+use agents::{
+    CachedToolResult, Checkpoint, LlmCallRecord, RunRecorder, ToolCallRecord, ToolCallStatus, WarmContext,
+    run::RecordError,
+};
 use uuid::Uuid;
 
 use crate::{
@@ -38,6 +41,8 @@ pub(super) struct StoreRecorder {
 struct Latest {
     checkpoint: Option<Checkpoint>,
     stored: bool,
+    /// This attempt's successful tool calls, for the step's warm context.
+    tool_results: Vec<CachedToolResult>,
 }
 
 impl StoreRecorder {
@@ -49,7 +54,7 @@ impl StoreRecorder {
         lease_token: Uuid,
         resumed: Option<&Checkpoint>,
     ) -> Self {
-        let latest = Latest { checkpoint: resumed.cloned(), stored: resumed.is_some() };
+        let latest = Latest { checkpoint: resumed.cloned(), stored: resumed.is_some(), tool_results: Vec::new() };
         Self { store, metrics, task, step, lease_token, latest: Mutex::new(latest) }
     }
 
@@ -62,6 +67,18 @@ impl StoreRecorder {
     pub fn take_messages(&self) -> Vec<(String, String)> {
         let mut latest = self.latest();
         latest.checkpoint.as_mut().map(|c| messages(std::mem::take(&mut c.transcript))).unwrap_or_default()
+    }
+
+    /// What the step leaves for a warm start of the same work: its conversation as it ended
+    /// and the results of this attempt's successful tool calls.
+    pub fn warm_context(&self, metadata: serde_json::Value) -> WarmContext {
+        let latest = self.latest();
+        WarmContext {
+            messages: latest.checkpoint.as_ref().map(|c| c.work.clone()).unwrap_or_default(),
+            tool_results: latest.tool_results.clone(),
+            status: "completed".into(),
+            metadata,
+        }
     }
 
     /// Writes the messages not written yet; when a checkpoint is stored, empties its
@@ -118,6 +135,16 @@ impl RunRecorder for StoreRecorder {
 
     async fn tool_call(&self, call: ToolCallRecord, checkpoint: &Checkpoint) -> Result<(), RecordError> {
         self.metrics.observe_tool_call(&call.tool, call.status);
+        if matches!(call.status, ToolCallStatus::Ok | ToolCallStatus::Cached)
+            && let Some(reply) = checkpoint.work.last()
+        {
+            self.latest().tool_results.push(CachedToolResult {
+                tool: call.tool.clone(),
+                arguments: call.arguments.clone(),
+                result: call.result.clone(),
+                reply: reply.content.clone(),
+            });
+        }
         let stored = self.advance(checkpoint);
         self.store
             .record_tool_call(self.task, Some(self.step), &call, stored.as_ref())

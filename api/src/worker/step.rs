@@ -8,7 +8,7 @@
 //! `budget_exceeded`. An attempt that ends without settling its reservations (timeout,
 //! release, lost lease) gives them back.
 
-use agents::{AgentError, ChatMessage, Checkpoint, LlmError, Role, StepInput};
+use agents::{AgentError, ChatMessage, Checkpoint, LlmError, Role, StepInput, WarmContext};
 use memory::SearchQuery;
 
 use super::{JobContext, JobError, backoff_delay, recorder::StoreRecorder};
@@ -49,13 +49,20 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
         .collect();
 
     let resume = checkpoint(&claim);
+    let warm = if resume.is_none() { warm_context(ctx, &claim).await } else { None };
     // A resumed step keeps the prompt it started with, memories included.
     let memories = if resume.is_some() { Vec::new() } else { relevant_memories(ctx, &claim).await };
     let holder = Holder { task, step: Some(step), lease_token: lease.token };
     let budget = StoreBudget::with_limits(deps.store.clone(), holder, &ctx.config.budgets, Some(&claim.limits));
     let recorder =
         StoreRecorder::new(deps.store.clone(), deps.metrics.clone(), task, step, lease.token, resume.as_ref());
-    let input = AgentInput { history: &history, memories: &memories, budget: &budget, resume: resume.as_ref() };
+    let input = AgentInput {
+        history: &history,
+        memories: &memories,
+        budget: &budget,
+        resume: resume.as_ref(),
+        warm: warm.as_ref(),
+    };
 
     let outcome = tokio::select! {
         result = tokio::time::timeout(ctx.config.step_timeout, run_agent(ctx, &claim, input, &recorder)) => match result {
@@ -83,7 +90,14 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
     let settled = match outcome {
         Outcome::Finished(Ok(output)) => {
             let messages = recorder.take_messages();
-            deps.lifecycle.settle_step(&claim, &lease, StepOutcome::Completed { output, messages }).await?
+            // Kept for typed tasks and warm starts: a one-off task costs no Redis write.
+            let warm = (claim.task_type.is_some() || claim.warm_start).then(|| {
+                recorder.warm_context(serde_json::json!({
+                    "task_id": task, "step_id": step, "title": claim.title, "agent": claim.agent,
+                    "completed_at": chrono::Utc::now(),
+                }))
+            });
+            deps.lifecycle.settle_step(&claim, &lease, StepOutcome::Completed { output, messages, warm }).await?
         }
         Outcome::LeaseLost(reason) => {
             tracing::warn!(%task, %step, %reason, "step abandoned: its lease was lost");
@@ -206,12 +220,29 @@ fn checkpoint(claim: &StepClaim) -> Option<Checkpoint> {
     }
 }
 
+/// What the last run of the same work left for this step, when the task asked for a warm
+/// start. Redis is a cache here: a context that is gone or cannot be read makes a cold start.
+async fn warm_context(ctx: &JobContext<'_>, claim: &StepClaim) -> Option<WarmContext> {
+    let hash = claim.task_hash.as_deref().filter(|_| claim.warm_start)?;
+    match ctx.deps.coordination.warm_context(hash, claim.position).await {
+        Ok(found) => {
+            tracing::debug!(task = %claim.task_id, step = %claim.step_id, warm = found.is_some(), "warm start");
+            found
+        }
+        Err(e) => {
+            tracing::warn!(task = %claim.task_id, step = %claim.step_id, error = %e, "warm context unavailable; the step starts cold");
+            None
+        }
+    }
+}
+
 /// What the agent loop gets besides the claim.
 struct AgentInput<'a> {
     history: &'a [ChatMessage],
     memories: &'a [String],
     budget: &'a StoreBudget,
     resume: Option<&'a Checkpoint>,
+    warm: Option<&'a WarmContext>,
 }
 
 async fn run_agent(
@@ -237,6 +268,7 @@ async fn run_agent(
         cancel: &ctx.cancelled,
         budget: agent.budget,
         resume: agent.resume,
+        warm: agent.warm,
     };
     deps.runner.run(spec, &input, recorder).await.map(|out| out.text)
 }

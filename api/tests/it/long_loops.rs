@@ -216,3 +216,96 @@ async fn a_step_at_its_iteration_limit_fails_once_and_a_retry_continues_its_conv
     assert_eq!(ran, (3 * CALLS_PER_TURN) as i64, "no tool call ran again");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_warm_start_begins_from_the_last_run_of_the_same_work_and_a_lost_context_is_a_cold_start() {
+    // The step computes with the calculator, then answers; when the conversation already
+    // holds the earlier run's answer, the model says so.
+    let fake = FakeOpenAi::start(|request| {
+        if is_planning(request) {
+            let step =
+                json!({"title": "Compute", "instruction": "Compute 6 * 7.", "agent": "analyst", "depends_on": []});
+            return crate::fake_llm::tool_call("plan-1", "submit_plan", &json!({"steps": [step]}));
+        }
+        // Tool replies of this run: after the step prompt, the last user message (a warm
+        // start's earlier conversation comes before it).
+        let messages = request["messages"].as_array().unwrap();
+        let prompt_at = messages.iter().rposition(|m| m["role"] == "user").unwrap();
+        match messages[prompt_at..].iter().filter(|m| m["role"] == "tool").count() {
+            0 => crate::fake_llm::tool_call("c1", "calculator", &json!({"expression": "6 * 7"})),
+            _ => answer("The answer is 42.", 100, 10),
+        }
+    })
+    .await;
+    let app = TestApp::spawn_with(fake.settings(), 1).await;
+    let submit = |warm_start: bool| {
+        let app = &app;
+        async move {
+            let body = json!({"user_id": "ann", "description": "Compute 6 * 7.", "task_type": "arithmetic",
+                              "warm_start": warm_start});
+            let id = app.client.submit(&body).await.expect("202").id;
+            (id, app.wait(id).await)
+        }
+    };
+    let tool_statuses = |id: uuid::Uuid| {
+        let db = app.db.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status FROM tool_calls WHERE task_id = $1 ORDER BY id")
+                .bind(id)
+                .fetch_all(&db)
+                .await
+                .unwrap()
+        }
+    };
+
+    // Whether the run's first step request showed the model an earlier conversation: a tool
+    // reply before the step prompt.
+    let started_warm = |from: usize| {
+        let request = fake.requests().into_iter().skip(from).find(is_turn).unwrap();
+        let messages = request["messages"].as_array().unwrap().clone();
+        let prompt_at = messages.iter().rposition(|m| m["role"] == "user").unwrap();
+        messages[..prompt_at].iter().any(|m| m["role"] == "tool" && m["content"].as_str().unwrap().contains("42"))
+    };
+
+    // The first run is cold: the tool runs. Its step's context is kept (the task has a type).
+    let (first, task) = submit(false).await;
+    assert_eq!(task["result"], "The answer is 42.", "{task}");
+    assert_eq!(tool_statuses(first).await, ["ok"]);
+    assert!(!started_warm(0));
+
+    // The same work with a warm start: the same hash, the earlier conversation before the
+    // prompt, and the identical call answered from the kept result, at no latency.
+    let before = fake.requests().len();
+    let (second, task) = submit(true).await;
+    assert_eq!(task["task_hash"], app.wait(first).await["task_hash"]);
+    assert_eq!(task["warm_start"], true);
+    assert_eq!(task["status"], "completed", "{task}");
+    assert!(started_warm(before));
+    assert_eq!(tool_statuses(second).await, ["cached"]);
+    let calls: Value =
+        app.http.get(app.url(&format!("/tasks/{second}/tool-calls"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(calls["items"][0]["latency_ms"], 0.0);
+    assert_eq!(calls["items"][0]["result"]["result"], 42);
+
+    // The second run kept its own context in turn (under context:{hash}:{position}); Redis
+    // losing it only makes the next warm start cold.
+    let mut redis = app.app.queue.pool().get().await.unwrap();
+    let pattern = format!("{}*context:{}:0", app.app.settings.redis_prefix, task["task_hash"].as_str().unwrap());
+    let keys = crate::helpers::eventually(std::time::Duration::from_secs(5), "the second run's context", || {
+        let (pool, pattern) = (app.app.queue.pool().clone(), pattern.clone());
+        async move {
+            let mut redis = pool.get().await.ok()?;
+            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut redis).await.ok()?;
+            let body: Option<String> = redis::cmd("GET").arg(keys.first()?).query_async(&mut redis).await.ok()?;
+            body?.contains(&second.to_string()).then_some(keys)
+        }
+    })
+    .await;
+    redis::cmd("DEL").arg(&keys).query_async::<()>(&mut redis).await.unwrap();
+    let before = fake.requests().len();
+    let (third, task) = submit(true).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert!(!started_warm(before));
+    assert_eq!(tool_statuses(third).await, ["ok"]);
+    app.stop().await;
+}

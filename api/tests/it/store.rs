@@ -28,6 +28,7 @@ async fn new_task(app: &TestApp) -> TaskId {
         agent_hints: Vec::new(),
         task_type: None,
         task_hash: "h".into(),
+        warm_start: false,
     };
     match app.app.store.create_task(&task).await.unwrap() {
         CreateOutcome::Created(t) => t.id,
@@ -326,6 +327,7 @@ async fn concurrent_submissions_keep_each_tasks_own_fields_and_context() {
             agent_hints: if i % 6 == 0 { vec!["analyst".to_owned(), "writer".to_owned()] } else { Vec::new() },
             task_type: (i % 3 == 1).then(|| format!("type-{i}")),
             task_hash: format!("hash-{i}"),
+            warm_start: i % 7 == 0,
         })
         .collect();
     let created = futures_util::future::join_all(submissions.iter().map(|t| store.create_task(t))).await;
@@ -339,6 +341,7 @@ async fn concurrent_submissions_keep_each_tasks_own_fields_and_context() {
         assert_eq!((task.max_cost_usd, task.max_tokens), (new.max_cost_usd, new.max_tokens));
         assert_eq!((&task.callback_url, &task.agent_hints), (&new.callback_url, &new.agent_hints));
         assert_eq!((&task.task_type, task.task_hash.as_deref()), (&new.task_type, Some(new.task_hash.as_str())));
+        assert_eq!(task.warm_start, new.warm_start);
         assert_eq!(task.status, TaskStatus::Pending);
         let context: Vec<(String, String)> =
             sqlx::query_as("SELECT role, content FROM task_messages WHERE task_id = $1 ORDER BY id")

@@ -283,6 +283,7 @@ fn validate(
         agent_hints: Vec::new(), // checked against the catalog by the handler
         task_type,
         task_hash: String::new(), // by the handler, once the hints are known
+        warm_start: request.warm_start.unwrap_or(false),
     })
 }
 

@@ -70,6 +70,12 @@ pub struct CreateTaskRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
     pub task_type: Option<String>,
+    /// Start each step from what the last run of the same work (the same `task_hash`) left,
+    /// when it is still kept (`WARM_CONTEXT_TTL_SECS`): its plan, its conversation as earlier
+    /// context, and its tool results for identical calls (recorded as `cached`). Default
+    /// false. Without a kept context the start is cold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_start: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -107,6 +113,7 @@ pub struct ContextMessage {
     "callback_url": null,
     "agent_hints": [],
     "task_type": "report",
+    "warm_start": false,
     "task_hash": "9f2c5e0a4b7d13e8c6a1f0b2d4e6a8c0e2f4a6b8d0c2e4f6a8b0c2d4e6f8a0b2"
 }))]
 pub struct TaskResponse {
@@ -148,6 +155,8 @@ pub struct TaskResponse {
     /// planner version. Equal for the same work submitted again; `null` for tasks created
     /// before task hashes existed.
     pub task_hash: Option<String>,
+    /// Whether the task asked to start from the last run of the same work.
+    pub warm_start: bool,
     /// Present on `GET /tasks/{id}`, absent from lists and from the creation answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepResponse>>,
@@ -213,6 +222,7 @@ impl From<Task> for TaskResponse {
             agent_hints: t.agent_hints,
             task_type: t.task_type,
             task_hash: t.task_hash,
+            warm_start: t.warm_start,
             steps: None,
         }
     }

@@ -38,7 +38,8 @@ pub(super) struct ClaimItem {
 macro_rules! claimed_rows {
     () => {
         "SELECT c.id, c.task_id, c.title, c.instruction, c.agent, c.attempt, c.max_attempts, c.priority,
-                c.user_id, c.description, c.max_cost_usd, c.max_tokens, c.lease_token, c.checkpoint,
+                c.user_id, c.description, c.max_cost_usd, c.max_tokens, c.lease_token, c.checkpoint, c.position,
+                c.task_type, c.task_hash, c.warm_start,
                 (SELECT l.daily_cost_usd FROM user_limits l WHERE l.user_id = c.user_id) AS user_daily_cost_usd,
                 EXISTS (SELECT 1 FROM memory_items m WHERE m.owner = c.user_id AND m.deleted_at IS NULL)
                     AS user_has_memories,
@@ -89,7 +90,7 @@ const CLAIM: &str = concat!(
     task_status!(Running),
     "
         RETURNING s.id, s.task_id, s.title, s.instruction, s.agent, s.depends_on, s.attempt, s.max_attempts,
-                  s.lease_token, s.checkpoint, j.tag
+                  s.lease_token, s.checkpoint, s.position, j.tag
      ), e AS (
         INSERT INTO task_events (task_id, step_id, kind, data)
         SELECT task_id, id, ",
@@ -101,9 +102,11 @@ const CLAIM: &str = concat!(
     ", jsonb_build_object('model_calls', checkpoint->'model_calls', 'tool_calls', checkpoint->'tool_calls')
         FROM u WHERE checkpoint IS NOT NULL
      ), c AS (
-        SELECT u.*, t.priority, t.user_id, t.description, t.max_cost_usd, t.max_tokens
-        FROM u CROSS JOIN LATERAL (SELECT priority, user_id, description, max_cost_usd, max_tokens FROM tasks
-                                   WHERE id = u.task_id LIMIT 1) t
+        SELECT u.*, t.priority, t.user_id, t.description, t.max_cost_usd, t.max_tokens, t.task_type, t.task_hash,
+               t.warm_start
+        FROM u CROSS JOIN LATERAL (SELECT priority, user_id, description, max_cost_usd, max_tokens, task_type,
+                                          task_hash, warm_start
+                                   FROM tasks WHERE id = u.task_id LIMIT 1) t
      )
      ",
     claimed_rows!()
@@ -276,6 +279,10 @@ struct ClaimRow {
     max_tokens: Option<i64>,
     lease_token: Uuid,
     checkpoint: Option<Value>,
+    position: i32,
+    task_type: Option<String>,
+    task_hash: Option<String>,
+    warm_start: bool,
     user_daily_cost_usd: Option<f64>,
     user_has_memories: bool,
     dependencies: Value,
@@ -311,6 +318,10 @@ impl TryFrom<ClaimRow> for StepClaim {
             dependency_outputs,
             context,
             checkpoint: r.checkpoint,
+            position: r.position,
+            task_type: r.task_type,
+            task_hash: r.task_hash,
+            warm_start: r.warm_start,
         })
     }
 }
