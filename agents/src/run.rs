@@ -72,7 +72,8 @@ pub struct StepInput<'a> {
 /// How the loop manages a growing conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoopSettings {
-    /// Summarise older messages after this many tool calls (since the last summary);
+    /// Summarise older messages after this many tool calls (since the last summary), unless
+    /// the agent sets its own `compress_every`;
     /// 0 never summarises.
     pub summarize_every: usize,
     /// Messages at the end of the conversation a summary leaves as they are (more when
@@ -140,7 +141,8 @@ impl From<CallError> for AgentError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentOutput {
     pub text: String,
-    /// Usage of every model call of the step, summaries included.
+    /// Usage of every model call of the step, summaries included, over every attempt that
+    /// the step continued from.
     pub usage: Usage,
     pub cost_usd: f64,
     /// Model calls of the step, summaries included.

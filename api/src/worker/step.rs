@@ -49,7 +49,8 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
         .collect();
 
     let resume = checkpoint(&claim);
-    let warm = if resume.is_none() { warm_context(ctx, &claim).await } else { None };
+    // Read again when the step resumes: its earlier attempts showed the model that context.
+    let warm = warm_context(ctx, &claim).await;
     // A resumed step keeps the prompt it started with, memories included.
     let memories = if resume.is_some() { Vec::new() } else { relevant_memories(ctx, &claim).await };
     let holder = Holder { task, step: Some(step), lease_token: lease.token };
