@@ -120,7 +120,7 @@ macro_rules! state_enum {
 }
 
 state_enum!(
-    /// `pending → planning → running → completed | failed | cancelled`
+    /// `pending → planning → running → completed | partial | failed | cancelled`
     TaskStatus, "task status", sql = task_status {
         Pending => "pending",
         Planning => "planning",
@@ -128,12 +128,16 @@ state_enum!(
         Completed => "completed",
         Failed => "failed",
         Cancelled => "cancelled",
+        /// Some steps failed (or were skipped after a dependency failed) and others ran to
+        /// the end, among them at least one step nothing depends on: the task's result is
+        /// what completed.
+        Partial => "partial",
     }
 );
 
 impl TaskStatus {
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled | Self::Partial)
     }
 }
 
@@ -171,6 +175,9 @@ state_enum!(
         TaskCompleted => "task_completed",
         TaskFailed => "task_failed",
         TaskCancelled => "task_cancelled",
+        /// The task ended `partial`: nothing more could run, some steps failed, and a final
+        /// step completed.
+        TaskPartial => "task_partial",
         /// `POST /tasks/{id}/retry` started the failed task again; `data.run` counts runs.
         TaskRetried => "task_retried",
         StepReady => "step_ready",
@@ -261,6 +268,9 @@ mod tests {
     #[test]
     fn only_final_task_states_are_terminal() {
         let terminal: Vec<_> = TaskStatus::ALL.iter().filter(|s| s.is_terminal()).collect();
-        assert_eq!(terminal, [&TaskStatus::Completed, &TaskStatus::Failed, &TaskStatus::Cancelled]);
+        assert_eq!(
+            terminal,
+            [&TaskStatus::Completed, &TaskStatus::Failed, &TaskStatus::Cancelled, &TaskStatus::Partial]
+        );
     }
 }

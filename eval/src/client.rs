@@ -116,7 +116,7 @@ pub struct StepView {
 impl TaskView {
     /// Whether the task reached a state it never leaves.
     pub fn is_terminal(&self) -> bool {
-        matches!(self.status.as_str(), "completed" | "failed" | "cancelled")
+        matches!(self.status.as_str(), "completed" | "failed" | "cancelled" | "partial")
     }
 
     fn from_value(raw: Value) -> Result<Self, ClientError> {

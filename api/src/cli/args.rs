@@ -19,7 +19,8 @@ pub enum ClientCommand {
 
 /// Printed under `--help`; the codes are [`super::Outcome`]'s.
 const EXIT_CODES: &str = "Exit codes: 0 success (with --wait: the task completed), 1 the task failed, 2 the task was \
-cancelled, 3 a usage error, an unreachable server or an error answer from it (printed as `error: <detail>`).";
+cancelled, 3 a usage error, an unreachable server or an error answer from it (printed as `error: <detail>`), 4 the \
+task ended partial (some steps failed; what completed is the result).";
 
 /// Where the server is; every client command takes these.
 #[derive(Debug, Clone, Args)]

@@ -39,6 +39,8 @@ pub enum Outcome {
     TaskCancelled = 2,
     /// A usage error, an unreachable server, or an error answer from it.
     Error = 3,
+    /// For `submit --wait`: the task ended `partial` (some steps failed, a result completed).
+    TaskPartial = 4,
 }
 
 impl From<Outcome> for ExitCode {

@@ -114,6 +114,7 @@ impl Progress {
             EventKind::TaskCompleted => "task completed".into(),
             EventKind::TaskFailed => format!("task failed: {}", text("error")),
             EventKind::TaskCancelled => "task cancelled".into(),
+            EventKind::TaskPartial => format!("task partial: {}", text("error")),
             kind if kind.as_str().starts_with("step_") => {
                 format!("{prefix}{}: {label}", kind.as_str().replace('_', " "))
             }
@@ -128,6 +129,12 @@ pub fn summary(task: &TaskView) -> String {
     match (&task.result, &task.error) {
         (Some(result), _) if task.status == TaskStatus::Completed.as_str() => {
             out.push_str(&format!("\nresult:\n{}\n", result.trim_end()))
+        }
+        (Some(result), error) if task.status == TaskStatus::Partial.as_str() => {
+            out.push_str(&format!("\npartial result:\n{}\n", result.trim_end()));
+            if let Some(error) = error {
+                out.push_str(&format!("not done: {error}\n"));
+            }
         }
         (_, Some(error)) => out.push_str(&format!("\n{}: {error}\n", task.status)),
         _ => out.push('\n'),

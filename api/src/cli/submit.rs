@@ -47,6 +47,7 @@ pub async fn submit(client: &ApiClient, args: &SubmitArgs) -> Result<Outcome> {
         Ok(TaskStatus::Completed) => Outcome::Success,
         Ok(TaskStatus::Failed) => Outcome::TaskFailed,
         Ok(TaskStatus::Cancelled) => Outcome::TaskCancelled,
+        Ok(TaskStatus::Partial) => Outcome::TaskPartial,
         // `follow` only returns a task that has ended.
         _ => Outcome::Error,
     })

@@ -16,7 +16,7 @@ use memory::NewMemory;
 pub use self::table::{Effect, Event, Rule, State, Write, rule};
 use crate::{
     coordination::Coordination,
-    domain::{Priority, StepId, TaskId},
+    domain::{Priority, StepId, TaskId, TaskStatus},
     metrics::Metrics,
     queue::{Dispatcher, Job, QueueError},
     store::{
@@ -205,11 +205,13 @@ impl Lifecycle {
                 committed.warm = warm.zip(claim.task_hash.as_deref()).map(|(w, hash)| (hash, claim.position, w));
                 committed.ready = done.ready;
                 committed.waiting = done.waiting;
-                match done.task_result {
-                    Some(result) => {
-                        committed.result = Some((&claim.task_description, result));
+                match done.task_status {
+                    Some(TaskStatus::Completed) => {
+                        committed.result = Some((&claim.task_description, done.task_result.unwrap_or_default()));
                         Event::CompleteLastStep
                     }
+                    Some(TaskStatus::Partial) => Event::CompleteStepEndsPartial,
+                    Some(_) => Event::CompleteStepEndsFailed,
                     None => Event::CompleteStep,
                 }
             }
@@ -220,12 +222,17 @@ impl Lifecycle {
                         Event::RetryStep
                     }
                     FailOutcome::Failed => Event::FailStep,
+                    FailOutcome::FailedBranch => Event::FailBranch,
+                    FailOutcome::FailedPartial => Event::FailStepEndsPartial,
                     FailOutcome::LeaseLost => return Ok(Settled::Stale),
                 }
             }
             StepOutcome::OverBudget { error } => match self.store.fail_step_over_budget(claim, lease, &error).await? {
                 FailOutcome::Failed => Event::StepOverBudget,
-                FailOutcome::Retrying { .. } | FailOutcome::LeaseLost => return Ok(Settled::Stale),
+                FailOutcome::Retrying { .. }
+                | FailOutcome::FailedBranch
+                | FailOutcome::FailedPartial
+                | FailOutcome::LeaseLost => return Ok(Settled::Stale),
             },
             StepOutcome::Cancelled => {
                 if !self.store.cancel_step(claim, lease).await? {

@@ -33,7 +33,7 @@ pub enum Event {
     PlanningDeadLettered,
     /// `POST /tasks/{id}/cancel`.
     Cancel,
-    /// `POST /tasks/{id}/retry` of a task that failed after planning.
+    /// `POST /tasks/{id}/retry` of a task that failed (or ended partial) after planning.
     Retry,
     /// `POST /tasks/{id}/retry` of a task that failed while planning.
     RetryPlanning,
@@ -43,10 +43,22 @@ pub enum Event {
     CompleteStep,
     /// A step completed and every step of its task has completed.
     CompleteLastStep,
+    /// A step completed, nothing else could run, other branches had failed, and a final
+    /// step (one nothing depends on) completed.
+    CompleteStepEndsPartial,
+    /// A step completed, nothing else could run, and other branches' failures left no final
+    /// step completed.
+    CompleteStepEndsFailed,
     /// A step attempt failed with attempts left: it runs again after a backoff.
     RetryStep,
-    /// A step attempt failed with no attempt left, or with an error no retry can fix.
+    /// A step attempt failed with no attempt left, or with an error no retry can fix, and
+    /// with it the task: nothing else could run and no final step completed.
     FailStep,
+    /// As `FailStep`, while other branches of the task still run: only the steps that
+    /// depend on the failed one are skipped.
+    FailBranch,
+    /// As `FailStep`, when nothing else could run but a final step had completed.
+    FailStepEndsPartial,
     /// A step's model call did not fit in the task's budget or the user's quota.
     StepOverBudget,
     /// A takeover of the step found no attempt left.
@@ -93,6 +105,12 @@ pub enum Write {
     CompleteTask,
     /// The step's task fails with the step's error; its pending and ready steps are skipped.
     FailTask,
+    /// The pending and ready steps that depend on the failed step, directly or not, are
+    /// skipped.
+    SkipDependants,
+    /// A task none of whose steps can run any more ends: `partial` when a final step
+    /// completed, `failed` otherwise, its result what completed and its error what failed.
+    EndSettledTask,
     /// The task's pending and ready steps are cancelled.
     CancelWaitingSteps,
     /// Failed, skipped and cancelled steps go back to pending with fresh attempts, ready when
@@ -239,7 +257,7 @@ pub const TABLE: &[Rule] = &[
     },
     Rule {
         event: Event::Retry,
-        from: &[T(TS::Failed)],
+        from: &[T(TS::Failed), T(TS::Partial)],
         to: T(TS::Running),
         task_to: None,
         writes: &[ResetSteps, Event(K::TaskRetried), Event(K::StepReady)],
@@ -285,6 +303,36 @@ pub const TABLE: &[Rule] = &[
         effects: &[CountStep("completed"), KeepWarmContext, RememberResult, AnnounceEnd, WakeWaiting, CountTask],
     },
     Rule {
+        event: Event::CompleteStepEndsPartial,
+        from: &[S(SS::Running)],
+        to: S(SS::Completed),
+        task_to: Some(TS::Partial),
+        writes: &[
+            DropLease,
+            AppendMessages,
+            Event(K::StepCompleted),
+            EndSettledTask,
+            Event(K::TaskPartial),
+            QueueWebhook,
+        ],
+        effects: &[CountStep("completed"), KeepWarmContext, AnnounceEnd, WakeWaiting, CountTask],
+    },
+    Rule {
+        event: Event::CompleteStepEndsFailed,
+        from: &[S(SS::Running)],
+        to: S(SS::Completed),
+        task_to: Some(TS::Failed),
+        writes: &[
+            DropLease,
+            AppendMessages,
+            Event(K::StepCompleted),
+            EndSettledTask,
+            Event(K::TaskFailed),
+            QueueWebhook,
+        ],
+        effects: &[CountStep("completed"), KeepWarmContext, AnnounceEnd, WakeWaiting, CountTask],
+    },
+    Rule {
         event: Event::RetryStep,
         from: &[S(SS::Running)],
         to: S(SS::Ready),
@@ -297,7 +345,39 @@ pub const TABLE: &[Rule] = &[
         from: &[S(SS::Running)],
         to: S(SS::Failed),
         task_to: Some(TS::Failed),
-        writes: &[DropLease, Event(K::StepFailed), FailTask, Event(K::StepSkipped), Event(K::TaskFailed), QueueWebhook],
+        writes: &[
+            DropLease,
+            Event(K::StepFailed),
+            SkipDependants,
+            Event(K::StepSkipped),
+            EndSettledTask,
+            Event(K::TaskFailed),
+            QueueWebhook,
+        ],
+        effects: &[CountStep("failed"), AnnounceEnd, WakeWaiting, CountTask],
+    },
+    Rule {
+        event: Event::FailBranch,
+        from: &[S(SS::Running)],
+        to: S(SS::Failed),
+        task_to: None,
+        writes: &[DropLease, Event(K::StepFailed), SkipDependants, Event(K::StepSkipped)],
+        effects: &[CountStep("failed")],
+    },
+    Rule {
+        event: Event::FailStepEndsPartial,
+        from: &[S(SS::Running)],
+        to: S(SS::Failed),
+        task_to: Some(TS::Partial),
+        writes: &[
+            DropLease,
+            Event(K::StepFailed),
+            SkipDependants,
+            Event(K::StepSkipped),
+            EndSettledTask,
+            Event(K::TaskPartial),
+            QueueWebhook,
+        ],
         effects: &[CountStep("failed"), AnnounceEnd, WakeWaiting, CountTask],
     },
     Rule {

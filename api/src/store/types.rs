@@ -185,8 +185,12 @@ pub const STEP_CONTEXT_MESSAGES: i64 = 50;
 pub struct StepCompletion {
     /// Dependants that became ready and need a job.
     pub ready: Vec<StepId>,
-    /// Set when this step completed its task: the task's result.
+    /// Set when this step ended its task: the task's result (what completed, for a
+    /// `partial` task; none for a `failed` one).
     pub task_result: Option<String>,
+    /// Set when this step ended its task: how (`completed`, or `partial` or `failed` when
+    /// other branches had failed).
+    pub task_status: Option<TaskStatus>,
     /// Set when this step completed its task: the user's oldest task waiting for capacity,
     /// if any, which the task's end should wake.
     pub waiting: Option<Option<(TaskId, Priority)>>,
@@ -208,8 +212,15 @@ pub enum PlanOrigin<'a> {
 pub enum FailOutcome {
     /// Attempts remain: the step is ready again once the backoff has passed.
     Retrying { next_attempt: i32 },
-    /// The last attempt failed: the task failed and its unfinished steps were skipped.
+    /// The last attempt failed and so did the task: a budget's failure fails the task and
+    /// skips its unfinished steps; an ordinary one, when nothing useful could run any more.
     Failed,
+    /// The last attempt failed; the steps that depend on it were skipped, and other branches
+    /// still run.
+    FailedBranch,
+    /// The last attempt failed, nothing else could run, and a final step had completed: the
+    /// task ended `partial`.
+    FailedPartial,
     /// The lease was no longer ours; nothing was written.
     LeaseLost,
 }
@@ -245,7 +256,7 @@ pub enum RetryOutcome {
         replan: bool,
         ready: Vec<StepId>,
     },
-    /// Only failed tasks are retried; this one is in the given state.
+    /// Only failed and partial tasks are retried; this one is in the given state.
     NotRetryable(crate::domain::TaskStatus),
     NotFound,
 }
@@ -352,7 +363,8 @@ pub struct EventCursor {
 }
 
 /// Events after which a task has ended.
-pub const TASK_END_EVENTS: [EventKind; 3] = [EventKind::TaskCompleted, EventKind::TaskFailed, EventKind::TaskCancelled];
+pub const TASK_END_EVENTS: [EventKind; 4] =
+    [EventKind::TaskCompleted, EventKind::TaskFailed, EventKind::TaskCancelled, EventKind::TaskPartial];
 
 /// One `task_events` row.
 #[derive(Debug, Clone, PartialEq)]

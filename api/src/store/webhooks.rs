@@ -30,6 +30,7 @@ pub enum WebhookEvent {
     TaskCompleted,
     TaskFailed,
     TaskCancelled,
+    TaskPartial,
 }
 
 impl WebhookEvent {
@@ -39,6 +40,7 @@ impl WebhookEvent {
             Self::TaskCompleted => "task.completed",
             Self::TaskFailed => "task.failed",
             Self::TaskCancelled => "task.cancelled",
+            Self::TaskPartial => "task.partial",
         }
     }
 }
@@ -50,6 +52,7 @@ impl FromStr for WebhookEvent {
             "task.completed" => Ok(Self::TaskCompleted),
             "task.failed" => Ok(Self::TaskFailed),
             "task.cancelled" => Ok(Self::TaskCancelled),
+            "task.partial" => Ok(Self::TaskPartial),
             other => Err(StoreError::Corrupt(format!("unknown webhook event `{other}`"))),
         }
     }

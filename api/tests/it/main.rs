@@ -22,6 +22,7 @@ mod long_loops;
 mod memory;
 mod observability;
 mod openapi;
+mod partial;
 mod poison;
 mod prefer_wait;
 mod rate_limits;

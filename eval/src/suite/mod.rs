@@ -52,6 +52,8 @@ pub enum FinalStatus {
     Completed,
     Failed,
     Cancelled,
+    /// Some steps failed, and a final step completed.
+    Partial,
 }
 
 impl FinalStatus {
@@ -60,6 +62,7 @@ impl FinalStatus {
             Self::Completed => "completed",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Partial => "partial",
         }
     }
 }

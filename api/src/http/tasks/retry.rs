@@ -16,9 +16,9 @@ use crate::{
     store::RetryOutcome,
 };
 
-/// Retry a failed task
+/// Retry a failed or partial task
 ///
-/// Runs a `failed` task again from where it failed: completed steps keep their outputs;
+/// Runs a `failed` or `partial` task again from where it failed: completed steps keep their outputs;
 /// failed, skipped and cancelled steps start over with fresh attempts (a task that failed
 /// while planning is planned again). The task's `run` goes up by one, a `task_retried` event
 /// starts the new run on the event stream, and its ending sends its webhook again. A retry
@@ -34,7 +34,7 @@ use crate::{
         (status = 202, description = "The task, running (or pending) again, with its steps.", body = TaskResponse),
         (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task.", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The task has not failed: it is still under way, or it completed or was cancelled.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The task is neither failed nor partial: it is still under way, or it completed or was cancelled.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Postgres or Redis is unavailable.", body = Problem, content_type = "application/problem+json"),
     ),
 )]
@@ -51,7 +51,7 @@ pub async fn retry_task(
         RetryOutcome::Retried { run, .. } => tracing::info!(task = %id, run, "task retried"),
         RetryOutcome::NotRetryable(status) => {
             return Err(ApiError::Conflict {
-                message: format!("task {id} is {status}: only a failed task can be retried"),
+                message: format!("task {id} is {status}: only a failed or partial task can be retried"),
             });
         }
         RetryOutcome::NotFound => return Err(ApiError::NotFound { resource: "task", id: id.to_string() }),

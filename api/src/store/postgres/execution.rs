@@ -19,7 +19,7 @@ use super::{
     steps::{ClaimItem, CompleteItem},
 };
 use crate::{
-    domain::{EventKind, StepId, TaskErrorCode, TaskId},
+    domain::{EventKind, StepId, TaskErrorCode, TaskId, TaskStatus},
     store::{
         CancelOutcome, CapacityClaim, ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanOrigin,
         PlanningClaim, Release, RetryOutcome, StepCheckpoint, StepClaim, StepCompletion, StoreError, Unclaimed,
@@ -616,7 +616,9 @@ impl PgStore {
         Ok(failed.is_some())
     }
 
-    /// `running → failed` for the step, failing the task and skipping its unfinished steps.
+    /// `running → failed` for the step. With a code (a budget's failure) the task fails and
+    /// its unfinished steps are skipped; without one only the steps that depend on it are
+    /// skipped, and the task ends (`partial` or `failed`) once nothing else can run.
     pub(super) async fn fail_step_with(
         &self,
         claim: &StepClaim,
@@ -650,12 +652,24 @@ impl PgStore {
         if failed.rows_affected() == 0 {
             return Ok(FailOutcome::LeaseLost);
         }
-        let task_error =
-            format!("step {} ({}) failed after {} attempt(s): {error}", claim.title, claim.step_id, claim.attempt);
-        fail_task_of_step(&mut tx, claim.task_id, &task_error, code).await?;
+        let outcome = match code {
+            Some(code) => {
+                let task_error = format!(
+                    "step {} ({}) failed after {} attempt(s): {error}",
+                    claim.title, claim.step_id, claim.attempt
+                );
+                fail_task_of_step(&mut tx, claim.task_id, &task_error, Some(code)).await?;
+                FailOutcome::Failed
+            }
+            None => match fail_branch(&mut tx, claim.task_id, claim.step_id).await? {
+                None => FailOutcome::FailedBranch,
+                Some(TaskStatus::Partial) => FailOutcome::FailedPartial,
+                Some(_) => FailOutcome::Failed,
+            },
+        };
         tx.commit().await?;
         self.events_committed(claim.task_id);
-        Ok(FailOutcome::Failed)
+        Ok(outcome)
     }
 }
 
@@ -766,6 +780,44 @@ async fn fail_task_of_step(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// After `step` failed for good, in the caller's transaction, which holds the task row: skips
+/// the steps that depend on it, directly or not, then ends the task if nothing else can run
+/// (`end_settled_task`: `partial` or `failed`). The status it ended in, `None` while other
+/// branches run.
+async fn fail_branch(
+    tx: &mut Transaction<'_, Postgres>,
+    task: TaskId,
+    step: StepId,
+) -> Result<Option<TaskStatus>, StoreError> {
+    sqlx::query(concat!(
+        "WITH RECURSIVE dependants(id) AS (
+            SELECT d.id FROM steps d WHERE d.task_id = $1 AND $2 = ANY(d.depends_on)
+            UNION
+            SELECT d.id FROM steps d JOIN dependants x ON x.id = ANY(d.depends_on) WHERE d.task_id = $1
+         ), k AS (
+            UPDATE steps SET status = ",
+        step_status!(Skipped),
+        ", updated_at = now()
+            WHERE id IN (SELECT id FROM dependants) AND status IN (",
+        step_status!(Pending, Ready),
+        ")
+            RETURNING id, task_id
+         )
+         INSERT INTO task_events (task_id, step_id, kind, data)
+         SELECT task_id, id, ",
+        event_kind!(StepSkipped),
+        ", jsonb_build_object('failed_dependency', $2::uuid) FROM k"
+    ))
+    .bind(task.0)
+    .bind(step.0)
+    .execute(&mut **tx)
+    .await?;
+    // A second statement: it must see the steps skipped above.
+    let ended: Option<String> =
+        sqlx::query_scalar("SELECT (end_settled_task($1)).status").bind(task.0).fetch_one(&mut **tx).await?;
+    Ok(ended.map(|s| s.parse()).transpose()?)
 }
 
 /// Locks the task row; its user, `None` when there is no such task.

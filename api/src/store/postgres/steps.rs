@@ -167,10 +167,10 @@ pub(super) struct CompleteSteps {
     pub events: EventNotifier,
 }
 
-type CompletedRow = (bool, Vec<Uuid>, bool, Option<String>, Option<Uuid>, Option<String>);
+type CompletedRow = (bool, Vec<Uuid>, bool, Option<String>, Option<Uuid>, Option<String>, Option<String>);
 
 fn completion(
-    (completed, ready, task_completed, result, waiting, priority): CompletedRow,
+    (completed, ready, task_completed, result, waiting, priority, task_status): CompletedRow,
 ) -> Result<Option<StepCompletion>, StoreError> {
     if !completed {
         return Ok(None);
@@ -181,7 +181,8 @@ fn completion(
     };
     Ok(Some(StepCompletion {
         ready: ready.into_iter().map(StepId).collect(),
-        task_result: task_completed.then(|| result.unwrap_or_default()),
+        task_result: if task_completed { result } else { None },
+        task_status: task_status.filter(|_| task_completed).map(|s| s.parse()).transpose()?,
         waiting: task_completed.then_some(waiting),
     }))
 }
@@ -193,7 +194,7 @@ impl BatchOp for CompleteSteps {
 
     async fn one(&self, pool: &PgPool, item: &CompleteItem) -> Result<Option<StepCompletion>, StoreError> {
         let row: CompletedRow = sqlx::query_as(
-            "SELECT completed, ready, task_completed, result, waiting_task, waiting_priority
+            "SELECT completed, ready, task_completed, result, waiting_task, waiting_priority, task_status
              FROM complete_step($1, $2, $3, $4, $5, $6)",
         )
         .bind(item.task)
@@ -222,8 +223,18 @@ impl BatchOp for CompleteSteps {
             })
             .collect();
         #[allow(clippy::type_complexity)]
-        let rows: Vec<(i64, bool, Vec<Uuid>, bool, Option<String>, Option<Uuid>, Option<String>)> = sqlx::query_as(
-            "SELECT j.n, r.completed, r.ready, r.task_completed, r.result, r.waiting_task, r.waiting_priority
+        let rows: Vec<(
+            i64,
+            bool,
+            Vec<Uuid>,
+            bool,
+            Option<String>,
+            Option<Uuid>,
+            Option<String>,
+            Option<String>,
+        )> = sqlx::query_as(
+            "SELECT j.n, r.completed, r.ready, r.task_completed, r.result, r.waiting_task, r.waiting_priority,
+                    r.task_status
              FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[])
                   WITH ORDINALITY AS j(task, step, token, output, messages, n)
              CROSS JOIN LATERAL complete_step(
@@ -243,8 +254,10 @@ impl BatchOp for CompleteSteps {
             return Err(StoreError::Corrupt(format!("{} completions answered for {} steps", rows.len(), items.len())));
         }
         let mut outputs: Vec<Option<Option<StepCompletion>>> = (0..items.len()).map(|_| None).collect();
-        for ((_, completed, ready, task_completed, result, waiting, priority), &i) in rows.into_iter().zip(&order) {
-            outputs[i] = Some(completion((completed, ready, task_completed, result, waiting, priority))?);
+        for ((_, completed, ready, task_completed, result, waiting, priority, status), &i) in
+            rows.into_iter().zip(&order)
+        {
+            outputs[i] = Some(completion((completed, ready, task_completed, result, waiting, priority, status))?);
         }
         Ok(outputs.into_iter().map(|o| o.unwrap_or_default()).collect())
     }

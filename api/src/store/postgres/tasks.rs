@@ -294,7 +294,7 @@ impl PgStore {
             return Ok(RetryOutcome::NotFound);
         };
         let status: TaskStatus = status.parse()?;
-        if status != TaskStatus::Failed {
+        if !matches!(status, TaskStatus::Failed | TaskStatus::Partial) {
             return Ok(RetryOutcome::NotRetryable(status));
         }
         // Steps that did not complete start over with fresh attempts; completed ones keep their
