@@ -8,6 +8,12 @@
 ALTER TABLE tasks DROP CONSTRAINT tasks_status_check;
 ALTER TABLE tasks ADD CONSTRAINT tasks_status_check
     CHECK (status IN ('pending', 'planning', 'running', 'completed', 'failed', 'cancelled', 'partial'));
+ALTER TABLE tasks DROP CONSTRAINT tasks_error_code_check;
+ALTER TABLE tasks ADD CONSTRAINT tasks_error_code_check
+    CHECK (error_code IS NULL OR error_code IN ('budget_exceeded', 'attempts_exhausted', 'dead_lettered',
+                                                'required_step_failed'));
+-- A plan may mark a step required: its failure fails the task at once, as every failure did.
+ALTER TABLE steps ADD COLUMN required boolean NOT NULL DEFAULT false;
 ALTER TABLE webhook_deliveries DROP CONSTRAINT webhook_deliveries_event_check;
 ALTER TABLE webhook_deliveries ADD CONSTRAINT webhook_deliveries_event_check
     CHECK (event IN ('task.completed', 'task.failed', 'task.cancelled', 'task.partial'));

@@ -225,6 +225,9 @@ state_enum!(
         /// The job kept failing before it could record an outcome and was moved to the
         /// dead-letter stream after `JOB_MAX_DELIVERIES` deliveries.
         DeadLettered => "dead_lettered",
+        /// A step the plan marked `required` failed for good: the task failed at once
+        /// instead of letting its other branches finish.
+        RequiredStepFailed => "required_step_failed",
     }
 );
 

@@ -85,6 +85,7 @@ impl HeuristicPlanner {
                         assign::assign_agent_among(&clause, hints).to_owned()
                     },
                     depends_on: index.checked_sub(1).into_iter().collect(),
+                    required: false,
                 }
             })
             .collect();
@@ -135,7 +136,13 @@ mod tests {
     }
 
     fn step(title: &str, instruction: &str, agent: &str, depends_on: Vec<usize>) -> PlannedStep {
-        PlannedStep { title: title.into(), instruction: instruction.into(), agent: agent.into(), depends_on }
+        PlannedStep {
+            title: title.into(),
+            instruction: instruction.into(),
+            agent: agent.into(),
+            depends_on,
+            required: false,
+        }
     }
 
     /// (agent, instruction) pairs, for compact assertions.

@@ -196,7 +196,10 @@ impl LlmPlanner {
              - agent: the name of one of the agents above.\n\
              - depends_on: the zero-based indices of the earlier steps whose output this step \
              needs. Steps that do not need each other's output must not depend on each other, so \
-             they can run in parallel. Only depend on steps listed before this one.\n",
+             they can run in parallel. Only depend on steps listed before this one.\n\
+             - required (optional): true when the task is worthless without this step; its \
+             failure then fails the task at once. Otherwise a failed step only stops the steps \
+             that depend on it, and the others still deliver their part.\n",
             max_steps = self.limits.max_steps,
             max_chars = self.limits.max_instruction_chars,
         )
@@ -220,7 +223,8 @@ impl LlmPlanner {
                                 "title": {"type": "string", "maxLength": MAX_TITLE_CHARS},
                                 "instruction": {"type": "string", "maxLength": self.limits.max_instruction_chars},
                                 "agent": {"type": "string", "enum": names},
-                                "depends_on": {"type": "array", "items": {"type": "integer", "minimum": 0}}
+                                "depends_on": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                                "required": {"type": "boolean"}
                             },
                             "required": ["title", "instruction", "agent", "depends_on"],
                             "additionalProperties": false
@@ -339,6 +343,8 @@ struct SubmittedStep {
     agent: String,
     #[serde(default)]
     depends_on: Vec<usize>,
+    #[serde(default)]
+    required: bool,
 }
 
 impl SubmittedStep {
@@ -354,7 +360,13 @@ impl SubmittedStep {
         } else {
             title.to_owned()
         };
-        PlannedStep { title, instruction, agent: self.agent.trim().to_owned(), depends_on: self.depends_on }
+        PlannedStep {
+            title,
+            instruction,
+            agent: self.agent.trim().to_owned(),
+            depends_on: self.depends_on,
+            required: self.required,
+        }
     }
 }
 
@@ -424,6 +436,7 @@ mod tests {
             instruction: "  research the market for electric bikes  ".into(),
             agent: " researcher ".into(),
             depends_on: vec![],
+            required: false,
         };
         let made = step("").into_step();
         assert_eq!(made.title, "Research the market for electric bikes");

@@ -26,6 +26,10 @@ pub struct PlannedStep {
     pub agent: String,
     /// Indices into [`Plan::steps`] of the steps that must finish first.
     pub depends_on: Vec<usize>,
+    /// A failure of this step fails the task at once, rather than skipping only what
+    /// depends on it while other branches run on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
 }
 
 /// An ordered set of steps whose dependencies form a DAG.
@@ -67,7 +71,7 @@ mod tests {
     use super::*;
 
     fn step(depends_on: Vec<usize>) -> PlannedStep {
-        PlannedStep { title: "T".into(), instruction: "I".into(), agent: "analyst".into(), depends_on }
+        PlannedStep { title: "T".into(), instruction: "I".into(), agent: "analyst".into(), depends_on, required: false }
     }
 
     #[test]

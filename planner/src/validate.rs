@@ -136,7 +136,13 @@ mod tests {
     use crate::BUILTIN_AGENTS;
 
     fn step(agent: &str, depends_on: Vec<usize>) -> PlannedStep {
-        PlannedStep { title: "Do it".into(), instruction: "Do the thing".into(), agent: agent.into(), depends_on }
+        PlannedStep {
+            title: "Do it".into(),
+            instruction: "Do the thing".into(),
+            agent: agent.into(),
+            depends_on,
+            required: false,
+        }
     }
 
     fn plan(deps: Vec<Vec<usize>>) -> Plan {

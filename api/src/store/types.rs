@@ -144,6 +144,8 @@ pub struct NewStep {
     pub agent: String,
     pub depends_on: Vec<StepId>,
     pub max_attempts: i32,
+    /// Its failure fails the task at once (see `planner::PlannedStep::required`).
+    pub required: bool,
 }
 
 /// Everything an agent needs to run a claimed step.
@@ -173,6 +175,8 @@ pub struct StepClaim {
     pub checkpoint: Option<serde_json::Value>,
     /// The step's place in the plan: with the task hash, the key of its warm context.
     pub position: i32,
+    /// Its failure fails the task at once.
+    pub required: bool,
     pub task_type: Option<String>,
     pub task_hash: Option<String>,
     pub warm_start: bool,

@@ -132,6 +132,7 @@ async fn plan_claimed(
                 max_attempts: claim.max_attempts.unwrap_or(agent_attempts),
                 agent: s.agent,
                 depends_on: s.depends_on.iter().map(|&d| ids[d]).collect(),
+                required: s.required,
             }
         })
         .collect();

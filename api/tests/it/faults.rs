@@ -285,6 +285,7 @@ async fn two_workers_racing_for_one_step_run_it_once() {
             agent: "writer".into(),
             depends_on: vec![],
             max_attempts: 3,
+            required: false,
         };
         store
             .save_plan(task, &planning, &[new_step], orchestrator::store::PlanOrigin::Uncached)

@@ -101,3 +101,24 @@ async fn a_failed_dependency_of_the_final_step_fails_the_task_though_a_branch_co
     assert!(events(&app.db, id, "task_partial").await.is_empty());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_required_step_that_fails_fails_the_task_at_once() {
+    let refuse = Arc::new(AtomicBool::new(true));
+    let plan = json!([
+        {"title": "Gather A", "instruction": "Gather A.", "agent": "writer", "depends_on": [], "required": true},
+        {"title": "Gather B", "instruction": "Gather B.", "agent": "writer", "depends_on": [0]},
+        {"title": "Gather C", "instruction": "Gather C.", "agent": "writer", "depends_on": []}
+    ]);
+    let fake = fake(plan, refuse).await;
+    // Whether Gather C completes before or after, the required step's failure fails the task.
+    let app = TestApp::spawn_with(fake.settings(), 1).await;
+    let id = app.submit("Gather A, B and C.").await;
+    let task = app.wait(id).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert_eq!(task["error_code"], "required_step_failed", "{task}");
+    assert_eq!(task["steps"][0]["status"], "failed");
+    assert_eq!(task["steps"][1]["status"], "skipped");
+    assert_eq!(events(&app.db, id, "task_partial").await.len(), 0);
+    app.stop().await;
+}

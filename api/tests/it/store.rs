@@ -45,6 +45,7 @@ fn step(id: StepId, position: i32, depends_on: Vec<StepId>) -> NewStep {
         agent: "analyst".into(),
         depends_on,
         max_attempts: 3,
+        required: false,
     }
 }
 

@@ -95,6 +95,7 @@ fn expected_branching_plan() -> Plan {
         instruction: format!("{title} for the task"),
         agent: agent.into(),
         depends_on,
+        required: false,
     };
     Plan {
         steps: vec![

@@ -63,7 +63,8 @@ impl ExecutionStore for PgStore {
             " AND lease_token = $2
                 RETURNING id
              ), s AS (
-                INSERT INTO steps (id, task_id, position, title, instruction, agent, depends_on, status, max_attempts)
+                INSERT INTO steps (id, task_id, position, title, instruction, agent, depends_on, status, max_attempts,
+                                   required)
                 SELECT x.id, t.id, x.position, x.title, x.instruction, x.agent,
                        ARRAY(SELECT jsonb_array_elements_text(x.depends_on)::uuid),
                        CASE WHEN jsonb_array_length(x.depends_on) = 0 THEN ",
@@ -71,9 +72,9 @@ impl ExecutionStore for PgStore {
             " ELSE ",
             step_status!(Pending),
             " END,
-                       x.max_attempts
+                       x.max_attempts, x.required
                 FROM t, jsonb_to_recordset($3) AS x(id uuid, position int, title text, instruction text,
-                                                    agent text, depends_on jsonb, max_attempts int)
+                                                    agent text, depends_on jsonb, max_attempts int, required boolean)
                 RETURNING id, status
              ), e AS (
                 INSERT INTO task_events (task_id, step_id, kind, data)
@@ -652,7 +653,8 @@ impl PgStore {
         if failed.rows_affected() == 0 {
             return Ok(FailOutcome::LeaseLost);
         }
-        let outcome = match code {
+        // A budget's failure or a required step's fails the task at once.
+        let outcome = match code.or(claim.required.then_some(TaskErrorCode::RequiredStepFailed)) {
             Some(code) => {
                 let task_error = format!(
                     "step {} ({}) failed after {} attempt(s): {error}",

@@ -38,7 +38,7 @@ pub(super) struct ClaimItem {
 macro_rules! claimed_rows {
     () => {
         "SELECT c.id, c.task_id, c.title, c.instruction, c.agent, c.attempt, c.max_attempts, c.priority,
-                c.user_id, c.description, c.max_cost_usd, c.max_tokens, c.lease_token, c.checkpoint, c.position,
+                c.user_id, c.description, c.max_cost_usd, c.max_tokens, c.lease_token, c.checkpoint, c.position, c.required,
                 c.task_type, c.task_hash, c.warm_start,
                 (SELECT l.daily_cost_usd FROM user_limits l WHERE l.user_id = c.user_id) AS user_daily_cost_usd,
                 EXISTS (SELECT 1 FROM memory_items m WHERE m.owner = c.user_id AND m.deleted_at IS NULL)
@@ -90,7 +90,7 @@ const CLAIM: &str = concat!(
     task_status!(Running),
     "
         RETURNING s.id, s.task_id, s.title, s.instruction, s.agent, s.depends_on, s.attempt, s.max_attempts,
-                  s.lease_token, s.checkpoint, s.position, j.tag
+                  s.lease_token, s.checkpoint, s.position, s.required, j.tag
      ), e AS (
         INSERT INTO task_events (task_id, step_id, kind, data)
         SELECT task_id, id, ",
@@ -293,6 +293,7 @@ struct ClaimRow {
     lease_token: Uuid,
     checkpoint: Option<Value>,
     position: i32,
+    required: bool,
     task_type: Option<String>,
     task_hash: Option<String>,
     warm_start: bool,
@@ -332,6 +333,7 @@ impl TryFrom<ClaimRow> for StepClaim {
             context,
             checkpoint: r.checkpoint,
             position: r.position,
+            required: r.required,
             task_type: r.task_type,
             task_hash: r.task_hash,
             warm_start: r.warm_start,
