@@ -17,6 +17,7 @@ pub enum CheckKind {
     MaxSteps,
     Agents,
     Tools,
+    CachedTools,
     ResultContains,
     ResultMatches,
     MaxCostUsd,
@@ -33,6 +34,7 @@ impl CheckKind {
             Self::MaxSteps => "max_steps",
             Self::Agents => "agents",
             Self::Tools => "tools",
+            Self::CachedTools => "cached_tools",
             Self::ResultContains => "result_contains",
             Self::ResultMatches => "result_matches",
             Self::MaxCostUsd => "max_cost_usd",
@@ -134,6 +136,17 @@ pub fn check(expect: &Expectations, seen: &Observed) -> Vec<Check> {
             )
         };
         checks.push(Check::new(CheckKind::Tools, missing.is_empty(), message));
+    }
+
+    if !expect.cached_tools.is_empty() {
+        let cached = |tool: &str| seen.tools.iter().any(|t| t.tool == tool && t.status == "cached");
+        let missing: Vec<&str> = expect.cached_tools.iter().map(String::as_str).filter(|t| !cached(t)).collect();
+        let message = if missing.is_empty() {
+            format!("tools {} were answered from the warm start", expect.cached_tools.join(", "))
+        } else {
+            format!("no call of {} was answered from a warm start", missing.join(", "))
+        };
+        checks.push(Check::new(CheckKind::CachedTools, missing.is_empty(), message));
     }
 
     let result = seen.result.as_deref().unwrap_or_default();

@@ -95,6 +95,12 @@ pub async fn run_suite(
     let mut runs = JoinSet::new();
     let mut order = 0;
     for case in &suite.cases {
+        if case.warm_up
+            && let Err(problem) = warm_up(client, case, case.timeout.unwrap_or(options.default_timeout)).await
+        {
+            // Its runs then start cold, and their warm-start checks say so.
+            progress.line(&format!("warning: the warm-up of case {} failed: {problem}", case.name));
+        }
         for run in 1..=case.repeat {
             let (client, case, judge, permits) = (client.clone(), case.clone(), judge.cloned(), permits.clone());
             let timeout = case.timeout.unwrap_or(options.default_timeout);
@@ -124,6 +130,21 @@ pub async fn run_suite(
     progress.done();
     results.sort_by_key(|(index, _)| *index);
     results.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Runs the case's task once, without a warm start and unchecked, and waits for it to end:
+/// what its steps leave is what the case's runs start from.
+async fn warm_up(client: &ApiClient, case: &Case, timeout: Duration) -> Result<(), String> {
+    let mut body = case.task.body(client.has_api_key());
+    if let Some(fields) = body.as_object_mut() {
+        fields.remove("warm_start");
+    }
+    let task = client.submit(&body).await.map_err(|e| format!("the submission was refused: {}", e.detail()))?;
+    let ended = client.wait(task.id, timeout).await.map_err(|e| format!("cannot follow the task: {}", e.detail()))?;
+    if ended.status != "completed" {
+        return Err(format!("the task ended {}", ended.status));
+    }
+    Ok(())
 }
 
 /// What one run needs.

@@ -1,5 +1,7 @@
 //! A rule-based planner that needs no model: one step per clause of the
-//! description, each assigned an agent by keyword, chained in order.
+//! description, each assigned an agent by keyword, chained in order, except that a
+//! clause opening with "Separately" or "Independently" starts a branch of its own (it
+//! depends on nothing, and what follows it chains after it).
 //!
 //! Invariant: for any non-blank description it returns a plan that passes
 //! [`validate()`] against [`BUILTIN_AGENTS`] and its limits (surplus clauses are
@@ -17,7 +19,11 @@ use crate::{BUILTIN_AGENTS, Planner};
 
 /// Version of the heuristic rules; bump it whenever the same description
 /// could be planned differently, so cached plans are not reused.
-pub const HEURISTIC_PLANNER_VERSION: &str = "heuristic-1";
+pub const HEURISTIC_PLANNER_VERSION: &str = "heuristic-2";
+
+/// Words that open a clause meant to run on its own (matched case-insensitively, followed by
+/// a comma, a colon or a space).
+const BRANCH_MARKERS: [&str; 2] = ["separately", "independently"];
 
 /// Joins clauses that did not fit into their own step.
 const MERGE_SEPARATOR: &str = ". ";
@@ -69,6 +75,10 @@ impl HeuristicPlanner {
             .into_iter()
             .enumerate()
             .map(|(index, clause)| {
+                let (clause, branch) = match strip_branch_marker(&clause) {
+                    Some(rest) => (rest, true),
+                    None => (clause, false),
+                };
                 let mut instruction = clause.clone();
                 if index == last {
                     for extra in &surplus {
@@ -84,7 +94,7 @@ impl HeuristicPlanner {
                     } else {
                         assign::assign_agent_among(&clause, hints).to_owned()
                     },
-                    depends_on: index.checked_sub(1).into_iter().collect(),
+                    depends_on: if branch { Vec::new() } else { index.checked_sub(1).into_iter().collect() },
                     required: false,
                 }
             })
@@ -98,6 +108,22 @@ impl HeuristicPlanner {
         }
         Ok(plan)
     }
+}
+
+/// The clause without its branch marker ("Separately, research B" → "research B"), when it
+/// opens with one and something follows it.
+fn strip_branch_marker(clause: &str) -> Option<String> {
+    BRANCH_MARKERS.iter().find_map(|marker| {
+        let head = clause.get(..marker.len())?;
+        let rest = &clause[marker.len()..];
+        // "Separately, …", "Separately: …", "Separately …"; not "Separatelyish".
+        if !head.eq_ignore_ascii_case(marker) || !rest.starts_with([',', ':', ' ']) {
+            return None;
+        }
+        let mut chars = rest.trim_start_matches([',', ':', ' ']).trim().chars();
+        let first = chars.next()?;
+        Some(first.to_uppercase().chain(chars).collect())
+    })
 }
 
 /// The clause texts that are tasks: drops list introductions that ask for
@@ -203,6 +229,31 @@ mod tests {
         );
         let deps: Vec<Vec<usize>> = plan.steps.iter().map(|s| s.depends_on.clone()).collect();
         assert_eq!(deps, [vec![], vec![0], vec![1], vec![2]]);
+    }
+
+    #[test]
+    fn a_clause_opening_with_separately_starts_a_branch_of_its_own() {
+        let plan = planner()
+            .plan_description(
+                "Research job queues. Then write a summary. Separately, analyze the costs. Then review it.",
+            )
+            .expect("plan");
+        assert_eq!(
+            summary(&plan),
+            [
+                ("researcher", "Research job queues"),
+                ("writer", "Write a summary"),
+                ("analyst", "Analyze the costs"),
+                ("reviewer", "Review it"),
+            ]
+        );
+        let deps: Vec<Vec<usize>> = plan.steps.iter().map(|s| s.depends_on.clone()).collect();
+        assert_eq!(deps, [vec![], vec![0], vec![], vec![2]]);
+        // Only as the clause's first word, and not when nothing follows it.
+        assert_eq!(strip_branch_marker("INDEPENDENTLY: check the logs").as_deref(), Some("Check the logs"));
+        assert_eq!(strip_branch_marker("Separately"), None);
+        assert_eq!(strip_branch_marker("Separatelyish things"), None);
+        assert_eq!(strip_branch_marker("Do it separately"), None);
     }
 
     #[test]
@@ -342,7 +393,7 @@ mod tests {
     #[tokio::test]
     async fn planner_trait() {
         let planner: Box<dyn Planner> = Box::new(planner());
-        assert_eq!(planner.version(), "heuristic-1");
+        assert_eq!(planner.version(), "heuristic-2");
         let plan = planner.plan("Write docs").await.expect("plan");
         assert_eq!(summary(&plan), [("writer", "Write docs")]);
         assert_eq!(planner.plan("").await, Err(PlanError::EmptyDescription));

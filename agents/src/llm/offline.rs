@@ -9,6 +9,10 @@
 //! recall → `memory_search`, each only when the request offers that tool and at most once
 //! per step (earlier calls are visible in the conversation). Then it answers, quoting the
 //! tool results. Tool-call ids are deterministic (`offline-call-<n>`).
+//!
+//! A step whose instruction contains [`FAIL_MARKER`] is refused, as a provider refuses a
+//! request it cannot serve (not retried): so failures, partial results and their handling can
+//! be shown and tested offline (`eval/suites/smoke.yaml`).
 
 mod intent;
 
@@ -22,6 +26,8 @@ use super::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Role, T
 const CALCULATOR: &str = "calculator";
 /// Tool the offline model calls to recall.
 const MEMORY_SEARCH: &str = "memory_search";
+/// In a step's instruction, makes the offline model refuse the step.
+pub const FAIL_MARKER: &str = "[offline: fail]";
 /// Longest tool result quoted in an answer, in characters.
 const MAX_QUOTED_CHARS: usize = 300;
 
@@ -46,7 +52,10 @@ impl OfflineModel {
     fn respond(request: &ChatRequest) -> (Option<String>, Vec<ToolCall>) {
         let prompt = step_prompt(&request.messages);
         let instruction = intent::instruction_of(prompt);
-        let earlier: Vec<&ToolCall> = request.messages.iter().flat_map(|m| &m.tool_calls).collect();
+        // This step's own calls: those after its prompt. Calls in earlier context (a warm
+        // start's earlier run) were another run's.
+        let since_prompt = step_prompt_index(&request.messages).map_or(0, |i| i + 1);
+        let earlier: Vec<&ToolCall> = request.messages[since_prompt..].iter().flat_map(|m| &m.tool_calls).collect();
         let wants =
             |tool: &str| request.tools.iter().any(|t| t.name == tool) && !earlier.iter().any(|call| call.name == tool);
         let mut arguments = Vec::new();
@@ -79,12 +88,13 @@ impl OfflineModel {
 /// The user message that states the step: the last one with a `Step:` line, else the last
 /// user message (a later user message may be a summary of the history, not the step).
 fn step_prompt(messages: &[ChatMessage]) -> &str {
-    let users = || messages.iter().rev().filter(|m| m.role == Role::User);
-    users()
-        .find(|m| m.content.lines().any(|l| l.starts_with("Step: ")))
-        .or_else(|| users().next())
-        .map(|m| m.content.as_str())
-        .unwrap_or_default()
+    step_prompt_index(messages).map(|i| messages[i].content.as_str()).unwrap_or_default()
+}
+
+/// Where [`step_prompt`] is.
+fn step_prompt_index(messages: &[ChatMessage]) -> Option<usize> {
+    let users = || messages.iter().enumerate().rev().filter(|(_, m)| m.role == Role::User);
+    users().find(|(_, m)| m.content.lines().any(|l| l.starts_with("Step: "))).or_else(|| users().next()).map(|(i, _)| i)
 }
 
 fn answer(request: &ChatRequest, prompt: &str, calls: &[&ToolCall]) -> String {
@@ -158,6 +168,12 @@ impl LlmClient for OfflineModel {
             tokio::time::sleep(self.delay).await;
         }
         tokens::warm_up_tokenizer().await;
+        if intent::instruction_of(step_prompt(&request.messages)).contains(FAIL_MARKER) {
+            return Err(LlmError::Rejected {
+                status: 400,
+                message: format!("the step's instruction asks the offline model to fail ({FAIL_MARKER})"),
+            });
+        }
         let (content, tool_calls) = Self::respond(request);
         let usage = Usage {
             prompt_tokens: tokens::prompt_tokens(request),
@@ -185,6 +201,17 @@ mod tests {
 
     fn tool(name: &str) -> ToolDefinition {
         ToolDefinition { name: name.into(), description: String::new(), parameters: json!({"type": "object"}) }
+    }
+
+    #[tokio::test]
+    async fn a_step_that_asks_to_fail_is_refused_and_others_are_not() {
+        let refused = OfflineModel::default()
+            .chat(&request("Task: t\nStep: Fetch\nInstruction: Fetch the feed [offline: fail]\n"))
+            .await;
+        assert!(matches!(refused, Err(LlmError::Rejected { status: 400, .. })), "{refused:?}");
+        let answered =
+            OfflineModel::default().chat(&request("Task: t\nStep: Fetch\nInstruction: Fetch the feed\n")).await;
+        assert!(answered.is_ok());
     }
 
     #[tokio::test]

@@ -40,6 +40,8 @@ pub(super) struct CaseFile {
     pub(super) expect: ExpectFile,
     pub(super) repeat: Option<u32>,
     pub(super) timeout_secs: Option<u64>,
+    /// Run the task once, unchecked, before the case's runs: they then warm-start from it.
+    pub(super) warm_up: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +57,8 @@ pub(super) struct TaskFile {
     pub(super) use_plan_cache: Option<bool>,
     pub(super) context: Option<Vec<ContextMessage>>,
     pub(super) agent_hints: Option<Vec<String>>,
+    pub(super) task_type: Option<String>,
+    pub(super) warm_start: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +71,8 @@ pub(super) struct ExpectFile {
     pub(super) agents: Vec<String>,
     #[serde(default)]
     pub(super) tools: Vec<String>,
+    #[serde(default)]
+    pub(super) cached_tools: Vec<String>,
     #[serde(default)]
     pub(super) result_contains: Vec<String>,
     #[serde(default)]

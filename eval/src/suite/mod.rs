@@ -108,6 +108,9 @@ pub struct Case {
     pub repeat: u32,
     /// Longest wait for the task to end; `None` takes the command line's.
     pub timeout: Option<Duration>,
+    /// The task is run once, unchecked and without a warm start, before the case's runs, so
+    /// that they find what it left (`warm_start`).
+    pub warm_up: bool,
 }
 
 /// The `POST /tasks` body of a case.
@@ -128,6 +131,10 @@ pub struct TaskSpec {
     pub context: Vec<ContextMessage>,
     /// The only agents the plan may use (`agent_hints` of `POST /tasks`); empty: any.
     pub agent_hints: Vec<String>,
+    /// The kind of work (`task_type`): a typed task's steps leave warm contexts.
+    pub task_type: Option<String>,
+    /// Start each step from what the last run of the same work left.
+    pub warm_start: bool,
 }
 
 impl TaskSpec {
@@ -155,6 +162,8 @@ impl TaskSpec {
         set("max_cost_usd", self.max_cost_usd.map(Value::from));
         set("max_tokens", self.max_tokens.map(Value::from));
         set("context", (!self.context.is_empty()).then(|| json!(self.context)));
+        set("task_type", self.task_type.as_ref().map(|t| json!(t)));
+        set("warm_start", self.warm_start.then_some(json!(true)));
         body
     }
 }
@@ -170,6 +179,8 @@ pub struct Expectations {
     pub agents: Vec<String>,
     /// Each of these tools was called at least once with success.
     pub tools: Vec<String>,
+    /// Each of these tools was answered at least once from a warm start (status `cached`).
+    pub cached_tools: Vec<String>,
     /// Each string appears in the result, ignoring case.
     pub result_contains: Vec<String>,
     /// Each pattern matches somewhere in the result.
@@ -364,6 +375,8 @@ cases:
             ("    expect: {judge: {rubric: r, min_score: 1.5}}\n", "expect.judge.min_score", "between 0 and 1"),
             ("    repeat: 0\n", "repeat", "between 1 and 100"),
             ("    timeout_secs: 0\n", "timeout_secs", "between 1 and"),
+            ("    warm_up: true\n", "warm_up", "needs task.task_type"),
+            ("    expect: {cached_tools: ['']}\n", "expect.cached_tools", "blank"),
         ] {
             let message = error(&case(body));
             assert!(message.starts_with(&format!("s.yaml: case \"c\" (cases[0]), {field}: ")), "{body} → {message}");

@@ -99,6 +99,11 @@ fn validate_case(case: CaseFile, defaults: &DefaultsFile) -> Result<Case, Violat
         return Err(at("task.agent_hints", format!("at most {MAX_AGENT_HINTS} agents")));
     }
     check_names(&agent_hints).map_err(|p| at("task.agent_hints", p))?;
+    // The warm-up's step contexts are kept only for a typed task.
+    let warm_up = case.warm_up.unwrap_or(false);
+    if warm_up && task.task_type.is_none() {
+        return Err(at("warm_up", "needs task.task_type: only a typed task's steps leave warm contexts".into()));
+    }
     let repeat = case.repeat.unwrap_or(1);
     if !(1..=MAX_REPEAT).contains(&repeat) {
         return Err(at("repeat", format!("must be between 1 and {MAX_REPEAT}, not {repeat}")));
@@ -121,10 +126,13 @@ fn validate_case(case: CaseFile, defaults: &DefaultsFile) -> Result<Case, Violat
             use_plan_cache: task.use_plan_cache.unwrap_or(false),
             context,
             agent_hints,
+            task_type: task.task_type,
+            warm_start: task.warm_start.unwrap_or(false),
         },
         expect: validate_expect(case.expect)?,
         repeat,
         timeout: timeout_secs.map(Duration::from_secs),
+        warm_up,
     })
 }
 
@@ -140,6 +148,7 @@ fn validate_expect(expect: ExpectFile) -> Result<Expectations, Violation> {
     }
     check_names(&expect.agents).map_err(|p| at("agents", p))?;
     check_names(&expect.tools).map_err(|p| at("tools", p))?;
+    check_names(&expect.cached_tools).map_err(|p| at("cached_tools", p))?;
     if let Some(i) = expect.result_contains.iter().position(String::is_empty) {
         return Err(at(&format!("result_contains[{i}]"), "must not be empty".into()));
     }
@@ -173,6 +182,7 @@ fn validate_expect(expect: ExpectFile) -> Result<Expectations, Violation> {
         max_steps: expect.max_steps,
         agents: expect.agents,
         tools: expect.tools,
+        cached_tools: expect.cached_tools,
         result_contains: expect.result_contains,
         result_matches,
         max_cost_usd: expect.max_cost_usd,
