@@ -78,8 +78,9 @@ BEGIN
 END
 $$;
 
--- complete_step ends a task whose other branches failed (above); it answers the status the
--- task ended in. Otherwise as in 20261121000019_step_checkpoints.sql.
+-- complete_step ends a task whose other branches failed (above) and answers the status the
+-- task ended in; it also clears the completed step's checkpoint (20261121000019). Otherwise
+-- as in 20261121000018_complete_step_names_the_waiting.sql.
 DROP FUNCTION complete_step(uuid, uuid, uuid, text, text[], text[]);
 
 CREATE FUNCTION complete_step(p_task uuid, p_step uuid, p_lease uuid, p_output text,

@@ -185,8 +185,13 @@ struct Conversation {
 }
 
 impl Conversation {
+    /// The history, until a summary replaced it.
+    fn earlier(&self, at: &Checkpoint) -> &[ChatMessage] {
+        if at.summarised { &[] } else { &self.earlier }
+    }
+
     fn messages(&self, at: &Checkpoint) -> Vec<ChatMessage> {
-        let earlier: &[ChatMessage] = if at.summarised { &[] } else { &self.earlier };
+        let earlier = self.earlier(at);
         let mut all = Vec::with_capacity(earlier.len() + at.work.len() + 2);
         all.push(self.system.clone());
         all.extend(earlier.iter().cloned());
@@ -333,8 +338,7 @@ impl AgentRunner {
     ) -> Result<(), AgentError> {
         at.since_summary = 0;
         let split = compress::tail_start(&at.work, self.settings.keep_recent);
-        let earlier: &[ChatMessage] = if at.summarised { &[] } else { &convo.earlier };
-        let old: Vec<ChatMessage> = earlier.iter().chain(&at.work[..split]).cloned().collect();
+        let old: Vec<ChatMessage> = convo.earlier(at).iter().chain(&at.work[..split]).cloned().collect();
         if old.len() < 2 {
             return Ok(());
         }
