@@ -7,12 +7,19 @@
 //! [`validate()`] against [`BUILTIN_AGENTS`] and its limits (surplus clauses are
 //! merged into the last step and over-long text is cut), so callers can use
 //! it as the always-available fallback planner.
+//!
+//! Its replan ([`HeuristicPlanner::replan_request`]) is as deterministic: the steps that did
+//! not complete are planned again one for one, in plan order, with the same dependencies;
+//! a failed step goes to the next agent that suits its instruction and has not failed it yet
+//! (in this version of the plan or an earlier one), steps that did not run keep theirs. When
+//! every suitable agent has failed a step, there is no other way: no revision.
 
 mod assign;
 mod clauses;
 
 use crate::error::PlanError;
 use crate::plan::{Plan, PlannedStep, make_title};
+use crate::replan::{ReplanRequest, Revision, StepState, validate_revision};
 use crate::text::fit;
 use crate::validate::{PlanLimits, validate};
 use crate::{BUILTIN_AGENTS, Planner};
@@ -110,6 +117,48 @@ impl HeuristicPlanner {
     }
 }
 
+impl HeuristicPlanner {
+    /// A revised plan for the work that did not complete (see the module docs), or `None`
+    /// when a failed step has no suitable agent left. Agents come from the hints, or else the
+    /// built-in agents.
+    pub fn replan_request(&self, request: &ReplanRequest) -> Result<Option<Revision>, PlanError> {
+        let allowed: Vec<&str> = if self.hints.is_empty() {
+            BUILTIN_AGENTS.to_vec()
+        } else {
+            self.hints.iter().map(String::as_str).collect()
+        };
+        let mapping = request.one_for_one();
+        let mut steps = Vec::new();
+        for current in &request.steps {
+            let agent = match &current.state {
+                StepState::Completed { .. } => continue,
+                StepState::NotRun => current.step.agent.clone(),
+                StepState::Failed { .. } => {
+                    let tried = request.agents_that_failed(&current.step.instruction);
+                    let candidates = assign::candidate_agents(&current.step.instruction, &allowed);
+                    match candidates.into_iter().find(|agent| !tried.contains(agent)) {
+                        Some(agent) => agent.to_owned(),
+                        None => return Ok(None),
+                    }
+                }
+            };
+            let depends_on = current
+                .step
+                .depends_on
+                .iter()
+                .map(|&d| mapping.get(d).copied().ok_or(PlanError::BadDependency { step: steps.len(), dependency: d }))
+                .collect::<Result<_, _>>()?;
+            steps.push(PlannedStep { agent, depends_on, ..current.step.clone() });
+        }
+        let revision = Revision { steps };
+        // Steps that did not run keep their agents, which may come from an agents file.
+        let mut known = allowed;
+        known.extend(request.steps.iter().map(|s| s.step.agent.as_str()));
+        validate_revision(request, &revision, &known, &self.limits)?;
+        Ok(Some(revision))
+    }
+}
+
 /// The clause without its branch marker ("Separately, research B" → "research B"), when it
 /// opens with one and something follows it.
 fn strip_branch_marker(clause: &str) -> Option<String> {
@@ -150,6 +199,10 @@ impl Planner for HeuristicPlanner {
 
     async fn plan(&self, description: &str) -> Result<Plan, PlanError> {
         self.plan_description(description)
+    }
+
+    async fn replan(&self, request: &ReplanRequest) -> Result<Option<Revision>, PlanError> {
+        self.replan_request(request)
     }
 }
 
@@ -388,6 +441,57 @@ mod tests {
             let plan = planner().plan_description(input).expect(input);
             assert_eq!(validate(&plan, &BUILTIN_AGENTS, &PlanLimits::default()), Ok(()));
         }
+    }
+
+    fn current(instruction: &str, agent: &str, depends_on: Vec<usize>, state: StepState) -> crate::CurrentStep {
+        crate::CurrentStep { step: step(instruction, instruction, agent, depends_on), state }
+    }
+
+    fn failed() -> StepState {
+        StepState::Failed { error: "refused".into() }
+    }
+
+    #[test]
+    fn a_replan_gives_a_failed_step_to_the_next_suitable_agent_and_keeps_the_rest() {
+        // 0 write (completed); 1 research (failed) → 2 summarise (not run)
+        let request = ReplanRequest {
+            goal: "g".into(),
+            steps: vec![
+                current("Write a haiku", "writer", vec![], StepState::Completed { output: "h".into() }),
+                current("Research retry policies", "researcher", vec![], failed()),
+                current("Summarise them", "writer", vec![1], StepState::NotRun),
+            ],
+            earlier_failures: vec![],
+        };
+        let revision = planner().replan_request(&request).expect("valid").expect("a revision");
+        assert_eq!(
+            revision.steps,
+            [
+                step("Research retry policies", "Research retry policies", "analyst", vec![]),
+                step("Summarise them", "Summarise them", "writer", vec![1]),
+            ]
+        );
+        // The same request gives the same revision.
+        assert_eq!(planner().replan_request(&request), Ok(Some(revision)));
+    }
+
+    #[test]
+    fn a_replan_skips_agents_that_failed_before_and_gives_up_when_none_is_left() {
+        let mut request = ReplanRequest {
+            goal: "g".into(),
+            steps: vec![current("Research retry policies", "analyst", vec![], failed())],
+            earlier_failures: vec![("Research retry policies".into(), "researcher".into())],
+        };
+        let revision = planner().replan_request(&request).unwrap().unwrap();
+        assert_eq!(revision.steps[0].agent, "engineer");
+        request
+            .earlier_failures
+            .extend(["engineer", "writer", "reviewer"].map(|a| ("Research retry policies".to_owned(), a.to_owned())));
+        assert_eq!(planner().replan_request(&request), Ok(None));
+        // With hints, only hinted agents are candidates.
+        let hinted = planner().with_hints(vec!["analyst".into(), "writer".into()]);
+        request.earlier_failures.clear();
+        assert_eq!(hinted.replan_request(&request).unwrap().unwrap().steps[0].agent, "writer");
     }
 
     #[tokio::test]

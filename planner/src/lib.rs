@@ -9,13 +9,15 @@ pub mod error;
 pub mod heuristic;
 pub mod llm;
 pub mod plan;
+pub mod replan;
 mod text;
 pub mod validate;
 
 pub use error::PlanError;
 pub use heuristic::{HEURISTIC_PLANNER_VERSION, HeuristicPlanner};
-pub use llm::{LLM_PLANNER_VERSION, LlmPlanner, PlanOutcome, PlannedCall};
+pub use llm::{LLM_PLANNER_VERSION, LlmPlanner, PlanOutcome, PlannedCall, ReplanOutcome};
 pub use plan::{MAX_TITLE_CHARS, Plan, PlannedStep, make_title};
+pub use replan::{CurrentStep, ReplanRequest, Revision, StepState, validate_revision};
 pub use validate::{PlanLimits, validate};
 
 /// Names of the agents the system ships with; the heuristic planner only
@@ -30,4 +32,9 @@ pub trait Planner: Send + Sync {
 
     /// Plans `description`; the returned plan has passed [`validate()`].
     async fn plan(&self, description: &str) -> Result<Plan, PlanError>;
+
+    /// A revised plan for the work that did not complete after a step failed for good (see
+    /// [`replan`]); the revision has passed [`validate_revision`]. `None` when the planner
+    /// sees no other way to do the work.
+    async fn replan(&self, request: &ReplanRequest) -> Result<Option<Revision>, PlanError>;
 }

@@ -22,7 +22,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
-    HeuristicPlanner, MAX_TITLE_CHARS, Plan, PlanError, PlanLimits, PlannedStep, Planner, make_title, validate,
+    HeuristicPlanner, MAX_TITLE_CHARS, Plan, PlanError, PlanLimits, PlannedStep, Planner, make_title,
+    replan::{ReplanRequest, Revision, StepState, validate_revision},
+    text::fit,
+    validate,
 };
 
 /// Version of the LLM planner's prompt and parsing; bump it when the same description could
@@ -65,6 +68,26 @@ impl PlanOutcome {
         self.fallback_reason.is_some()
     }
 }
+
+/// The result of replanning one task, with what it cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplanOutcome {
+    /// The revision; `Ok(None)` when no planner saw another way to do the work.
+    pub revision: Result<Option<Revision>, PlanError>,
+    /// The model calls that answered, in order.
+    pub calls: Vec<PlannedCall>,
+    /// Why the heuristic fallback replanned, when it did.
+    pub fallback_reason: Option<String>,
+}
+
+/// What [`LlmPlanner::ask`] got: the accepted answer or the last problem, and the calls.
+struct Asked<T> {
+    answer: Result<T, String>,
+    calls: Vec<PlannedCall>,
+}
+
+/// Longest output of a completed step shown to the model when it replans, in characters.
+const MAX_OUTPUT_CHARS_SHOWN: usize = 2000;
 
 /// Plans with a model; see the module docs.
 pub struct LlmPlanner {
@@ -114,6 +137,27 @@ impl LlmPlanner {
         }
     }
 
+    /// A revised plan for the work that did not complete (see [`crate::replan`]), asked of
+    /// the model with the failure in the prompt, and every model call made for it; the
+    /// heuristic planner replans when the model twice gives no acceptable revision.
+    pub async fn replan_with_usage(&self, request: &ReplanRequest) -> ReplanOutcome {
+        match self.replan_by(request, &Plain(self.llm.as_ref())).await {
+            Ok(outcome) => outcome,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`Self::replan_with_usage`] with every model call made through `model` and recorded
+    /// with `recorder`, as [`Self::plan_within`] plans.
+    pub async fn replan_within(
+        &self,
+        request: &ReplanRequest,
+        model: &BudgetedModel<'_>,
+        recorder: &dyn CallRecorder,
+    ) -> Result<ReplanOutcome, Halt> {
+        self.replan_by(request, &Budgeted { model: *model, recorder }).await
+    }
+
     /// Plans `description` with every model call made through `model`, so reserved against
     /// its budget and recorded with `recorder` as it answers. Stops with the [`Halt`] of the
     /// first call that did not fit or could not be accounted; a model that fails still
@@ -136,7 +180,58 @@ impl LlmPlanner {
                 fallback_reason: None,
             });
         }
-        let mut request = self.request(description);
+        let names: Vec<&str> = self.agents.iter().map(|(name, _)| name.as_str()).collect();
+        let asked = self
+            .ask(self.request(description), model, |plan| {
+                validate(&plan, &names, &self.limits).map_err(|e| format!("the plan is invalid: {e}"))?;
+                Ok(plan)
+            })
+            .await?;
+        Ok(match asked.answer {
+            Ok(plan) => PlanOutcome { plan: Ok(plan), calls: asked.calls, fallback_reason: None },
+            Err(problem) => {
+                tracing::warn!(reason = %problem, "falling back to the heuristic planner");
+                PlanOutcome {
+                    plan: self.fallback.plan_description(description),
+                    calls: asked.calls,
+                    fallback_reason: Some(problem),
+                }
+            }
+        })
+    }
+
+    async fn replan_by<M: PlanModel>(&self, request: &ReplanRequest, model: &M) -> Result<ReplanOutcome, M::Halt> {
+        let names: Vec<&str> = self.agents.iter().map(|(name, _)| name.as_str()).collect();
+        let asked = self
+            .ask(self.replan_chat(request), model, |plan| {
+                let revision = Revision { steps: plan.steps };
+                validate_revision(request, &revision, &names, &self.limits)
+                    .map_err(|e| format!("the revised plan is invalid: {e}"))?;
+                Ok(revision)
+            })
+            .await?;
+        Ok(match asked.answer {
+            Ok(revision) => ReplanOutcome { revision: Ok(Some(revision)), calls: asked.calls, fallback_reason: None },
+            Err(problem) => {
+                tracing::warn!(reason = %problem, "replanning with the heuristic planner instead");
+                ReplanOutcome {
+                    revision: self.fallback.replan_request(request),
+                    calls: asked.calls,
+                    fallback_reason: Some(problem),
+                }
+            }
+        })
+    }
+
+    /// Asks the model for a plan at most [`MAX_MODEL_CALLS`] times, sending a refused answer
+    /// back once with the reason; `check` accepts a plan (and turns it into what the caller
+    /// wants) or says what is wrong with it, worded for the model.
+    async fn ask<M: PlanModel, T>(
+        &self,
+        mut request: ChatRequest,
+        model: &M,
+        check: impl Fn(Plan) -> Result<T, String>,
+    ) -> Result<Asked<T>, M::Halt> {
         let mut calls = Vec::new();
         let mut problem = String::new();
         for attempt in 1..=MAX_MODEL_CALLS {
@@ -155,8 +250,8 @@ impl LlmPlanner {
                 usage: response.usage,
                 latency_ms: started.elapsed().as_secs_f64() * 1000.0,
             });
-            match self.read_plan(&response) {
-                Ok(plan) => return Ok(PlanOutcome { plan: Ok(plan), calls, fallback_reason: None }),
+            match self.read_plan(&response).and_then(&check) {
+                Ok(answer) => return Ok(Asked { answer: Ok(answer), calls }),
                 Err(reason) => {
                     tracing::warn!(attempt, %reason, "the planning model's plan was not acceptable");
                     push_feedback(&mut request, response, &reason);
@@ -164,8 +259,7 @@ impl LlmPlanner {
                 }
             }
         }
-        tracing::warn!(reason = %problem, "falling back to the heuristic planner");
-        Ok(PlanOutcome { plan: self.fallback.plan_description(description), calls, fallback_reason: Some(problem) })
+        Ok(Asked { answer: Err(problem), calls })
     }
 
     fn request(&self, description: &str) -> ChatRequest {
@@ -174,6 +268,69 @@ impl LlmPlanner {
                 ChatMessage::new(Role::System, self.system_prompt()),
                 ChatMessage::new(Role::User, format!("Task: {description}")),
             ],
+            tools: vec![self.submit_plan_tool()],
+            max_tokens: None,
+            model: self.model.clone(),
+            tool_choice: ToolChoice::Required,
+        }
+    }
+
+    /// The conversation of a replan: the planner's own rules, then the goal, what completed
+    /// (with its outputs, which new steps may build on by index), what failed and why, what
+    /// did not run, and who failed the same work before.
+    fn replan_chat(&self, request: &ReplanRequest) -> ChatRequest {
+        let completed: Vec<_> = request.completed().collect();
+        let kept = completed.len();
+        let mut text = format!("Task: {}\n\nA step of the plan failed for good. ", request.goal.trim());
+        text.push_str("Make a revised plan for the work that has not been done.\n\n");
+        if completed.is_empty() {
+            text.push_str("No step has completed.\n");
+        } else {
+            text.push_str("Completed steps (they stay; their outputs are available to new steps):\n");
+            for (i, (step, output)) in completed.iter().enumerate() {
+                let output = fit(output.trim(), MAX_OUTPUT_CHARS_SHOWN);
+                text.push_str(&format!(
+                    "[{i}] {} (agent {}): {}\n    Output: {output}\n",
+                    step.title, step.agent, step.instruction
+                ));
+            }
+        }
+        text.push_str("\nFailed steps:\n");
+        for (step, error) in request.failed() {
+            text.push_str(&format!(
+                "- {} (agent {}): {}\n    Error: {error}\n",
+                step.title, step.agent, step.instruction
+            ));
+        }
+        let not_run: Vec<_> = request.steps.iter().filter(|s| s.state == StepState::NotRun).collect();
+        if !not_run.is_empty() {
+            text.push_str("\nSteps that did not run (they needed a failed step):\n");
+            for current in not_run {
+                let step = &current.step;
+                text.push_str(&format!("- {} (agent {}): {}\n", step.title, step.agent, step.instruction));
+            }
+        }
+        if !request.earlier_failures.is_empty() {
+            text.push_str("\nFailed in earlier versions of the plan:\n");
+            for (instruction, agent) in &request.earlier_failures {
+                text.push_str(&format!("- agent {agent}: {instruction}\n"));
+            }
+        }
+        let numbering = match kept {
+            0 => "indices count the steps you submit, from 0".to_owned(),
+            _ => format!(
+                "indices 0 to {} are the completed steps above and {kept} onwards are the steps you submit, in \
+                 order (your first step is {kept})",
+                kept - 1
+            ),
+        };
+        text.push_str(&format!(
+            "\nCall {SUBMIT_PLAN} with only the new steps that do the remaining work; do not repeat the \
+             completed steps, and do not give failed work to an agent that already failed it. In \
+             depends_on, {numbering}.\n"
+        ));
+        ChatRequest {
+            messages: vec![ChatMessage::new(Role::System, self.system_prompt()), ChatMessage::new(Role::User, text)],
             tools: vec![self.submit_plan_tool()],
             max_tokens: None,
             model: self.model.clone(),
@@ -237,7 +394,8 @@ impl LlmPlanner {
         }
     }
 
-    /// The plan in the model's answer, or what is wrong with it (worded for the model).
+    /// The plan in the model's answer, or what is wrong with its form (worded for the model);
+    /// the caller validates it.
     fn read_plan(&self, response: &ChatResponse) -> Result<Plan, String> {
         let arguments = match response.tool_calls.iter().find(|c| c.name == SUBMIT_PLAN) {
             Some(call) => call.arguments.clone(),
@@ -253,10 +411,7 @@ impl LlmPlanner {
         }
         let submitted: SubmittedPlan = serde_json::from_value(arguments)
             .map_err(|e| format!("the plan does not match the {SUBMIT_PLAN} schema: {e}"))?;
-        let plan = Plan { steps: submitted.steps.into_iter().map(SubmittedStep::into_step).collect() };
-        let names: Vec<&str> = self.agents.iter().map(|(name, _)| name.as_str()).collect();
-        validate(&plan, &names, &self.limits).map_err(|e| format!("the plan is invalid: {e}"))?;
-        Ok(plan)
+        Ok(Plan { steps: submitted.steps.into_iter().map(SubmittedStep::into_step).collect() })
     }
 }
 
@@ -269,6 +424,11 @@ impl Planner for LlmPlanner {
     /// Plans without reporting the model calls; see [`LlmPlanner::plan_with_usage`].
     async fn plan(&self, description: &str) -> Result<Plan, PlanError> {
         self.plan_with_usage(description).await.plan
+    }
+
+    /// Replans without reporting the model calls; see [`LlmPlanner::replan_with_usage`].
+    async fn replan(&self, request: &ReplanRequest) -> Result<Option<Revision>, PlanError> {
+        self.replan_with_usage(request).await.revision
     }
 }
 

@@ -177,6 +177,24 @@ pub(crate) fn assign_agent_among<'a>(clause: &str, allowed: &'a [String]) -> &'a
         .unwrap_or_else(|| allowed.first().map(String::as_str).unwrap_or(DEFAULT_AGENT))
 }
 
+/// Every agent of `allowed` that could carry out `clause`, best first: those its keywords ask
+/// for, in the order they appear, then the default agent, then the others in `allowed`'s
+/// order; each once. What a replan chooses from when the agent a step had failed it.
+pub(crate) fn candidate_agents<'a>(clause: &str, allowed: &[&'a str]) -> Vec<&'a str> {
+    let words: Vec<String> =
+        clause.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
+    let asked = (0..words.len()).filter_map(|i| agent_at(&words, i)).chain([DEFAULT_AGENT]);
+    let mut candidates: Vec<&'a str> = Vec::with_capacity(allowed.len());
+    for agent in asked.chain(allowed.iter().copied()) {
+        if let Some(&known) = allowed.iter().find(|a| **a == agent)
+            && !candidates.contains(&known)
+        {
+            candidates.push(known);
+        }
+    }
+    candidates
+}
+
 fn keyword_agent_among(clause: &str, allowed: impl Fn(&str) -> bool) -> Option<&'static str> {
     let words: Vec<String> =
         clause.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
@@ -220,6 +238,23 @@ fn writes_code(after: &[String]) -> bool {
 mod tests {
     use super::*;
     use crate::BUILTIN_AGENTS;
+
+    #[test]
+    fn candidates_are_the_keywords_agents_then_the_default_then_the_rest() {
+        assert_eq!(
+            candidate_agents("Research and compare the retry policies", &BUILTIN_AGENTS),
+            ["researcher", "analyst", "engineer", "writer", "reviewer"]
+        );
+        assert_eq!(
+            candidate_agents("Write a summary, then review it", &BUILTIN_AGENTS),
+            ["writer", "reviewer", "analyst", "researcher", "engineer"]
+        );
+        // Only allowed agents, in the hints' order after the keywords' and the default's.
+        assert_eq!(
+            candidate_agents("Research it", &["writer", "translator", "researcher"]),
+            ["researcher", "writer", "translator"]
+        );
+    }
 
     #[test]
     fn keyword_table() {
