@@ -12,7 +12,9 @@
 //!
 //! A step whose instruction contains [`FAIL_MARKER`] is refused, as a provider refuses a
 //! request it cannot serve (not retried): so failures, partial results and their handling can
-//! be shown and tested offline (`eval/suites/smoke.yaml`).
+//! be shown and tested offline (`eval/suites/smoke.yaml`). `[offline: fail as <agent>]`
+//! (see [`FAIL_AS_MARKER`]) is refused only when the named agent runs the step, as an agent
+//! that cannot do the work: a replan that gives the step to another agent succeeds.
 
 mod intent;
 
@@ -28,6 +30,9 @@ const CALCULATOR: &str = "calculator";
 const MEMORY_SEARCH: &str = "memory_search";
 /// In a step's instruction, makes the offline model refuse the step.
 pub const FAIL_MARKER: &str = "[offline: fail]";
+/// Opens `[offline: fail as <agent>]`: in a step's instruction, makes the offline model refuse
+/// the step when `<agent>` runs it (and answer any other agent).
+pub const FAIL_AS_MARKER: &str = "[offline: fail as ";
 /// Longest tool result quoted in an answer, in characters.
 const MAX_QUOTED_CHARS: usize = 300;
 
@@ -101,14 +106,7 @@ fn answer(request: &ChatRequest, prompt: &str, calls: &[&ToolCall]) -> String {
     // The step prompt puts the step title on a line of its own after "Step:".
     let step = prompt.lines().find_map(|l| l.strip_prefix("Step: ")).unwrap_or(prompt).trim();
     let inputs = prompt.matches("\n### ").count();
-    // Agent system prompts open with "You are the <name> agent".
-    let role = request
-        .messages
-        .iter()
-        .find(|m| m.role == Role::System)
-        .and_then(|m| m.content.strip_prefix("You are the "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or("assistant");
+    let role = agent_of(request).unwrap_or("assistant");
     let results: Vec<String> = calls
         .iter()
         .filter_map(|call| {
@@ -124,6 +122,32 @@ fn answer(request: &ChatRequest, prompt: &str, calls: &[&ToolCall]) -> String {
         "{step}: done.{results} ({role} answer produced offline by the deterministic model from \
          {inputs} earlier step output(s); configure LLM_PROVIDER for real model output.)"
     )
+}
+
+/// The agent the request runs as: agent system prompts open with "You are the <name> agent".
+fn agent_of(request: &ChatRequest) -> Option<&str> {
+    request
+        .messages
+        .iter()
+        .find(|m| m.role == Role::System)
+        .and_then(|m| m.content.strip_prefix("You are the "))
+        .and_then(|rest| rest.split_whitespace().next())
+}
+
+/// Why the offline model refuses the step, when its instruction asks it to: always
+/// ([`FAIL_MARKER`]), or when the agent it names runs it ([`FAIL_AS_MARKER`]).
+fn refusal(request: &ChatRequest) -> Option<String> {
+    let instruction = intent::instruction_of(step_prompt(&request.messages));
+    if instruction.contains(FAIL_MARKER) {
+        return Some(format!("the step's instruction asks the offline model to fail ({FAIL_MARKER})"));
+    }
+    let agent = agent_of(request)?;
+    instruction.match_indices(FAIL_AS_MARKER).find_map(|(at, _)| {
+        let named = instruction[at + FAIL_AS_MARKER.len()..].split(']').next()?.trim();
+        (named == agent).then(|| {
+            format!("the step's instruction asks the offline model to fail as the {agent} ({FAIL_AS_MARKER}{agent}])")
+        })
+    })
 }
 
 /// A tool result as a person would quote it: the bare value when there is one (`119` for
@@ -168,11 +192,8 @@ impl LlmClient for OfflineModel {
             tokio::time::sleep(self.delay).await;
         }
         tokens::warm_up_tokenizer().await;
-        if intent::instruction_of(step_prompt(&request.messages)).contains(FAIL_MARKER) {
-            return Err(LlmError::Rejected {
-                status: 400,
-                message: format!("the step's instruction asks the offline model to fail ({FAIL_MARKER})"),
-            });
+        if let Some(message) = refusal(request) {
+            return Err(LlmError::Rejected { status: 400, message });
         }
         let (content, tool_calls) = Self::respond(request);
         let usage = Usage {
@@ -212,6 +233,16 @@ mod tests {
         let answered =
             OfflineModel::default().chat(&request("Task: t\nStep: Fetch\nInstruction: Fetch the feed\n")).await;
         assert!(answered.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_step_marked_to_fail_as_one_agent_is_refused_by_it_alone() {
+        let prompt = "Task: t\nStep: Fetch\nInstruction: Fetch the feed [offline: fail as analyst]\n";
+        let refused = OfflineModel::default().chat(&request(prompt)).await;
+        assert!(matches!(refused, Err(LlmError::Rejected { status: 400, .. })), "{refused:?}");
+        let mut as_writer = request(prompt);
+        as_writer.messages[0].content = "You are the writer agent.".into();
+        assert!(OfflineModel::default().chat(&as_writer).await.is_ok());
     }
 
     #[tokio::test]
