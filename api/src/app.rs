@@ -148,6 +148,7 @@ impl App {
             lifecycle: self.lifecycle(),
             rate_limits,
             task_hasher: TaskHasher::new(&self.agents, providers::planner_version(&self.settings)),
+            replan_on_failure: self.settings.replan_on_failure,
         })
         // Read by `POST /tasks` to check callback URLs (WEBHOOK_ALLOW_PRIVATE).
         .layer(axum::Extension(self.webhooks.policy()))

@@ -180,6 +180,12 @@ state_enum!(
         TaskPartial => "task_partial",
         /// `POST /tasks/{id}/retry` started the failed task again; `data.run` counts runs.
         TaskRetried => "task_retried",
+        /// A step failed for good and nothing else could run: instead of ending, the task is
+        /// pending again for a replan (`data.reason` names the failure, `data.replan` counts).
+        TaskReplanning => "task_replanning",
+        /// A revised plan replaced the steps that had not completed: `data.version` is the new
+        /// plan version, `data.reason` the failure it answers, `data.created_by` its planner.
+        TaskReplanned => "task_replanned",
         StepReady => "step_ready",
         StepStarted => "step_started",
         StepCompleted => "step_completed",

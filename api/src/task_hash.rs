@@ -80,6 +80,8 @@ mod tests {
             task_type: Some("report".into()),
             task_hash: String::new(),
             warm_start: false,
+            replan: false,
+            max_replans: 2,
         }
     }
 

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use agents::{BudgetExceeded, BudgetedModel, CallRecorder, Halt, LlmCallRecord, LlmClient, PriceTable, RecordError};
-use planner::{HeuristicPlanner, LlmPlanner, PlanLimits, PlanOutcome};
+use planner::{HeuristicPlanner, LlmPlanner, PlanLimits, PlanOutcome, ReplanOutcome, ReplanRequest};
 
 use super::StoreBudget;
 use crate::{domain::TaskId, metrics::Metrics, store::ExecutionStore};
@@ -21,10 +21,10 @@ pub struct MeteredPlanner {
     recorder: PlanningRecorder,
 }
 
-/// How metered planning ended.
-pub enum Planned {
+/// How metered planning (or replanning) ended.
+pub enum Planned<T = PlanOutcome> {
     /// The planner's outcome; its calls are recorded already.
-    Outcome(PlanOutcome),
+    Outcome(T),
     /// A planning call did not fit in the budget.
     OverBudget(BudgetExceeded),
     /// A call could not be reserved or recorded: planning must not go on unaccounted.
@@ -56,13 +56,22 @@ impl MeteredPlanner {
 
     pub async fn plan(&self, description: &str) -> Planned {
         let model = BudgetedModel { llm: self.llm.as_ref(), prices: &self.prices, budget: &self.budget };
-        match self.planner.plan_within(description, &model, &self.recorder).await {
-            Ok(outcome) => Planned::Outcome(outcome),
-            Err(Halt::OverBudget(e)) => Planned::OverBudget(e),
-            Err(Halt::BudgetUnavailable(reason) | Halt::Unrecorded(RecordError(reason))) => {
-                Planned::Unaccounted(reason)
-            }
-        }
+        halted(self.planner.plan_within(description, &model, &self.recorder).await)
+    }
+
+    /// A revised plan after a failure, asked of the model with the failure in the prompt,
+    /// every call reserved and recorded as planning's are.
+    pub async fn replan(&self, request: &ReplanRequest) -> Planned<ReplanOutcome> {
+        let model = BudgetedModel { llm: self.llm.as_ref(), prices: &self.prices, budget: &self.budget };
+        halted(self.planner.replan_within(request, &model, &self.recorder).await)
+    }
+}
+
+fn halted<T>(result: Result<T, Halt>) -> Planned<T> {
+    match result {
+        Ok(outcome) => Planned::Outcome(outcome),
+        Err(Halt::OverBudget(e)) => Planned::OverBudget(e),
+        Err(Halt::BudgetUnavailable(reason) | Halt::Unrecorded(RecordError(reason))) => Planned::Unaccounted(reason),
     }
 }
 

@@ -212,6 +212,12 @@ pub struct Settings {
     #[arg(long, env = "WARM_CONTEXT_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     pub warm_context_ttl_secs: u64,
 
+    /// Whether a task that does not say (`replan` on `POST /tasks`) replans when a step
+    /// fails for good: the planner revises the plan for the work that did not complete, up to
+    /// the task's `max_replans` times, instead of the task ending failed or partial.
+    #[arg(long, env = "REPLAN_ON_FAILURE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub replan_on_failure: bool,
+
     /// Messages at the end of a conversation that a summary keeps verbatim.
     #[arg(long, env = "CONTEXT_KEEP_RECENT", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub context_keep_recent: u32,

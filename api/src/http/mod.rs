@@ -72,6 +72,9 @@ pub struct AppState {
     pub rate_limits: RateLimits,
     /// The `task_hash` of each new task.
     pub task_hasher: crate::task_hash::TaskHasher,
+    /// Whether a task that does not say replans when a step fails for good
+    /// (`REPLAN_ON_FAILURE`).
+    pub replan_on_failure: bool,
 }
 
 pub fn build_router(state: AppState) -> Router {

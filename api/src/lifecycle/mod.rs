@@ -20,8 +20,8 @@ use crate::{
     metrics::Metrics,
     queue::{Dispatcher, Job, QueueError},
     store::{
-        CancelOutcome, CapacityClaim, ExecutionStore, FailOutcome, Lease, NewStep, PlanOrigin, Release, RetryOutcome,
-        StepClaim, StoreError, Unclaimed,
+        CancelOutcome, CapacityClaim, ExecutionStore, FailOutcome, Lease, NewStep, PlanOrigin, Release, ReplanSave,
+        RetryOutcome, StepClaim, StoreError, Unclaimed,
     },
 };
 
@@ -72,6 +72,15 @@ pub struct Committed<'a> {
     pub waiting: Option<Option<(TaskId, Priority)>>,
     /// A completed step's warm context, with the task hash and the step's position.
     pub warm: Option<(&'a str, i32, agents::WarmContext)>,
+}
+
+/// A plan to save: its steps, where it came from and who made it.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanSave<'a> {
+    pub steps: &'a [NewStep],
+    pub origin: PlanOrigin<'a>,
+    /// The planner's name (its version), recorded with the plan version.
+    pub created_by: &'a str,
 }
 
 /// What became of a step's attempt, as the worker saw it.
@@ -128,21 +137,49 @@ impl Lifecycle {
         self.apply(Event::Submit, &Committed { task, user, priority, ..Default::default() }).await
     }
 
-    /// `SavePlan`: planning → running with the steps.
+    /// `SavePlan`: planning → running with the steps, recorded as a plan version.
     pub async fn save_plan(
         &self,
         task: TaskId,
         user: &str,
         priority: Priority,
         lease: &Lease,
-        steps: &[NewStep],
-        origin: PlanOrigin<'_>,
+        plan: PlanSave<'_>,
     ) -> Result<Settled, LifecycleError> {
-        let Some(ready) = self.store.save_plan(task, lease, steps, origin).await? else {
+        let Some(ready) = self.store.save_plan(task, lease, plan.steps, plan.origin, plan.created_by).await? else {
             return Ok(Settled::Stale);
         };
         self.apply(Event::SavePlan, &Committed { task, user, priority, ready, ..Default::default() }).await?;
         Ok(Settled::Applied(Event::SavePlan))
+    }
+
+    /// `SaveReplan`: planning → running with the steps that had not completed replaced by the
+    /// revision's. The new plan version when it was saved.
+    pub async fn save_replan(
+        &self,
+        task: TaskId,
+        user: &str,
+        priority: Priority,
+        lease: &Lease,
+        revision: ReplanSave<'_>,
+    ) -> Result<Option<i32>, LifecycleError> {
+        let Some((version, ready)) = self.store.save_replan(task, lease, revision).await? else {
+            return Ok(None);
+        };
+        self.apply(Event::SaveReplan, &Committed { task, user, priority, ready, ..Default::default() }).await?;
+        Ok(Some(version))
+    }
+
+    /// `ReplanEndsPartial` or `ReplanEndsFailed`: a replan found no revised plan, and the
+    /// task ends as it would have without replanning.
+    pub async fn end_unreplanned(&self, task: TaskId, user: &str, lease: &Lease) -> Result<Settled, LifecycleError> {
+        let event = match self.store.end_unreplanned(task, lease).await? {
+            None => return Ok(Settled::Stale),
+            Some(TaskStatus::Partial) => Event::ReplanEndsPartial,
+            Some(_) => Event::ReplanEndsFailed,
+        };
+        self.apply(event, &Committed { task, user, ..Default::default() }).await?;
+        Ok(Settled::Applied(event))
     }
 
     /// `FailPlanning` or `PlanningOverBudget`: planning → failed.
@@ -211,6 +248,7 @@ impl Lifecycle {
                         Event::CompleteLastStep
                     }
                     Some(TaskStatus::Partial) => Event::CompleteStepEndsPartial,
+                    Some(TaskStatus::Pending) => Event::CompleteStepReplans,
                     Some(_) => Event::CompleteStepEndsFailed,
                     None => Event::CompleteStep,
                 }
@@ -224,6 +262,7 @@ impl Lifecycle {
                     FailOutcome::Failed => Event::FailStep,
                     FailOutcome::FailedBranch => Event::FailBranch,
                     FailOutcome::FailedPartial => Event::FailStepEndsPartial,
+                    FailOutcome::Replanning => Event::FailStepReplans,
                     FailOutcome::LeaseLost => return Ok(Settled::Stale),
                 }
             }
@@ -232,6 +271,7 @@ impl Lifecycle {
                 FailOutcome::Retrying { .. }
                 | FailOutcome::FailedBranch
                 | FailOutcome::FailedPartial
+                | FailOutcome::Replanning
                 | FailOutcome::LeaseLost => return Ok(Settled::Stale),
             },
             StepOutcome::Cancelled => {

@@ -59,6 +59,21 @@ pub enum Event {
     FailBranch,
     /// As `FailStep`, when nothing else could run but a final step had completed.
     FailStepEndsPartial,
+    /// As `FailStep`, for a task that replans (`replan`) and has replans left: instead of
+    /// ending, the task is pending again, owing a replan of the work that did not complete.
+    FailStepReplans,
+    /// As `CompleteStepEndsPartial` or `CompleteStepEndsFailed`, for a task that replans and
+    /// has replans left: pending again, owing a replan.
+    CompleteStepReplans,
+    /// A replan's revised plan was saved: the steps that had not completed are replaced by
+    /// its steps, recorded as the next plan version; those whose dependencies completed are
+    /// ready.
+    SaveReplan,
+    /// A replan found no revised plan (no other way to do the work): the task ends as it would
+    /// have without replanning, `partial` here.
+    ReplanEndsPartial,
+    /// As `ReplanEndsPartial`, `failed` here.
+    ReplanEndsFailed,
     /// A step's model call did not fit in the task's budget or the user's quota.
     StepOverBudget,
     /// A takeover of the step found no attempt left.
@@ -99,6 +114,15 @@ pub enum Write {
     MarkWaiting,
     /// The plan's steps are inserted; those without dependencies are ready.
     InsertSteps,
+    /// The plan is recorded in `plan_versions` as the task's next version, with who made it
+    /// (and, for a revision, why and the steps it replaced).
+    RecordPlanVersion,
+    /// The steps that did not complete are replaced by the revised plan's; those whose
+    /// dependencies have all completed are ready.
+    ReplaceSteps,
+    /// A settled task that replans goes back to pending with the failure it owes a replan
+    /// (`tasks.replan_reason`) and a fresh planning allowance.
+    RequestReplan,
     /// Pending dependants whose dependencies have all completed become ready.
     PromoteDependants,
     /// The task completes with the output of its last step in plan order as its result.
@@ -212,8 +236,32 @@ pub const TABLE: &[Rule] = &[
         from: &[T(TS::Planning)],
         to: T(TS::Running),
         task_to: None,
-        writes: &[DropLease, InsertSteps, Event(K::TaskPlanned), Event(K::StepReady)],
+        writes: &[DropLease, InsertSteps, RecordPlanVersion, Event(K::TaskPlanned), Event(K::StepReady)],
         effects: &[EnqueueReady],
+    },
+    Rule {
+        event: Event::SaveReplan,
+        from: &[T(TS::Planning)],
+        to: T(TS::Running),
+        task_to: None,
+        writes: &[DropLease, ReplaceSteps, RecordPlanVersion, Event(K::TaskReplanned), Event(K::StepReady)],
+        effects: &[EnqueueReady],
+    },
+    Rule {
+        event: Event::ReplanEndsPartial,
+        from: &[T(TS::Planning)],
+        to: T(TS::Partial),
+        task_to: None,
+        writes: &[DropLease, EndSettledTask, Event(K::TaskPartial), QueueWebhook],
+        effects: TASK_END_EFFECTS,
+    },
+    Rule {
+        event: Event::ReplanEndsFailed,
+        from: &[T(TS::Planning)],
+        to: T(TS::Failed),
+        task_to: None,
+        writes: &[DropLease, EndSettledTask, Event(K::TaskFailed), QueueWebhook],
+        effects: TASK_END_EFFECTS,
     },
     Rule {
         event: Event::FailPlanning,
@@ -379,6 +427,29 @@ pub const TABLE: &[Rule] = &[
             QueueWebhook,
         ],
         effects: &[CountStep("failed"), AnnounceEnd, WakeWaiting, CountTask],
+    },
+    Rule {
+        event: Event::FailStepReplans,
+        from: &[S(SS::Running)],
+        to: S(SS::Failed),
+        task_to: Some(TS::Pending),
+        writes: &[
+            DropLease,
+            Event(K::StepFailed),
+            SkipDependants,
+            Event(K::StepSkipped),
+            RequestReplan,
+            Event(K::TaskReplanning),
+        ],
+        effects: &[CountStep("failed"), EnqueuePlan],
+    },
+    Rule {
+        event: Event::CompleteStepReplans,
+        from: &[S(SS::Running)],
+        to: S(SS::Completed),
+        task_to: Some(TS::Pending),
+        writes: &[DropLease, AppendMessages, Event(K::StepCompleted), RequestReplan, Event(K::TaskReplanning)],
+        effects: &[CountStep("completed"), KeepWarmContext, EnqueuePlan],
     },
     Rule {
         event: Event::StepOverBudget,
@@ -593,9 +664,32 @@ mod tests {
                 assert!(r.effects.contains(&EnqueueReady), "{:?} readies steps without jobs", r.event);
             }
         }
-        for r in TABLE.iter().filter(|r| r.to == State::Task(TaskStatus::Pending) && r.event != Event::WaitForCapacity)
+        for r in
+            TABLE.iter().filter(|r| r.task_status() == Some(TaskStatus::Pending) && r.event != Event::WaitForCapacity)
         {
             assert!(r.effects.contains(&EnqueuePlan), "{:?} leaves a pending task without a plan job", r.event);
+        }
+    }
+
+    #[test]
+    fn every_plan_saved_is_a_version_and_only_a_replan_request_sends_a_running_task_back() {
+        for r in TABLE {
+            let saves = r.writes.iter().any(|w| matches!(w, InsertSteps | ReplaceSteps));
+            assert_eq!(saves, r.writes.contains(&RecordPlanVersion), "{:?}: a plan saved without its version", r.event);
+            // A task leaves running for pending only through a replan request, which the
+            // replan job must then answer: it is owed a plan job and the reason is recorded.
+            if r.task_status() == Some(TaskStatus::Pending) && r.from.iter().any(|s| matches!(s, State::Step(_))) {
+                assert!(r.writes.contains(&RequestReplan), "{:?}", r.event);
+                assert!(r.writes.contains(&Write::Event(K::TaskReplanning)), "{:?}", r.event);
+            }
+            if r.writes.contains(&RequestReplan) {
+                assert_eq!(r.task_status(), Some(TaskStatus::Pending), "{:?}", r.event);
+            }
+            // Only a replan job (a planning) can replace steps or give up on a replan.
+            if r.writes.contains(&ReplaceSteps) || matches!(r.event, Event::ReplanEndsPartial | Event::ReplanEndsFailed)
+            {
+                assert_eq!(r.from, &[State::Task(TaskStatus::Planning)], "{:?}", r.event);
+            }
         }
     }
 

@@ -6,11 +6,13 @@
 //! embedded store (SQLite, for a dependency-free dev mode) would implement the same traits.
 
 mod budget;
+mod plans;
 mod postgres;
 mod types;
 mod webhooks;
 
 pub use budget::*;
+pub use plans::*;
 pub use postgres::PgStore;
 pub use types::*;
 pub use webhooks::{
@@ -70,6 +72,11 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Where a stream of the task's events starts: after the event `after` (its id), or from
     /// the first event when `None`.
     async fn event_stream_start(&self, task: TaskId, after: Option<i64>) -> Result<EventStreamStart, StoreError>;
+    /// The task's plan versions, oldest first (none before it is planned, nor for a task
+    /// planned before versions were recorded).
+    async fn plan_versions(&self, id: TaskId) -> Result<Vec<PlanVersion>, StoreError>;
+    /// The task's newest plan version, if it has one.
+    async fn current_plan_version(&self, id: TaskId) -> Result<Option<PlanVersion>, StoreError>;
     /// Up to `limit` of the task's events after `cursor`, in stream order. Events that a
     /// still-running transaction might yet precede are withheld (see [`EventCursor`]), so a
     /// reader that resumes from the last event it got never skips one.
@@ -81,17 +88,34 @@ pub trait TaskStore: Send + Sync + 'static {
 pub trait ExecutionStore: BudgetStore + Send + Sync + 'static {
     /// `pending → planning` (or takes over a planning whose lease expired).
     async fn claim_planning(&self, id: TaskId, lease: &Lease) -> Result<Option<PlanningClaim>, StoreError>;
-    /// `planning → running` with the steps inserted, and a fresh plan remembered in the plan
-    /// cache in the same statement; returns the steps that are ready.
+    /// `planning → running` with the steps inserted, recorded as a plan version made by
+    /// `created_by` (the planner's name), and a fresh plan remembered in the plan cache in the
+    /// same statement; returns the steps that are ready.
     async fn save_plan(
         &self,
         id: TaskId,
         lease: &Lease,
         steps: &[NewStep],
         origin: PlanOrigin<'_>,
+        created_by: &str,
     ) -> Result<Option<Vec<StepId>>, StoreError>;
     /// `planning → failed`.
     async fn fail_planning(&self, id: TaskId, lease: &Lease, error: &str) -> Result<bool, StoreError>;
+    /// What a replan of the task starts from (read under its planning lease: nothing moves).
+    async fn replan_context(&self, id: TaskId) -> Result<ReplanContext, StoreError>;
+    /// `planning → running` with the steps that had not completed replaced by the revision's,
+    /// recorded as the next plan version, in one statement fenced by the planning lease;
+    /// returns the new version and the steps that are ready. `None` when the lease was lost.
+    async fn save_replan(
+        &self,
+        id: TaskId,
+        lease: &Lease,
+        revision: ReplanSave<'_>,
+    ) -> Result<Option<(i32, Vec<StepId>)>, StoreError>;
+    /// A replan that found no revised plan: `planning →` `partial` or `failed`, as the task
+    /// would have ended without replanning (fenced by the planning lease; `None` when it was
+    /// lost).
+    async fn end_unreplanned(&self, id: TaskId, lease: &Lease) -> Result<Option<TaskStatus>, StoreError>;
     /// Ends a task that has not ended: its waiting steps are cancelled at once, its running
     /// steps stop at their next model or tool call.
     /// (`crate::lifecycle` event `Cancel`.)

@@ -33,6 +33,10 @@ pub struct NewTask {
     pub task_hash: String,
     /// Start each step from what the last run of the same work left (`agents::WarmContext`).
     pub warm_start: bool,
+    /// Replan when a step fails for good (the request's, or `REPLAN_ON_FAILURE`).
+    pub replan: bool,
+    /// Revised plans the task may get.
+    pub max_replans: i32,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +83,11 @@ pub struct Task {
     pub task_type: Option<String>,
     pub task_hash: Option<String>,
     pub warm_start: bool,
+    /// Replans when a step fails for good.
+    pub replan: bool,
+    pub max_replans: i32,
+    /// Revised plans saved so far.
+    pub replans: i32,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +104,8 @@ pub struct Step {
     pub output: Option<String>,
     pub error: Option<String>,
     pub totals: Totals,
+    /// Its failure fails the task at once.
+    pub required: bool,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -132,10 +143,14 @@ pub struct PlanningClaim {
     pub use_plan_cache: bool,
     /// The only agents the plan may use; empty: any.
     pub agent_hints: Vec<String>,
+    /// Set when the task owes a replan (`tasks.replan_reason`): the failure it answers. The
+    /// plan job then revises the plan instead of making one.
+    pub replan_reason: Option<String>,
 }
 
-/// A step of a validated plan, ready to insert.
-#[derive(Debug, Clone, serde::Serialize)]
+/// A step of a validated plan, ready to insert; also a step of a plan version as saved
+/// (`plan_versions.steps`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewStep {
     pub id: StepId,
     pub position: i32,
@@ -145,6 +160,7 @@ pub struct NewStep {
     pub depends_on: Vec<StepId>,
     pub max_attempts: i32,
     /// Its failure fails the task at once (see `planner::PlannedStep::required`).
+    #[serde(default)]
     pub required: bool,
 }
 
@@ -225,6 +241,9 @@ pub enum FailOutcome {
     /// The last attempt failed, nothing else could run, and a final step had completed: the
     /// task ended `partial`.
     FailedPartial,
+    /// The last attempt failed and nothing else could run, and the task replans: it is
+    /// pending again, owing a replan.
+    Replanning,
     /// The lease was no longer ours; nothing was written.
     LeaseLost,
 }

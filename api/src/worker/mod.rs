@@ -17,6 +17,7 @@ mod lease;
 mod maintenance;
 mod plan;
 mod recorder;
+mod replan;
 mod step;
 
 pub use crate::backoff::delay as backoff_delay;

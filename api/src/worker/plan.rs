@@ -16,7 +16,7 @@ use crate::{
         planning::{MeteredPlannerParts, Planned},
     },
     domain::{StepId, TaskId},
-    lifecycle::Settled,
+    lifecycle::{PlanSave, Settled},
     providers::TaskPlanner,
     queue::Job,
     store::{CapacityClaim, Holder, Lease, NewStep, PlanOrigin, PlanningClaim},
@@ -27,7 +27,7 @@ pub(super) async fn run(ctx: &JobContext<'_>, job: &Job) -> Result<(), JobError>
     let task = job.task();
     let lease = Lease::new(&ctx.config.id, ctx.config.lease);
     let claimed = deps.lifecycle.claim_planning(task, &lease, ctx.config.budgets.max_running_tasks).await?;
-    let (claim, user_id) = match claimed {
+    let (mut claim, user_id) = match claimed {
         CapacityClaim::Claimed { claim, user_id } => (claim, user_id),
         CapacityClaim::AtCapacity => {
             tracing::debug!(%task, "the user is at the running-task cap; the task waits to be woken");
@@ -49,7 +49,25 @@ pub(super) async fn run(ctx: &JobContext<'_>, job: &Job) -> Result<(), JobError>
             return Ok(());
         }
     };
-    plan_claimed(ctx, task, &lease, claim, &user_id).await
+    match claim.replan_reason.take() {
+        Some(reason) => super::replan::replan_claimed(ctx, task, &lease, claim, &user_id, reason).await,
+        None => plan_claimed(ctx, task, &lease, claim, &user_id).await,
+    }
+}
+
+/// The agents a task's plan may use: its hints that are still in the catalog, in the order
+/// given (the first is the heuristic planner's default), or every agent without hints; the
+/// error when none of the hinted agents exists any more.
+pub(super) fn usable_agents<'a>(deps: &'a super::WorkerDeps, hints: &[String]) -> Result<Vec<&'a str>, String> {
+    if hints.is_empty() {
+        return Ok(deps.agents.names());
+    }
+    let known: Vec<&str> =
+        hints.iter().filter_map(|hint| deps.agents.get(hint).map(|agent| agent.name.as_str())).collect();
+    if known.is_empty() {
+        return Err(format!("none of the hinted agents ({}) exists", hints.join(", ")));
+    }
+    Ok(known)
 }
 
 async fn plan_claimed(
@@ -61,17 +79,14 @@ async fn plan_claimed(
 ) -> Result<(), JobError> {
     let deps = ctx.deps;
 
-    // Agent hints narrow the agents the plan may use to those still in the catalog, in the
-    // order given (the first is the heuristic planner's default).
-    let mut known = deps.agents.names();
-    if !claim.agent_hints.is_empty() {
-        known = claim.agent_hints.iter().map(String::as_str).filter(|hint| deps.agents.get(hint).is_some()).collect();
-        if known.is_empty() {
-            let error = format!("planning failed: none of the hinted agents ({}) exists", claim.agent_hints.join(", "));
-            deps.lifecycle.fail_planning(task, user_id, lease, &error, false).await?;
+    // Agent hints narrow the agents the plan may use to those still in the catalog.
+    let known = match usable_agents(deps, &claim.agent_hints) {
+        Ok(known) => known,
+        Err(why) => {
+            deps.lifecycle.fail_planning(task, user_id, lease, &format!("planning failed: {why}"), false).await?;
             return Ok(());
         }
-    }
+    };
     let hints: Vec<String> =
         if claim.agent_hints.is_empty() { Vec::new() } else { known.iter().map(|s| s.to_string()).collect() };
     let hash = plan_hash(user_id, &claim.description, &known, deps.planner.version());
@@ -136,7 +151,8 @@ async fn plan_claimed(
             }
         })
         .collect();
-    match deps.lifecycle.save_plan(task, user_id, claim.priority, lease, &steps, origin).await? {
+    let plan = PlanSave { steps: &steps, origin, created_by: deps.planner.version() };
+    match deps.lifecycle.save_plan(task, user_id, claim.priority, lease, plan).await? {
         Settled::Applied(_) => tracing::info!(%task, steps = steps.len(), from_cache, "task planned"),
         Settled::Stale => tracing::warn!(%task, "plan discarded: the planning lease was lost"),
     }

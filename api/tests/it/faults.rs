@@ -288,7 +288,7 @@ async fn two_workers_racing_for_one_step_run_it_once() {
             required: false,
         };
         store
-            .save_plan(task, &planning, &[new_step], orchestrator::store::PlanOrigin::Uncached)
+            .save_plan(task, &planning, &[new_step], orchestrator::store::PlanOrigin::Uncached, "test")
             .await
             .unwrap()
             .unwrap();

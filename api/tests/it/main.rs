@@ -23,6 +23,7 @@ mod memory;
 mod observability;
 mod openapi;
 mod partial;
+mod plans;
 mod poison;
 mod prefer_wait;
 mod rate_limits;

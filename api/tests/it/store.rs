@@ -29,6 +29,8 @@ async fn new_task(app: &TestApp) -> TaskId {
         task_type: None,
         task_hash: "h".into(),
         warm_start: false,
+        replan: false,
+        max_replans: 2,
     };
     match app.app.store.create_task(&task).await.unwrap() {
         CreateOutcome::Created(t) => t.id,
@@ -66,7 +68,7 @@ async fn planned_diamond(app: &TestApp, task: TaskId) -> [StepId; 4] {
         step(ids[3], 3, vec![ids[1], ids[2]]),
     ];
     let ready = store
-        .save_plan(task, &planning, &steps, orchestrator::store::PlanOrigin::Uncached)
+        .save_plan(task, &planning, &steps, orchestrator::store::PlanOrigin::Uncached, "test")
         .await
         .unwrap()
         .expect("lease held");
@@ -123,14 +125,14 @@ async fn a_claim_is_exclusive_and_writes_are_fenced_by_the_lease() {
     let a = StepId::new();
     assert!(
         store
-            .save_plan(task, &lease("w2"), &[step(a, 0, vec![])], orchestrator::store::PlanOrigin::Uncached)
+            .save_plan(task, &lease("w2"), &[step(a, 0, vec![])], orchestrator::store::PlanOrigin::Uncached, "test")
             .await
             .unwrap()
             .is_none()
     );
     assert_eq!(
         store
-            .save_plan(task, &planning, &[step(a, 0, vec![])], orchestrator::store::PlanOrigin::Uncached)
+            .save_plan(task, &planning, &[step(a, 0, vec![])], orchestrator::store::PlanOrigin::Uncached, "test")
             .await
             .unwrap(),
         Some(vec![a])
@@ -329,6 +331,8 @@ async fn concurrent_submissions_keep_each_tasks_own_fields_and_context() {
             task_type: (i % 3 == 1).then(|| format!("type-{i}")),
             task_hash: format!("hash-{i}"),
             warm_start: i % 7 == 0,
+            replan: i % 2 == 0,
+            max_replans: i % 6,
         })
         .collect();
     let created = futures_util::future::join_all(submissions.iter().map(|t| store.create_task(t))).await;
@@ -343,6 +347,7 @@ async fn concurrent_submissions_keep_each_tasks_own_fields_and_context() {
         assert_eq!((&task.callback_url, &task.agent_hints), (&new.callback_url, &new.agent_hints));
         assert_eq!((&task.task_type, task.task_hash.as_deref()), (&new.task_type, Some(new.task_hash.as_str())));
         assert_eq!(task.warm_start, new.warm_start);
+        assert_eq!((task.replan, task.max_replans, task.replans), (new.replan, new.max_replans, 0));
         assert_eq!(task.status, TaskStatus::Pending);
         let context: Vec<(String, String)> =
             sqlx::query_as("SELECT role, content FROM task_messages WHERE task_id = $1 ORDER BY id")

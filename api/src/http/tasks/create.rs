@@ -36,6 +36,10 @@ pub const MAX_DESCRIPTION_CHARS: usize = 8000;
 const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
 const MAX_CONTEXT_MESSAGES: usize = 50;
 const MAX_AGENT_HINTS: usize = 10;
+/// Revised plans a task may ask for.
+const MAX_REPLANS: i32 = 5;
+/// Revised plans a task that does not say may get.
+const DEFAULT_MAX_REPLANS: i32 = 2;
 
 /// Submit a task
 ///
@@ -96,7 +100,10 @@ pub async fn create_task(
     let idempotency_key = idempotency_key(&headers)?;
     let policy = policy.map(|Extension(p)| p).unwrap_or_default();
     let agent_hints = agent_hints(request.agent_hints.as_deref(), &state.agents)?;
+    // A task that does not say follows the deployment (REPLAN_ON_FAILURE).
+    let replan = request.replan.unwrap_or(state.replan_on_failure);
     let mut task = validate(request, &caller, idempotency_key, policy)?;
+    task.replan = replan;
     task.agent_hints = agent_hints;
     task.task_hash = state.task_hasher.hash(&task);
     may_use_priority(&state, &caller, &task).await?;
@@ -252,6 +259,9 @@ fn validate(
     if request.max_attempts.is_some_and(|a| !(1..=10).contains(&a)) {
         return Err(invalid("max_attempts", "must be from 1 to 10"));
     }
+    if request.max_replans.is_some_and(|r| !(0..=MAX_REPLANS).contains(&r)) {
+        return Err(invalid("max_replans", format!("must be from 0 to {MAX_REPLANS}")));
+    }
     let seeded = context_messages("context", request.context.unwrap_or_default())?;
 
     let task_type = request
@@ -284,6 +294,8 @@ fn validate(
         task_type,
         task_hash: String::new(), // by the handler, once the hints are known
         warm_start: request.warm_start.unwrap_or(false),
+        replan: request.replan.unwrap_or(false), // or the deployment's default, by the handler
+        max_replans: request.max_replans.unwrap_or(DEFAULT_MAX_REPLANS),
     })
 }
 
@@ -349,6 +361,10 @@ mod tests {
         assert_eq!(field(with("max_tokens", (-1).into())), "max_tokens");
         assert_eq!(field(with("max_attempts", 0.into())), "max_attempts");
         assert_eq!(field(with("max_attempts", 11.into())), "max_attempts");
+        assert_eq!(field(with("max_replans", (-1).into())), "max_replans");
+        assert_eq!(field(with("max_replans", 6.into())), "max_replans");
+        assert_eq!(with("max_replans", 0.into()).unwrap().max_replans, 0);
+        assert_eq!(with("replan", true.into()).unwrap().max_replans, 2);
         assert_eq!(field(with("context", serde_json::json!([{"role": "tool", "content": "x"}]))), "context[0].role");
         assert_eq!(
             field(with(

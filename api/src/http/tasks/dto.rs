@@ -76,6 +76,18 @@ pub struct CreateTaskRequest {
     /// false. Without a kept context the start is cold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_start: Option<bool>,
+    /// When a step fails for good, ask the planner for a revised plan of the work that did
+    /// not complete (given the goal, the completed steps' outputs and the failure) instead of
+    /// ending `failed` or `partial`; each revision is a new plan version
+    /// (`GET /tasks/{id}/plan/versions`) and a `task_replanned` event. Default: the
+    /// deployment's `REPLAN_ON_FAILURE` (false unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replan: Option<bool>,
+    /// Revised plans the task may get (0 to 5, default 2); after them a failure ends the task
+    /// as without replanning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 5)]
+    pub max_replans: Option<i32>,
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -114,6 +126,9 @@ pub struct ContextMessage {
     "agent_hints": [],
     "task_type": "report",
     "warm_start": false,
+    "replan": false,
+    "max_replans": 2,
+    "replans": 0,
     "task_hash": "9f2c5e0a4b7d13e8c6a1f0b2d4e6a8c0e2f4a6b8d0c2e4f6a8b0c2d4e6f8a0b2"
 }))]
 pub struct TaskResponse {
@@ -157,6 +172,12 @@ pub struct TaskResponse {
     pub task_hash: Option<String>,
     /// Whether the task asked to start from the last run of the same work.
     pub warm_start: bool,
+    /// Whether a step's failure for good leads to a replan (while `replans < max_replans`).
+    pub replan: bool,
+    /// Revised plans the task may get.
+    pub max_replans: i32,
+    /// Revised plans it got; its plan's version is one more.
+    pub replans: i32,
     /// Present on `GET /tasks/{id}`, absent from lists and from the creation answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepResponse>>,
@@ -223,6 +244,9 @@ impl From<Task> for TaskResponse {
             task_type: t.task_type,
             task_hash: t.task_hash,
             warm_start: t.warm_start,
+            replan: t.replan,
+            max_replans: t.max_replans,
+            replans: t.replans,
             steps: None,
         }
     }

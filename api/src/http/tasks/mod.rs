@@ -7,6 +7,7 @@ pub(super) mod dto;
 pub(super) mod events;
 pub(super) mod get;
 pub(super) mod list;
+pub(super) mod plan;
 pub(super) mod reports;
 pub(super) mod retry;
 mod wait;
@@ -33,6 +34,8 @@ pub fn routes() -> Router<AppState> {
         .route("/tasks/{id}/cancel", post(cancel::cancel_task))
         .route("/tasks/{id}/retry", post(retry::retry_task))
         .route("/tasks/{id}/context", post(context::add_context))
+        .route("/tasks/{id}/plan", get(plan::get_plan))
+        .route("/tasks/{id}/plan/versions", get(plan::plan_versions))
         .route("/tasks/{id}/events", get(events::task_events))
         .route("/tasks/{id}/cost", get(reports::task_cost))
         .route("/tasks/{id}/tool-calls", get(reports::tool_calls))

@@ -41,10 +41,15 @@ impl PgStore {
             max_attempts: Option<i32>,
             use_plan_cache: Option<bool>,
             agent_hints: Option<Vec<String>>,
+            replan_reason: Option<String>,
         }
+        // Whether the claimed planning is a replan is read in the same statement: the
+        // statement's snapshot predates the claim, which does not change `replan_reason`.
         let mut row: Row = sqlx::query_as(
-            "SELECT outcome, user_id, description, priority, max_attempts, use_plan_cache, agent_hints
-             FROM claim_planning($1, $2, $3, $4, $5, $6, $7)",
+            "SELECT c.outcome, c.user_id, c.description, c.priority, c.max_attempts, c.use_plan_cache, c.agent_hints,
+                    t.replan_reason
+             FROM claim_planning($1, $2, $3, $4, $5, $6, $7) c
+             LEFT JOIN tasks t ON t.id = $1 AND c.outcome = 'claimed'",
         )
         .bind(id.0)
         .bind(&lease.owner)
@@ -67,6 +72,7 @@ impl PgStore {
                     max_attempts,
                     use_plan_cache: Some(use_plan_cache),
                     agent_hints: Some(agent_hints),
+                    replan_reason,
                     ..
                 },
             ) => CapacityClaim::Claimed {
@@ -76,6 +82,7 @@ impl PgStore {
                     max_attempts,
                     use_plan_cache,
                     agent_hints,
+                    replan_reason,
                 },
                 user_id,
             },

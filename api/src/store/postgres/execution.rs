@@ -42,6 +42,7 @@ impl ExecutionStore for PgStore {
         lease: &Lease,
         steps: &[NewStep],
         origin: PlanOrigin<'_>,
+        created_by: &str,
     ) -> Result<Option<Vec<StepId>>, StoreError> {
         let steps_json = serde_json::to_value(steps).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let (from_cache, cache) = match origin {
@@ -50,8 +51,9 @@ impl ExecutionStore for PgStore {
             PlanOrigin::Uncached => (false, None),
         };
         // One statement: the task moves to running, its steps appear (roots already ready),
-        // the events are written and a fresh plan is cached, or nothing happens because the
-        // lease was lost.
+        // the plan is recorded as the task's first version (the next one, should a task that
+        // failed while planning be planned again), the events are written and a fresh plan is
+        // cached, or nothing happens because the lease was lost.
         let ready: Option<Vec<Uuid>> = sqlx::query_scalar(concat!(
             "WITH t AS (
                 UPDATE tasks SET status = ",
@@ -91,6 +93,11 @@ impl ExecutionStore for PgStore {
              ), pc AS (
                 INSERT INTO plan_cache (hash, planner, plan) SELECT $5, $6, $7 FROM t WHERE $5::text IS NOT NULL
                 ON CONFLICT (hash) DO UPDATE SET plan = EXCLUDED.plan, planner = EXCLUDED.planner, used_at = now()
+             ), pv AS (
+                INSERT INTO plan_versions (task_id, version, steps, created_by)
+                SELECT t.id, (SELECT coalesce(max(v.version), 0) + 1 FROM plan_versions v WHERE v.task_id = t.id),
+                       $3, $8
+                FROM t
              )
              SELECT coalesce(array_agg(s.id) FILTER (WHERE s.status = ",
             step_status!(Ready),
@@ -104,6 +111,7 @@ impl ExecutionStore for PgStore {
         .bind(cache.map(|(hash, ..)| hash))
         .bind(cache.map(|(_, planner, _)| planner))
         .bind(cache.map(|(.., plan)| plan))
+        .bind(created_by)
         .fetch_optional(&self.pool)
         .await?;
         if ready.is_some() {
@@ -138,6 +146,23 @@ impl ExecutionStore for PgStore {
 
     async fn fail_planning(&self, id: TaskId, lease: &Lease, error: &str) -> Result<bool, StoreError> {
         self.fail_planning_with(id, lease, error, None).await
+    }
+
+    async fn replan_context(&self, id: TaskId) -> Result<crate::store::ReplanContext, StoreError> {
+        self.replan_context_of(id).await
+    }
+
+    async fn save_replan(
+        &self,
+        id: TaskId,
+        lease: &Lease,
+        revision: crate::store::ReplanSave<'_>,
+    ) -> Result<Option<(i32, Vec<StepId>)>, StoreError> {
+        self.replace_steps(id, lease, revision).await
+    }
+
+    async fn end_unreplanned(&self, id: TaskId, lease: &Lease) -> Result<Option<TaskStatus>, StoreError> {
+        self.end_without_replan(id, lease).await
     }
 
     async fn claim_step(&self, id: StepId, lease: &Lease) -> Result<Option<StepClaim>, StoreError> {
@@ -666,6 +691,7 @@ impl PgStore {
             None => match fail_branch(&mut tx, claim.task_id, claim.step_id).await? {
                 None => FailOutcome::FailedBranch,
                 Some(TaskStatus::Partial) => FailOutcome::FailedPartial,
+                Some(TaskStatus::Pending) => FailOutcome::Replanning,
                 Some(_) => FailOutcome::Failed,
             },
         };
@@ -785,9 +811,9 @@ async fn fail_task_of_step(
 }
 
 /// After `step` failed for good, in the caller's transaction, which holds the task row: skips
-/// the steps that depend on it, directly or not, then ends the task if nothing else can run
-/// (`end_settled_task`: `partial` or `failed`). The status it ended in, `None` while other
-/// branches run.
+/// the steps that depend on it, directly or not, then settles the task if nothing else can
+/// run (`end_settled_task`: it ends `partial` or `failed`, or, when it replans, goes back to
+/// `pending` owing a replan). The status it went to, `None` while other branches run.
 async fn fail_branch(
     tx: &mut Transaction<'_, Postgres>,
     task: TaskId,

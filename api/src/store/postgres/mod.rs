@@ -18,6 +18,7 @@ mod capacity;
 mod creates;
 mod execution;
 mod notify;
+mod plans;
 mod reports;
 mod rows;
 mod steps;

@@ -14,7 +14,8 @@ macro_rules! task_columns {
     () => {
         "id, user_id, description, metadata, status, priority, max_cost_usd, max_tokens, result, error, \
          error_code, reserved_cost_usd, reserved_tokens, \
-         cost_usd, tokens_in, tokens_out, tokens_cached, callback_url, agent_hints, task_type, task_hash, warm_start, created_at, started_at, completed_at, updated_at"
+         cost_usd, tokens_in, tokens_out, tokens_cached, callback_url, agent_hints, task_type, task_hash, warm_start, \
+         replan, max_replans, replans, created_at, started_at, completed_at, updated_at"
     };
 }
 
@@ -22,7 +23,7 @@ macro_rules! task_columns {
 macro_rules! step_columns {
     () => {
         "id, position, title, instruction, agent, depends_on, status, attempt, max_attempts, output, error, \
-         cost_usd, tokens_in, tokens_out, tokens_cached, created_at, started_at, completed_at, updated_at"
+         cost_usd, tokens_in, tokens_out, tokens_cached, required, created_at, started_at, completed_at, updated_at"
     };
 }
 
@@ -52,6 +53,9 @@ pub(super) struct TaskRow {
     task_type: Option<String>,
     task_hash: Option<String>,
     warm_start: bool,
+    replan: bool,
+    max_replans: i32,
+    replans: i32,
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     completed_at: Option<DateTime<Utc>>,
@@ -91,6 +95,9 @@ impl TryFrom<TaskRow> for Task {
             task_type: r.task_type,
             task_hash: r.task_hash,
             warm_start: r.warm_start,
+            replan: r.replan,
+            max_replans: r.max_replans,
+            replans: r.replans,
         })
     }
 }
@@ -112,6 +119,7 @@ pub(super) struct StepRow {
     tokens_in: i64,
     tokens_out: i64,
     tokens_cached: i64,
+    required: bool,
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     completed_at: Option<DateTime<Utc>>,
@@ -140,6 +148,7 @@ impl TryFrom<StepRow> for Step {
                 tokens_out: r.tokens_out,
                 tokens_cached: r.tokens_cached,
             },
+            required: r.required,
             created_at: r.created_at,
             started_at: r.started_at,
             completed_at: r.completed_at,

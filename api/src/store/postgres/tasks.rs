@@ -153,6 +153,14 @@ impl TaskStore for PgStore {
         Ok(AddContext::Added(context))
     }
 
+    async fn plan_versions(&self, id: TaskId) -> Result<Vec<crate::store::PlanVersion>, StoreError> {
+        self.versions_of(id, false).await
+    }
+
+    async fn current_plan_version(&self, id: TaskId) -> Result<Option<crate::store::PlanVersion>, StoreError> {
+        Ok(self.versions_of(id, true).await?.pop())
+    }
+
     async fn event_stream_start(
         &self,
         task: TaskId,
