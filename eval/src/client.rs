@@ -78,6 +78,9 @@ pub struct TaskView {
     pub tokens_out: i64,
     #[serde(default)]
     pub cost_usd: f64,
+    /// Revised plans the task got (0 from servers before replanning).
+    #[serde(default)]
+    pub replans: i64,
     #[serde(default)]
     pub created_at: String,
     #[serde(default)]

@@ -23,6 +23,7 @@ pub enum CheckKind {
     MaxCostUsd,
     MaxLatencyMs,
     MaxTokens,
+    Replans,
     Judge,
 }
 
@@ -40,6 +41,7 @@ impl CheckKind {
             Self::MaxCostUsd => "max_cost_usd",
             Self::MaxLatencyMs => "max_latency_ms",
             Self::MaxTokens => "max_tokens",
+            Self::Replans => "replans",
             Self::Judge => "judge",
         }
     }
@@ -84,6 +86,8 @@ pub struct Observed {
     pub tokens_in: i64,
     pub tokens_out: i64,
     pub cost_usd: f64,
+    /// Revised plans the task got.
+    pub replans: u32,
 }
 
 /// Every stated expectation of `expect`, checked against `seen` (the judge is checked apart).
@@ -194,6 +198,10 @@ pub fn check(expect: &Expectations, seen: &Observed) -> Vec<Check> {
         let passed = tokens <= i64::try_from(max).unwrap_or(i64::MAX);
         checks.push(Check::new(CheckKind::MaxTokens, passed, format!("{tokens} tokens, at most {max} allowed")));
     }
+    if let Some(wanted) = expect.replans {
+        let message = format!("{} revised plan(s), {wanted} expected", seen.replans);
+        checks.push(Check::new(CheckKind::Replans, seen.replans == wanted, message));
+    }
     checks
 }
 
@@ -226,6 +234,7 @@ mod tests {
             tokens_in: 300,
             tokens_out: 50,
             cost_usd: 0.002,
+            replans: 0,
         }
     }
 
@@ -256,7 +265,7 @@ mod tests {
         let expect = expectations(
             "{status: completed, min_steps: 3, max_steps: 3, agents: [writer, reviewer], tools: [calculator, http_get], \
              result_contains: ['119', 'seventeen'], result_matches: ['^Done'], max_cost_usd: 0.001, \
-             max_latency_ms: 1000, max_tokens: 349}",
+             max_latency_ms: 1000, max_tokens: 349, replans: 1}",
         );
         let mut observed = seen();
         observed.status = "failed".into();
@@ -274,6 +283,7 @@ mod tests {
                 (CheckKind::MaxCostUsd, "cost $0.002000, at most $0.001 allowed"),
                 (CheckKind::MaxLatencyMs, "latency 1200 ms, at most 1000 ms allowed"),
                 (CheckKind::MaxTokens, "350 tokens, at most 349 allowed"),
+                (CheckKind::Replans, "0 revised plan(s), 1 expected"),
             ]
         );
         // max_steps 3 holds for 2 steps.

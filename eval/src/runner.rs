@@ -215,6 +215,7 @@ async fn run_one(cx: RunContext<'_>) -> RunResult {
         tokens_in: task.tokens_in,
         tokens_out: task.tokens_out,
         cost_usd: task.cost_usd,
+        replans: u32::try_from(task.replans).unwrap_or(0),
     };
     let mut checks = expect::check(&cx.case.expect, &observed);
     if let Some(rubric) = &cx.case.expect.judge {

@@ -87,8 +87,8 @@ async fn the_smoke_suite_passes_against_the_offline_model() {
     let report = read_report(&out);
     let totals = &report["totals"];
     assert_eq!(report["suite"], "smoke");
-    assert_eq!((totals["cases"].as_u64(), totals["runs"].as_u64()), (Some(10), Some(11)), "{totals}");
-    assert_eq!(totals["passed"], 11, "{totals}");
+    assert_eq!((totals["cases"].as_u64(), totals["runs"].as_u64()), (Some(11), Some(12)), "{totals}");
+    assert_eq!(totals["passed"], 12, "{totals}");
     assert_eq!((totals["failed"].as_u64(), totals["errors"].as_u64()), (Some(0), Some(0)));
     assert_eq!(totals["pass_rate"], 1.0);
     assert!(totals["latency_ms"]["p95"].as_f64().unwrap() >= totals["latency_ms"]["p50"].as_f64().unwrap());

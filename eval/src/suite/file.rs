@@ -59,6 +59,8 @@ pub(super) struct TaskFile {
     pub(super) agent_hints: Option<Vec<String>>,
     pub(super) task_type: Option<String>,
     pub(super) warm_start: Option<bool>,
+    pub(super) replan: Option<bool>,
+    pub(super) max_replans: Option<i32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +82,7 @@ pub(super) struct ExpectFile {
     pub(super) max_cost_usd: Option<f64>,
     pub(super) max_latency_ms: Option<u64>,
     pub(super) max_tokens: Option<u64>,
+    pub(super) replans: Option<u32>,
     pub(super) judge: Option<JudgeFile>,
 }
 

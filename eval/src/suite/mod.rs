@@ -135,6 +135,10 @@ pub struct TaskSpec {
     pub task_type: Option<String>,
     /// Start each step from what the last run of the same work left.
     pub warm_start: bool,
+    /// Replan when a step fails for good; `None` leaves it to the server (`REPLAN_ON_FAILURE`).
+    pub replan: Option<bool>,
+    /// Revised plans the task may get (0 to 5); `None`: the server's default.
+    pub max_replans: Option<i32>,
 }
 
 impl TaskSpec {
@@ -164,6 +168,8 @@ impl TaskSpec {
         set("context", (!self.context.is_empty()).then(|| json!(self.context)));
         set("task_type", self.task_type.as_ref().map(|t| json!(t)));
         set("warm_start", self.warm_start.then_some(json!(true)));
+        set("replan", self.replan.map(Value::from));
+        set("max_replans", self.max_replans.map(Value::from));
         body
     }
 }
@@ -189,6 +195,8 @@ pub struct Expectations {
     pub max_latency_ms: Option<u64>,
     /// Prompt plus completion tokens of the whole task.
     pub max_tokens: Option<u64>,
+    /// Exactly this many revised plans were made (the task's `replans`).
+    pub replans: Option<u32>,
     pub judge: Option<Rubric>,
 }
 
@@ -388,6 +396,7 @@ cases:
             ("{description: x, max_attempts: 11}", "task.max_attempts"),
             ("{description: x, user_id: ''}", "task.user_id"),
             ("{description: x, max_tokens: -5}", "task.max_tokens"),
+            ("{description: x, replan: true, max_replans: 6}", "task.max_replans"),
         ] {
             let message = error(&format!("name: s\ncases:\n  - name: c\n    task: {task}\n"));
             assert!(message.starts_with(&format!("s.yaml: case \"c\" (cases[0]), {field}: ")), "{task} → {message}");

@@ -16,6 +16,8 @@ const MAX_DESCRIPTION_CHARS: usize = 8000;
 const MAX_CONTEXT_MESSAGES: usize = 50;
 const MAX_AGENT_HINTS: usize = 10;
 const MAX_REPEAT: u32 = 100;
+/// Revised plans a task may ask for (`max_replans` of `POST /tasks`).
+const MAX_REPLANS: i32 = 5;
 const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;
 
 /// Where a rule was broken, and how.
@@ -104,6 +106,12 @@ fn validate_case(case: CaseFile, defaults: &DefaultsFile) -> Result<Case, Violat
     if warm_up && task.task_type.is_none() {
         return Err(at("warm_up", "needs task.task_type: only a typed task's steps leave warm contexts".into()));
     }
+    let max_replans = task.max_replans;
+    if let Some(n) = max_replans
+        && !(0..=MAX_REPLANS).contains(&n)
+    {
+        return Err(at("task.max_replans", format!("must be between 0 and {MAX_REPLANS}, not {n}")));
+    }
     let repeat = case.repeat.unwrap_or(1);
     if !(1..=MAX_REPEAT).contains(&repeat) {
         return Err(at("repeat", format!("must be between 1 and {MAX_REPEAT}, not {repeat}")));
@@ -128,6 +136,8 @@ fn validate_case(case: CaseFile, defaults: &DefaultsFile) -> Result<Case, Violat
             agent_hints,
             task_type: task.task_type,
             warm_start: task.warm_start.unwrap_or(false),
+            replan: task.replan,
+            max_replans,
         },
         expect: validate_expect(case.expect)?,
         repeat,
@@ -188,6 +198,7 @@ fn validate_expect(expect: ExpectFile) -> Result<Expectations, Violation> {
         max_cost_usd: expect.max_cost_usd,
         max_latency_ms: expect.max_latency_ms,
         max_tokens: expect.max_tokens,
+        replans: expect.replans,
         judge,
     })
 }
