@@ -32,7 +32,13 @@ async fn calculating_provider() -> FakeOpenAi {
     .await
 }
 
-async fn call(app: &TestApp, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+async fn call(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let mut request = app.http.request(method, app.url(path));
     if let Some(key) = key {
         request = request.bearer_auth(key);
