@@ -57,6 +57,11 @@ pub struct SubmitArgs {
     #[arg(long = "type")]
     pub task_type: Option<String>,
 
+    /// A tool whose calls wait for a person's approval in this task (repeatable); with
+    /// `--wait` the calls are shown as they wait, with the command that decides them.
+    #[arg(long = "require-approval", value_name = "TOOL")]
+    pub require_approval: Vec<String>,
+
     /// Follow the task live until it ends, then print its result; the exit code says how it
     /// ended.
     #[arg(long)]

@@ -40,8 +40,8 @@ pub async fn run(client: &ApiClient, command: &TasksCommand) -> Result<Outcome> 
                 println!("no tool call of this task waited for approval");
             }
             for a in approvals {
-                let reason = a.reason.map(|r| format!(" ({r})")).unwrap_or_default();
-                println!("{}  {:<9} {} {} by {}{reason}", a.call_id, a.status, a.tool, a.arguments, a.agent);
+                let reason = a.reason.map(|r| format!(": {r}")).unwrap_or_default();
+                println!("{}  {:<9} {} {} (agent {}){reason}", a.call_id, a.status, a.tool, a.arguments, a.agent);
             }
             Ok(Outcome::Success)
         }
