@@ -35,8 +35,8 @@ ALTER TABLE tasks ADD COLUMN replan boolean NOT NULL DEFAULT false,
 -- back to `pending` for its plan job, which makes a revised plan for the work that did not
 -- complete. The decision is taken here, where both callers (a step failing for good, a step
 -- completing after another branch failed) already hold the task's row, so a failure leads to
--- one replan or one end, never both. The ending itself is the earlier function, kept under
--- another name, so whatever it decides stays in one place.
+-- one replan or one end, never both. The ending itself is the earlier function (as
+-- 20261121000023 left it), kept under another name, so whatever it decides stays in one place.
 ALTER FUNCTION end_settled_task(uuid) RENAME TO end_settled_task_without_replan;
 
 CREATE FUNCTION end_settled_task(p_task uuid) RETURNS tasks LANGUAGE plpgsql AS $$
@@ -54,8 +54,9 @@ BEGIN
         FROM steps s WHERE s.task_id = p_task AND s.status = 'failed';
         IF v_reason IS NOT NULL THEN
             -- A fresh planning allowance, as a retry gives: the replan is planning of its own.
-            UPDATE tasks SET status = 'pending', replan_reason = v_reason, plan_attempts = 0, updated_at = now()
-            WHERE id = p_task AND status = 'running' AND replan AND replans < max_replans
+            UPDATE tasks SET status = 'pending', required_action = NULL, replan_reason = v_reason, plan_attempts = 0,
+                   updated_at = now()
+            WHERE id = p_task AND status IN ('running', 'requires_action') AND replan AND replans < max_replans
             RETURNING * INTO v_task;
             IF FOUND THEN
                 INSERT INTO task_events (task_id, kind, data)

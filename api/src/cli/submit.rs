@@ -27,6 +27,9 @@ pub async fn submit(client: &ApiClient, args: &SubmitArgs) -> Result<Outcome> {
     if let Some(task_type) = &args.task_type {
         body["task_type"] = json!(task_type);
     }
+    if !args.require_approval.is_empty() {
+        body["require_approval"] = json!(args.require_approval);
+    }
     let submitted = client.create(&body).await?;
     let id = submitted.task.id;
     let location = match submitted.location {

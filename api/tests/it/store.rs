@@ -31,6 +31,7 @@ async fn new_task(app: &TestApp) -> TaskId {
         warm_start: false,
         replan: false,
         max_replans: 2,
+        require_approval: Vec::new(),
     };
     match app.app.store.create_task(&task).await.unwrap() {
         CreateOutcome::Created(t) => t.id,
@@ -80,7 +81,7 @@ async fn planned_diamond(app: &TestApp, task: TaskId) -> [StepId; 4] {
 async fn allowed_states(app: &TestApp, table: &str) -> Vec<String> {
     let checks: Vec<String> = sqlx::query_scalar(
         "SELECT pg_get_constraintdef(oid) FROM pg_constraint
-         WHERE conrelid = $1::regclass AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%(status = %'",
+         WHERE conrelid = $1::regclass AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%(status = ANY (ARRAY%'",
     )
     .bind(table)
     .fetch_all(&app.db)
@@ -109,6 +110,10 @@ async fn the_schema_allows_exactly_the_domain_states() {
     assert_eq!(
         allowed_states(&app, "webhook_deliveries").await,
         sorted(DeliveryStatus::ALL.iter().map(|s| s.as_str()))
+    );
+    assert_eq!(
+        allowed_states(&app, "tool_approvals").await,
+        sorted(orchestrator::domain::ApprovalStatus::ALL.iter().map(|s| s.as_str()))
     );
 }
 
@@ -333,6 +338,7 @@ async fn concurrent_submissions_keep_each_tasks_own_fields_and_context() {
             warm_start: i % 7 == 0,
             replan: i % 2 == 0,
             max_replans: i % 6,
+            require_approval: if i % 5 == 0 { vec!["calculator".to_owned()] } else { Vec::new() },
         })
         .collect();
     let created = futures_util::future::join_all(submissions.iter().map(|t| store.create_task(t))).await;
@@ -348,6 +354,7 @@ async fn concurrent_submissions_keep_each_tasks_own_fields_and_context() {
         assert_eq!((&task.task_type, task.task_hash.as_deref()), (&new.task_type, Some(new.task_hash.as_str())));
         assert_eq!(task.warm_start, new.warm_start);
         assert_eq!((task.replan, task.max_replans, task.replans), (new.replan, new.max_replans, 0));
+        assert_eq!(task.require_approval, new.require_approval);
         assert_eq!(task.status, TaskStatus::Pending);
         let context: Vec<(String, String)> =
             sqlx::query_as("SELECT role, content FROM task_messages WHERE task_id = $1 ORDER BY id")

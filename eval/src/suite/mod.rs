@@ -111,6 +111,9 @@ pub struct Case {
     /// The task is run once, unchecked and without a warm start, before the case's runs, so
     /// that they find what it left (`warm_start`).
     pub warm_up: bool,
+    /// While the task waits for a person, the runner approves its waiting calls of these
+    /// tools and denies the others, as a reviewer would.
+    pub approve: Vec<String>,
 }
 
 /// The `POST /tasks` body of a case.
@@ -139,6 +142,9 @@ pub struct TaskSpec {
     pub replan: Option<bool>,
     /// Revised plans the task may get (0 to 5); `None`: the server's default.
     pub max_replans: Option<i32>,
+    /// Tools whose calls wait for a person's approval (`require_approval`); the case's
+    /// `approve` list when the task names none.
+    pub require_approval: Vec<String>,
 }
 
 impl TaskSpec {
@@ -170,6 +176,7 @@ impl TaskSpec {
         set("warm_start", self.warm_start.then_some(json!(true)));
         set("replan", self.replan.map(Value::from));
         set("max_replans", self.max_replans.map(Value::from));
+        set("require_approval", (!self.require_approval.is_empty()).then(|| json!(self.require_approval)));
         body
     }
 }

@@ -112,6 +112,11 @@ fn validate_case(case: CaseFile, defaults: &DefaultsFile) -> Result<Case, Violat
     {
         return Err(at("task.max_replans", format!("must be between 0 and {MAX_REPLANS}, not {n}")));
     }
+    let approve = case.approve.unwrap_or_default();
+    check_names(&approve).map_err(|p| at("approve", p))?;
+    // A case that approves calls wants them to wait: they do when the task names no tools.
+    let require_approval = task.require_approval.unwrap_or_else(|| approve.clone());
+    check_names(&require_approval).map_err(|p| at("task.require_approval", p))?;
     let repeat = case.repeat.unwrap_or(1);
     if !(1..=MAX_REPEAT).contains(&repeat) {
         return Err(at("repeat", format!("must be between 1 and {MAX_REPEAT}, not {repeat}")));
@@ -138,11 +143,13 @@ fn validate_case(case: CaseFile, defaults: &DefaultsFile) -> Result<Case, Violat
             warm_start: task.warm_start.unwrap_or(false),
             replan: task.replan,
             max_replans,
+            require_approval,
         },
         expect: validate_expect(case.expect)?,
         repeat,
         timeout: timeout_secs.map(Duration::from_secs),
         warm_up,
+        approve,
     })
 }
 

@@ -40,6 +40,8 @@ const MAX_AGENT_HINTS: usize = 10;
 const MAX_REPLANS: i32 = 5;
 /// Revised plans a task that does not say may get.
 const DEFAULT_MAX_REPLANS: i32 = 2;
+/// Tools a task may name in `require_approval` (the schema allows 32).
+const MAX_APPROVAL_TOOLS: usize = 32;
 
 /// Submit a task
 ///
@@ -102,9 +104,11 @@ pub async fn create_task(
     let agent_hints = agent_hints(request.agent_hints.as_deref(), &state.agents)?;
     // A task that does not say follows the deployment (REPLAN_ON_FAILURE).
     let replan = request.replan.unwrap_or(state.replan_on_failure);
+    let require_approval = approval_tools(request.require_approval.as_deref(), &state.tools)?;
     let mut task = validate(request, &caller, idempotency_key, policy)?;
     task.replan = replan;
     task.agent_hints = agent_hints;
+    task.require_approval = require_approval;
     task.task_hash = state.task_hasher.hash(&task);
     may_use_priority(&state, &caller, &task).await?;
 
@@ -132,7 +136,7 @@ pub async fn create_task(
     let user = caller.user_id.clone().unwrap_or_else(|| task.user_id.clone());
     let (status, body, applied) = match (waiter, replayed) {
         (Some(waiter), false) => {
-            let current = TaskDetail { task, steps: Vec::new() };
+            let current = TaskDetail { task, steps: Vec::new(), pending_approvals: Vec::new() };
             answer(waiter.until_ended(state.tasks.as_ref(), &slots, &user, current).await)
         }
         (Some(waiter), true) => {
@@ -169,11 +173,14 @@ async fn replayed_wait(
     }
 }
 
-/// A waited-for creation's status and body: `200` with the ended task and its steps, or what
-/// a creation answers without waiting (`202`, the task without steps) as it is now.
+/// A waited-for creation's status and body: `200` with the ended task and its steps, `202`
+/// with its steps and `pending_approvals` when a person must act, or what a creation answers
+/// without waiting (`202`, the task without steps) as it is now.
 fn answer(waited: Waited) -> (StatusCode, TaskResponse, Option<Wait>) {
     if waited.ended() {
         (StatusCode::OK, TaskResponse::from(waited.detail), waited.applied)
+    } else if waited.detail.task.status.awaits_outside() {
+        (StatusCode::ACCEPTED, TaskResponse::from(waited.detail), waited.applied)
     } else {
         (StatusCode::ACCEPTED, TaskResponse::from(waited.detail.task), waited.applied)
     }
@@ -210,6 +217,30 @@ fn agent_hints(hints: Option<&[String]>, catalog: &agents::AgentCatalog) -> Resu
             return Err(invalid(
                 &format!("agent_hints[{i}]"),
                 format!("`{name}` is not an agent here (known: {known})"),
+            ));
+        }
+        if !chosen.iter().any(|c| c == name) {
+            chosen.push(name.to_owned());
+        }
+    }
+    Ok(chosen)
+}
+
+/// Tools whose calls wait for approval in this task: each a tool of this deployment, without
+/// repeats.
+fn approval_tools(tools: Option<&[String]>, registry: &agents::ToolRegistry) -> Result<Vec<String>, ApiError> {
+    let Some(tools) = tools else { return Ok(Vec::new()) };
+    if tools.len() > MAX_APPROVAL_TOOLS {
+        return Err(invalid("require_approval", format!("must name at most {MAX_APPROVAL_TOOLS} tools")));
+    }
+    let mut chosen: Vec<String> = Vec::with_capacity(tools.len());
+    for (i, name) in tools.iter().enumerate() {
+        let name = name.trim();
+        if !registry.contains(name) {
+            let known = registry.names().join(", ");
+            return Err(invalid(
+                &format!("require_approval[{i}]"),
+                format!("`{name}` is not a tool here (known: {known})"),
             ));
         }
         if !chosen.iter().any(|c| c == name) {
@@ -296,6 +327,7 @@ fn validate(
         warm_start: request.warm_start.unwrap_or(false),
         replan: request.replan.unwrap_or(false), // or the deployment's default, by the handler
         max_replans: request.max_replans.unwrap_or(DEFAULT_MAX_REPLANS),
+        require_approval: Vec::new(), // checked against the tools by the handler
     })
 }
 

@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::approvals::ApprovalResponse;
 use crate::{
-    domain::{Priority, StepId, StepStatus, TaskErrorCode, TaskId, TaskStatus},
+    domain::{Priority, RequiredAction, StepId, StepStatus, TaskErrorCode, TaskId, TaskStatus},
     store::{Step, Task, TaskDetail},
 };
 
@@ -88,6 +89,13 @@ pub struct CreateTaskRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 5)]
     pub max_replans: Option<i32>,
+    /// Tools whose calls wait for a person's approval in this task (names from
+    /// `GET /tools`), besides the deployment's `TOOLS_REQUIRE_APPROVAL` and each agent's own
+    /// list. A waiting call puts the task in `requires_action`; see
+    /// `POST /tasks/{id}/approvals/{call_id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 32)]
+    pub require_approval: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -129,6 +137,8 @@ pub struct ContextMessage {
     "replan": false,
     "max_replans": 2,
     "replans": 0,
+    "required_action": null,
+    "require_approval": [],
     "task_hash": "9f2c5e0a4b7d13e8c6a1f0b2d4e6a8c0e2f4a6b8d0c2e4f6a8b0c2d4e6f8a0b2"
 }))]
 pub struct TaskResponse {
@@ -178,6 +188,16 @@ pub struct TaskResponse {
     pub max_replans: i32,
     /// Revised plans it got; its plan's version is one more.
     pub replans: i32,
+    /// Set while the task is `requires_action`: `tool_approval` when tool calls wait for a
+    /// decision (`pending_approvals`, `POST /tasks/{id}/approvals/{call_id}`),
+    /// `plan_approval` when its plan waits to be started.
+    pub required_action: Option<RequiredAction>,
+    /// Tools whose calls wait for a person's approval in this task, besides the
+    /// deployment's (`TOOLS_REQUIRE_APPROVAL`) and each agent's own.
+    pub require_approval: Vec<String>,
+    /// Tool calls waiting for a decision; present on `GET /tasks/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_approvals: Option<Vec<ApprovalResponse>>,
     /// Present on `GET /tasks/{id}`, absent from lists and from the creation answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepResponse>>,
@@ -247,6 +267,9 @@ impl From<Task> for TaskResponse {
             replan: t.replan,
             max_replans: t.max_replans,
             replans: t.replans,
+            required_action: t.required_action,
+            require_approval: t.require_approval,
+            pending_approvals: None,
             steps: None,
         }
     }
@@ -282,6 +305,7 @@ impl From<TaskDetail> for TaskResponse {
     fn from(d: TaskDetail) -> Self {
         let mut task = TaskResponse::from(d.task);
         task.steps = Some(d.steps.into_iter().map(StepResponse::from).collect());
+        task.pending_approvals = Some(d.pending_approvals.into_iter().map(ApprovalResponse::from).collect());
         task
     }
 }
