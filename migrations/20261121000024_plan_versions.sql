@@ -30,6 +30,11 @@ ALTER TABLE tasks ADD COLUMN replan boolean NOT NULL DEFAULT false,
                   ADD COLUMN replans integer NOT NULL DEFAULT 0 CHECK (replans >= 0),
                   ADD COLUMN replan_reason text;
 
+-- A task may start paused (`start: paused`): once planned it waits in `requires_action`
+-- (`plan_approval`) with no step ready, its plan may be edited (PUT /tasks/{id}/plan, each
+-- edit a version), and POST /tasks/{id}/start runs it.
+ALTER TABLE tasks ADD COLUMN start_mode text NOT NULL DEFAULT 'running' CHECK (start_mode IN ('running', 'paused'));
+
 -- A task none of whose steps can run any more either ends (`partial` or `failed`, as
 -- 20261121000022 decides) or, when a step failed, the task replans and has replans left, goes
 -- back to `pending` for its plan job, which makes a revised plan for the work that did not

@@ -156,6 +156,7 @@ impl App {
             rate_limits,
             task_hasher: TaskHasher::new(&self.agents, providers::planner_version(&self.settings)),
             replan_on_failure: self.settings.replan_on_failure,
+            plan_limits: PlanLimits { max_steps: self.settings.max_plan_steps as usize, ..PlanLimits::default() },
         })
         // Read by `POST /tasks` to check callback URLs (WEBHOOK_ALLOW_PRIVATE).
         .layer(axum::Extension(self.webhooks.policy()))

@@ -171,6 +171,19 @@ state_enum!(
 );
 
 state_enum!(
+    /// How a task starts once planned (`start` of `POST /tasks`).
+    #[derive(Default)]
+    TaskStart, "task start", sql = task_start {
+        /// Its steps run as soon as it is planned.
+        #[default]
+        Running => "running",
+        /// It stops in `requires_action` (`plan_approval`) once planned: its plan may be read
+        /// and edited, and `POST /tasks/{id}/start` runs it.
+        Paused => "paused",
+    }
+);
+
+state_enum!(
     /// A tool call that waited for a person: `pending → approved | denied | expired | cancelled`.
     ApprovalStatus, "approval status", sql = approval_status {
         Pending => "pending",
@@ -230,6 +243,11 @@ state_enum!(
         /// A revised plan replaced the steps that had not completed: `data.version` is the new
         /// plan version, `data.reason` the failure it answers, `data.created_by` its planner.
         TaskReplanned => "task_replanned",
+        /// A person replaced the plan's steps that had not started (`PUT /tasks/{id}/plan`):
+        /// `data.version` is the new plan version, `data.created_by` who edited it.
+        PlanEdited => "plan_edited",
+        /// A task paused for plan approval was started (`POST /tasks/{id}/start`).
+        TaskStarted => "task_started",
         StepReady => "step_ready",
         StepStarted => "step_started",
         StepCompleted => "step_completed",

@@ -82,6 +82,7 @@ mod tests {
             warm_start: false,
             replan: false,
             max_replans: 2,
+            start: Default::default(),
             require_approval: Vec::new(),
         }
     }

@@ -38,6 +38,12 @@ pub enum ApiError {
     NoRoute { path: String },
     #[error("{message}")]
     Conflict { message: String },
+    /// A conditional request came without the header that makes it conditional.
+    #[error("{header}: {message}")]
+    PreconditionRequired { header: &'static str, message: String },
+    /// The condition of a conditional request (`If-Match`) does not hold.
+    #[error("{header}: {message}")]
+    PreconditionFailed { header: &'static str, message: String },
     #[error("{dependency} is unavailable")]
     Unavailable { dependency: &'static str },
     /// A rate limit refused the request; `limit` names whose (a route class, an address).
@@ -167,6 +173,18 @@ impl ApiError {
             Self::NotFound { .. } => (StatusCode::NOT_FOUND, "urn:orchestrator:problem:not-found", "Not found", None),
             Self::NoRoute { .. } => (StatusCode::NOT_FOUND, "urn:orchestrator:problem:no-route", "Not found", None),
             Self::Conflict { .. } => (StatusCode::CONFLICT, "urn:orchestrator:problem:conflict", "Conflict", None),
+            Self::PreconditionRequired { header, .. } => (
+                StatusCode::PRECONDITION_REQUIRED,
+                "urn:orchestrator:problem:precondition-required",
+                "Precondition required",
+                Some(*header),
+            ),
+            Self::PreconditionFailed { header, .. } => (
+                StatusCode::PRECONDITION_FAILED,
+                "urn:orchestrator:problem:precondition-failed",
+                "Precondition failed",
+                Some(*header),
+            ),
             Self::Unavailable { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "urn:orchestrator:problem:unavailable",

@@ -75,6 +75,8 @@ pub struct AppState {
     /// Whether a task that does not say replans when a step fails for good
     /// (`REPLAN_ON_FAILURE`).
     pub replan_on_failure: bool,
+    /// What an edited plan must respect (`PUT /tasks/{id}/plan`), as the planner's do.
+    pub plan_limits: planner::PlanLimits,
 }
 
 pub fn build_router(state: AppState) -> Router {

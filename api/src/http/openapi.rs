@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     coordination::{InFlightJob, WorkerInfo},
-    domain::{ApprovalStatus, EventKind, Priority, RequiredAction, StepId, StepStatus, TaskId, TaskStatus},
+    domain::{ApprovalStatus, EventKind, Priority, RequiredAction, StepId, StepStatus, TaskId, TaskStart, TaskStatus},
     store::{CostReport, ModelCost, StepCost, ToolCallRow, Usage},
 };
 
@@ -46,6 +46,8 @@ pub const DOCS_PATH: &str = "/docs";
         tasks::context::add_context,
         tasks::plan::get_plan,
         tasks::plan::plan_versions,
+        tasks::plan_edit::edit_plan,
+        tasks::start::start_task,
         tasks::events::task_events,
         tasks::reports::task_cost,
         tasks::reports::tool_calls,
@@ -82,6 +84,9 @@ pub const DOCS_PATH: &str = "/docs";
         tasks::plan::PlanStep,
         tasks::plan::ReplacedPlanStep,
         tasks::plan::PlanVersionList,
+        tasks::plan_edit::EditPlanRequest,
+        tasks::plan_edit::EditPlanStep,
+        TaskStart,
         tasks::dto::TaskResponse,
         tasks::dto::StepResponse,
         tasks::dto::TaskListResponse,

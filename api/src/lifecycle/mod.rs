@@ -20,8 +20,9 @@ use crate::{
     metrics::Metrics,
     queue::{Dispatcher, Job, QueueError},
     store::{
-        ApprovalDecision, AwaitOutcome, CancelOutcome, CapacityClaim, DecideOutcome, ExecutionStore, FailOutcome,
-        Lease, NewApproval, NewStep, PlanOrigin, Release, ReplanSave, RetryOutcome, StepClaim, StoreError, Unclaimed,
+        ApprovalDecision, AwaitOutcome, CancelOutcome, CapacityClaim, DecideOutcome, EditOutcome, ExecutionStore,
+        FailOutcome, Lease, NewApproval, PlanEdit, PlanSave, Release, ReplanSave, RetryOutcome, StartOutcome,
+        StepClaim, StoreError, Unclaimed,
     },
 };
 
@@ -83,15 +84,6 @@ pub struct Committed<'a> {
     pub warm: Option<(&'a str, i32, agents::WarmContext)>,
 }
 
-/// A plan to save: its steps, where it came from and who made it.
-#[derive(Debug, Clone, Copy)]
-pub struct PlanSave<'a> {
-    pub steps: &'a [NewStep],
-    pub origin: PlanOrigin<'a>,
-    /// The planner's name (its version), recorded with the plan version.
-    pub created_by: &'a str,
-}
-
 /// What became of a step's attempt, as the worker saw it.
 #[derive(Debug)]
 pub enum StepOutcome {
@@ -147,7 +139,9 @@ impl Lifecycle {
         self.apply(Event::Submit, &Committed { task, user, priority, ..Default::default() }).await
     }
 
-    /// `SavePlan`: planning → running with the steps, recorded as a plan version.
+    /// `SavePlan` (planning → running with the steps) or, for a task that starts paused,
+    /// `SavePlanPaused` (planning → requires_action, waiting for plan approval); the plan is
+    /// recorded as a version.
     pub async fn save_plan(
         &self,
         task: TaskId,
@@ -156,11 +150,42 @@ impl Lifecycle {
         lease: &Lease,
         plan: PlanSave<'_>,
     ) -> Result<Settled, LifecycleError> {
-        let Some(ready) = self.store.save_plan(task, lease, plan.steps, plan.origin, plan.created_by).await? else {
+        let Some(ready) = self.store.save_plan(task, lease, plan).await? else {
             return Ok(Settled::Stale);
         };
-        self.apply(Event::SavePlan, &Committed { task, user, priority, ready, ..Default::default() }).await?;
-        Ok(Settled::Applied(Event::SavePlan))
+        let event = if plan.paused { Event::SavePlanPaused } else { Event::SavePlan };
+        self.apply(event, &Committed { task, user, priority, ready, ..Default::default() }).await?;
+        Ok(Settled::Applied(event))
+    }
+
+    /// `EditPausedPlan` or `EditPlan`: a person's edit replaces the steps that have not
+    /// started. The jobs of new ready steps are best effort: the steps are ready in Postgres,
+    /// and the reconciler enqueues them should the jobs be lost.
+    pub async fn edit_plan(&self, task: TaskId, edit: PlanEdit<'_>) -> Result<EditOutcome, LifecycleError> {
+        let outcome = self.store.edit_plan(task, edit).await?;
+        if let EditOutcome::Edited { ready, paused, user_id, priority, .. } = &outcome {
+            let event = if *paused { Event::EditPausedPlan } else { Event::EditPlan };
+            let committed =
+                Committed { task, user: user_id, priority: *priority, ready: ready.clone(), ..Default::default() };
+            if let Err(e) = self.apply(event, &committed).await {
+                tracing::warn!(%task, error = %e, "could not enqueue an edited plan's ready steps; the reconciler will");
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// `StartTask`: a task paused for plan approval runs. Its jobs are best effort, as a
+    /// retry's.
+    pub async fn start(&self, task: TaskId) -> Result<StartOutcome, LifecycleError> {
+        let outcome = self.store.start_task(task).await?;
+        if let StartOutcome::Started { ready, user_id, priority } = &outcome {
+            let committed =
+                Committed { task, user: user_id, priority: *priority, ready: ready.clone(), ..Default::default() };
+            if let Err(e) = self.apply(Event::StartTask, &committed).await {
+                tracing::warn!(%task, error = %e, "could not enqueue a started task's steps; the reconciler will");
+            }
+        }
+        Ok(outcome)
     }
 
     /// `SaveReplan`: planning → running with the steps that had not completed replaced by the

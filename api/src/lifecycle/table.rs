@@ -23,6 +23,19 @@ pub enum Event {
     WaitForCapacity,
     /// The planner's plan was saved: the steps exist, the root steps are ready.
     SavePlan,
+    /// The plan of a task that starts paused was saved: the steps exist, none is ready, and
+    /// the task waits for a person to approve (and perhaps edit) the plan.
+    SavePlanPaused,
+    /// `POST /tasks/{id}/start` of a task paused for plan approval: the steps whose
+    /// dependencies completed (the roots) are ready and the task runs.
+    StartTask,
+    /// `PUT /tasks/{id}/plan` of a paused task: its steps are replaced by the edited plan's,
+    /// recorded as the next plan version; it stays paused.
+    EditPausedPlan,
+    /// `PUT /tasks/{id}/plan` of a running task: the steps that wait for others (and those
+    /// skipped) are replaced by the edited plan's new steps, recorded as the next version;
+    /// new steps whose dependencies completed are ready.
+    EditPlan,
     /// Planning failed (the planner's error, an invalid plan, no usable agent).
     FailPlanning,
     /// A planning model call did not fit in the task's budget or the user's quota.
@@ -128,8 +141,9 @@ pub enum Write {
     /// The plan is recorded in `plan_versions` as the task's next version, with who made it
     /// (and, for a revision, why and the steps it replaced).
     RecordPlanVersion,
-    /// The steps that did not complete are replaced by the revised plan's; those whose
-    /// dependencies have all completed are ready.
+    /// The steps that did not complete (a replan), or that have not started (an edit: those
+    /// waiting for others, and those skipped), are replaced by the new plan's; those whose
+    /// dependencies have all completed are ready, unless the task is paused.
     ReplaceSteps,
     /// A settled task that replans goes back to pending with the failure it owes a replan
     /// (`tasks.replan_reason`) and a fresh planning allowance.
@@ -152,14 +166,16 @@ pub enum Write {
     /// The calls waiting for a person are recorded (`tool_approvals`, and `tool_calls` with
     /// status `awaiting_approval`), each with its expiry.
     RecordApprovalRequests,
-    /// The task requires action (`required_action: tool_approval`), and another
-    /// `task.requires_action` webhook is due.
+    /// The task requires action (`required_action`: `tool_approval`, or `plan_approval` for a
+    /// paused plan), and another `task.requires_action` webhook is due.
     RequireAction,
     /// The decision (approved, denied with its reason and who decided, or expired) is
     /// recorded on the call.
     RecordDecision,
     /// The task's `required_action` is cleared.
     ClearRequiredAction,
+    /// The steps whose dependencies have all completed (a fresh plan's roots) become ready.
+    ReadySteps,
     /// Failed, skipped and cancelled steps go back to pending with fresh attempts, ready when
     /// their dependencies completed; `tasks.run` goes up by one.
     ResetSteps,
@@ -264,6 +280,38 @@ pub const TABLE: &[Rule] = &[
         to: T(TS::Running),
         task_to: None,
         writes: &[DropLease, InsertSteps, RecordPlanVersion, Event(K::TaskPlanned), Event(K::StepReady)],
+        effects: &[EnqueueReady],
+    },
+    Rule {
+        event: Event::SavePlanPaused,
+        from: &[T(TS::Planning)],
+        to: T(TS::RequiresAction),
+        task_to: None,
+        writes: &[DropLease, InsertSteps, RecordPlanVersion, Event(K::TaskPlanned), RequireAction, QueueWebhook],
+        effects: &[AnnounceAction],
+    },
+    Rule {
+        event: Event::StartTask,
+        from: &[T(TS::RequiresAction)],
+        to: T(TS::Running),
+        task_to: None,
+        writes: &[ClearRequiredAction, ReadySteps, Event(K::TaskStarted), Event(K::StepReady)],
+        effects: &[EnqueueReady],
+    },
+    Rule {
+        event: Event::EditPausedPlan,
+        from: &[T(TS::RequiresAction)],
+        to: T(TS::RequiresAction),
+        task_to: None,
+        writes: &[ReplaceSteps, RecordPlanVersion, Event(K::PlanEdited)],
+        effects: &[],
+    },
+    Rule {
+        event: Event::EditPlan,
+        from: &[T(TS::Running)],
+        to: T(TS::Running),
+        task_to: None,
+        writes: &[ReplaceSteps, RecordPlanVersion, Event(K::PlanEdited), Event(K::StepReady)],
         effects: &[EnqueueReady],
     },
     Rule {
@@ -663,7 +711,10 @@ mod tests {
             );
         }
         for r in TABLE.iter().filter(|r| !r.ends_task()) {
-            let asks_a_person = r.task_status() == Some(TaskStatus::RequiresAction);
+            // Entering requires_action asks a person; an edit of a paused plan, which stays
+            // paused, asks nobody anew.
+            let asks_a_person = r.task_status() == Some(TaskStatus::RequiresAction)
+                && !r.from.contains(&State::Task(TaskStatus::RequiresAction));
             assert_eq!(
                 r.writes.contains(&QueueWebhook),
                 asks_a_person,
@@ -754,10 +805,25 @@ mod tests {
             if r.writes.contains(&RequestReplan) {
                 assert_eq!(r.task_status(), Some(TaskStatus::Pending), "{:?}", r.event);
             }
-            // Only a replan job (a planning) can replace steps or give up on a replan.
-            if r.writes.contains(&ReplaceSteps) || matches!(r.event, Event::ReplanEndsPartial | Event::ReplanEndsFailed)
-            {
+            // Only a replan job (a planning) can give up on a replan; steps are replaced by a
+            // replan or by an edit, of a paused plan or of a running one.
+            if matches!(r.event, Event::ReplanEndsPartial | Event::ReplanEndsFailed) {
                 assert_eq!(r.from, &[State::Task(TaskStatus::Planning)], "{:?}", r.event);
+            }
+            if r.writes.contains(&ReplaceSteps) {
+                assert!(
+                    matches!(r.event, Event::SaveReplan | Event::EditPausedPlan | Event::EditPlan),
+                    "{:?}",
+                    r.event
+                );
+            }
+            // A task that goes to (or stays in) requires_action itself readies nothing: a paused
+            // plan waits for its start.
+            if r.to == State::Task(TaskStatus::RequiresAction) {
+                assert!(!r.writes.contains(&Write::Event(K::StepReady)), "{:?}", r.event);
+            }
+            if r.writes.contains(&ReadySteps) {
+                assert_eq!(r.event, Event::StartTask);
             }
         }
     }

@@ -91,17 +91,20 @@ pub trait TaskStore: Send + Sync + 'static {
 pub trait ExecutionStore: BudgetStore + Send + Sync + 'static {
     /// `pending → planning` (or takes over a planning whose lease expired).
     async fn claim_planning(&self, id: TaskId, lease: &Lease) -> Result<Option<PlanningClaim>, StoreError>;
-    /// `planning → running` with the steps inserted, recorded as a plan version made by
-    /// `created_by` (the planner's name), and a fresh plan remembered in the plan cache in the
-    /// same statement; returns the steps that are ready.
-    async fn save_plan(
-        &self,
-        id: TaskId,
-        lease: &Lease,
-        steps: &[NewStep],
-        origin: PlanOrigin<'_>,
-        created_by: &str,
-    ) -> Result<Option<Vec<StepId>>, StoreError>;
+    /// `planning → running` with the steps inserted (or, for a task that starts paused,
+    /// `planning → requires_action` with none ready), recorded as a plan version made by the
+    /// planner, and a fresh plan remembered in the plan cache in the same statement; returns
+    /// the steps that are ready.
+    async fn save_plan(&self, id: TaskId, lease: &Lease, plan: PlanSave<'_>)
+    -> Result<Option<Vec<StepId>>, StoreError>;
+    /// A person's edit of the plan: the steps that have not started (those waiting for
+    /// others, and those skipped) give way to the edit's new steps, recorded as the next plan
+    /// version, in one transaction that holds the task's row, checks the version and that
+    /// nothing the edit assumed has moved.
+    async fn edit_plan(&self, id: TaskId, edit: PlanEdit<'_>) -> Result<EditOutcome, StoreError>;
+    /// `requires_action` (plan approval) → `running`: the steps whose dependencies completed
+    /// are ready.
+    async fn start_task(&self, id: TaskId) -> Result<StartOutcome, StoreError>;
     /// `planning → failed`.
     async fn fail_planning(&self, id: TaskId, lease: &Lease, error: &str) -> Result<bool, StoreError>;
     /// What a replan of the task starts from (read under its planning lease: nothing moves).

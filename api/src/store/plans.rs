@@ -35,6 +35,69 @@ pub struct ReplacedStep {
     pub error: Option<String>,
 }
 
+/// A plan to save when planning ends: its steps, where it came from and who made it.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanSave<'a> {
+    pub steps: &'a [NewStep],
+    pub origin: super::PlanOrigin<'a>,
+    /// The planner's name (its version), recorded with the plan version.
+    pub created_by: &'a str,
+    /// The task starts paused: no step is ready, and the task waits for plan approval.
+    pub paused: bool,
+}
+
+/// A person's edit of a plan (`PUT /tasks/{id}/plan`), as the handler read the task.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanEdit<'a> {
+    /// The version the edit was made from (`If-Match`).
+    pub expected_version: i32,
+    /// The steps that stay (they have started, or wait for a worker), as the handler saw them.
+    pub kept: &'a [StepId],
+    /// The new steps; `max_attempts` is their agent's, which the task's own overrides.
+    pub steps: &'a [NewStep],
+    /// The whole edited plan, in plan order: kept steps and new ones.
+    pub plan: &'a [NewStep],
+    /// `user:<id>`.
+    pub created_by: &'a str,
+}
+
+/// What an edit did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EditOutcome {
+    /// Saved as `version`; `ready` new steps need a job (none while `paused`).
+    Edited {
+        version: i32,
+        ready: Vec<StepId>,
+        paused: bool,
+        user_id: String,
+        priority: crate::domain::Priority,
+    },
+    /// Only a task paused for plan approval, or running, has a plan to edit.
+    NotEditable(crate::domain::TaskStatus),
+    /// The plan is at another version than the edit was made from.
+    StaleVersion {
+        current: i32,
+    },
+    /// A step the edit would replace started meanwhile, or one it builds on failed: the plan
+    /// must be read again.
+    Moved,
+    NotFound,
+}
+
+/// What `POST /tasks/{id}/start` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartOutcome {
+    /// The task runs; `ready` steps need a job.
+    Started {
+        ready: Vec<StepId>,
+        user_id: String,
+        priority: crate::domain::Priority,
+    },
+    /// Only a task paused for plan approval can be started; this one is in this state.
+    NotPaused(crate::domain::TaskStatus),
+    NotFound,
+}
+
 /// What a replan starts from: the task's steps as they ended, and who failed what before.
 #[derive(Debug, Clone)]
 pub struct ReplanContext {

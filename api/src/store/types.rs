@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::domain::{ApprovalStatus, Priority, RequiredAction, StepId, StepStatus, TaskErrorCode, TaskId, TaskStatus};
+use crate::domain::{
+    ApprovalStatus, Priority, RequiredAction, StepId, StepStatus, TaskErrorCode, TaskId, TaskStart, TaskStatus,
+};
 
 /// A validated task submission.
 #[derive(Debug, Clone)]
@@ -37,6 +39,8 @@ pub struct NewTask {
     pub replan: bool,
     /// Revised plans the task may get.
     pub max_replans: i32,
+    /// Run once planned, or wait for `POST /tasks/{id}/start`.
+    pub start: TaskStart,
     /// Tools whose calls wait for a person's approval in this task (checked against the
     /// deployment's tools).
     pub require_approval: Vec<String>,
@@ -91,6 +95,7 @@ pub struct Task {
     pub max_replans: i32,
     /// Revised plans saved so far.
     pub replans: i32,
+    pub start: TaskStart,
     /// What a person must do while the task is `requires_action`.
     pub required_action: Option<RequiredAction>,
     /// Tools whose calls wait for a person's approval in this task.
@@ -155,6 +160,8 @@ pub struct PlanningClaim {
     /// Set when the task owes a replan (`tasks.replan_reason`): the failure it answers. The
     /// plan job then revises the plan instead of making one.
     pub replan_reason: Option<String>,
+    /// The task starts paused: once planned it waits for plan approval.
+    pub paused: bool,
 }
 
 /// A step of a validated plan, ready to insert; also a step of a plan version as saved

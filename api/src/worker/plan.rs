@@ -16,10 +16,10 @@ use crate::{
         planning::{MeteredPlannerParts, Planned},
     },
     domain::{StepId, TaskId},
-    lifecycle::{PlanSave, Settled},
+    lifecycle::Settled,
     providers::TaskPlanner,
     queue::Job,
-    store::{CapacityClaim, Holder, Lease, NewStep, PlanOrigin, PlanningClaim},
+    store::{CapacityClaim, Holder, Lease, NewStep, PlanOrigin, PlanSave, PlanningClaim},
 };
 
 pub(super) async fn run(ctx: &JobContext<'_>, job: &Job) -> Result<(), JobError> {
@@ -151,7 +151,7 @@ async fn plan_claimed(
             }
         })
         .collect();
-    let plan = PlanSave { steps: &steps, origin, created_by: deps.planner.version() };
+    let plan = PlanSave { steps: &steps, origin, created_by: deps.planner.version(), paused: claim.paused };
     match deps.lifecycle.save_plan(task, user_id, claim.priority, lease, plan).await? {
         Settled::Applied(_) => tracing::info!(%task, steps = steps.len(), from_cache, "task planned"),
         Settled::Stale => tracing::warn!(%task, "plan discarded: the planning lease was lost"),

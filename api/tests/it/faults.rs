@@ -287,11 +287,7 @@ async fn two_workers_racing_for_one_step_run_it_once() {
             max_attempts: 3,
             required: false,
         };
-        store
-            .save_plan(task, &planning, &[new_step], orchestrator::store::PlanOrigin::Uncached, "test")
-            .await
-            .unwrap()
-            .unwrap();
+        store.save_plan(task, &planning, crate::store::uncached(&[new_step])).await.unwrap().unwrap();
         let (a, b) = (Lease::new("a", Duration::from_secs(30)), Lease::new("b", Duration::from_secs(30)));
         let (ra, rb) = tokio::join!(store.claim_step(step, &a), store.claim_step(step, &b));
         let winners = [ra.unwrap(), rb.unwrap()].into_iter().flatten().count();

@@ -324,3 +324,216 @@ async fn with_a_model_the_replan_request_carries_the_failure_and_the_completed_o
     assert_eq!(plan["version"], 2);
     app.stop().await;
 }
+
+/// Submits a paused task and waits until its plan waits for approval.
+async fn paused(app: &TestApp, description: &str) -> (Uuid, Value) {
+    let body = json!({"user_id": "test-user", "description": description, "start": "paused"});
+    let id = app.client.submit(&body).await.expect("202 Accepted").id;
+    let task = app.client.task_waiting(id, Duration::from_secs(10)).await.expect("the task is read").task.raw;
+    assert_eq!(task["status"], "requires_action", "{task}");
+    assert_eq!(task["required_action"], "plan_approval", "{task}");
+    (id, task)
+}
+
+async fn put_plan(
+    app: &TestApp,
+    id: Uuid,
+    if_match: Option<&str>,
+    body: &Value,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let mut request = app.http.put(app.url(&format!("/tasks/{id}/plan"))).json(body);
+    if let Some(tag) = if_match {
+        request = request.header("If-Match", tag);
+    }
+    let response = request.send().await.expect("a response");
+    let (status, headers) = (response.status(), response.headers().clone());
+    (status, headers, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn start(app: &TestApp, id: Uuid) -> (StatusCode, Value) {
+    let response = app.http.post(app.url(&format!("/tasks/{id}/start"))).send().await.expect("a response");
+    (response.status(), response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_paused_task_waits_with_its_plan_is_edited_then_started_and_runs_the_edited_plan() {
+    let app = TestApp::spawn(2).await;
+    let (id, task) = paused(&app, "Research job queues. Then write a summary.").await;
+    // Planned, nothing started.
+    let statuses: Vec<&str> = task["steps"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["pending", "pending"]);
+    assert_eq!(task["start"], "paused");
+    assert!(events(&app.db, id, "step_ready").await.is_empty());
+    let (_, headers, plan) = get(&app, &format!("/tasks/{id}/plan")).await;
+    assert_eq!((headers["etag"].to_str().unwrap(), plan["version"].clone()), ("\"1\"", json!(1)));
+
+    // The edit replaces the whole plan: another agent for the research, a review added.
+    let edited = json!({"steps": [
+        {"title": "Analyse job queues", "instruction": "Analyse job queues.", "agent": "analyst", "depends_on": []},
+        {"instruction": "Write a summary.", "agent": "writer", "depends_on": [0]},
+        {"title": "Review it", "instruction": "Review the summary.", "agent": "reviewer", "depends_on": [1], "required": true}
+    ]});
+    let (status, headers, plan) = put_plan(&app, id, Some("\"1\""), &edited).await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(headers["etag"], "\"2\"");
+    assert_eq!(plan["version"], 2);
+    assert_eq!(plan["created_by"], "user:test-user");
+    assert_eq!(
+        agents_and_statuses(&plan["steps"]),
+        pairs(&[("analyst", "pending"), ("writer", "pending"), ("reviewer", "pending")])
+    );
+    assert_eq!(plan["steps"][1]["title"], "Write a summary.", "a missing title is made from the instruction");
+    assert_eq!(plan["steps"][2]["required"], true);
+    assert_eq!(agents_and_statuses(&plan["replaced"]), pairs(&[("researcher", "pending"), ("writer", "pending")]));
+    let still: Value = app.client.task(id).await.unwrap().raw;
+    assert_eq!(
+        (still["status"].clone(), still["required_action"].clone()),
+        (json!("requires_action"), json!("plan_approval"))
+    );
+    assert!(events(&app.db, id, "step_ready").await.is_empty(), "an edit does not start a paused task");
+
+    let (status, started) = start(&app, id).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    assert_eq!(started["required_action"], Value::Null);
+    let task = app.client.wait(id, Duration::from_secs(20)).await.unwrap().raw;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(
+        agents_and_statuses(&task["steps"]),
+        pairs(&[("analyst", "completed"), ("writer", "completed"), ("reviewer", "completed")])
+    );
+    assert!(task["result"].as_str().unwrap().starts_with("Review it: done."), "{task}");
+    for kind in ["task_planned", "plan_edited", "task_started"] {
+        assert_eq!(events(&app.db, id, kind).await.len(), 1, "{kind}");
+    }
+    // Started once: a second start, or an edit of the ended task, is a conflict.
+    assert_eq!(start(&app, id).await.0, StatusCode::CONFLICT);
+    assert_eq!(put_plan(&app, id, Some("\"2\""), &edited).await.0, StatusCode::CONFLICT);
+    let (_, _, versions) = get(&app, &format!("/tasks/{id}/plan/versions")).await;
+    assert_eq!(versions["current_version"], 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_edit_needs_if_match_and_a_stale_version_is_refused() {
+    let app = TestApp::spawn(2).await;
+    let (id, _) = paused(&app, "Write a haiku about job queues.").await;
+    let body =
+        json!({"steps": [{"title": "Haiku", "instruction": "Write a haiku.", "agent": "writer", "depends_on": []}]});
+
+    let (status, _, problem) = put_plan(&app, id, None, &body).await;
+    assert_eq!(status, StatusCode::PRECONDITION_REQUIRED, "{problem}");
+    assert_eq!(
+        (problem["type"].clone(), problem["field"].clone()),
+        (json!("urn:orchestrator:problem:precondition-required"), json!("If-Match"))
+    );
+    let (status, _, problem) = put_plan(&app, id, Some("latest"), &body).await;
+    assert_eq!((status, problem["field"].clone()), (StatusCode::BAD_REQUEST, json!("If-Match")), "{problem}");
+
+    let (status, _, _) = put_plan(&app, id, Some("\"1\""), &body).await;
+    assert_eq!(status, StatusCode::OK);
+    // The same edit again, made from version 1, is stale now.
+    let (status, _, problem) = put_plan(&app, id, Some("\"1\""), &body).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{problem}");
+    assert_eq!(
+        (problem["type"].clone(), problem["field"].clone()),
+        (json!("urn:orchestrator:problem:precondition-failed"), json!("If-Match"))
+    );
+    assert!(problem["detail"].as_str().unwrap().contains("version 2"), "{problem}");
+    assert_eq!(put_plan(&app, id, Some("W/\"7\""), &body).await.0, StatusCode::PRECONDITION_FAILED);
+    // `*` edits whatever version is current; a weak tag of the current one matches too.
+    assert_eq!(put_plan(&app, id, Some("*"), &body).await.0, StatusCode::OK);
+    assert_eq!(put_plan(&app, id, Some("W/\"3\""), &body).await.0, StatusCode::OK);
+    let (_, headers, _) = get(&app, &format!("/tasks/{id}/plan")).await;
+    assert_eq!(headers["etag"], "\"4\"");
+    // Unknown and another user's tasks are not found; the body is checked before anything.
+    assert_eq!(put_plan(&app, Uuid::now_v7(), Some("\"1\""), &body).await.0, StatusCode::NOT_FOUND);
+    let (status, _, problem) = put_plan(&app, id, Some("\"4\""), &json!({"steps": [], "extra": 1})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_invalid_edit_is_refused_naming_the_fault_and_changes_nothing() {
+    let mut settings = test_settings();
+    settings.max_plan_steps = 4;
+    let app = TestApp::spawn_with(settings, 2).await;
+    let (id, _) = paused(&app, "Research job queues. Then write a summary.").await;
+    let step = |agent: &str, depends_on: Value| json!({"title": "T", "instruction": "Do it.", "agent": agent, "depends_on": depends_on});
+    let cases = [
+        (json!({"steps": [step("writer", json!([])), step("poet", json!([0]))]}), "steps[1].agent", "unknown agent"),
+        (json!({"steps": [step("writer", json!([1])), step("writer", json!([0]))]}), "steps[0].depends_on", "cycle"),
+        (json!({"steps": [step("writer", json!([5]))]}), "steps[0].depends_on", "not another step"),
+        (json!({"steps": [step("writer", json!([0]))]}), "steps[0].depends_on", "not another step"),
+        (
+            json!({"steps": (0..5).map(|_| step("writer", json!([]))).collect::<Vec<_>>()}),
+            "steps",
+            "more than the maximum of 4",
+        ),
+        (json!({"steps": []}), "steps", "no steps"),
+        (json!({"steps": [{"instruction": "  ", "agent": "writer"}]}), "steps[0].instruction", "blank"),
+        (
+            json!({"steps": [{"title": "x".repeat(81), "instruction": "Do it.", "agent": "writer"}]}),
+            "steps[0].title",
+            "longer",
+        ),
+    ];
+    for (body, field, says) in cases {
+        let (status, _, problem) = put_plan(&app, id, Some("\"1\""), &body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {problem}");
+        assert_eq!(problem["field"], field, "{body}: {problem}");
+        assert!(problem["detail"].as_str().unwrap().contains(says), "{body}: {problem}");
+    }
+    let (_, headers, plan) = get(&app, &format!("/tasks/{id}/plan")).await;
+    assert_eq!(headers["etag"], "\"1\"", "nothing was written");
+    assert_eq!(agents_and_statuses(&plan["steps"]), pairs(&[("researcher", "pending"), ("writer", "pending")]));
+    assert!(events(&app.db, id, "plan_edited").await.is_empty());
+    // A task that is not paused cannot be started.
+    let running = app.submit("Write a haiku.").await;
+    app.wait(running).await;
+    let (status, problem) = start(&app, running).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_running_task_keeps_its_started_steps_and_runs_the_edited_rest() {
+    // Each model call takes a while, so the first step is still running while the task is edited.
+    let mut settings = test_settings();
+    settings.offline_llm_delay_ms = 1500;
+    let app = TestApp::spawn_with(settings, 2).await;
+    let id = app.submit("Research job queues. Then write a summary. Then review it.").await;
+    let plan = crate::helpers::eventually(Duration::from_secs(10), "the first step to start", || async {
+        let (status, _, plan) = get(&app, &format!("/tasks/{id}/plan")).await;
+        (status == StatusCode::OK && plan["steps"][0]["status"] != "pending").then_some(plan)
+    })
+    .await;
+    let first = plan["steps"][0].clone();
+    assert_eq!(agents_and_statuses(&plan["steps"])[1..], pairs(&[("writer", "pending"), ("reviewer", "pending")]));
+
+    // Left out, or changed, the started step is refused.
+    let new_summary = json!({"title": "Write a short summary", "instruction": "Write a short summary.", "agent": "writer", "depends_on": [0]});
+    let alone = json!({"title": "Write a short summary", "instruction": "Write a short summary.", "agent": "writer"});
+    let (status, _, problem) = put_plan(&app, id, Some("\"1\""), &json!({"steps": [alone]})).await;
+    assert_eq!((status, problem["field"].clone()), (StatusCode::UNPROCESSABLE_ENTITY, json!("steps")), "{problem}");
+    let mut changed = first.clone();
+    changed["agent"] = "analyst".into();
+    changed.as_object_mut().unwrap().remove("status");
+    let (status, _, problem) = put_plan(&app, id, Some("\"1\""), &json!({"steps": [changed, new_summary]})).await;
+    assert_eq!((status, problem["field"].clone()), (StatusCode::UNPROCESSABLE_ENTITY, json!("steps[0]")), "{problem}");
+
+    // The started step stays; the two waiting ones give way to one.
+    let mut kept = first.clone();
+    kept.as_object_mut().unwrap().remove("status");
+    let (status, _, plan) = put_plan(&app, id, Some("\"1\""), &json!({"steps": [kept, new_summary]})).await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["steps"][0]["id"], first["id"]);
+    assert_eq!(plan["steps"][1]["depends_on"], json!([0]));
+    assert_eq!(agents_and_statuses(&plan["replaced"]), pairs(&[("writer", "pending"), ("reviewer", "pending")]));
+
+    let task = app.client.wait(id, Duration::from_secs(20)).await.unwrap().raw;
+    assert_eq!(task["status"], "completed", "{task}");
+    let titles: Vec<&str> = task["steps"].as_array().unwrap().iter().map(|s| s["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, ["Research job queues", "Write a short summary"]);
+    assert!(task["result"].as_str().unwrap().starts_with("Write a short summary: done."), "{task}");
+    app.stop().await;
+}

@@ -31,6 +31,7 @@ async fn new_task(app: &TestApp) -> TaskId {
         warm_start: false,
         replan: false,
         max_replans: 2,
+        start: Default::default(),
         require_approval: Vec::new(),
     };
     match app.app.store.create_task(&task).await.unwrap() {
@@ -52,6 +53,16 @@ fn step(id: StepId, position: i32, depends_on: Vec<StepId>) -> NewStep {
     }
 }
 
+/// A plan of `steps` made now, not cached, by "test".
+pub fn uncached(steps: &[NewStep]) -> orchestrator::store::PlanSave<'_> {
+    orchestrator::store::PlanSave {
+        steps,
+        origin: orchestrator::store::PlanOrigin::Uncached,
+        created_by: "test",
+        paused: false,
+    }
+}
+
 fn lease(owner: &str) -> Lease {
     Lease::new(owner, Duration::from_secs(30))
 }
@@ -68,11 +79,7 @@ async fn planned_diamond(app: &TestApp, task: TaskId) -> [StepId; 4] {
         step(ids[2], 2, vec![ids[0]]),
         step(ids[3], 3, vec![ids[1], ids[2]]),
     ];
-    let ready = store
-        .save_plan(task, &planning, &steps, orchestrator::store::PlanOrigin::Uncached, "test")
-        .await
-        .unwrap()
-        .expect("lease held");
+    let ready = store.save_plan(task, &planning, uncached(&steps)).await.unwrap().expect("lease held");
     assert_eq!(ready, [ids[0]]);
     ids
 }
@@ -128,20 +135,8 @@ async fn a_claim_is_exclusive_and_writes_are_fenced_by_the_lease() {
     assert!(store.claim_planning(task, &planning).await.unwrap().is_some());
     assert!(store.claim_planning(task, &lease("w2")).await.unwrap().is_none());
     let a = StepId::new();
-    assert!(
-        store
-            .save_plan(task, &lease("w2"), &[step(a, 0, vec![])], orchestrator::store::PlanOrigin::Uncached, "test")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert_eq!(
-        store
-            .save_plan(task, &planning, &[step(a, 0, vec![])], orchestrator::store::PlanOrigin::Uncached, "test")
-            .await
-            .unwrap(),
-        Some(vec![a])
-    );
+    assert!(store.save_plan(task, &lease("w2"), uncached(&[step(a, 0, vec![])])).await.unwrap().is_none());
+    assert_eq!(store.save_plan(task, &planning, uncached(&[step(a, 0, vec![])])).await.unwrap(), Some(vec![a]));
 
     // Steps: one claim wins; a stale lease cannot complete or fail the step.
     let mine = lease("w1");
@@ -338,6 +333,7 @@ async fn concurrent_submissions_keep_each_tasks_own_fields_and_context() {
             warm_start: i % 7 == 0,
             replan: i % 2 == 0,
             max_replans: i % 6,
+            start: if i % 4 == 3 { orchestrator::domain::TaskStart::Paused } else { Default::default() },
             require_approval: if i % 5 == 0 { vec!["calculator".to_owned()] } else { Vec::new() },
         })
         .collect();
@@ -354,6 +350,7 @@ async fn concurrent_submissions_keep_each_tasks_own_fields_and_context() {
         assert_eq!((&task.task_type, task.task_hash.as_deref()), (&new.task_type, Some(new.task_hash.as_str())));
         assert_eq!(task.warm_start, new.warm_start);
         assert_eq!((task.replan, task.max_replans, task.replans), (new.replan, new.max_replans, 0));
+        assert_eq!(task.start, new.start);
         assert_eq!(task.require_approval, new.require_approval);
         assert_eq!(task.status, TaskStatus::Pending);
         let context: Vec<(String, String)> =

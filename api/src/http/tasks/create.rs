@@ -327,6 +327,7 @@ fn validate(
         warm_start: request.warm_start.unwrap_or(false),
         replan: request.replan.unwrap_or(false), // or the deployment's default, by the handler
         max_replans: request.max_replans.unwrap_or(DEFAULT_MAX_REPLANS),
+        start: request.start.unwrap_or_default(),
         require_approval: Vec::new(), // checked against the tools by the handler
     })
 }

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::approvals::ApprovalResponse;
 use crate::{
-    domain::{Priority, RequiredAction, StepId, StepStatus, TaskErrorCode, TaskId, TaskStatus},
+    domain::{Priority, RequiredAction, StepId, StepStatus, TaskErrorCode, TaskId, TaskStart, TaskStatus},
     store::{Step, Task, TaskDetail},
 };
 
@@ -89,6 +89,12 @@ pub struct CreateTaskRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 5)]
     pub max_replans: Option<i32>,
+    /// `running` (the default): the steps run as soon as the task is planned. `paused`: once
+    /// planned, the task waits in `requires_action` (`required_action: plan_approval`) with
+    /// no step started; its plan can be read (`GET /tasks/{id}/plan`) and edited
+    /// (`PUT /tasks/{id}/plan`), and `POST /tasks/{id}/start` runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<TaskStart>,
     /// Tools whose calls wait for a person's approval in this task (names from
     /// `GET /tools`), besides the deployment's `TOOLS_REQUIRE_APPROVAL` and each agent's own
     /// list. A waiting call puts the task in `requires_action`; see
@@ -137,6 +143,7 @@ pub struct ContextMessage {
     "replan": false,
     "max_replans": 2,
     "replans": 0,
+    "start": "running",
     "required_action": null,
     "require_approval": [],
     "task_hash": "9f2c5e0a4b7d13e8c6a1f0b2d4e6a8c0e2f4a6b8d0c2e4f6a8b0c2d4e6f8a0b2"
@@ -186,8 +193,10 @@ pub struct TaskResponse {
     pub replan: bool,
     /// Revised plans the task may get.
     pub max_replans: i32,
-    /// Revised plans it got; its plan's version is one more.
+    /// Revised plans it got.
     pub replans: i32,
+    /// `running`, or `paused`: once planned it waited for `POST /tasks/{id}/start`.
+    pub start: TaskStart,
     /// Set while the task is `requires_action`: `tool_approval` when tool calls wait for a
     /// decision (`pending_approvals`, `POST /tasks/{id}/approvals/{call_id}`),
     /// `plan_approval` when its plan waits to be started.
@@ -267,6 +276,7 @@ impl From<Task> for TaskResponse {
             replan: t.replan,
             max_replans: t.max_replans,
             replans: t.replans,
+            start: t.start,
             required_action: t.required_action,
             require_approval: t.require_approval,
             pending_approvals: None,

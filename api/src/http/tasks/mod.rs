@@ -9,8 +9,10 @@ pub(super) mod events;
 pub(super) mod get;
 pub(super) mod list;
 pub(super) mod plan;
+pub(super) mod plan_edit;
 pub(super) mod reports;
 pub(super) mod retry;
+pub(super) mod start;
 mod wait;
 pub(super) mod webhook;
 
@@ -35,7 +37,8 @@ pub fn routes() -> Router<AppState> {
         .route("/tasks/{id}/cancel", post(cancel::cancel_task))
         .route("/tasks/{id}/retry", post(retry::retry_task))
         .route("/tasks/{id}/context", post(context::add_context))
-        .route("/tasks/{id}/plan", get(plan::get_plan))
+        .route("/tasks/{id}/plan", get(plan::get_plan).put(plan_edit::edit_plan))
+        .route("/tasks/{id}/start", post(start::start_task))
         .route("/tasks/{id}/plan/versions", get(plan::plan_versions))
         .route("/tasks/{id}/events", get(events::task_events))
         .route("/tasks/{id}/cost", get(reports::task_cost))

@@ -42,15 +42,18 @@ impl PgStore {
             use_plan_cache: Option<bool>,
             agent_hints: Option<Vec<String>>,
             replan_reason: Option<String>,
+            paused: Option<bool>,
         }
-        // Whether the claimed planning is a replan is read in the same statement: the
-        // statement's snapshot predates the claim, which does not change `replan_reason`.
-        let mut row: Row = sqlx::query_as(
+        // Whether the claimed planning is a replan, and whether the task starts paused, are
+        // read in the same statement: its snapshot predates the claim, which changes neither.
+        let mut row: Row = sqlx::query_as(concat!(
             "SELECT c.outcome, c.user_id, c.description, c.priority, c.max_attempts, c.use_plan_cache, c.agent_hints,
-                    t.replan_reason
+                    t.replan_reason, t.start_mode = ",
+            task_start!(Paused),
+            " AS paused
              FROM claim_planning($1, $2, $3, $4, $5, $6, $7) c
-             LEFT JOIN tasks t ON t.id = $1 AND c.outcome = 'claimed'",
-        )
+             LEFT JOIN tasks t ON t.id = $1 AND c.outcome = 'claimed'"
+        ))
         .bind(id.0)
         .bind(&lease.owner)
         .bind(lease.token)
@@ -73,6 +76,7 @@ impl PgStore {
                     use_plan_cache: Some(use_plan_cache),
                     agent_hints: Some(agent_hints),
                     replan_reason,
+                    paused,
                     ..
                 },
             ) => CapacityClaim::Claimed {
@@ -83,6 +87,7 @@ impl PgStore {
                     use_plan_cache,
                     agent_hints,
                     replan_reason,
+                    paused: paused.unwrap_or(false),
                 },
                 user_id,
             },

@@ -22,7 +22,7 @@ use crate::{
     domain::{EventKind, StepId, TaskErrorCode, TaskId, TaskStatus},
     store::{
         ApprovalDecision, AwaitOutcome, CancelOutcome, CapacityClaim, DecideOutcome, ExecutionStore, FailOutcome,
-        Lease, LeaseState, NewApproval, NewStep, PlanOrigin, PlanningClaim, Release, RetryOutcome, StepCheckpoint,
+        Lease, LeaseState, NewApproval, PlanOrigin, PlanSave, PlanningClaim, Release, RetryOutcome, StepCheckpoint,
         StepClaim, StepCompletion, StoreError, Unclaimed, Unfinished,
     },
 };
@@ -40,12 +40,10 @@ impl ExecutionStore for PgStore {
         &self,
         id: TaskId,
         lease: &Lease,
-        steps: &[NewStep],
-        origin: PlanOrigin<'_>,
-        created_by: &str,
+        plan: PlanSave<'_>,
     ) -> Result<Option<Vec<StepId>>, StoreError> {
-        let steps_json = serde_json::to_value(steps).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let (from_cache, cache) = match origin {
+        let steps_json = serde_json::to_value(plan.steps).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (from_cache, cache) = match plan.origin {
             PlanOrigin::Cache => (true, None),
             PlanOrigin::Fresh { hash, planner, plan } => (false, Some((hash, planner, plan))),
             PlanOrigin::Uncached => (false, None),
@@ -53,23 +51,31 @@ impl ExecutionStore for PgStore {
         // One statement: the task moves to running, its steps appear (roots already ready),
         // the plan is recorded as the task's first version (the next one, should a task that
         // failed while planning be planned again), the events are written and a fresh plan is
-        // cached, or nothing happens because the lease was lost.
+        // cached, or nothing happens because the lease was lost. A task that starts paused
+        // waits for plan approval instead (`$9`): no step is ready, and its
+        // `task.requires_action` webhook is queued.
         let ready: Option<Vec<Uuid>> = sqlx::query_scalar(concat!(
             "WITH t AS (
-                UPDATE tasks SET status = ",
+                UPDATE tasks SET status = CASE WHEN $9 THEN ",
+            task_status!(RequiresAction),
+            " ELSE ",
             task_status!(Running),
-            ", lease_owner = NULL, lease_token = NULL,
+            " END,
+                       required_action = CASE WHEN $9 THEN ",
+            required_action!(PlanApproval),
+            " END,
+                       action_requests = action_requests + $9::int, lease_owner = NULL, lease_token = NULL,
                        lease_expires_at = NULL, updated_at = now()
                 WHERE id = $1 AND status = ",
             task_status!(Planning),
             " AND lease_token = $2
-                RETURNING id
+                RETURNING tasks.*
              ), s AS (
                 INSERT INTO steps (id, task_id, position, title, instruction, agent, depends_on, status, max_attempts,
                                    required)
                 SELECT x.id, t.id, x.position, x.title, x.instruction, x.agent,
                        ARRAY(SELECT jsonb_array_elements_text(x.depends_on)::uuid),
-                       CASE WHEN jsonb_array_length(x.depends_on) = 0 THEN ",
+                       CASE WHEN jsonb_array_length(x.depends_on) = 0 AND NOT $9 THEN ",
             step_status!(Ready),
             " ELSE ",
             step_status!(Pending),
@@ -83,7 +89,9 @@ impl ExecutionStore for PgStore {
                 SELECT t.id, NULL::uuid, ",
             event_kind!(TaskPlanned),
             ",
-                       jsonb_build_object('steps', jsonb_array_length($3), 'from_cache', $4::boolean) FROM t
+                       jsonb_build_object('steps', jsonb_array_length($3), 'from_cache', $4::boolean,
+                                          'required_action', t.required_action)
+                FROM t LEFT JOIN LATERAL (SELECT queue_task_webhook(t::tasks) WHERE $9) w ON true
                 UNION ALL
                 SELECT $1, s.id, ",
             event_kind!(StepReady),
@@ -111,7 +119,8 @@ impl ExecutionStore for PgStore {
         .bind(cache.map(|(hash, ..)| hash))
         .bind(cache.map(|(_, planner, _)| planner))
         .bind(cache.map(|(.., plan)| plan))
-        .bind(created_by)
+        .bind(plan.created_by)
+        .bind(plan.paused)
         .fetch_optional(&self.pool)
         .await?;
         if ready.is_some() {
@@ -163,6 +172,18 @@ impl ExecutionStore for PgStore {
 
     async fn end_unreplanned(&self, id: TaskId, lease: &Lease) -> Result<Option<TaskStatus>, StoreError> {
         self.end_without_replan(id, lease).await
+    }
+
+    async fn edit_plan(
+        &self,
+        id: TaskId,
+        edit: crate::store::PlanEdit<'_>,
+    ) -> Result<crate::store::EditOutcome, StoreError> {
+        self.edit_steps(id, edit).await
+    }
+
+    async fn start_task(&self, id: TaskId) -> Result<crate::store::StartOutcome, StoreError> {
+        self.start_paused(id).await
     }
 
     async fn claim_step(&self, id: StepId, lease: &Lease) -> Result<Option<StepClaim>, StoreError> {

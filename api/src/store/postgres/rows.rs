@@ -15,7 +15,7 @@ macro_rules! task_columns {
         "id, user_id, description, metadata, status, priority, max_cost_usd, max_tokens, result, error, \
          error_code, reserved_cost_usd, reserved_tokens, \
          cost_usd, tokens_in, tokens_out, tokens_cached, callback_url, agent_hints, task_type, task_hash, warm_start, \
-         required_action, require_approval, replan, max_replans, replans, created_at, started_at, completed_at, updated_at"
+         required_action, require_approval, replan, max_replans, replans, start_mode, created_at, started_at, completed_at, updated_at"
     };
 }
 
@@ -56,6 +56,7 @@ pub(super) struct TaskRow {
     replan: bool,
     max_replans: i32,
     replans: i32,
+    start_mode: String,
     required_action: Option<String>,
     require_approval: Vec<String>,
     created_at: DateTime<Utc>,
@@ -100,6 +101,7 @@ impl TryFrom<TaskRow> for Task {
             replan: r.replan,
             max_replans: r.max_replans,
             replans: r.replans,
+            start: r.start_mode.parse()?,
             required_action: r.required_action.map(|a| a.parse()).transpose()?,
             require_approval: r.require_approval,
         })
