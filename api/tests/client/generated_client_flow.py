@@ -14,7 +14,18 @@ import time
 import uuid
 
 from orchestrator_client import AuthenticatedClient, Client
-from orchestrator_client.api.tasks import create_task, decide, get_task, list_approvals, list_tasks, task_cost
+from orchestrator_client.api.tasks import (
+    create_task,
+    decide,
+    edit_plan,
+    get_plan,
+    get_task,
+    list_approvals,
+    list_tasks,
+    plan_versions,
+    start_task,
+    task_cost,
+)
 from orchestrator_client.models import (
     ApprovalListResponse,
     ApprovalResponse,
@@ -23,11 +34,16 @@ from orchestrator_client.models import (
     CreateTaskRequest,
     DecideRequest,
     DecisionKind,
+    EditPlanRequest,
+    EditPlanStep,
+    PlanResponse,
+    PlanVersionList,
     RequiredAction,
     Problem,
     StepStatus,
     TaskListResponse,
     TaskResponse,
+    TaskStart,
     TaskStatus,
 )
 from orchestrator_client.types import UNSET
@@ -110,10 +126,32 @@ def main(base_url, token):
     expect(anonymous.status_code == 401, f"no key answered {anonymous.status_code}")
     expect(isinstance(anonymous.parsed, Problem), f"the 401 parsed as {anonymous.parsed!r}")
 
+    # The plan, as a versioned resource: the task's steps, version 1, with its ETag.
+    plan = get_plan.sync_detailed(id=task_id, client=client)
+    expect(plan.status_code == 200 and isinstance(plan.parsed, PlanResponse), f"get_plan: {plan.status_code}")
+    expect(plan.headers.get("ETag") == '"1"', f"the plan's ETag: {dict(plan.headers)!r}")
+    expect(plan.parsed.version == 1, f"a planned task is at version 1: {plan.parsed.version}")
+    expect(
+        [step.id for step in plan.parsed.steps] == [step.id for step in task.steps],
+        "the plan's steps are the task's",
+    )
+    expect(plan.parsed.steps[0].status == StepStatus.COMPLETED, f"the plan says where steps stand")
+    versions = plan_versions.sync(id=task_id, client=client)
+    expect(isinstance(versions, PlanVersionList), f"plan_versions parsed as {versions!r}")
+    expect(versions.current_version == 1 and len(versions.versions) == 1, f"one version: {versions!r}")
+
     approval = approval_flow(client)
+    paused = paused_flow(client)
 
     summary = {
         "approval": approval,
+        "paused": paused,
+        "plan": {
+            "version": plan.parsed.version,
+            "etag": plan.headers.get("ETag"),
+            "created_by": plan.parsed.created_by,
+            "steps": [str(step.id) for step in plan.parsed.steps],
+        },
         "task_id": str(task_id),
         "created": int(created.status_code),
         "user_id": task.user_id,
@@ -175,6 +213,49 @@ def approval_flow(client):
         "result": task.result,
         "call_id": str(pending.call_id),
         "listed": [item.status.value for item in listed.items],
+    }
+
+
+def paused_flow(client):
+    """A task that starts paused: its plan waits for approval, is edited through the typed
+    operation with If-Match (a stale version is a typed 412), then started."""
+    created = create_task.sync_detailed(
+        client=client,
+        body=CreateTaskRequest(description="Research job queues. Then write a summary.", start=TaskStart.PAUSED),
+        prefer=f"wait={WAIT_SECS}",
+    )
+    expect(created.status_code in (200, 202), f"create_task answered {created.status_code}: {created.content!r}")
+    task = created.parsed
+    until = time.monotonic() + DEADLINE_SECS
+    while task.status != TaskStatus.REQUIRES_ACTION:
+        expect(time.monotonic() < until, f"task {task.id} still {task.status}")
+        task = get_task.sync(id=task.id, client=client, prefer=f"wait={WAIT_SECS}")
+    expect(task.required_action == RequiredAction.PLAN_APPROVAL, f"it waits for {task.required_action!r}")
+    plan = get_plan.sync_detailed(id=task.id, client=client)
+    etag = plan.headers.get("ETag")
+    body = EditPlanRequest(
+        steps=[
+            EditPlanStep(instruction="Analyse job queues.", agent="analyst", depends_on=[]),
+            EditPlanStep(instruction="Write a summary.", agent="writer", depends_on=[0]),
+        ]
+    )
+    edited = edit_plan.sync_detailed(id=task.id, client=client, body=body, if_match=etag)
+    expect(edited.status_code == 200 and isinstance(edited.parsed, PlanResponse), f"edit_plan: {edited.content!r}")
+    expect(edited.parsed.version == 2 and edited.headers.get("ETag") == '"2"', f"version 2: {edited.parsed!r}")
+    stale = edit_plan.sync_detailed(id=task.id, client=client, body=body, if_match=etag)
+    expect(stale.status_code == 412 and isinstance(stale.parsed, Problem), f"a stale edit: {stale.status_code}")
+    started = start_task.sync_detailed(id=task.id, client=client)
+    expect(started.status_code == 202 and isinstance(started.parsed, TaskResponse), f"start_task: {started.content!r}")
+    task = started.parsed
+    while task.status not in TERMINAL:
+        expect(time.monotonic() < until, f"task {task.id} still {task.status} after its start")
+        task = get_task.sync(id=task.id, client=client, prefer=f"wait={WAIT_SECS}")
+    return {
+        "task_id": str(task.id),
+        "status": task.status.value,
+        "created_by": edited.parsed.created_by,
+        "agents": [step.agent for step in task.steps],
+        "stale": int(stale.status_code),
     }
 
 

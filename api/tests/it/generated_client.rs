@@ -152,6 +152,22 @@ async fn a_generated_python_client_submits_a_task_and_reads_its_steps_and_cost()
             .await
             .unwrap();
     assert_eq!(statuses, ["awaiting_approval", "ok"], "the call ran once, after its approval");
+    // The plan as a versioned resource: the task's steps, at version 1.
+    let plan = &summary["plan"];
+    assert_eq!((plan["version"].clone(), plan["etag"].clone()), (serde_json::json!(1), serde_json::json!("\"1\"")));
+    let versions: Vec<String> =
+        sqlx::query_scalar("SELECT created_by FROM plan_versions WHERE task_id = $1 ORDER BY version")
+            .bind(id)
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(versions, [plan["created_by"].as_str().unwrap()], "{summary}");
+    // A paused task, its plan edited with If-Match (the stale edit refused), then started.
+    let paused = &summary["paused"];
+    assert_eq!(paused["status"], "completed", "{summary}");
+    assert_eq!(paused["created_by"], "user:py-client", "{summary}");
+    assert_eq!(paused["agents"], serde_json::json!(["analyst", "writer"]), "{summary}");
+    assert_eq!(paused["stale"], 412, "{summary}");
     // The task ended within the create's `Prefer: wait`, which answered it with its steps.
     assert_eq!(summary["created"], 200, "{summary}");
 
@@ -164,6 +180,8 @@ async fn a_generated_python_client_submits_a_task_and_reads_its_steps_and_cost()
             .unwrap();
     assert_eq!(steps.len(), stored.len(), "{summary}");
     assert!(!stored.is_empty());
+    let plan_steps: Vec<String> = stored.iter().map(|(sid, ..)| sid.to_string()).collect();
+    assert_eq!(summary["plan"]["steps"], serde_json::json!(plan_steps), "{summary}");
     for (step, (sid, agent, status)) in steps.iter().zip(&stored) {
         assert_eq!(step["id"], sid.to_string(), "{summary}");
         assert_eq!(step["agent"], agent.as_str(), "{summary}");
