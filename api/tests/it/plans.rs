@@ -414,6 +414,38 @@ async fn a_paused_task_waits_with_its_plan_is_edited_then_started_and_runs_the_e
 }
 
 #[tokio::test]
+async fn a_paused_plan_queues_its_requires_action_webhook_once() {
+    let mut settings = test_settings();
+    settings.webhook_allow_private = true;
+    let app = TestApp::spawn_with(settings, 1).await;
+    // Nothing listens there: the delivery is queued (and retried), which is what is checked.
+    let body = json!({"user_id": "test-user", "description": "Write a haiku.", "start": "paused",
+                      "callback_url": "http://127.0.0.1:9/hook"});
+    let id = app.client.submit(&body).await.expect("202 Accepted").id;
+    let task = app.client.task_waiting(id, Duration::from_secs(10)).await.unwrap().task.raw;
+    assert_eq!(task["required_action"], "plan_approval", "{task}");
+    let hooks: Vec<(String, Value)> =
+        sqlx::query_as("SELECT event, payload FROM webhook_deliveries WHERE task_id = $1 ORDER BY created_at")
+            .bind(id)
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(hooks[0].0, "task.requires_action");
+    assert_eq!(hooks[0].1["required_action"], "plan_approval");
+    // An edit asks nobody anew.
+    let edited = json!({"steps": [{"instruction": "Write a limerick.", "agent": "writer"}]});
+    assert_eq!(put_plan(&app, id, Some("\"1\""), &edited).await.0, StatusCode::OK);
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE task_id = $1")
+        .bind(id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_edit_needs_if_match_and_a_stale_version_is_refused() {
     let app = TestApp::spawn(2).await;
     let (id, _) = paused(&app, "Write a haiku about job queues.").await;
@@ -535,5 +567,67 @@ async fn a_running_task_keeps_its_started_steps_and_runs_the_edited_rest() {
     let titles: Vec<&str> = task["steps"].as_array().unwrap().iter().map(|s| s["title"].as_str().unwrap()).collect();
     assert_eq!(titles, ["Research job queues", "Write a short summary"]);
     assert!(task["result"].as_str().unwrap().starts_with("Write a short summary: done."), "{task}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_replan_job_delivered_again_replans_once() {
+    use orchestrator::{
+        domain::{Priority, TaskId},
+        queue::{Dispatcher, Job},
+    };
+    // The replan takes a second, so duplicates of its job arrive while it runs and after.
+    let fake = FakeOpenAi::start_with_delay(
+        |request| if is_replan(request) { Duration::from_secs(1) } else { Duration::ZERO },
+        |request| {
+            if is_replan(request) {
+                return tool_call(
+                    "replan-1",
+                    "submit_plan",
+                    &json!({"steps": [{"title": "Gather A again", "instruction": "Gather A again.", "agent": "writer", "depends_on": []}]}),
+                );
+            }
+            if is_planning(request) {
+                return tool_call(
+                    "plan-1",
+                    "submit_plan",
+                    &json!({"steps": [{"title": "Gather A", "instruction": "Gather A.", "agent": "writer", "depends_on": []}]}),
+                );
+            }
+            let title = step_title(request);
+            if title == "Gather A" {
+                return (401, json!({"error": {"message": "source A is unavailable", "type": "invalid_request_error"}}));
+            }
+            answer(&format!("{title}: done."), 10, 2)
+        },
+    )
+    .await;
+    let app = TestApp::spawn_with(fake.settings(), 4).await;
+    let body = json!({"user_id": "test-user", "description": "Gather A.", "replan": true});
+    let id = app.client.submit(&body).await.expect("202 Accepted").id;
+    crate::helpers::eventually(Duration::from_secs(10), "the replan to start", || async {
+        (!events(&app.db, id, "task_replanning").await.is_empty()).then_some(())
+    })
+    .await;
+    let duplicate = [Job::plan(TaskId(id), Priority::Normal)];
+    app.app.queue.enqueue(&duplicate).await.unwrap();
+    app.app.queue.enqueue(&duplicate).await.unwrap();
+    let task = app.client.wait(id, Duration::from_secs(20)).await.unwrap().raw;
+    assert_eq!(task["status"], "completed", "{task}");
+    app.app.queue.enqueue(&duplicate).await.unwrap();
+    // The late duplicate finds a running task: nothing to claim, nothing written.
+    crate::helpers::eventually(Duration::from_secs(10), "the queue to drain", || async {
+        (app.queued_jobs().await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(events(&app.db, id, "task_replanned").await.len(), 1);
+    assert_eq!(fake.requests().iter().filter(|r| is_replan(r)).count(), 1, "the model was asked once");
+    let versions: i64 = sqlx::query_scalar("SELECT count(*) FROM plan_versions WHERE task_id = $1")
+        .bind(id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(versions, 2);
+    assert_eq!(app.client.task(id).await.unwrap().raw["replans"], 1);
     app.stop().await;
 }

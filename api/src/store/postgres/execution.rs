@@ -226,7 +226,7 @@ impl ExecutionStore for PgStore {
                 "WITH t AS (
                     UPDATE tasks SET status = ",
                 task_status!(Failed),
-                ", error = $2, error_code = $3, lease_owner = NULL,
+                ", error = $2, error_code = $3, lease_owner = NULL, replan_reason = NULL,
                            lease_token = NULL, lease_expires_at = NULL, completed_at = now(), updated_at = now()
                     WHERE id = $1 AND status IN (",
                 task_status!(Pending, Planning),
@@ -660,7 +660,7 @@ impl PgStore {
                 UPDATE tasks SET status = ",
             task_status!(Failed),
             ", error = $3, error_code = $4, lease_owner = NULL, lease_token = NULL,
-                       lease_expires_at = NULL, completed_at = now(), updated_at = now()
+                       lease_expires_at = NULL, replan_reason = NULL, completed_at = now(), updated_at = now()
                 WHERE id = $1 AND status = ",
             task_status!(Planning),
             " AND lease_token = $2

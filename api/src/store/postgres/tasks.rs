@@ -365,7 +365,7 @@ impl PgStore {
         let run: i32 = sqlx::query_scalar(concat!(
             "WITH t AS (
                 UPDATE tasks SET status = $2, error = NULL, error_code = NULL, result = NULL, completed_at = NULL,
-                       lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, plan_attempts = 0,
+                       lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, plan_attempts = 0, replan_reason = NULL,
                        run = run + 1, updated_at = now()
                 WHERE id = $1
                 RETURNING id, run
