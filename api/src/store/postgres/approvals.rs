@@ -31,7 +31,7 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         lock_task(&mut tx, claim.task_id).await?;
         // The pause is not a failed attempt: like a yield, it is not charged.
-        let row: (i64, bool) = sqlx::query_as(concat!(
+        let (waiting, _webhooks, task_active): (bool, i64, bool) = sqlx::query_as(concat!(
             "WITH s AS (
                 UPDATE steps SET status = ",
             step_status!(Waiting),
@@ -74,8 +74,9 @@ impl PgStore {
              ), w AS (
                 SELECT 1 FROM t CROSS JOIN LATERAL queue_task_webhook(t::tasks)
              )
-             SELECT (SELECT count(*) FROM s), EXISTS (SELECT 1 FROM w)
-                    OR EXISTS (SELECT 1 FROM tasks WHERE id = $9 AND status IN (",
+             -- `w` is read so that it runs (a CTE without writes runs only when read).
+             SELECT EXISTS (SELECT 1 FROM s), (SELECT count(*) FROM w),
+                    EXISTS (SELECT 1 FROM tasks WHERE id = $9 AND status IN (",
             active_task!(),
             "))"
         ))
@@ -91,10 +92,11 @@ impl PgStore {
         .bind(agents::ToolCallStatus::AwaitingApproval.as_str())
         .fetch_one(&mut *tx)
         .await?;
-        let outcome = match row {
-            (1, _) => AwaitOutcome::Waiting,
-            (_, false) => AwaitOutcome::TaskEnded,
-            (_, true) => AwaitOutcome::LeaseLost,
+        // The task's status as the statement saw it, before its own update.
+        let outcome = match (waiting, task_active) {
+            (true, _) => AwaitOutcome::Waiting,
+            (false, false) => AwaitOutcome::TaskEnded,
+            (false, true) => AwaitOutcome::LeaseLost,
         };
         tx.commit().await?;
         if outcome == AwaitOutcome::Waiting {
