@@ -33,6 +33,17 @@ pub struct NewTask {
     pub task_hash: String,
     /// Start each step from what the last run of the same work left (`agents::WarmContext`).
     pub warm_start: bool,
+    /// Set for a follow-up (`POST /tasks/{id}/follow-ups`): where it continues a thread.
+    pub follows: Option<FollowsUp>,
+}
+
+/// Where a follow-up continues its thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowsUp {
+    /// The task it follows up.
+    pub parent: TaskId,
+    /// The thread's first task (the parent's thread).
+    pub thread: TaskId,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +90,10 @@ pub struct Task {
     pub task_type: Option<String>,
     pub task_hash: Option<String>,
     pub warm_start: bool,
+    /// The thread's first task: the task itself unless it is a follow-up.
+    pub thread_id: TaskId,
+    /// The task a follow-up continues; `None` for a thread's first task.
+    pub parent_task_id: Option<TaskId>,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +128,8 @@ pub struct TaskQuery {
     pub user_id: Option<String>,
     pub status: Option<TaskStatus>,
     pub task_type: Option<String>,
+    /// Only the tasks of this thread: its first task and every follow-up in it.
+    pub thread_id: Option<TaskId>,
     pub after: Option<(DateTime<Utc>, TaskId)>,
     pub limit: u32,
 }

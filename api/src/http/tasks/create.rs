@@ -284,6 +284,7 @@ fn validate(
         task_type,
         task_hash: String::new(), // by the handler, once the hints are known
         warm_start: request.warm_start.unwrap_or(false),
+        follows: None,
     })
 }
 

@@ -114,7 +114,9 @@ pub struct ContextMessage {
     "agent_hints": [],
     "task_type": "report",
     "warm_start": false,
-    "task_hash": "9f2c5e0a4b7d13e8c6a1f0b2d4e6a8c0e2f4a6b8d0c2e4f6a8b0c2d4e6f8a0b2"
+    "task_hash": "9f2c5e0a4b7d13e8c6a1f0b2d4e6a8c0e2f4a6b8d0c2e4f6a8b0c2d4e6f8a0b2",
+    "thread_id": "0193a5b2-7b00-7c2e-8d41-5e6f70819a2b",
+    "parent_task_id": "0193a5b2-7b00-7c2e-8d41-5e6f70819a2b"
 }))]
 pub struct TaskResponse {
     pub id: TaskId,
@@ -157,6 +159,12 @@ pub struct TaskResponse {
     pub task_hash: Option<String>,
     /// Whether the task asked to start from the last run of the same work.
     pub warm_start: bool,
+    /// The thread the task belongs to: the id of the thread's first task, which is the task's
+    /// own id unless it is a follow-up. `GET /tasks?thread_id=` lists the thread.
+    pub thread_id: TaskId,
+    /// The task this one follows up (`POST /tasks/{id}/follow-ups`); `null` for the first task
+    /// of a thread.
+    pub parent_task_id: Option<TaskId>,
     /// Present on `GET /tasks/{id}`, absent from lists and from the creation answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepResponse>>,
@@ -223,6 +231,8 @@ impl From<Task> for TaskResponse {
             task_type: t.task_type,
             task_hash: t.task_hash,
             warm_start: t.warm_start,
+            thread_id: t.thread_id,
+            parent_task_id: t.parent_task_id,
             steps: None,
         }
     }

@@ -60,30 +60,37 @@ impl TaskStore for PgStore {
     async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError> {
         let (after_at, after_id): (Option<DateTime<Utc>>, Option<Uuid>) =
             query.after.map(|(at, id)| (Some(at), Some(id.0))).unwrap_or_default();
-        const SQL: &str = concat!(
-            "SELECT ",
-            task_columns!(),
-            " FROM tasks
-             WHERE ($1::text IS NULL OR user_id = $1)
+        macro_rules! filtered {
+            () => {
+                "
+               AND ($1::text IS NULL OR user_id = $1)
                AND ($2::text IS NULL OR status = $2)
                AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
                AND ($6::text IS NULL OR task_type = $6)
              ORDER BY created_at DESC, id DESC
              LIMIT $5"
-        );
+            };
+        }
+        const ALL: &str = concat!("SELECT ", task_columns!(), " FROM tasks WHERE true", filtered!());
+        // A statement of its own rather than an optional filter, so that its plan always
+        // starts from the thread (the root by primary key, its follow-ups from `tasks_thread`),
+        // whatever plan the statement without it settles on.
+        const THREAD: &str =
+            concat!("SELECT ", task_columns!(), " FROM tasks WHERE (id = $7 OR thread_id = $7)", filtered!());
         // One extra row tells whether another page follows.
-        let mut tasks = sqlx::query_as::<_, TaskRow>(SQL)
+        let statement = sqlx::query_as::<_, TaskRow>(if query.thread_id.is_some() { THREAD } else { ALL })
             .bind(&query.user_id)
             .bind(query.status.map(|s| s.as_str()))
             .bind(after_at)
             .bind(after_id)
             .bind(i64::from(query.limit) + 1)
-            .bind(&query.task_type)
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(Task::try_from)
-            .collect::<Result<Vec<_>, _>>()?;
+            .bind(&query.task_type);
+        let statement = match query.thread_id {
+            Some(thread) => statement.bind(thread.0),
+            None => statement,
+        };
+        let mut tasks =
+            statement.fetch_all(&self.pool).await?.into_iter().map(Task::try_from).collect::<Result<Vec<_>, _>>()?;
         let more = tasks.len() > query.limit as usize;
         tasks.truncate(query.limit as usize);
         let next = if more { tasks.last().map(|t| (t.created_at, t.id)) } else { None };
