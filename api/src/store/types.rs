@@ -217,6 +217,26 @@ pub struct StepCompletion {
     pub waiting: Option<Option<(TaskId, Priority)>>,
 }
 
+/// What a follow-up's context is built from (`crate::thread`), besides the parent itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ThreadHistory {
+    /// The tasks before the parent on its branch of the thread, newest first (the parent's
+    /// parent first), at most as many as asked for.
+    pub earlier: Vec<EarlierTask>,
+    /// The last assistant and tool messages of the parent's steps, newest first, as
+    /// (role, content), at most as many as asked for.
+    pub recent_work: Vec<(String, String)>,
+}
+
+/// A task earlier in a thread: what was asked and how it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlierTask {
+    pub description: String,
+    pub status: TaskStatus,
+    pub result: Option<String>,
+    pub error: Option<String>,
+}
+
 /// Where a plan to save came from.
 #[derive(Debug, Clone, Copy)]
 pub enum PlanOrigin<'a> {

@@ -78,6 +78,86 @@ pub struct CreateTaskRequest {
     pub warm_start: Option<bool>,
 }
 
+/// `POST /tasks/{id}/follow-ups` body: what `POST /tasks` takes, without `user_id` (a
+/// follow-up belongs to its parent's user). Nothing is inherited from the parent but its user
+/// and its thread: priority, budgets, type, hints and callback are this request's. Unknown
+/// fields are refused.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "description": "Now make it shorter, and end with the main risk.",
+    "max_cost_usd": 0.5
+}))]
+pub struct FollowUpRequest {
+    /// What to do next, in plain language (1 to 8000 characters). The steps see the thread
+    /// before it: the parent's goal and outcome and, condensed, what came before.
+    pub description: String,
+    /// A JSON object (at most 16 KiB) stored and returned with the task.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    /// Dispatch priority; when absent, `metadata.priority` is used if it names one.
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    /// Budget in US dollars, as for `POST /tasks`: the follow-up's own model calls count,
+    /// not its parent's.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub max_cost_usd: Option<f64>,
+    /// Token budget over the follow-up's model calls (prompt and output); the thread's context
+    /// is part of every prompt.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub max_tokens: Option<i64>,
+    /// Attempts per step (1 to 10), overriding each agent's own retry policy.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 10)]
+    pub max_attempts: Option<i32>,
+    /// Reuse the plan of an identical earlier task (default true).
+    #[serde(default)]
+    pub use_plan_cache: Option<bool>,
+    /// Messages to add after the thread's (at most 47: the thread takes up to 3 of the 50 a
+    /// task's context holds).
+    #[serde(default)]
+    #[schema(max_items = 47)]
+    pub context: Option<Vec<ContextMessage>>,
+    /// An http(s) URL that gets a signed POST of the follow-up's summary when it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// The only agents the plan may use (1 to 10 names from `GET /agents`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 10)]
+    pub agent_hints: Option<Vec<String>>,
+    /// A short name for the kind of work, as for `POST /tasks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
+    pub task_type: Option<String>,
+    /// Start each step from what the last run of the same work left, as for `POST /tasks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_start: Option<bool>,
+}
+
+impl From<FollowUpRequest> for CreateTaskRequest {
+    /// The same fields, checked by the same code; the user comes from the parent.
+    fn from(r: FollowUpRequest) -> Self {
+        Self {
+            user_id: None,
+            description: r.description,
+            metadata: r.metadata,
+            priority: r.priority,
+            max_cost_usd: r.max_cost_usd,
+            max_tokens: r.max_tokens,
+            max_attempts: r.max_attempts,
+            use_plan_cache: r.use_plan_cache,
+            context: r.context,
+            callback_url: r.callback_url,
+            agent_hints: r.agent_hints,
+            task_type: r.task_type,
+            warm_start: r.warm_start,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContextMessage {

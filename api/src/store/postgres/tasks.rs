@@ -10,8 +10,8 @@ use super::{
 use crate::{
     domain::{StepId, TaskId, TaskStatus},
     store::{
-        AddContext, CancelOutcome, CostReport, CreateOutcome, NewTask, RetryOutcome, Step, StoreError, Task,
-        TaskDetail, TaskPage, TaskQuery, TaskStore, ToolCallRow,
+        AddContext, CancelOutcome, CostReport, CreateOutcome, EarlierTask, NewTask, RetryOutcome, Step, StoreError,
+        Task, TaskDetail, TaskPage, TaskQuery, TaskStore, ThreadHistory, ToolCallRow,
     },
 };
 
@@ -95,6 +95,45 @@ impl TaskStore for PgStore {
         tasks.truncate(query.limit as usize);
         let next = if more { tasks.last().map(|t| (t.created_at, t.id)) } else { None };
         Ok(TaskPage { tasks, next })
+    }
+
+    async fn thread_history(
+        &self,
+        parent: TaskId,
+        earlier: i64,
+        recent_work: i64,
+    ) -> Result<ThreadHistory, StoreError> {
+        // Up the branch by primary key, one generation per row, at most `earlier` above the
+        // parent (depth 0, left out: the caller has it).
+        const EARLIER: &str = "WITH RECURSIVE up (id, parent, depth) AS (
+                SELECT id, parent_task_id, 0 FROM tasks WHERE id = $1
+                UNION ALL
+                SELECT t.id, t.parent_task_id, up.depth + 1
+                FROM up JOIN tasks t ON t.id = up.parent
+                WHERE up.depth < $2
+             )
+             SELECT t.description, t.status, t.result, t.error
+             FROM up JOIN tasks t ON t.id = up.id
+             WHERE up.depth > 0
+             ORDER BY up.depth";
+        // What the parent's agents said and their tools answered; step prompts (which repeat
+        // the goal and the dependencies' outputs) and the task-level context are left out.
+        const WORK: &str = "SELECT role, content FROM task_messages
+             WHERE task_id = $1 AND step_id IS NOT NULL AND role = ANY($2) AND btrim(content) <> ''
+             ORDER BY id DESC
+             LIMIT $3";
+        let rows: Vec<(String, String, Option<String>, Option<String>)> =
+            sqlx::query_as(EARLIER).bind(parent.0).bind(earlier).fetch_all(&self.pool).await?;
+        let earlier = rows
+            .into_iter()
+            .map(|(description, status, result, error)| {
+                Ok(EarlierTask { description, status: status.parse()?, result, error })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let roles = [agents::Role::Assistant.as_str(), agents::Role::Tool.as_str()];
+        let recent_work =
+            sqlx::query_as(WORK).bind(parent.0).bind(&roles[..]).bind(recent_work).fetch_all(&self.pool).await?;
+        Ok(ThreadHistory { earlier, recent_work })
     }
 
     async fn unfinished_counts(&self) -> Result<Vec<(TaskStatus, i64)>, StoreError> {
