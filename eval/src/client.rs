@@ -208,7 +208,7 @@ pub struct EventView {
 impl EventView {
     /// Whether this is the task's final event.
     pub fn ends_task(&self) -> bool {
-        matches!(self.kind.as_str(), "task_completed" | "task_failed" | "task_cancelled")
+        matches!(self.kind.as_str(), "task_completed" | "task_failed" | "task_cancelled" | "task_partial")
     }
 }
 
@@ -524,6 +524,22 @@ mod tests {
         );
         assert_eq!(parser.next_frame(), Some(SseFrame { id: Some("8".into()), event: None, data: "x".into() }));
         assert_eq!(parser.next_frame(), None);
+    }
+
+    #[test]
+    fn every_ending_ends_the_task() {
+        let event = |kind: &str| EventView {
+            id: 1,
+            task_id: Uuid::nil(),
+            step_id: None,
+            kind: kind.into(),
+            data: Value::Null,
+            created_at: String::new(),
+        };
+        for kind in ["task_completed", "task_failed", "task_cancelled", "task_partial"] {
+            assert!(event(kind).ends_task(), "{kind}");
+        }
+        assert!(!event("task_retried").ends_task());
     }
 
     #[test]

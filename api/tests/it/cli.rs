@@ -191,6 +191,19 @@ async fn cancelling_a_finished_task_exits_3_with_the_servers_reason() {
 }
 
 #[tokio::test]
+async fn submit_wait_exits_4_when_the_task_ends_partial_and_stops_at_its_last_event() {
+    let app = TestApp::spawn(1).await;
+    let goal = "Write a haiku about job queues. Separately, research retry policies [offline: fail].";
+    let (code, out, err) = run(&app.url(""), &["submit", goal, "--wait"]).await;
+    assert_eq!(code, 4, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("partial result:"), "{out}");
+    // The stream's last event ends the wait: no reconnecting to a stream that has closed.
+    assert!(!err.contains("live events are unavailable"), "{err}");
+    assert_eq!(app.client.task(submitted_id(&out)).await.unwrap().status, "partial");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn tasks_follow_up_waits_for_the_follow_up_and_the_thread_lists_both() {
     let app = TestApp::spawn(1).await;
     let body = serde_json::json!({"user_id": "cli-thread", "description": "Write a haiku about queues."});
