@@ -10,6 +10,7 @@
 //! Dependencies inside the crate point one way: `llm` and `pricing` at the bottom, then
 //! `budget`, `checkpoint`, `record`, `budgeted`, the tools, and the loop on top.
 
+pub mod approval;
 pub mod budget;
 pub mod budgeted;
 pub mod checkpoint;
@@ -22,6 +23,7 @@ pub mod storable;
 pub mod tools;
 pub mod warm;
 
+pub use approval::{ApprovalPolicy, ApprovalRequest, DecidedCall, Decision};
 pub use budget::{Budget, BudgetError, BudgetExceeded, BudgetLimit, CallEstimate, Reservation, Unlimited};
 pub use budgeted::{Answered, BudgetedModel, CallError, Halt, Priced};
 pub use checkpoint::Checkpoint;

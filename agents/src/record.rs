@@ -36,6 +36,10 @@ pub enum ToolCallStatus {
     Rejected,
     /// A warm start answered the call from an earlier run's result; the tool did not run.
     Cached,
+    /// The tool requires a person's approval: the call waits for a decision and has not run.
+    AwaitingApproval,
+    /// A person denied the call: the tool did not run and the model was told why.
+    Denied,
 }
 
 impl ToolCallStatus {
@@ -45,6 +49,8 @@ impl ToolCallStatus {
             Self::Error => "error",
             Self::Rejected => "rejected",
             Self::Cached => "cached",
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::Denied => "denied",
         }
     }
 }

@@ -33,6 +33,7 @@ pub use crate::checkpoint::Checkpoint;
 pub use crate::record::{LlmCallRecord, RecordError, RunRecorder, ToolCallRecord, ToolCallStatus};
 pub use crate::warm::WarmContext;
 use crate::{
+    approval::{self, ApprovalPolicy, ApprovalRequest, Decision},
     budgeted::{BudgetedModel, CallError, Halt},
     llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Role, ToolCall, Usage},
     pricing::PriceTable,
@@ -67,6 +68,8 @@ pub struct StepInput<'a> {
     /// What an earlier run of the same work left (a warm start): its conversation comes
     /// after `history` as earlier context, and its tool results answer identical calls.
     pub warm: Option<&'a WarmContext>,
+    /// Which tools wait for a person's approval, and the decisions made so far.
+    pub approvals: ApprovalPolicy<'a>,
 }
 
 /// How the loop manages a growing conversation.
@@ -101,6 +104,10 @@ pub enum AgentError {
     /// checkpoint, and the host queues the step again to continue from it.
     #[error("the agent yielded after {0} turns; the step continues from its checkpoint")]
     Yielded(u32),
+    /// Not a failure: calls of the last turn wait for a person's decision. The last
+    /// checkpoint holds the turn; the host continues the step once they are decided.
+    #[error("{} tool call(s) wait for a person's approval", .0.len())]
+    AwaitingApproval(Vec<ApprovalRequest>),
     #[error(transparent)]
     Record(#[from] RecordError),
     #[error("no agent named `{0}` is configured")]
@@ -170,6 +177,21 @@ fn cached_invocation(call: &ToolCall, cached: &CachedToolResult) -> ToolInvocati
             result: cached.result.clone(),
             status: ToolCallStatus::Cached,
             error: None,
+            latency_ms: 0.0,
+        },
+    }
+}
+
+/// A call a person denied: the tool does not run, the model reads the reason.
+fn denied_invocation(call: &ToolCall, reason: &str) -> ToolInvocation {
+    ToolInvocation {
+        reply: approval::denied_reply(reason),
+        record: ToolCallRecord {
+            tool: call.name.clone(),
+            arguments: call.arguments.clone(),
+            result: None,
+            status: ToolCallStatus::Denied,
+            error: Some(reason.to_owned()),
             latency_ms: 0.0,
         },
     }
@@ -259,14 +281,31 @@ impl AgentRunner {
                     tool_calls: at.tool_calls,
                 });
             }
-            // The last turn's tool calls; a resumed step may stand between two of them.
-            for call in at.unanswered_calls() {
+            // The last turn's tool calls; a resumed step may stand between two of them. None
+            // runs while one of them waits for a person: the turn is decided as a whole.
+            let calls = at.unanswered_calls();
+            let waiting = self.awaiting_approval(spec, input, &calls, at.turns);
+            if !waiting.is_empty() {
+                return Err(AgentError::AwaitingApproval(waiting));
+            }
+            for call in calls {
                 if input.cancel.is_cancelled() {
                     return Err(AgentError::Cancelled);
                 }
                 let invocation = match input.warm.and_then(|w| w.cached(&call.name, &call.arguments)) {
                     Some(cached) => cached_invocation(&call, cached),
-                    None => self.tools.invoke(&spec.tools, &call, &ctx).await,
+                    None => match input.approvals.decision(at.turns, &call) {
+                        Some(Decision::Deny { reason }) => denied_invocation(&call, reason),
+                        Some(Decision::Approve { arguments: Some(edited) }) => {
+                            let edited = ToolCall { arguments: edited.clone(), ..call.clone() };
+                            let mut invocation = self.tools.invoke(&spec.tools, &edited, &ctx).await;
+                            invocation.reply = approval::edited_reply(&edited.arguments, &invocation.reply);
+                            invocation
+                        }
+                        Some(Decision::Approve { arguments: None }) | None => {
+                            self.tools.invoke(&spec.tools, &call, &ctx).await
+                        }
+                    },
                 };
                 let reply = ChatMessage::tool_result(&call.id, invocation.reply);
                 at.tool_calls += 1;
@@ -304,6 +343,26 @@ impl AgentRunner {
             at.transcript.push(message);
             recorder.model_call(record, &at).await?;
         }
+    }
+
+    /// The calls of turn `turn` that wait for a person: their tool requires approval, no
+    /// decision was made, no warm start answers them, and they would not be refused anyway
+    /// (an invalid call goes back to the model without bothering anyone).
+    fn awaiting_approval(
+        &self,
+        spec: &AgentSpec,
+        input: &StepInput<'_>,
+        calls: &[ToolCall],
+        turn: u32,
+    ) -> Vec<ApprovalRequest> {
+        calls
+            .iter()
+            .filter(|call| input.approvals.requires(&spec.approval, &call.name))
+            .filter(|call| input.approvals.decision(turn, call).is_none())
+            .filter(|call| input.warm.and_then(|w| w.cached(&call.name, &call.arguments)).is_none())
+            .filter(|call| self.tools.refusal(&spec.tools, call).is_none())
+            .map(|call| ApprovalRequest { turn, call: call.clone() })
+            .collect()
     }
 
     /// One model call, made through the step's [`BudgetedModel`] (reserved, made, priced)

@@ -39,6 +39,10 @@ pub struct AgentSpec {
     /// deployment's `CONTEXT_COMPRESS_EVERY`; 0 never summarises. `None` keeps the default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compress_every: Option<u32>,
+    /// Tools of this agent whose calls wait for a person's approval before they run (see
+    /// [`crate::approval`]), besides the deployment's and the task's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub approval: Vec<String>,
 }
 
 fn builtin(name: &str, description: &str, role: &str, tools: &[&str]) -> AgentSpec {
@@ -58,6 +62,7 @@ fn builtin(name: &str, description: &str, role: &str, tools: &[&str]) -> AgentSp
         max_iterations: DEFAULT_MAX_ITERATIONS,
         max_attempts: DEFAULT_MAX_ATTEMPTS,
         compress_every: None,
+        approval: Vec::new(),
     }
 }
 
@@ -125,6 +130,8 @@ pub enum CatalogError {
     MaxAttempts { path: String, agent: String, value: u32 },
     #[error("agents file {path}: agent `{agent}` names unknown tool `{tool}`")]
     UnknownTool { path: String, agent: String, tool: String },
+    #[error("agents file {path}: agent `{agent}` requires approval of `{tool}`, which is not one of its tools")]
+    ApprovalOfUnusedTool { path: String, agent: String, tool: String },
 }
 
 /// The file format: `[[agent]]` tables.
@@ -150,6 +157,8 @@ struct AgentEntry {
     #[serde(default = "default_max_attempts")]
     max_attempts: u32,
     compress_every: Option<u32>,
+    #[serde(default)]
+    approval: Vec<String>,
 }
 
 fn default_max_iterations() -> u32 {
@@ -184,6 +193,10 @@ impl AgentEntry {
         if let Some(tool) = self.tools.iter().find(|t| !known(t)) {
             return Err(CatalogError::UnknownTool { path: path.to_owned(), agent, tool: tool.clone() });
         }
+        // Approval of a tool the agent cannot call would never be asked: a typo, refused.
+        if let Some(tool) = self.approval.iter().find(|t| !self.tools.contains(t)) {
+            return Err(CatalogError::ApprovalOfUnusedTool { path: path.to_owned(), agent, tool: tool.clone() });
+        }
         Ok(AgentSpec {
             name: self.name,
             description: self.description,
@@ -193,6 +206,7 @@ impl AgentEntry {
             max_iterations: self.max_iterations,
             max_attempts: self.max_attempts,
             compress_every: self.compress_every,
+            approval: self.approval,
         })
     }
 }
@@ -313,6 +327,17 @@ mod tests {
         let err = load("[[agent]]\nname = \"web\"\nsystem_prompt = \"p\"\ntools = [\"shell\"]\n").unwrap_err();
         assert!(matches!(&err, CatalogError::UnknownTool { agent, tool, .. } if agent == "web" && tool == "shell"));
         assert_eq!(err.to_string(), "agents file agents.toml: agent `web` names unknown tool `shell`");
+
+        let err = load(
+            "[[agent]]\nname = \"web\"\nsystem_prompt = \"p\"\ntools = [\"http_get\"]\napproval = [\"calculator\"]\n",
+        )
+        .unwrap_err();
+        assert!(matches!(&err, CatalogError::ApprovalOfUnusedTool { tool, .. } if tool == "calculator"));
+        let ok = load(
+            "[[agent]]\nname = \"web\"\nsystem_prompt = \"p\"\ntools = [\"http_get\"]\napproval = [\"http_get\"]\n",
+        )
+        .unwrap();
+        assert_eq!(ok.get("web").unwrap().approval, ["http_get"]);
     }
 
     #[test]

@@ -97,6 +97,13 @@ impl App {
         tracing::info!(source = ?report.source, "long-term memory ready");
         let tools = Arc::new(agents::builtin_tools(&providers::tool_settings(&settings), Some(memory.clone() as _))?);
         let agents = Arc::new(providers::agent_catalog(&settings, &tools)?);
+        // A tool that needs approval but does not exist is a typo that would approve nothing.
+        if let Some(unknown) = settings.tools_require_approval.iter().find(|t| !tools.contains(t)) {
+            anyhow::bail!(
+                "TOOLS_REQUIRE_APPROVAL names `{unknown}`, which is not a tool of this deployment ({})",
+                tools.names().join(", ")
+            );
+        }
         let metrics = Arc::new(Metrics::new());
         let limiter = GcraLimiter::new(queue.pool().clone(), &redis_namespace);
         let llm = UpstreamLimited::wrap(providers::llm_client(&settings)?, &settings, &limiter, &metrics);
@@ -188,8 +195,11 @@ impl App {
             Arc::new(self.coordination.clone()),
             self.metrics.clone(),
             self.memory.clone(),
-            self.settings.memory_store_results,
-            Duration::from_secs(self.settings.warm_context_ttl_secs),
+            crate::lifecycle::LifecycleSettings {
+                remember_results: self.settings.memory_store_results,
+                warm_context_ttl: Duration::from_secs(self.settings.warm_context_ttl_secs),
+                approval_timeout: Duration::from_secs(self.settings.approval_timeout_secs),
+            },
         ))
     }
 
@@ -216,6 +226,7 @@ impl App {
             metrics: self.metrics.clone(),
             memory_context_items: s.memory_context_items,
             runner: AgentRunner::new(llm, self.prices.clone(), self.tools.clone(), loop_settings(s)),
+            tools_require_approval: s.tools_require_approval.clone(),
             webhooks: self.webhooks.clone(),
         };
         Worker::new(

@@ -120,11 +120,16 @@ macro_rules! state_enum {
 }
 
 state_enum!(
-    /// `pending → planning → running → completed | partial | failed | cancelled`
+    /// `pending → planning → running → completed | partial | failed | cancelled`; a running
+    /// task `requires_action` while a person must act (`required_action` says what) and runs
+    /// again once they have.
     TaskStatus, "task status", sql = task_status {
         Pending => "pending",
         Planning => "planning",
         Running => "running",
+        /// Waiting for a person: a tool call to approve or deny, or a plan to approve. Steps
+        /// on other branches go on; nothing waits on a worker.
+        RequiresAction => "requires_action",
         Completed => "completed",
         Failed => "failed",
         Cancelled => "cancelled",
@@ -139,7 +144,44 @@ impl TaskStatus {
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled | Self::Partial)
     }
+
+    /// Whether nothing more happens without someone outside: the task ended, or a person
+    /// must act. What `Prefer: wait` (and `submit --wait`) wait for.
+    pub fn awaits_outside(self) -> bool {
+        self.is_terminal() || self == Self::RequiresAction
+    }
 }
+
+/// The task states in which its steps run: a task that requires action on one branch goes on
+/// with the others. SQL: `status IN (` [`active_task!()`] `)`.
+macro_rules! active_task {
+    () => {
+        task_status!(Running, RequiresAction)
+    };
+}
+
+state_enum!(
+    /// What a task in `requires_action` waits for.
+    RequiredAction, "required action", sql = required_action {
+        /// Tool calls wait for a decision: `pending_approvals` lists them.
+        ToolApproval => "tool_approval",
+        /// The plan waits to be approved (and perhaps edited) before it runs.
+        PlanApproval => "plan_approval",
+    }
+);
+
+state_enum!(
+    /// A tool call that waited for a person: `pending → approved | denied | expired | cancelled`.
+    ApprovalStatus, "approval status", sql = approval_status {
+        Pending => "pending",
+        Approved => "approved",
+        Denied => "denied",
+        /// Nobody decided within `APPROVAL_TIMEOUT_SECS`: treated as a denial.
+        Expired => "expired",
+        /// The task ended (cancelled, or failed elsewhere) before a decision.
+        Cancelled => "cancelled",
+    }
+);
 
 state_enum!(
     /// `pending → ready → running → completed | failed | skipped | cancelled`; a step is
@@ -148,6 +190,8 @@ state_enum!(
         Pending => "pending",
         Ready => "ready",
         Running => "running",
+        /// Tool calls of its last turn wait for a person's decision; no worker holds it.
+        Waiting => "waiting",
         Completed => "completed",
         Failed => "failed",
         Skipped => "skipped",
@@ -196,6 +240,12 @@ state_enum!(
         StepResumed => "step_resumed",
         /// A tool call was recorded (ok, error or rejected); `data` names the tool and status.
         ToolCalled => "tool_called",
+        /// A tool call waits for a person's decision; `data` has the call id, tool, arguments
+        /// and agent. The step waits and the task requires action.
+        ApprovalRequested => "approval_requested",
+        /// A person approved or denied a call (or it expired, or its task ended); `data` has
+        /// the call id, decision, reason and who decided.
+        ApprovalDecided => "approval_decided",
         /// The task's user is at the running-task cap; the task waits, pending. Once per task.
         WaitingForCapacity => "waiting_for_capacity",
     }

@@ -80,6 +80,7 @@ mod tests {
             task_type: Some("report".into()),
             task_hash: String::new(),
             warm_start: false,
+            require_approval: Vec::new(),
             follows: None,
         }
     }

@@ -84,7 +84,7 @@ fn outcome(parent: &TaskDetail) -> String {
         TaskStatus::Failed => format!("It failed: {error}{}", completed_steps(parent)),
         TaskStatus::Cancelled => format!("It was cancelled before it finished.{}", completed_steps(parent)),
         // Follow-ups are only made of ended tasks; should one get here, say what is known.
-        TaskStatus::Pending | TaskStatus::Planning | TaskStatus::Running => {
+        TaskStatus::Pending | TaskStatus::Planning | TaskStatus::Running | TaskStatus::RequiresAction => {
             format!("It had not ended (it was {}).", task.status)
         }
     };
@@ -116,7 +116,9 @@ fn earlier_outcome(task: &EarlierTask) -> String {
         TaskStatus::Failed => format!("failed: {error}"),
         TaskStatus::Cancelled => "cancelled".to_owned(),
         // Retried since: it runs again.
-        TaskStatus::Pending | TaskStatus::Planning | TaskStatus::Running => format!("{}, not ended", task.status),
+        TaskStatus::Pending | TaskStatus::Planning | TaskStatus::Running | TaskStatus::RequiresAction => {
+            format!("{}, not ended", task.status)
+        }
     }
 }
 
@@ -240,6 +242,8 @@ mod tests {
             task_type: None,
             task_hash: None,
             warm_start: false,
+            required_action: None,
+            require_approval: Vec::new(),
             thread_id: id,
             parent_task_id: None,
         }
@@ -277,8 +281,11 @@ mod tests {
 
     #[test]
     fn a_completed_parent_alone_gives_its_goal_and_result() {
-        let parent =
-            TaskDetail { task: task(TaskStatus::Completed, Some("Queues wait in line."), None), steps: vec![] };
+        let parent = TaskDetail {
+            task: task(TaskStatus::Completed, Some("Queues wait in line."), None),
+            steps: vec![],
+            pending_approvals: vec![],
+        };
         let seed = seed(&parent, &ThreadHistory::default());
         assert_eq!(
             seed,
@@ -294,6 +301,7 @@ mod tests {
         let partial = TaskDetail {
             task: task(TaskStatus::Partial, Some("Haiku: done."), Some("step Research failed: refused")),
             steps: vec![],
+            pending_approvals: vec![],
         };
         let said = &seed(&partial, &ThreadHistory::default())[1].1;
         assert!(said.contains("partly done") && said.contains("Haiku: done.") && said.contains("Research failed"));
@@ -302,19 +310,28 @@ mod tests {
             step("Research", StepStatus::Completed, Some("Three  queues\nfound.")),
             step("Write", StepStatus::Failed, None),
         ];
-        let failed = TaskDetail { task: task(TaskStatus::Failed, None, Some("step Write failed")), steps };
+        let failed = TaskDetail {
+            task: task(TaskStatus::Failed, None, Some("step Write failed")),
+            steps,
+            pending_approvals: vec![],
+        };
         let said = &seed(&failed, &ThreadHistory::default())[1].1;
         assert!(said.starts_with("It failed: step Write failed"), "{said}");
         assert!(said.contains("- Research: Three queues found."), "{said}");
         assert!(!said.contains("- Write"), "{said}");
 
-        let cancelled = TaskDetail { task: task(TaskStatus::Cancelled, None, None), steps: vec![] };
+        let cancelled =
+            TaskDetail { task: task(TaskStatus::Cancelled, None, None), steps: vec![], pending_approvals: vec![] };
         assert_eq!(seed(&cancelled, &ThreadHistory::default())[1].1, "It was cancelled before it finished.");
     }
 
     #[test]
     fn the_thread_before_the_parent_comes_first_oldest_first_with_the_parents_work() {
-        let parent = TaskDetail { task: task(TaskStatus::Completed, Some("The haiku."), None), steps: vec![] };
+        let parent = TaskDetail {
+            task: task(TaskStatus::Completed, Some("The haiku."), None),
+            steps: vec![],
+            pending_approvals: vec![],
+        };
         let history = ThreadHistory {
             earlier: vec![earlier(2), earlier(1)],
             recent_work: vec![
@@ -340,7 +357,7 @@ mod tests {
         let long = "word ".repeat(5000);
         let mut parent = task(TaskStatus::Completed, Some(&long), None);
         parent.description = "d".repeat(8000);
-        let parent = TaskDetail { task: parent, steps: vec![] };
+        let parent = TaskDetail { task: parent, steps: vec![], pending_approvals: vec![] };
         let history = ThreadHistory {
             earlier: (0..EARLIER_TASKS as usize)
                 .map(|n| EarlierTask { description: format!("Q{n} {long}"), ..earlier(n) })

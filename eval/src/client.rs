@@ -144,6 +144,19 @@ pub struct ToolCallView {
     pub error: Option<String>,
 }
 
+/// A tool call that waited (or waits) for a person: an entry of `GET /tasks/{id}/approvals`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApprovalView {
+    pub call_id: Uuid,
+    pub tool: String,
+    pub agent: String,
+    pub arguments: Value,
+    /// `pending`, `approved`, `denied`, `expired` or `cancelled`.
+    pub status: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
 /// The name of an entry of `GET /agents` or `GET /tools`.
 #[derive(Debug, Clone, Deserialize)]
 struct Named {
@@ -333,6 +346,21 @@ impl ApiClient {
     pub async fn retry(&self, id: Uuid) -> Result<TaskView, ClientError> {
         let response = self.request(Method::POST, self.url(&format!("/tasks/{id}/retry"))).send().await?;
         TaskView::from_value(expect(response, 202).await?)
+    }
+
+    /// The task's tool calls that waited (or wait) for a person, oldest first.
+    pub async fn approvals(&self, id: Uuid) -> Result<Vec<ApprovalView>, ClientError> {
+        let response = self.request(Method::GET, self.url(&format!("/tasks/{id}/approvals"))).send().await?;
+        items(expect(response, 200).await?)
+    }
+
+    /// Approves or denies a waiting call (`decision` is the body of
+    /// `POST /tasks/{id}/approvals/{call_id}`).
+    pub async fn decide(&self, id: Uuid, call: Uuid, decision: &Value) -> Result<ApprovalView, ClientError> {
+        let url = self.url(&format!("/tasks/{id}/approvals/{call}"));
+        let response = self.request(Method::POST, url).json(decision).send().await?;
+        serde_json::from_value(expect(response, 200).await?)
+            .map_err(|e| ClientError::Status { status: 200, body: format!("unreadable approval: {e}") })
     }
 
     /// Every tool call of the task, in order, rejected ones included.

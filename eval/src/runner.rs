@@ -60,13 +60,18 @@ pub async fn preflight(client: &ApiClient, suite: &Suite) -> Result<(), RunError
         }
     };
     let agents = client.agent_names().await.map_err(failed("to list its agents"))?;
-    let wants_tools = suite.cases.iter().any(|c| !c.expect.tools.is_empty());
+    let wants_tools = suite
+        .cases
+        .iter()
+        .any(|c| !c.expect.tools.is_empty() || !c.task.require_approval.is_empty() || !c.approve.is_empty());
     let tools = if wants_tools { client.tool_names().await.map_err(failed("to list its tools"))? } else { Vec::new() };
     for case in &suite.cases {
         for (field, kind, wanted, known) in [
             ("expect.agents", "agent", &case.expect.agents, &agents),
             ("task.agent_hints", "agent", &case.task.agent_hints, &agents),
             ("expect.tools", "tool", &case.expect.tools, &tools),
+            ("task.require_approval", "tool", &case.task.require_approval, &tools),
+            ("approve", "tool", &case.approve, &tools),
         ] {
             if let Some(name) = wanted.iter().find(|n| !known.contains(n)) {
                 return Err(RunError::Unknown {
@@ -147,6 +152,47 @@ async fn warm_up(client: &ApiClient, case: &Case, timeout: Duration) -> Result<(
     Ok(())
 }
 
+/// Follows a task whose tool calls may wait for a person, deciding as the case's reviewer:
+/// waiting calls of the `approve` tools are approved, any other is denied. Returns the task
+/// once it has ended.
+async fn wait_deciding(
+    client: &ApiClient,
+    id: uuid::Uuid,
+    timeout: Duration,
+    approve: &[String],
+) -> Result<TaskView, ClientError> {
+    let started = Instant::now();
+    loop {
+        let left = timeout.saturating_sub(started.elapsed());
+        // `Prefer: wait` answers at the end or as soon as a person must act.
+        let read = client.task_waiting(id, left.min(Duration::from_secs(60))).await?;
+        let task = read.task;
+        if task.is_terminal() {
+            return Ok(task);
+        }
+        if started.elapsed() >= timeout {
+            return Err(ClientError::Timeout { task: id, waited: started.elapsed(), status: task.status });
+        }
+        if task.status == "requires_action" {
+            for call in client.approvals(id).await?.into_iter().filter(|a| a.status == "pending") {
+                let decision = if approve.contains(&call.tool) {
+                    serde_json::json!({"decision": "approve", "reason": "in the case's approve list"})
+                } else {
+                    serde_json::json!({"decision": "deny", "reason": "not in the case's approve list"})
+                };
+                match client.decide(id, call.call_id, &decision).await {
+                    // Decided meanwhile (it expired, say): the next read says what became of it.
+                    Ok(_) | Err(ClientError::Status { status: 409, .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        } else if !read.preference_applied {
+            // The server did not hold the read: do not spin.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// What one run needs.
 struct RunContext<'a> {
     client: &'a ApiClient,
@@ -187,7 +233,12 @@ async fn run_one(cx: RunContext<'_>) -> RunResult {
     };
     result.task_id = Some(task.id);
     result.status = Some(task.status.clone());
-    let task = match cx.client.wait(task.id, cx.timeout).await {
+    let ended = if cx.case.task.require_approval.is_empty() {
+        cx.client.wait(task.id, cx.timeout).await
+    } else {
+        wait_deciding(cx.client, task.id, cx.timeout, &cx.case.approve).await
+    };
+    let task = match ended {
         Ok(task) => task,
         Err(ClientError::Timeout { status, .. }) => {
             // Stop it spending; it may have ended just now, which the server answers with 409.

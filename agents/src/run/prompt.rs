@@ -97,6 +97,7 @@ mod tests {
             budget: &crate::run::Unlimited,
             resume: None,
             warm: None,
+            approvals: Default::default(),
         };
         let prompt = step_prompt(&input);
         assert!(prompt.starts_with("Task: Ship it\nStep: Build\nInstruction: Build the API\n"), "{prompt}");

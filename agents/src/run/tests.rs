@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::{
     AgentCatalog,
+    approval::DecidedCall,
     llm::{OfflineModel, ToolCall},
     tools::{ToolSettings, builtin_tools},
 };
@@ -160,6 +161,7 @@ impl Step {
             budget: &Unlimited,
             resume: None,
             warm: None,
+            approvals: ApprovalPolicy::default(),
         }
     }
 }
@@ -528,4 +530,77 @@ async fn a_warm_start_shows_the_earlier_run_and_answers_identical_calls_from_it(
     assert_eq!(tools[0].result, Some(json!({"expression": "6 * 7", "result": 42})));
     assert_eq!(tools[1].status, ToolCallStatus::Ok, "another call runs the tool");
     assert_eq!(tool_replies(&model.seen()[1])[0].content, warm.tool_results[0].reply);
+}
+
+/// A step whose calculator calls need approval, stopped at its first turn: the checkpoint it
+/// left and the calls it waits for.
+async fn paused_at_the_first_turn(tools: &[String]) -> (Checkpoint, Vec<ApprovalRequest>, Log) {
+    let model = Arc::new(Scripted::new([calls(&[
+        ("c1", "calculator", json!({"expression": "6 * 7"})),
+        ("c2", "calculator", json!({"formula": "1 + 1"})),
+        ("c3", "current_time", json!({})),
+    ])]));
+    let log = Log::default();
+    let step = Step::new();
+    let input = StepInput { approvals: ApprovalPolicy { tools, decisions: &[] }, ..step.input() };
+    let err = runner(model, LoopSettings::default()).run(&spec("analyst"), &input, &log).await.unwrap_err();
+    let AgentError::AwaitingApproval(waiting) = err else { panic!("expected a pause, got {err:?}") };
+    let checkpoint = log.checkpoints().last().unwrap().clone();
+    (checkpoint, waiting, log)
+}
+
+#[tokio::test]
+async fn a_call_that_needs_approval_pauses_the_step_before_any_call_of_its_turn_runs() {
+    let (checkpoint, waiting, log) = paused_at_the_first_turn(&["calculator".to_owned()]).await;
+    // Only the valid calculator call waits: the invalid one will be rejected without a person.
+    let ids: Vec<(&str, u32)> = waiting.iter().map(|w| (w.call.id.as_str(), w.turn)).collect();
+    assert_eq!(ids, [("c1", 1)]);
+    assert!(log.tools().is_empty(), "nothing of the turn ran");
+    assert_eq!(checkpoint.unanswered_calls().len(), 3);
+    assert_eq!(checkpoint.turns, 1);
+}
+
+#[tokio::test]
+async fn an_approved_call_runs_a_denied_one_tells_the_model_why() {
+    let approval = ["calculator".to_owned()];
+    for (decision, status, reply) in [
+        (Decision::Approve { arguments: None }, ToolCallStatus::Ok, "42"),
+        (
+            Decision::Approve { arguments: Some(json!({"expression": "2 * 3"})) },
+            ToolCallStatus::Ok,
+            "changed its arguments",
+        ),
+        (Decision::Deny { reason: "not today".into() }, ToolCallStatus::Denied, "denied it: not today"),
+    ] {
+        let (checkpoint, waiting, _) = paused_at_the_first_turn(&approval).await;
+        let decisions = [DecidedCall { turn: waiting[0].turn, call_id: "c1".into(), decision: decision.clone() }];
+        let model = Arc::new(Scripted::new([answer("done")]));
+        let log = Log::default();
+        let step = Step::new();
+        let input = StepInput {
+            resume: Some(&checkpoint),
+            approvals: ApprovalPolicy { tools: &approval, decisions: &decisions },
+            ..step.input()
+        };
+        let out = runner(model.clone(), LoopSettings::default()).run(&spec("analyst"), &input, &log).await.unwrap();
+        assert_eq!(out.text, "done");
+        let tools = log.tools();
+        let statuses: Vec<ToolCallStatus> = tools.iter().map(|t| t.status).collect();
+        assert_eq!(statuses, [status, ToolCallStatus::Rejected, ToolCallStatus::Ok], "{decision:?}");
+        if let Decision::Approve { arguments: Some(edited) } = &decision {
+            assert_eq!(&tools[0].arguments, edited, "the record shows the arguments it ran with");
+            assert_eq!(tools[0].result.as_ref().unwrap()["result"], 6);
+        }
+        let replies = tool_replies(&model.seen()[0]).into_iter().map(|m| m.content.clone()).collect::<Vec<_>>();
+        assert!(replies[0].contains(reply), "{decision:?}: {}", replies[0]);
+    }
+}
+
+#[tokio::test]
+async fn an_agent_s_own_approval_list_applies_too() {
+    let mut analyst = spec("analyst");
+    analyst.approval = vec!["current_time".into()];
+    let model = Arc::new(Scripted::new([calls(&[("t1", "current_time", json!({}))])]));
+    let err = runner(model, LoopSettings::default()).run(&analyst, &Step::new().input(), &Log::default()).await;
+    assert!(matches!(err, Err(AgentError::AwaitingApproval(w)) if w[0].call.name == "current_time"));
 }

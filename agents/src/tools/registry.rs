@@ -159,6 +159,13 @@ impl ToolRegistry {
         self.finish(call, started, outcome)
     }
 
+    /// Why `call` would be refused for an agent that may use `allowed` (unknown tool, not
+    /// allowed, arguments against the tool's schema), without running it: what a call that
+    /// waits for approval, and a person's edited arguments, are checked with.
+    pub fn refusal(&self, allowed: &[String], call: &ToolCall) -> Option<String> {
+        self.check(allowed, call).err()
+    }
+
     /// The entry to run, or why the call is refused.
     fn check(&self, allowed: &[String], call: &ToolCall) -> Result<&Entry, String> {
         let usable = || {

@@ -67,6 +67,11 @@ pub struct TaskOptions {
     #[arg(long = "type")]
     pub task_type: Option<String>,
 
+    /// A tool whose calls wait for a person's approval in this task (repeatable); with
+    /// `--wait` the calls are shown as they wait, with the command that decides them.
+    #[arg(long = "require-approval", value_name = "TOOL")]
+    pub require_approval: Vec<String>,
+
     /// Follow the task live until it ends, then print its result; the exit code says how it
     /// ended.
     #[arg(long)]
@@ -117,6 +122,28 @@ pub enum TasksCommand {
     /// it to the end.
     #[command(after_help = EXIT_CODES)]
     FollowUp(FollowUpArgs),
+    /// Approve (or with --deny, deny) a tool call that waits for a person; the call ids are
+    /// in `tasks show`, `tasks approvals` and the output of `submit --wait`.
+    Approve {
+        /// The task's id.
+        id: Uuid,
+        /// The call's id.
+        call: Uuid,
+        /// Deny the call instead: the tool does not run and the model reads the reason.
+        #[arg(long)]
+        deny: bool,
+        /// Why; the model reads a denial's reason.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Approve the call with these arguments (a JSON object) instead of the model's.
+        #[arg(long, conflicts_with = "deny", value_parser = json_object)]
+        arguments: Option<serde_json::Value>,
+    },
+    /// The task's tool calls that waited for a person, and their decisions.
+    Approvals {
+        /// The task's id.
+        id: Uuid,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -145,4 +172,13 @@ pub struct ListArgs {
     /// Continue after a previous page (the cursor it printed).
     #[arg(long)]
     pub cursor: Option<String>,
+}
+
+/// A JSON object on the command line (`--arguments '{"url": "https://example.com"}'`).
+fn json_object(raw: &str) -> std::result::Result<serde_json::Value, String> {
+    match serde_json::from_str::<serde_json::Value>(raw) {
+        Ok(value @ serde_json::Value::Object(_)) => Ok(value),
+        Ok(_) => Err("must be a JSON object".into()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
 }

@@ -115,6 +115,23 @@ impl Progress {
             EventKind::TaskFailed => format!("task failed: {}", text("error")),
             EventKind::TaskCancelled => "task cancelled".into(),
             EventKind::TaskPartial => format!("task partial: {}", text("error")),
+            // What a person needs to decide, and how, on the line that asks.
+            EventKind::ApprovalRequested => format!(
+                "{prefix}awaiting approval: {} {} (call {})\n  approve: orchestrator tasks approve {} {}\n  deny:    \
+                 orchestrator tasks approve {} {} --deny --reason '…'",
+                text("tool"),
+                data.get("arguments").map(Value::to_string).unwrap_or_default(),
+                text("call_id"),
+                self.task,
+                text("call_id"),
+                self.task,
+                text("call_id"),
+            ),
+            EventKind::ApprovalDecided => {
+                let reason = text("reason");
+                let reason = if reason.is_empty() { String::new() } else { format!(": {reason}") };
+                format!("{prefix}{} {} by {}{reason}", text("tool"), text("decision"), text("decided_by"))
+            }
             kind if kind.as_str().starts_with("step_") => {
                 format!("{prefix}{}: {label}", kind.as_str().replace('_', " "))
             }

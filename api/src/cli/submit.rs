@@ -40,6 +40,9 @@ fn body(goal: &str, options: &TaskOptions) -> Value {
     if let Some(task_type) = &options.task_type {
         body["task_type"] = json!(task_type);
     }
+    if !options.require_approval.is_empty() {
+        body["require_approval"] = json!(options.require_approval);
+    }
     body
 }
 

@@ -1,6 +1,7 @@
-//! `orchestrator tasks list|show|follow-up|cancel|retry`.
+//! `orchestrator tasks list|show|follow-up|cancel|retry|approve|approvals`.
 
 use eval::{ApiClient, client::ListQuery};
+use serde_json::json;
 
 use super::{ListArgs, Outcome, Result, ServerArgs, TasksCommand, render, submit};
 
@@ -22,6 +23,29 @@ pub async fn run(client: &ApiClient, server: &ServerArgs, command: &TasksCommand
             Ok(Outcome::Success)
         }
         TasksCommand::FollowUp(args) => submit::follow_up(client, server, args).await,
+        TasksCommand::Approve { id, call, deny, reason, arguments } => {
+            let mut body = json!({ "decision": if *deny { "deny" } else { "approve" } });
+            if let Some(reason) = reason {
+                body["reason"] = json!(reason);
+            }
+            if let Some(arguments) = arguments {
+                body["arguments"] = arguments.clone();
+            }
+            let decided = client.decide(*id, *call, &body).await?;
+            println!("call {} ({}) is {}", decided.call_id, decided.tool, decided.status);
+            Ok(Outcome::Success)
+        }
+        TasksCommand::Approvals { id } => {
+            let approvals = client.approvals(*id).await?;
+            if approvals.is_empty() {
+                println!("no tool call of this task waited for approval");
+            }
+            for a in approvals {
+                let reason = a.reason.map(|r| format!(": {r}")).unwrap_or_default();
+                println!("{}  {:<9} {} {} (agent {}){reason}", a.call_id, a.status, a.tool, a.arguments, a.agent);
+            }
+            Ok(Outcome::Success)
+        }
     }
 }
 

@@ -212,6 +212,16 @@ pub struct Settings {
     #[arg(long, env = "WARM_CONTEXT_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     pub warm_context_ttl_secs: u64,
 
+    /// Tools whose calls wait for a person's approval in every task, comma-separated
+    /// (`http_get,memory_store`); agents (`approval = [...]`) and tasks (`require_approval`)
+    /// add their own.
+    #[arg(long, env = "TOOLS_REQUIRE_APPROVAL", value_delimiter = ',')]
+    pub tools_require_approval: Vec<String>,
+
+    /// How long a tool call waits for a person's decision before it counts as denied.
+    #[arg(long, env = "APPROVAL_TIMEOUT_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub approval_timeout_secs: u64,
+
     /// Messages at the end of a conversation that a summary keeps verbatim.
     #[arg(long, env = "CONTEXT_KEEP_RECENT", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub context_keep_recent: u32,

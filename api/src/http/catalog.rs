@@ -39,6 +39,9 @@ pub struct AgentDoc {
     /// Tool calls after which the agent's older conversation is summarised, when the agent
     /// sets its own (`CONTEXT_COMPRESS_EVERY` otherwise); 0 never summarises.
     compress_every: Option<u32>,
+    /// Tools whose calls by this agent wait for a person's approval (absent: none beyond the
+    /// deployment's and the task's).
+    approval: Option<Vec<String>>,
 }
 
 /// The documented shape of a [`ToolInfo`].

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     coordination::{InFlightJob, WorkerInfo},
-    domain::{EventKind, Priority, StepId, StepStatus, TaskId, TaskStatus},
+    domain::{ApprovalStatus, EventKind, Priority, RequiredAction, StepId, StepStatus, TaskId, TaskStatus},
     store::{CostReport, ModelCost, StepCost, ToolCallRow, Usage},
 };
 
@@ -49,6 +49,8 @@ pub const DOCS_PATH: &str = "/docs";
         tasks::reports::task_cost,
         tasks::reports::tool_calls,
         tasks::webhook::task_webhook,
+        tasks::approvals::list_approvals,
+        tasks::approvals::decide,
         webhook_secret::show,
         webhook_secret::rotate,
         memory::create,
@@ -82,6 +84,12 @@ pub const DOCS_PATH: &str = "/docs";
         tasks::events::EventBody,
         tasks::reports::ToolCallList,
         tasks::webhook::WebhookReport,
+        tasks::approvals::DecideRequest,
+        tasks::approvals::DecisionKind,
+        tasks::approvals::ApprovalResponse,
+        tasks::approvals::ApprovalListResponse,
+        ApprovalStatus,
+        RequiredAction,
         tasks::webhook::Delivery,
         tasks::webhook::Attempt,
         webhook_secret::WebhookSecretResponse,

@@ -20,8 +20,8 @@ use crate::{
     metrics::Metrics,
     queue::{Dispatcher, Job, QueueError},
     store::{
-        CancelOutcome, CapacityClaim, ExecutionStore, FailOutcome, Lease, NewStep, PlanOrigin, Release, RetryOutcome,
-        StepClaim, StoreError, Unclaimed,
+        ApprovalDecision, AwaitOutcome, CancelOutcome, CapacityClaim, DecideOutcome, ExecutionStore, FailOutcome,
+        Lease, NewApproval, NewStep, PlanOrigin, Release, RetryOutcome, StepClaim, StoreError, Unclaimed,
     },
 };
 
@@ -47,10 +47,19 @@ pub struct Lifecycle {
     coordination: Arc<dyn Coordination>,
     metrics: Arc<Metrics>,
     memory: Arc<dyn memory::MemoryStore>,
+    settings: LifecycleSettings,
+}
+
+/// The deployment's choices that transitions depend on.
+#[derive(Debug, Clone, Copy)]
+pub struct LifecycleSettings {
     /// Store each completed task's result as a memory of its user.
-    remember_results: bool,
+    pub remember_results: bool,
     /// How long a completed step's warm context is kept (`WARM_CONTEXT_TTL_SECS`).
-    warm_context_ttl: Duration,
+    pub warm_context_ttl: Duration,
+    /// How long a call waits for a person before it counts as denied
+    /// (`APPROVAL_TIMEOUT_SECS`).
+    pub approval_timeout: Duration,
 }
 
 /// What a committed transition hands to its effects.
@@ -98,6 +107,8 @@ pub enum StepOutcome {
     /// The agent ran its turns for one stay: the step queues again, to continue from its
     /// checkpoint.
     Yielded,
+    /// Calls of the agent's last turn wait for a person's decision.
+    AwaitingApproval(Vec<agents::ApprovalRequest>),
 }
 
 /// How a step outcome was settled.
@@ -116,10 +127,9 @@ impl Lifecycle {
         coordination: Arc<dyn Coordination>,
         metrics: Arc<Metrics>,
         memory: Arc<dyn memory::MemoryStore>,
-        remember_results: bool,
-        warm_context_ttl: Duration,
+        settings: LifecycleSettings,
     ) -> Self {
-        Self { store, dispatcher, coordination, metrics, memory, remember_results, warm_context_ttl }
+        Self { store, dispatcher, coordination, metrics, memory, settings }
     }
 
     /// `Submit`: the task was inserted; it needs its plan job. Should the enqueue fail, the
@@ -252,6 +262,29 @@ impl Lifecycle {
                 }
                 Event::YieldStep
             }
+            StepOutcome::AwaitingApproval(requests) => {
+                let calls: Vec<NewApproval> = requests
+                    .into_iter()
+                    .map(|r| NewApproval {
+                        id: uuid::Uuid::now_v7(),
+                        turn: i32::try_from(r.turn).unwrap_or(i32::MAX),
+                        tool_call_id: r.call.id,
+                        tool: r.call.name,
+                        arguments: r.call.arguments,
+                    })
+                    .collect();
+                match self.store.await_approval(claim, lease, &calls, self.settings.approval_timeout).await? {
+                    AwaitOutcome::Waiting => Event::AwaitApproval,
+                    AwaitOutcome::LeaseLost => return Ok(Settled::Stale),
+                    // Nobody will decide for an ended task: the step stops as a cancelled one.
+                    AwaitOutcome::TaskEnded => {
+                        if !self.store.cancel_step(claim, lease).await? {
+                            return Ok(Settled::Stale);
+                        }
+                        Event::StopCancelledStep
+                    }
+                }
+            }
         };
         self.apply(event, &committed).await?;
         Ok(Settled::Applied(event))
@@ -298,6 +331,28 @@ impl Lifecycle {
             if let Err(e) = self.apply(event, &committed).await {
                 tracing::warn!(%task, error = %e, "could not enqueue a retried task's work; the reconciler will");
             }
+        }
+        Ok(outcome)
+    }
+
+    /// `DecideApproval`, `ResumeStep` or `ResumeTask`: records a person's decision (or an
+    /// expiry) on a waiting call, and queues the step once none of its calls waits.
+    pub async fn decide(
+        &self,
+        task: TaskId,
+        call: uuid::Uuid,
+        decision: &ApprovalDecision,
+    ) -> Result<DecideOutcome, LifecycleError> {
+        let outcome = self.store.decide_approval(task, call, decision).await?;
+        if let DecideOutcome::Decided(d) = &outcome {
+            let event = match (d.step_ready, d.task_running) {
+                (false, _) => Event::DecideApproval,
+                (true, false) => Event::ResumeStep,
+                (true, true) => Event::ResumeTask,
+            };
+            let ready = if d.step_ready { vec![d.step] } else { Vec::new() };
+            self.apply(event, &Committed { task, user: &d.user_id, priority: d.priority, ready, ..Default::default() })
+                .await?;
         }
         Ok(outcome)
     }
@@ -350,14 +405,17 @@ impl Lifecycle {
                     }
                     Ok(())
                 }
-                Effect::AnnounceEnd => {
+                // Both wake the same waiters, which then read the task's status.
+                Effect::AnnounceEnd | Effect::AnnounceAction => {
                     self.store.announce_end(c.task);
                     Ok(())
                 }
                 Effect::KeepWarmContext => {
                     if let Some((hash, position, warm)) = &c.warm
-                        && let Err(e) =
-                            self.coordination.save_warm_context(hash, *position, warm, self.warm_context_ttl).await
+                        && let Err(e) = self
+                            .coordination
+                            .save_warm_context(hash, *position, warm, self.settings.warm_context_ttl)
+                            .await
                     {
                         // Only the next start of the same work is colder.
                         tracing::warn!(task = %c.task, error = %e, "could not keep the step's warm context");
@@ -394,7 +452,7 @@ impl Lifecycle {
     /// Keeps a completed task's result as a memory of its user, when configured. Memory
     /// helps but is not essential: a failure is logged.
     async fn remember(&self, task: TaskId, user: &str, description: &str, result: &str) {
-        if !self.remember_results || result.trim().is_empty() {
+        if !self.settings.remember_results || result.trim().is_empty() {
             return;
         }
         let mut metadata = serde_json::Map::new();

@@ -72,6 +72,17 @@ pub enum Event {
     /// The agent ran `STEP_YIELD_AFTER_TURNS` turns: the step gives its worker slot back and
     /// queues again, to continue from its checkpoint; no attempt charged.
     YieldStep,
+    /// The agent called tools that require a person's approval: the step gives its worker
+    /// slot back and waits, no attempt charged; its task requires action.
+    AwaitApproval,
+    /// A waiting call was approved or denied (`POST /tasks/{id}/approvals/{call_id}`, or an
+    /// expiry: a denial by the reconciler), and other calls of the step still wait.
+    DecideApproval,
+    /// The step's last waiting call was decided: it is ready to continue from its
+    /// checkpoint, and other steps of the task still wait.
+    ResumeStep,
+    /// The task's last waiting call was decided: the step is ready and the task runs again.
+    ResumeTask,
 }
 
 /// The state a transition starts from or leads to.
@@ -111,8 +122,20 @@ pub enum Write {
     /// A task none of whose steps can run any more ends: `partial` when a final step
     /// completed, `failed` otherwise, its result what completed and its error what failed.
     EndSettledTask,
-    /// The task's pending and ready steps are cancelled.
+    /// The task's pending, ready and waiting steps are cancelled, and the calls that waited
+    /// for a person with them.
     CancelWaitingSteps,
+    /// The calls waiting for a person are recorded (`tool_approvals`, and `tool_calls` with
+    /// status `awaiting_approval`), each with its expiry.
+    RecordApprovalRequests,
+    /// The task requires action (`required_action: tool_approval`), and another
+    /// `task.requires_action` webhook is due.
+    RequireAction,
+    /// The decision (approved, denied with its reason and who decided, or expired) is
+    /// recorded on the call.
+    RecordDecision,
+    /// The task's `required_action` is cleared.
+    ClearRequiredAction,
     /// Failed, skipped and cancelled steps go back to pending with fresh attempts, ready when
     /// their dependencies completed; `tasks.run` goes up by one.
     ResetSteps,
@@ -121,7 +144,8 @@ pub enum Write {
     /// The claim reads the step's checkpoint; when there is one, a `step_resumed` event
     /// says the attempt continues from it.
     ResumeCheckpoint,
-    /// A webhook delivery is queued in the outbox for a task with a `callback_url`.
+    /// A webhook delivery is queued in the outbox for a task with a `callback_url`: its end,
+    /// or its need of a person (`task.requires_action`).
     QueueWebhook,
 }
 
@@ -146,6 +170,9 @@ pub enum Effect {
     /// Requests waiting for the task's end (`Prefer: wait`), in every process, are told it
     /// ended. (Its event streams were woken by its events already.)
     AnnounceEnd,
+    /// Requests waiting for the task (`Prefer: wait`) are told a person must act: they answer
+    /// now rather than wait for an end that needs that person.
+    AnnounceAction,
     /// What the completed step left (its conversation, its tool results) is kept in Redis by
     /// the task hash and the step's position, for a warm start of the same work (when the
     /// task has a type or asked for a warm start itself).
@@ -164,7 +191,7 @@ pub struct Rule {
     pub event: Event,
     pub from: &'static [State],
     pub to: State,
-    /// Where the step's task goes in the same commit, for step events that end it.
+    /// Where the step's task goes in the same commit, for step events that change its status.
     pub task_to: Option<TaskStatus>,
     pub writes: &'static [Write],
     pub effects: &'static [Effect],
@@ -249,7 +276,7 @@ pub const TABLE: &[Rule] = &[
     },
     Rule {
         event: Event::Cancel,
-        from: &[T(TS::Pending), T(TS::Planning), T(TS::Running)],
+        from: &[T(TS::Pending), T(TS::Planning), T(TS::Running), T(TS::RequiresAction)],
         to: T(TS::Cancelled),
         task_to: None,
         writes: &[DropLease, CancelWaitingSteps, Event(K::StepCancelled), Event(K::TaskCancelled), QueueWebhook],
@@ -428,6 +455,38 @@ pub const TABLE: &[Rule] = &[
         writes: &[DropLease, Event(K::StepYielded)],
         effects: &[EnqueueAgain],
     },
+    Rule {
+        event: Event::AwaitApproval,
+        from: &[S(SS::Running)],
+        to: S(SS::Waiting),
+        task_to: Some(TS::RequiresAction),
+        writes: &[DropLease, RecordApprovalRequests, Event(K::ApprovalRequested), RequireAction, QueueWebhook],
+        effects: &[CountStep("waiting"), AnnounceAction],
+    },
+    Rule {
+        event: Event::DecideApproval,
+        from: &[S(SS::Waiting)],
+        to: S(SS::Waiting),
+        task_to: None,
+        writes: &[RecordDecision, Event(K::ApprovalDecided)],
+        effects: &[],
+    },
+    Rule {
+        event: Event::ResumeStep,
+        from: &[S(SS::Waiting)],
+        to: S(SS::Ready),
+        task_to: None,
+        writes: &[RecordDecision, Event(K::ApprovalDecided), Event(K::StepReady)],
+        effects: &[EnqueueReady],
+    },
+    Rule {
+        event: Event::ResumeTask,
+        from: &[S(SS::Waiting)],
+        to: S(SS::Ready),
+        task_to: Some(TS::Running),
+        writes: &[RecordDecision, Event(K::ApprovalDecided), Event(K::StepReady), ClearRequiredAction],
+        effects: &[EnqueueReady],
+    },
 ];
 
 /// The rule of `event`; every event has exactly one (a test checks).
@@ -533,7 +592,14 @@ mod tests {
             );
         }
         for r in TABLE.iter().filter(|r| !r.ends_task()) {
-            assert!(!r.writes.contains(&QueueWebhook), "{:?} sends a webhook without ending a task", r.event);
+            let asks_a_person = r.task_status() == Some(TaskStatus::RequiresAction);
+            assert_eq!(
+                r.writes.contains(&QueueWebhook),
+                asks_a_person,
+                "{:?}: a webhook is sent for an end or a need of a person, and for each of them",
+                r.event
+            );
+            assert_eq!(r.effects.contains(&AnnounceAction), asks_a_person, "{:?}", r.event);
             assert!(!r.effects.contains(&CountTask), "{:?} counts a task that did not end", r.event);
             assert!(!r.effects.contains(&AnnounceEnd), "{:?} announces an end that did not happen", r.event);
         }
@@ -564,7 +630,10 @@ mod tests {
                 }
                 if let State::Step(status) = from {
                     assert!(
-                        matches!(status, StepStatus::Pending | StepStatus::Ready | StepStatus::Running),
+                        matches!(
+                            status,
+                            StepStatus::Pending | StepStatus::Ready | StepStatus::Running | StepStatus::Waiting
+                        ),
                         "{:?} leaves the ended step state {status}",
                         r.event
                     );

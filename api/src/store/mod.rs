@@ -72,6 +72,9 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Appends (role, content) messages to a pending task's context (its short-term memory
     /// that every step sees), keeping it at most [`STEP_CONTEXT_MESSAGES`] long.
     async fn add_context(&self, id: TaskId, messages: &[(String, String)]) -> Result<AddContext, StoreError>;
+    /// The task's tool calls that waited (or wait) for a person, oldest first; only those
+    /// still waiting with `pending`.
+    async fn approvals(&self, task: TaskId, pending: bool) -> Result<Vec<ApprovalRow>, StoreError>;
     /// Where a stream of the task's events starts: after the event `after` (its id), or from
     /// the first event when `None`.
     async fn event_stream_start(&self, task: TaskId, after: Option<i64>) -> Result<EventStreamStart, StoreError>;
@@ -163,6 +166,29 @@ pub trait ExecutionStore: BudgetStore + Send + Sync + 'static {
     /// `running → ready` without charging an attempt: the worker is shutting down
     /// (`step_released`), or the agent yielded after its turns (`step_yielded`).
     async fn release_step(&self, claim: &StepClaim, lease: &Lease, why: Release) -> Result<bool, StoreError>;
+    /// `running → waiting` for a step whose calls wait for a person (no attempt charged),
+    /// with the calls recorded (`tool_approvals`, and `tool_calls` as `awaiting_approval`),
+    /// the task `requires_action`, an `approval_requested` event per call and a
+    /// `task.requires_action` webhook; each call expires after `timeout`.
+    /// (`crate::lifecycle` event `AwaitApproval`.)
+    async fn await_approval(
+        &self,
+        claim: &StepClaim,
+        lease: &Lease,
+        calls: &[NewApproval],
+        timeout: Duration,
+    ) -> Result<AwaitOutcome, StoreError>;
+    /// Records a decision on a waiting call; the step is ready once none of its calls waits,
+    /// the task runs once none of its steps does. (`crate::lifecycle` events
+    /// `DecideApproval`, `ResumeStep`, `ResumeTask`.)
+    async fn decide_approval(
+        &self,
+        task: TaskId,
+        call: uuid::Uuid,
+        decision: &ApprovalDecision,
+    ) -> Result<DecideOutcome, StoreError>;
+    /// Waiting calls past their expiry, oldest first: (task, call).
+    async fn expired_approvals(&self, limit: i64) -> Result<Vec<(TaskId, uuid::Uuid)>, StoreError>;
     async fn cached_plan(&self, hash: &str) -> Result<Option<serde_json::Value>, StoreError>;
     /// Pending tasks and ready steps untouched for `min_age`, and planning tasks and running
     /// steps whose lease has expired: each should have a job. A task waiting for capacity is

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::domain::{Priority, StepId, StepStatus, TaskErrorCode, TaskId, TaskStatus};
+use crate::domain::{ApprovalStatus, Priority, RequiredAction, StepId, StepStatus, TaskErrorCode, TaskId, TaskStatus};
 
 /// A validated task submission.
 #[derive(Debug, Clone)]
@@ -33,6 +33,9 @@ pub struct NewTask {
     pub task_hash: String,
     /// Start each step from what the last run of the same work left (`agents::WarmContext`).
     pub warm_start: bool,
+    /// Tools whose calls wait for a person's approval in this task (checked against the
+    /// deployment's tools).
+    pub require_approval: Vec<String>,
     /// Set for a follow-up (`POST /tasks/{id}/follow-ups`): where it continues a thread.
     pub follows: Option<FollowsUp>,
 }
@@ -90,6 +93,10 @@ pub struct Task {
     pub task_type: Option<String>,
     pub task_hash: Option<String>,
     pub warm_start: bool,
+    /// What a person must do while the task is `requires_action`.
+    pub required_action: Option<RequiredAction>,
+    /// Tools whose calls wait for a person's approval in this task.
+    pub require_approval: Vec<String>,
     /// The thread's first task: the task itself unless it is a follow-up.
     pub thread_id: TaskId,
     /// The task a follow-up continues; `None` for a thread's first task.
@@ -120,6 +127,8 @@ pub struct Step {
 pub struct TaskDetail {
     pub task: Task,
     pub steps: Vec<Step>,
+    /// The calls waiting for a person (read only while the task requires action).
+    pub pending_approvals: Vec<ApprovalRow>,
 }
 
 /// Newest first; the cursor is the (created_at, id) of the last task of the previous page.
@@ -197,6 +206,10 @@ pub struct StepClaim {
     pub task_type: Option<String>,
     pub task_hash: Option<String>,
     pub warm_start: bool,
+    /// Tools whose calls wait for a person's approval in this task (`require_approval`).
+    pub require_approval: Vec<String>,
+    /// Decisions on the calls the step waited for.
+    pub decisions: Vec<agents::DecidedCall>,
 }
 
 /// Task-level context messages a step claim carries.
@@ -446,4 +459,82 @@ pub struct EventBatch {
     /// Later events exist but were written by a transaction that a still-running one might
     /// precede: they are withheld until it ends, so read again shortly.
     pub held_back: bool,
+}
+
+/// A tool call a step stops for, until a person decides ([`ExecutionStore::await_approval`]).
+#[derive(Debug, Clone)]
+pub struct NewApproval {
+    /// Also the id of the `tool_calls` row that records the request.
+    pub id: uuid::Uuid,
+    /// The step's turn the model made the call in.
+    pub turn: i32,
+    /// The model's id of the call.
+    pub tool_call_id: String,
+    pub tool: String,
+    pub arguments: Value,
+}
+
+/// How [`ExecutionStore::await_approval`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwaitOutcome {
+    /// The step waits and the task requires action.
+    Waiting,
+    /// The task ended meanwhile (cancelled, or failed on another branch): nothing was written
+    /// and the step should stop.
+    TaskEnded,
+    /// The lease was lost: nothing was written.
+    LeaseLost,
+}
+
+/// A decision on one waiting call.
+#[derive(Debug, Clone)]
+pub struct ApprovalDecision {
+    /// `Approved`, `Denied` or `Expired`.
+    pub status: ApprovalStatus,
+    pub reason: Option<String>,
+    /// Arguments the person changed the call to (already checked against the tool's schema).
+    pub arguments: Option<Value>,
+    /// `user:<id>` of whoever decided, or `system` for an expiry.
+    pub decided_by: String,
+}
+
+/// How a decision went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecideOutcome {
+    /// No such call in this task.
+    NotFound,
+    /// The call was decided already (or expired, or its task ended): its status.
+    AlreadyDecided(ApprovalStatus),
+    /// The decision was recorded.
+    Decided(Decided),
+}
+
+/// What a recorded decision changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decided {
+    pub user_id: String,
+    pub priority: Priority,
+    pub step: StepId,
+    /// The step's last waiting call was decided: it is ready again.
+    pub step_ready: bool,
+    /// No step of the task waits any more: it runs again.
+    pub task_running: bool,
+}
+
+/// A call that waited (or waits) for a person, as `GET /tasks/{id}/approvals` shows it.
+#[derive(Debug, Clone)]
+pub struct ApprovalRow {
+    pub id: uuid::Uuid,
+    pub task_id: TaskId,
+    pub step_id: StepId,
+    pub agent: String,
+    pub tool: String,
+    pub arguments: Value,
+    pub status: ApprovalStatus,
+    pub edited_arguments: Option<Value>,
+    pub reason: Option<String>,
+    pub decided_by: Option<String>,
+    pub requested_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
 }

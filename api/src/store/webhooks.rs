@@ -24,13 +24,15 @@ use super::StoreError;
 pub use crate::domain::DeliveryStatus;
 use crate::domain::TaskId;
 
-/// Which ending of a task a delivery reports.
+/// Which ending of a task a delivery reports, or that a person must act on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WebhookEvent {
     TaskCompleted,
     TaskFailed,
     TaskCancelled,
     TaskPartial,
+    /// The task waits for a person (`required_action` in the payload); one per time it does.
+    TaskRequiresAction,
 }
 
 impl WebhookEvent {
@@ -41,6 +43,7 @@ impl WebhookEvent {
             Self::TaskFailed => "task.failed",
             Self::TaskCancelled => "task.cancelled",
             Self::TaskPartial => "task.partial",
+            Self::TaskRequiresAction => "task.requires_action",
         }
     }
 }
@@ -53,6 +56,7 @@ impl FromStr for WebhookEvent {
             "task.failed" => Ok(Self::TaskFailed),
             "task.cancelled" => Ok(Self::TaskCancelled),
             "task.partial" => Ok(Self::TaskPartial),
+            "task.requires_action" => Ok(Self::TaskRequiresAction),
             other => Err(StoreError::Corrupt(format!("unknown webhook event `{other}`"))),
         }
     }

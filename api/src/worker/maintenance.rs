@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{WorkerConfig, WorkerDeps, inflight::InFlight};
 use crate::backoff::Backoff;
-use crate::{coordination::WorkerInfo, queue::Job};
+use crate::{coordination::WorkerInfo, domain::ApprovalStatus, queue::Job, store::ApprovalDecision};
 
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// A worker missing this many heartbeats in a row drops out of the registry.
@@ -143,6 +143,7 @@ async fn reconcile(deps: &WorkerDeps, config: &WorkerConfig) -> Result<(), super
         Ok(n) => tracing::info!(released = n, "released budget reservations of ended leases"),
         Err(e) => tracing::warn!(error = %e, "could not release stale budget reservations"),
     }
+    expire_approvals(deps).await;
     let work =
         deps.store.unfinished_work(config.reconcile_min_age, SWEEP_LIMIT, config.budgets.max_running_tasks).await?;
     if work.is_empty() {
@@ -162,6 +163,31 @@ async fn reconcile(deps: &WorkerDeps, config: &WorkerConfig) -> Result<(), super
         deps.dispatcher.enqueue(&missing).await?;
     }
     Ok(())
+}
+
+/// Denies the tool calls nobody decided on within `APPROVAL_TIMEOUT_SECS`, through the same
+/// transition as a person's denial: the model reads why and the step goes on. Each is its
+/// own conditional write, so a decision that lands first wins and the expiry does nothing.
+async fn expire_approvals(deps: &WorkerDeps) {
+    let expired = match deps.store.expired_approvals(SWEEP_LIMIT).await {
+        Ok(expired) => expired,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for expired approvals");
+            return;
+        }
+    };
+    for (task, call) in expired {
+        let decision = ApprovalDecision {
+            status: ApprovalStatus::Expired,
+            reason: Some("nobody approved or denied this call in time".to_owned()),
+            arguments: None,
+            decided_by: "system".to_owned(),
+        };
+        match deps.lifecycle.decide(task, call, &decision).await {
+            Ok(_) => tracing::info!(%task, %call, "an unanswered tool call expired; it counts as denied"),
+            Err(e) => tracing::warn!(%task, %call, error = %e, "could not expire an unanswered tool call"),
+        }
+    }
 }
 
 /// Cancels this worker's running steps of each task cancelled anywhere in the deployment.

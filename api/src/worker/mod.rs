@@ -63,6 +63,8 @@ pub struct WorkerDeps {
     /// Memories put in each step's prompt; 0 puts none.
     pub memory_context_items: usize,
     pub runner: AgentRunner,
+    /// Tools whose calls wait for a person's approval in every task (`TOOLS_REQUIRE_APPROVAL`).
+    pub tools_require_approval: Vec<String>,
     /// Sends the webhooks of ended tasks, as one of the worker's background duties.
     pub webhooks: Arc<crate::webhooks::WebhookSender>,
 }

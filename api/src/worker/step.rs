@@ -57,7 +57,10 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
     let budget = StoreBudget::with_limits(deps.store.clone(), holder, &ctx.config.budgets, Some(&claim.limits));
     let recorder =
         StoreRecorder::new(deps.store.clone(), deps.metrics.clone(), task, step, lease.token, resume.as_ref());
+    let require_approval: Vec<String> =
+        deps.tools_require_approval.iter().chain(&claim.require_approval).cloned().collect();
     let input = AgentInput {
+        require_approval: &require_approval,
         history: &history,
         memories: &memories,
         budget: &budget,
@@ -108,6 +111,9 @@ pub(super) async fn run(ctx: &JobContext<'_>, task: TaskId, step: StepId) -> Res
         Outcome::Finished(Err(AgentError::Yielded(_))) => {
             deps.lifecycle.settle_step(&claim, &lease, StepOutcome::Yielded).await?
         }
+        Outcome::Finished(Err(AgentError::AwaitingApproval(calls))) => {
+            deps.lifecycle.settle_step(&claim, &lease, StepOutcome::AwaitingApproval(calls)).await?
+        }
         Outcome::Finished(Err(AgentError::Cancelled)) => {
             deps.lifecycle.settle_step(&claim, &lease, StepOutcome::Cancelled).await?
         }
@@ -150,6 +156,9 @@ fn log_settled(settled: Settled, claim: &StepClaim) {
         }
         Settled::Applied(Event::ReleaseStep) => tracing::info!(%task, %step, "step released for another worker"),
         Settled::Applied(Event::YieldStep) => tracing::debug!(%task, %step, "step yielded; it continues later"),
+        Settled::Applied(Event::AwaitApproval) => {
+            tracing::info!(%task, %step, "step waits for a person's approval of its tool calls")
+        }
         Settled::Applied(other) => tracing::debug!(%task, %step, event = ?other, "step settled"),
         Settled::Stale => tracing::warn!(%task, %step, "step outcome discarded: the lease was lost"),
     }
@@ -244,6 +253,8 @@ struct AgentInput<'a> {
     budget: &'a StoreBudget,
     resume: Option<&'a Checkpoint>,
     warm: Option<&'a WarmContext>,
+    /// The deployment's and the task's tools that need approval.
+    require_approval: &'a [String],
 }
 
 async fn run_agent(
@@ -270,6 +281,7 @@ async fn run_agent(
         budget: agent.budget,
         resume: agent.resume,
         warm: agent.warm,
+        approvals: agents::ApprovalPolicy { tools: agent.require_approval, decisions: &claim.decisions },
     };
     deps.runner.run(spec, &input, recorder).await.map(|out| out.text)
 }

@@ -14,11 +14,25 @@ import time
 import uuid
 
 from orchestrator_client import AuthenticatedClient, Client
-from orchestrator_client.api.tasks import create_follow_up, create_task, get_task, list_tasks, task_cost
+from orchestrator_client.api.tasks import (
+    create_follow_up,
+    create_task,
+    decide,
+    get_task,
+    list_approvals,
+    list_tasks,
+    task_cost,
+)
 from orchestrator_client.models import (
+    ApprovalListResponse,
+    ApprovalResponse,
+    ApprovalStatus,
     CostReport,
     CreateTaskRequest,
+    DecideRequest,
+    DecisionKind,
     FollowUpRequest,
+    RequiredAction,
     Problem,
     StepStatus,
     TaskListResponse,
@@ -133,7 +147,10 @@ def main(base_url, token):
     expect(anonymous.status_code == 401, f"no key answered {anonymous.status_code}")
     expect(isinstance(anonymous.parsed, Problem), f"the 401 parsed as {anonymous.parsed!r}")
 
+    approval = approval_flow(client)
+
     summary = {
+        "approval": approval,
         "task_id": str(task_id),
         "created": int(created.status_code),
         "user_id": task.user_id,
@@ -163,6 +180,47 @@ def main(base_url, token):
     }
     json.dump(summary, sys.stdout)
     print()
+
+
+def approval_flow(client):
+    """A calculator call that waits for approval: the wait answers when a person must act,
+    the pending call is approved through the typed operation, and the task completes."""
+    created = create_task.sync_detailed(
+        client=client,
+        body=CreateTaskRequest(description="Compute 9 * (2 + 3).", require_approval=["calculator"]),
+        prefer=f"wait={WAIT_SECS}",
+    )
+    expect(created.status_code == 202, f"create_task answered {created.status_code}: {created.content!r}")
+    task = created.parsed
+    until = time.monotonic() + DEADLINE_SECS
+    while task.status != TaskStatus.REQUIRES_ACTION:
+        expect(time.monotonic() < until, f"task {task.id} still {task.status}")
+        task = get_task.sync(id=task.id, client=client, prefer=f"wait={WAIT_SECS}")
+    expect(task.required_action == RequiredAction.TOOL_APPROVAL, f"it waits for {task.required_action!r}")
+    expect(len(task.pending_approvals) == 1, f"one call waits: {task.pending_approvals!r}")
+    pending = task.pending_approvals[0]
+    expect(pending.tool == "calculator", f"the calculator waits: {pending.tool!r}")
+    decided = decide.sync(
+        id=task.id, call_id=pending.call_id, client=client, body=DecideRequest(decision=DecisionKind.APPROVE)
+    )
+    expect(isinstance(decided, ApprovalResponse), f"decide parsed as {decided!r}")
+    expect(decided.status == ApprovalStatus.APPROVED, f"the call is {decided.status}")
+    twice = decide.sync_detailed(
+        id=task.id, call_id=pending.call_id, client=client, body=DecideRequest(decision=DecisionKind.DENY)
+    )
+    expect(twice.status_code == 409 and isinstance(twice.parsed, Problem), f"a second decision: {twice.status_code}")
+    while task.status not in TERMINAL:
+        expect(time.monotonic() < until, f"task {task.id} still {task.status} after the approval")
+        task = get_task.sync(id=task.id, client=client, prefer=f"wait={WAIT_SECS}")
+    listed = list_approvals.sync(id=task.id, client=client)
+    expect(isinstance(listed, ApprovalListResponse), f"list_approvals parsed as {listed!r}")
+    return {
+        "task_id": str(task.id),
+        "status": task.status.value,
+        "result": task.result,
+        "call_id": str(pending.call_id),
+        "listed": [item.status.value for item in listed.items],
+    }
 
 
 if __name__ == "__main__":

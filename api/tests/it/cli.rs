@@ -242,3 +242,45 @@ async fn an_unreachable_server_and_a_bad_command_line_exit_3_in_one_line() {
     let (code, _, err) = run("http://127.0.0.1:9", &["submit", "x", "--max-attempts", "0"]).await;
     assert_eq!(code, 3, "{err}");
 }
+
+#[tokio::test]
+async fn submit_wait_shows_a_call_waiting_for_approval_and_tasks_approve_decides_it() {
+    let app = TestApp::spawn(1).await;
+    let url = app.url("");
+    let child = command(&url, &["submit", "Compute 17 * (3 + 4).", "--wait", "--user", "cli-approver"])
+        .args(["--require-approval", "calculator"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let (id, call) = eventually(DEADLINE, "the calculator call to wait for approval", || async {
+        let query = eval::client::ListQuery { user_id: Some("cli-approver".into()), ..Default::default() };
+        let id = app.client.list(&query).await.ok()?.items.first().map(|t| t.id)?;
+        let pending = app.client.approvals(id).await.ok()?.into_iter().find(|a| a.status == "pending")?;
+        Some((id, pending.call_id))
+    })
+    .await;
+
+    let (code, out, err) = run(&url, &["tasks", "approvals", &id.to_string()]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("{call}  pending   calculator")), "{out}");
+    let (code, _, err) =
+        run(&url, &["tasks", "approve", &id.to_string(), &call.to_string(), "--arguments", "[1]"]).await;
+    assert_eq!(code, 3, "arguments must be an object: {err}");
+    let (code, out, err) = run(&url, &["tasks", "approve", &id.to_string(), &call.to_string()]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), format!("call {call} (calculator) is approved"));
+    let (code, _, err) = run(&url, &["tasks", "approve", &id.to_string(), &call.to_string(), "--deny"]).await;
+    assert_eq!(code, 3, "a second decision is refused");
+    assert!(err.contains("already decided"), "{err}");
+
+    let output = tokio::time::timeout(DEADLINE, child.wait_with_output()).await.expect("it ends").expect("output");
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "stdout:\n{out}");
+    // The waiting call was shown with the commands that decide it, then its decision.
+    assert!(out.contains("awaiting approval: calculator {\"expression\":\"17 * (3 + 4)\"}"), "{out}");
+    assert!(out.contains(&format!("approve: orchestrator tasks approve {id} {call}")), "{out}");
+    assert!(out.contains("calculator approved by user:anonymous"), "{out}");
+    assert!(out.contains("calculator: 119"), "{out}");
+    app.stop().await;
+}

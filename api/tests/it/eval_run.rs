@@ -87,8 +87,8 @@ async fn the_smoke_suite_passes_against_the_offline_model() {
     let report = read_report(&out);
     let totals = &report["totals"];
     assert_eq!(report["suite"], "smoke");
-    assert_eq!((totals["cases"].as_u64(), totals["runs"].as_u64()), (Some(10), Some(11)), "{totals}");
-    assert_eq!(totals["passed"], 11, "{totals}");
+    assert_eq!((totals["cases"].as_u64(), totals["runs"].as_u64()), (Some(11), Some(12)), "{totals}");
+    assert_eq!(totals["passed"], 12, "{totals}");
     assert_eq!((totals["failed"].as_u64(), totals["errors"].as_u64()), (Some(0), Some(0)));
     assert_eq!(totals["pass_rate"], 1.0);
     assert!(totals["latency_ms"]["p95"].as_f64().unwrap() >= totals["latency_ms"]["p50"].as_f64().unwrap());
@@ -114,7 +114,7 @@ async fn the_smoke_suite_passes_against_the_offline_model() {
     assert_eq!(report["judge"], Value::Null);
 
     let markdown = std::fs::read_to_string(out.join("report.md")).expect("report.md is written");
-    assert!(markdown.starts_with("# Eval: smoke — 11/11 runs passed (100.0%)"), "{markdown}");
+    assert!(markdown.starts_with("# Eval: smoke — 12/12 runs passed (100.0%)"), "{markdown}");
     assert!(markdown.contains("Judge not configured"), "{markdown}");
     assert!(stdout.contains("| Pass rate | 100.0% |"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -391,7 +391,7 @@ async fn with_a_users_key_the_smoke_suite_runs_as_that_user() {
     let args = ["eval", "run", suite.to_str().unwrap(), "--url", &url, "--out", &out_arg, "--concurrency", "3"];
     let (code, stdout, stderr) = orchestrator(&args, &[("ORCHESTRATOR_API_KEY", &key)]).await;
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert_eq!(read_report(&out)["totals"]["passed"], 11);
+    assert_eq!(read_report(&out)["totals"]["passed"], 12);
     assert_eq!(
         app.count("SELECT count(*) FROM tasks WHERE user_id <> 'qa'").await,
         0,

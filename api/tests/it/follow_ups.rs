@@ -301,6 +301,11 @@ async fn only_the_parents_user_may_follow_it_up_it_must_have_ended_and_refusals_
         ),
         (json!({"description": "d", "agent_hints": ["wizard"]}), StatusCode::UNPROCESSABLE_ENTITY, "agent_hints[0]"),
         (json!({"description": "d", "task_type": "Report"}), StatusCode::UNPROCESSABLE_ENTITY, "task_type"),
+        (
+            json!({"description": "d", "require_approval": ["nope"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "require_approval[0]",
+        ),
         (json!({"description": "d", "warm_start": "yes"}), StatusCode::BAD_REQUEST, "warm_start"),
     ];
     for (body, status, field) in cases {

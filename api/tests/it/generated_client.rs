@@ -139,6 +139,19 @@ async fn a_generated_python_client_submits_a_task_and_reads_its_steps_and_cost()
     assert_eq!((user.as_str(), status.as_str()), ("py-client", "completed"), "{summary}");
     assert_eq!(summary["user_id"], "py-client", "the key named the user: {summary}");
     assert_eq!(summary["status"], "completed");
+    // A tool call that waited for approval, approved through the generated operation.
+    let approval = &summary["approval"];
+    assert_eq!(approval["status"], "completed", "{summary}");
+    assert!(approval["result"].as_str().is_some_and(|r| r.contains("45")), "{summary}");
+    assert_eq!(approval["listed"], serde_json::json!(["approved"]), "{summary}");
+    let approval_task: uuid::Uuid = approval["task_id"].as_str().and_then(|s| s.parse().ok()).expect("an id");
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM tool_calls WHERE task_id = $1 ORDER BY created_at, id")
+            .bind(approval_task)
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(statuses, ["awaiting_approval", "ok"], "the call ran once, after its approval");
     // The task ended within the create's `Prefer: wait`, which answered it with its steps.
     assert_eq!(summary["created"], 200, "{summary}");
 

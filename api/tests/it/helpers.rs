@@ -149,6 +149,30 @@ impl TestApp {
         total
     }
 
+    /// Stops every process of the app (its API and workers, gracefully) and starts them
+    /// again on the same database; with `lose_redis`, every Redis key of the deployment goes
+    /// too, as when Redis restarts (it keeps nothing on disk here).
+    pub async fn restart(self, workers: usize, lose_redis: bool) -> Self {
+        self.shutdown.cancel();
+        self.server.await.expect("the server task").expect("the server stops cleanly");
+        let settings = self.app.settings.clone();
+        self.db.close().await;
+        drop(self.app);
+        if lose_redis {
+            let client = redis::Client::open(redis_url()).expect("redis url");
+            let mut redis = client.get_multiplexed_async_connection().await.expect("redis");
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", settings.redis_prefix))
+                .query_async(&mut redis)
+                .await
+                .expect("keys");
+            if !keys.is_empty() {
+                redis::cmd("DEL").arg(keys).query_async::<()>(&mut redis).await.expect("del");
+            }
+        }
+        Self::spawn_with(settings, workers).await
+    }
+
     /// Stops the app, then drops its database and Redis keys. Cleans up over direct
     /// connections, so it works after a test cut a dependency off.
     pub async fn stop(self) {

@@ -1,6 +1,7 @@
 //! One integration-test binary: every test starts the real app on port 0 against a fresh
 //! Postgres database and its own Redis key prefix.
 
+mod approvals;
 mod auth;
 mod bench;
 mod budgets;

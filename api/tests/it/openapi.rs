@@ -25,6 +25,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/tasks/{id}/cost"),
     ("get", "/tasks/{id}/tool-calls"),
     ("get", "/tasks/{id}/webhook"),
+    ("get", "/tasks/{id}/approvals"),
+    ("post", "/tasks/{id}/approvals/{call_id}"),
     ("get", "/webhook-secret"),
     ("post", "/webhook-secret/rotate"),
     ("post", "/memory"),

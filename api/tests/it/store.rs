@@ -29,6 +29,7 @@ async fn new_task(app: &TestApp) -> TaskId {
         task_type: None,
         task_hash: "h".into(),
         warm_start: false,
+        require_approval: Vec::new(),
         follows: None,
     };
     match app.app.store.create_task(&task).await.unwrap() {
@@ -79,7 +80,7 @@ async fn planned_diamond(app: &TestApp, task: TaskId) -> [StepId; 4] {
 async fn allowed_states(app: &TestApp, table: &str) -> Vec<String> {
     let checks: Vec<String> = sqlx::query_scalar(
         "SELECT pg_get_constraintdef(oid) FROM pg_constraint
-         WHERE conrelid = $1::regclass AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%(status = %'",
+         WHERE conrelid = $1::regclass AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%(status = ANY (ARRAY%'",
     )
     .bind(table)
     .fetch_all(&app.db)
@@ -108,6 +109,10 @@ async fn the_schema_allows_exactly_the_domain_states() {
     assert_eq!(
         allowed_states(&app, "webhook_deliveries").await,
         sorted(DeliveryStatus::ALL.iter().map(|s| s.as_str()))
+    );
+    assert_eq!(
+        allowed_states(&app, "tool_approvals").await,
+        sorted(orchestrator::domain::ApprovalStatus::ALL.iter().map(|s| s.as_str()))
     );
 }
 
@@ -330,6 +335,7 @@ async fn concurrent_submissions_keep_each_tasks_own_fields_and_context() {
             task_type: (i % 3 == 1).then(|| format!("type-{i}")),
             task_hash: format!("hash-{i}"),
             warm_start: i % 7 == 0,
+            require_approval: if i % 5 == 0 { vec!["calculator".to_owned()] } else { Vec::new() },
             follows: (i % 5 == 2).then(|| FollowsUp { parent: TaskId::new(), thread: TaskId::new() }),
         })
         .collect();
@@ -345,6 +351,7 @@ async fn concurrent_submissions_keep_each_tasks_own_fields_and_context() {
         assert_eq!((&task.callback_url, &task.agent_hints), (&new.callback_url, &new.agent_hints));
         assert_eq!((&task.task_type, task.task_hash.as_deref()), (&new.task_type, Some(new.task_hash.as_str())));
         assert_eq!(task.warm_start, new.warm_start);
+        assert_eq!(task.require_approval, new.require_approval);
         // A follow-up keeps its thread; any other task starts its own.
         assert_eq!(task.thread_id, new.follows.map_or(new.id, |f| f.thread));
         assert_eq!(task.parent_task_id, new.follows.map(|f| f.parent));

@@ -42,6 +42,8 @@ pub(super) struct CaseFile {
     pub(super) timeout_secs: Option<u64>,
     /// Run the task once, unchecked, before the case's runs: they then warm-start from it.
     pub(super) warm_up: Option<bool>,
+    /// Tools whose waiting calls the runner approves; it denies any other waiting call.
+    pub(super) approve: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +61,7 @@ pub(super) struct TaskFile {
     pub(super) agent_hints: Option<Vec<String>>,
     pub(super) task_type: Option<String>,
     pub(super) warm_start: Option<bool>,
+    pub(super) require_approval: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

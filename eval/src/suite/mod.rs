@@ -111,6 +111,9 @@ pub struct Case {
     /// The task is run once, unchecked and without a warm start, before the case's runs, so
     /// that they find what it left (`warm_start`).
     pub warm_up: bool,
+    /// While the task waits for a person, the runner approves its waiting calls of these
+    /// tools and denies the others, as a reviewer would.
+    pub approve: Vec<String>,
 }
 
 /// The `POST /tasks` body of a case.
@@ -135,6 +138,9 @@ pub struct TaskSpec {
     pub task_type: Option<String>,
     /// Start each step from what the last run of the same work left.
     pub warm_start: bool,
+    /// Tools whose calls wait for a person's approval (`require_approval`); the case's
+    /// `approve` list when the task names none.
+    pub require_approval: Vec<String>,
 }
 
 impl TaskSpec {
@@ -164,6 +170,7 @@ impl TaskSpec {
         set("context", (!self.context.is_empty()).then(|| json!(self.context)));
         set("task_type", self.task_type.as_ref().map(|t| json!(t)));
         set("warm_start", self.warm_start.then_some(json!(true)));
+        set("require_approval", (!self.require_approval.is_empty()).then(|| json!(self.require_approval)));
         body
     }
 }

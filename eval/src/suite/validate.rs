@@ -104,6 +104,11 @@ fn validate_case(case: CaseFile, defaults: &DefaultsFile) -> Result<Case, Violat
     if warm_up && task.task_type.is_none() {
         return Err(at("warm_up", "needs task.task_type: only a typed task's steps leave warm contexts".into()));
     }
+    let approve = case.approve.unwrap_or_default();
+    check_names(&approve).map_err(|p| at("approve", p))?;
+    // A case that approves calls wants them to wait: they do when the task names no tools.
+    let require_approval = task.require_approval.unwrap_or_else(|| approve.clone());
+    check_names(&require_approval).map_err(|p| at("task.require_approval", p))?;
     let repeat = case.repeat.unwrap_or(1);
     if !(1..=MAX_REPEAT).contains(&repeat) {
         return Err(at("repeat", format!("must be between 1 and {MAX_REPEAT}, not {repeat}")));
@@ -128,11 +133,13 @@ fn validate_case(case: CaseFile, defaults: &DefaultsFile) -> Result<Case, Violat
             agent_hints,
             task_type: task.task_type,
             warm_start: task.warm_start.unwrap_or(false),
+            require_approval,
         },
         expect: validate_expect(case.expect)?,
         repeat,
         timeout: timeout_secs.map(Duration::from_secs),
         warm_up,
+        approve,
     })
 }
 

@@ -36,6 +36,8 @@ pub const MAX_DESCRIPTION_CHARS: usize = 8000;
 const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
 const MAX_CONTEXT_MESSAGES: usize = 50;
 const MAX_AGENT_HINTS: usize = 10;
+/// Tools a task may name in `require_approval` (the schema allows 32).
+const MAX_APPROVAL_TOOLS: usize = 32;
 
 /// Submit a task
 ///
@@ -96,8 +98,10 @@ pub async fn create_task(
     let idempotency_key = idempotency_key(&headers)?;
     let policy = policy.map(|Extension(p)| p).unwrap_or_default();
     let agent_hints = agent_hints(request.agent_hints.as_deref(), &state.agents)?;
+    let require_approval = approval_tools(request.require_approval.as_deref(), &state.tools)?;
     let mut task = validate(request, &caller, idempotency_key, policy)?;
     task.agent_hints = agent_hints;
+    task.require_approval = require_approval;
     submit(&state, &slots, &caller, &headers, task).await
 }
 
@@ -138,7 +142,7 @@ pub(super) async fn submit(
     let user = caller.user_id.clone().unwrap_or_else(|| task.user_id.clone());
     let (status, body, applied) = match (waiter, replayed) {
         (Some(waiter), false) => {
-            let current = TaskDetail { task, steps: Vec::new() };
+            let current = TaskDetail { task, steps: Vec::new(), pending_approvals: Vec::new() };
             answer(waiter.until_ended(state.tasks.as_ref(), slots, &user, current).await)
         }
         (Some(waiter), true) => replayed_wait(state, slots, &user, waiter.retarget(&state.events, task.id), task).await,
@@ -173,11 +177,14 @@ async fn replayed_wait(
     }
 }
 
-/// A waited-for creation's status and body: `200` with the ended task and its steps, or what
-/// a creation answers without waiting (`202`, the task without steps) as it is now.
+/// A waited-for creation's status and body: `200` with the ended task and its steps, `202`
+/// with its steps and `pending_approvals` when a person must act, or what a creation answers
+/// without waiting (`202`, the task without steps) as it is now.
 fn answer(waited: Waited) -> (StatusCode, TaskResponse, Option<Wait>) {
     if waited.ended() {
         (StatusCode::OK, TaskResponse::from(waited.detail), waited.applied)
+    } else if waited.detail.task.status.awaits_outside() {
+        (StatusCode::ACCEPTED, TaskResponse::from(waited.detail), waited.applied)
     } else {
         (StatusCode::ACCEPTED, TaskResponse::from(waited.detail.task), waited.applied)
     }
@@ -214,6 +221,33 @@ pub(super) fn agent_hints(hints: Option<&[String]>, catalog: &agents::AgentCatal
             return Err(invalid(
                 &format!("agent_hints[{i}]"),
                 format!("`{name}` is not an agent here (known: {known})"),
+            ));
+        }
+        if !chosen.iter().any(|c| c == name) {
+            chosen.push(name.to_owned());
+        }
+    }
+    Ok(chosen)
+}
+
+/// Tools whose calls wait for approval in this task: each a tool of this deployment, without
+/// repeats.
+pub(super) fn approval_tools(
+    tools: Option<&[String]>,
+    registry: &agents::ToolRegistry,
+) -> Result<Vec<String>, ApiError> {
+    let Some(tools) = tools else { return Ok(Vec::new()) };
+    if tools.len() > MAX_APPROVAL_TOOLS {
+        return Err(invalid("require_approval", format!("must name at most {MAX_APPROVAL_TOOLS} tools")));
+    }
+    let mut chosen: Vec<String> = Vec::with_capacity(tools.len());
+    for (i, name) in tools.iter().enumerate() {
+        let name = name.trim();
+        if !registry.contains(name) {
+            let known = registry.names().join(", ");
+            return Err(invalid(
+                &format!("require_approval[{i}]"),
+                format!("`{name}` is not a tool here (known: {known})"),
             ));
         }
         if !chosen.iter().any(|c| c == name) {
@@ -307,6 +341,7 @@ pub(super) fn new_task(
         task_type,
         task_hash: String::new(), // by the handler, once the hints are known
         warm_start: request.warm_start.unwrap_or(false),
+        require_approval: Vec::new(), // checked against the tools by the handler
         follows: None,
     })
 }

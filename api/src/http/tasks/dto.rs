@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::approvals::ApprovalResponse;
 use crate::{
-    domain::{Priority, StepId, StepStatus, TaskErrorCode, TaskId, TaskStatus},
+    domain::{Priority, RequiredAction, StepId, StepStatus, TaskErrorCode, TaskId, TaskStatus},
     store::{Step, Task, TaskDetail},
 };
 
@@ -76,12 +77,19 @@ pub struct CreateTaskRequest {
     /// false. Without a kept context the start is cold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_start: Option<bool>,
+    /// Tools whose calls wait for a person's approval in this task (names from
+    /// `GET /tools`), besides the deployment's `TOOLS_REQUIRE_APPROVAL` and each agent's own
+    /// list. A waiting call puts the task in `requires_action`; see
+    /// `POST /tasks/{id}/approvals/{call_id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 32)]
+    pub require_approval: Option<Vec<String>>,
 }
 
 /// `POST /tasks/{id}/follow-ups` body: what `POST /tasks` takes, without `user_id` (a
 /// follow-up belongs to its parent's user). Nothing is inherited from the parent but its user
-/// and its thread: priority, budgets, type, hints and callback are this request's. Unknown
-/// fields are refused.
+/// and its thread: priority, budgets, type, hints, approvals and callback are this request's.
+/// Unknown fields are refused.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({
@@ -135,6 +143,10 @@ pub struct FollowUpRequest {
     /// Start each step from what the last run of the same work left, as for `POST /tasks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_start: Option<bool>,
+    /// Tools whose calls wait for a person's approval in this task, as for `POST /tasks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 32)]
+    pub require_approval: Option<Vec<String>>,
 }
 
 impl From<FollowUpRequest> for CreateTaskRequest {
@@ -154,6 +166,7 @@ impl From<FollowUpRequest> for CreateTaskRequest {
             agent_hints: r.agent_hints,
             task_type: r.task_type,
             warm_start: r.warm_start,
+            require_approval: r.require_approval,
         }
     }
 }
@@ -194,6 +207,8 @@ pub struct ContextMessage {
     "agent_hints": [],
     "task_type": "report",
     "warm_start": false,
+    "required_action": null,
+    "require_approval": [],
     "task_hash": "9f2c5e0a4b7d13e8c6a1f0b2d4e6a8c0e2f4a6b8d0c2e4f6a8b0c2d4e6f8a0b2",
     "thread_id": "0193a5b2-7b00-7c2e-8d41-5e6f70819a2b",
     "parent_task_id": "0193a5b2-7b00-7c2e-8d41-5e6f70819a2b"
@@ -239,6 +254,16 @@ pub struct TaskResponse {
     pub task_hash: Option<String>,
     /// Whether the task asked to start from the last run of the same work.
     pub warm_start: bool,
+    /// Set while the task is `requires_action`: `tool_approval` when tool calls wait for a
+    /// decision (`pending_approvals`, `POST /tasks/{id}/approvals/{call_id}`),
+    /// `plan_approval` when its plan waits to be started.
+    pub required_action: Option<RequiredAction>,
+    /// Tools whose calls wait for a person's approval in this task, besides the
+    /// deployment's (`TOOLS_REQUIRE_APPROVAL`) and each agent's own.
+    pub require_approval: Vec<String>,
+    /// Tool calls waiting for a decision; present on `GET /tasks/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_approvals: Option<Vec<ApprovalResponse>>,
     /// The thread the task belongs to: the id of the thread's first task, which is the task's
     /// own id unless it is a follow-up. `GET /tasks?thread_id=` lists the thread.
     pub thread_id: TaskId,
@@ -311,6 +336,9 @@ impl From<Task> for TaskResponse {
             task_type: t.task_type,
             task_hash: t.task_hash,
             warm_start: t.warm_start,
+            required_action: t.required_action,
+            require_approval: t.require_approval,
+            pending_approvals: None,
             thread_id: t.thread_id,
             parent_task_id: t.parent_task_id,
             steps: None,
@@ -348,6 +376,7 @@ impl From<TaskDetail> for TaskResponse {
     fn from(d: TaskDetail) -> Self {
         let mut task = TaskResponse::from(d.task);
         task.steps = Some(d.steps.into_iter().map(StepResponse::from).collect());
+        task.pending_approvals = Some(d.pending_approvals.into_iter().map(ApprovalResponse::from).collect());
         task
     }
 }

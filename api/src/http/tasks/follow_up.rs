@@ -117,9 +117,11 @@ pub async fn create_follow_up(
         ));
     }
     let agent_hints = create::agent_hints(request.agent_hints.as_deref(), &state.agents)?;
+    let require_approval = create::approval_tools(request.require_approval.as_deref(), &state.tools)?;
     let owner = parent.task.user_id.clone();
     let mut task = create::new_task(request.into(), owner, request_hash, idempotency_key, policy)?;
     task.agent_hints = agent_hints;
+    task.require_approval = require_approval;
 
     if !parent.task.status.is_terminal() {
         return Err(ApiError::Conflict {

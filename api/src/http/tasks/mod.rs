@@ -1,5 +1,6 @@
 //! `/tasks`: submit, follow up, read and list tasks.
 
+pub(super) mod approvals;
 pub(super) mod cancel;
 pub(super) mod context;
 pub(super) mod create;
@@ -39,4 +40,6 @@ pub fn routes() -> Router<AppState> {
         .route("/tasks/{id}/cost", get(reports::task_cost))
         .route("/tasks/{id}/tool-calls", get(reports::tool_calls))
         .route("/tasks/{id}/webhook", get(webhook::task_webhook))
+        .route("/tasks/{id}/approvals", get(approvals::list_approvals))
+        .route("/tasks/{id}/approvals/{call_id}", post(approvals::decide))
 }

@@ -1,6 +1,6 @@
 //! `Prefer: wait=N` on `POST /tasks` and `GET /tasks/{id}`: the answer waits until the task
-//! has ended, or N seconds (at most 60) have passed, so a client gets the result in one
-//! request instead of polling.
+//! has ended or requires a person's action, or N seconds (at most 60) have passed, so a
+//! client gets the result (or the question) in one request instead of polling.
 //!
 //! The wait is woken by the same notifications as the event stream ([`crate::events`]): the
 //! subscription is taken *before* the task is read, so an end committed after the read still
@@ -79,7 +79,7 @@ impl Waiter {
         mut current: TaskDetail,
     ) -> Waited {
         let applied = Some(self.wait);
-        if current.task.status.is_terminal() {
+        if current.task.status.awaits_outside() {
             return Waited { detail: current, applied };
         }
         let Some(_slot) = slots.acquire(user) else {
@@ -110,7 +110,7 @@ impl Waiter {
             // Wake-ups queued so far are answered by this check.
             self.subscription.clear();
             match store.task_status(self.task).await {
-                Ok(Some(status)) if status.is_terminal() => break,
+                Ok(Some(status)) if status.awaits_outside() => break,
                 Ok(Some(_)) => {}
                 // Tasks are never deleted; should one vanish, the last state read is the answer.
                 Ok(None) => break,

@@ -21,9 +21,9 @@ use super::{
 use crate::{
     domain::{EventKind, StepId, TaskErrorCode, TaskId, TaskStatus},
     store::{
-        CancelOutcome, CapacityClaim, ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, PlanOrigin,
-        PlanningClaim, Release, RetryOutcome, StepCheckpoint, StepClaim, StepCompletion, StoreError, Unclaimed,
-        Unfinished,
+        ApprovalDecision, AwaitOutcome, CancelOutcome, CapacityClaim, DecideOutcome, ExecutionStore, FailOutcome,
+        Lease, LeaseState, NewApproval, NewStep, PlanOrigin, PlanningClaim, Release, RetryOutcome, StepCheckpoint,
+        StepClaim, StepCompletion, StoreError, Unclaimed, Unfinished,
     },
 };
 
@@ -221,9 +221,9 @@ impl ExecutionStore for PgStore {
              WHERE id = $1 AND status = ",
             step_status!(Running),
             " AND lease_token = $2
-             RETURNING (SELECT t.status = ",
-            task_status!(Running),
-            " FROM tasks t WHERE t.id = steps.task_id)"
+             RETURNING (SELECT t.status IN (",
+            active_task!(),
+            ") FROM tasks t WHERE t.id = steps.task_id)"
         ))
         .bind(id.0)
         .bind(lease.token)
@@ -273,9 +273,9 @@ impl ExecutionStore for PgStore {
                 WHERE id = $1 AND status = ",
                     step_status!(Running),
                     " AND lease_token = $2 AND attempt < max_attempts
-                  AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = steps.task_id AND t.status = ",
-                    task_status!(Running),
-                    ")
+                  AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = steps.task_id AND t.status IN (",
+                    active_task!(),
+                    "))
                 RETURNING id, task_id, attempt
              ), e AS (
                 INSERT INTO task_events (task_id, step_id, kind, data)
@@ -359,6 +359,29 @@ impl ExecutionStore for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn await_approval(
+        &self,
+        claim: &StepClaim,
+        lease: &Lease,
+        calls: &[NewApproval],
+        timeout: Duration,
+    ) -> Result<AwaitOutcome, StoreError> {
+        self.await_approval_with(claim, lease, calls, timeout).await
+    }
+
+    async fn decide_approval(
+        &self,
+        task: TaskId,
+        call: Uuid,
+        decision: &ApprovalDecision,
+    ) -> Result<DecideOutcome, StoreError> {
+        self.decide_approval_with(task, call, decision).await
+    }
+
+    async fn expired_approvals(&self, limit: i64) -> Result<Vec<(TaskId, Uuid)>, StoreError> {
+        self.expired_approvals_with(limit).await
+    }
+
     async fn cached_plan(&self, hash: &str) -> Result<Option<Value>, StoreError> {
         // Identical tasks all read one row: counting a hit must not make them wait for each
         // other's commits, so a hit whose row is being counted by another claim is not
@@ -418,9 +441,9 @@ impl ExecutionStore for PgStore {
             step_status!(Ready),
             " THEN s.attempt + 1 ELSE s.attempt END, t.priority
               FROM steps s JOIN tasks t ON t.id = s.task_id
-              WHERE t.status = ",
-            task_status!(Running),
-            "
+              WHERE t.status IN (",
+            active_task!(),
+            ")
                 AND ((s.status = ",
             step_status!(Ready),
             " AND s.updated_at < now() - make_interval(secs => $1)
@@ -754,17 +777,24 @@ async fn fail_task_of_step(
         step_status!(Skipped),
         ", updated_at = now()
                 WHERE task_id = $1 AND status IN (",
-        step_status!(Pending, Ready),
+        step_status!(Pending, Ready, Waiting),
         ")
                 RETURNING id, task_id
              ), t AS (
                 UPDATE tasks SET status = ",
         task_status!(Failed),
-        ", error = $2, error_code = $3, completed_at = now(), updated_at = now()
-                WHERE id = $1 AND status = ",
-        task_status!(Running),
-        "
+        ", error = $2, error_code = $3, required_action = NULL, completed_at = now(), updated_at = now()
+                WHERE id = $1 AND status IN (",
+        active_task!(),
+        ")
                 RETURNING tasks.*
+             ), a AS (
+                UPDATE tool_approvals SET status = ",
+        approval_status!(Cancelled),
+        ", decided_at = now(), decided_by = 'system', reason = 'the task failed'
+                WHERE task_id IN (SELECT id FROM t) AND status = ",
+        approval_status!(Pending),
+        "
              )
              INSERT INTO task_events (task_id, step_id, kind, data)
              SELECT task_id, id, ",
@@ -823,7 +853,7 @@ async fn fail_branch(
 }
 
 /// Locks the task row; its user, `None` when there is no such task.
-async fn lock_task(tx: &mut Transaction<'_, Postgres>, task: TaskId) -> Result<Option<String>, StoreError> {
+pub(super) async fn lock_task(tx: &mut Transaction<'_, Postgres>, task: TaskId) -> Result<Option<String>, StoreError> {
     let user = sqlx::query_scalar("SELECT user_id FROM tasks WHERE id = $1 FOR NO KEY UPDATE")
         .bind(task.0)
         .fetch_optional(&mut **tx)

@@ -11,6 +11,7 @@
 //! batched ([`batch`]): concurrent ones share a statement and a commit, so the statements per
 //! second stay flat as the load grows.
 
+mod approvals;
 mod batch;
 mod budget;
 mod calls;

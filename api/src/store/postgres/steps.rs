@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{batch::BatchOp, notify::EventNotifier};
 use crate::{
-    domain::{StepId, TaskId},
+    domain::{ApprovalStatus, StepId, TaskId},
     store::{STEP_CONTEXT_MESSAGES, StepClaim, StepCompletion, StoreError, TaskLimits},
 };
 
@@ -37,9 +37,17 @@ pub(super) struct ClaimItem {
 /// whether the user has any memory: a user without one costs no embedding and no search.
 macro_rules! claimed_rows {
     () => {
-        "SELECT c.id, c.task_id, c.title, c.instruction, c.agent, c.attempt, c.max_attempts, c.priority,
+        concat!("SELECT c.id, c.task_id, c.title, c.instruction, c.agent, c.attempt, c.max_attempts, c.priority,
                 c.user_id, c.description, c.max_cost_usd, c.max_tokens, c.lease_token, c.checkpoint, c.position, c.required,
-                c.task_type, c.task_hash, c.warm_start,
+                c.task_type, c.task_hash, c.warm_start, c.require_approval,
+                -- Decisions on calls the step waited for; only a step with a checkpoint can
+                -- have any, so a first claim pays no lookup.
+                CASE WHEN c.checkpoint IS NULL THEN '[]'::jsonb ELSE
+                    (SELECT coalesce(jsonb_agg(jsonb_build_object('turn', a.turn, 'call_id', a.tool_call_id,
+                                                                  'status', a.status, 'reason', a.reason,
+                                                                  'arguments', a.edited_arguments)), '[]'::jsonb)
+                     FROM tool_approvals a WHERE a.step_id = c.id AND a.status <> ", approval_status!(Pending), ")
+                END AS decisions,
                 (SELECT l.daily_cost_usd FROM user_limits l WHERE l.user_id = c.user_id) AS user_daily_cost_usd,
                 EXISTS (SELECT 1 FROM memory_items m WHERE m.owner = c.user_id AND m.deleted_at IS NULL)
                     AS user_has_memories,
@@ -51,7 +59,7 @@ macro_rules! claimed_rows {
                 (SELECT coalesce(jsonb_agg(jsonb_build_array(m.role, m.content) ORDER BY m.id), '[]'::jsonb)
                  FROM (SELECT id, role, content FROM task_messages
                        WHERE task_id = c.task_id AND step_id IS NULL ORDER BY id DESC LIMIT $5) m) AS context
-         FROM c"
+         FROM c")
     };
 }
 
@@ -66,7 +74,7 @@ macro_rules! claimed_rows {
 /// cannot prove the predicate of the partial index `steps_unfinished` and scan all of it.
 /// A ready step may be claimed once its backoff is over; a running one, as a takeover, when
 /// its lease expired with an attempt left (with none left, `settle_unclaimed_step` fails it).
-/// The task must be running.
+/// The task must be running (or require action on another branch).
 const CLAIM: &str = concat!(
     "WITH j AS (
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::float8[], $6::text[])
@@ -86,9 +94,9 @@ const CLAIM: &str = concat!(
     step_status!(Running),
     " THEN s.lease_expires_at < now() AND s.attempt < s.max_attempts
                             ELSE false END
-          AND (SELECT t.status FROM tasks t WHERE t.id = s.task_id) = ",
-    task_status!(Running),
-    "
+          AND (SELECT t.status FROM tasks t WHERE t.id = s.task_id) IN (",
+    active_task!(),
+    ")
         RETURNING s.id, s.task_id, s.title, s.instruction, s.agent, s.depends_on, s.attempt, s.max_attempts,
                   s.lease_token, s.checkpoint, s.position, s.required, j.tag
      ), e AS (
@@ -103,9 +111,9 @@ const CLAIM: &str = concat!(
         FROM u WHERE checkpoint IS NOT NULL
      ), c AS (
         SELECT u.*, t.priority, t.user_id, t.description, t.max_cost_usd, t.max_tokens, t.task_type, t.task_hash,
-               t.warm_start
+               t.warm_start, t.require_approval
         FROM u CROSS JOIN LATERAL (SELECT priority, user_id, description, max_cost_usd, max_tokens, task_type,
-                                          task_hash, warm_start
+                                          task_hash, warm_start, require_approval
                                    FROM tasks WHERE id = u.task_id LIMIT 1) t
      )
      ",
@@ -297,6 +305,8 @@ struct ClaimRow {
     task_type: Option<String>,
     task_hash: Option<String>,
     warm_start: bool,
+    require_approval: Vec<String>,
+    decisions: Value,
     user_daily_cost_usd: Option<f64>,
     user_has_memories: bool,
     dependencies: Value,
@@ -311,6 +321,8 @@ impl TryFrom<ClaimRow> for StepClaim {
             serde_json::from_value(r.dependencies).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let context: Vec<(String, String)> =
             serde_json::from_value(r.context).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let decisions: Vec<DecisionRow> =
+            serde_json::from_value(r.decisions).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(StepClaim {
             step_id: StepId(r.id),
             task_id: TaskId(r.task_id),
@@ -337,6 +349,32 @@ impl TryFrom<ClaimRow> for StepClaim {
             task_type: r.task_type,
             task_hash: r.task_hash,
             warm_start: r.warm_start,
+            require_approval: r.require_approval,
+            decisions: decisions.into_iter().map(DecisionRow::into_decided).collect::<Result<_, _>>()?,
         })
+    }
+}
+
+/// A decided `tool_approvals` row as the claim reads it.
+#[derive(serde::Deserialize)]
+struct DecisionRow {
+    turn: i32,
+    call_id: String,
+    status: String,
+    reason: Option<String>,
+    arguments: Option<Value>,
+}
+
+impl DecisionRow {
+    fn into_decided(self) -> Result<agents::DecidedCall, StoreError> {
+        let decision = match self.status.parse::<ApprovalStatus>()? {
+            ApprovalStatus::Approved => agents::Decision::Approve { arguments: self.arguments },
+            // An expired or cancelled call is a denial the model can read the reason of.
+            ApprovalStatus::Denied | ApprovalStatus::Expired | ApprovalStatus::Cancelled => {
+                agents::Decision::Deny { reason: self.reason.unwrap_or_else(|| "no reason given".into()) }
+            }
+            ApprovalStatus::Pending => return Err(StoreError::Corrupt("a pending approval read as decided".into())),
+        };
+        Ok(agents::DecidedCall { turn: u32::try_from(self.turn).unwrap_or(0), call_id: self.call_id, decision })
     }
 }

@@ -8,10 +8,10 @@ use super::{
     rows::{StepRow, TaskRow, step_columns, task_columns},
 };
 use crate::{
-    domain::{StepId, TaskId, TaskStatus},
+    domain::{RequiredAction, StepId, TaskId, TaskStatus},
     store::{
-        AddContext, CancelOutcome, CostReport, CreateOutcome, EarlierTask, NewTask, RetryOutcome, Step, StoreError,
-        Task, TaskDetail, TaskPage, TaskQuery, TaskStore, ThreadHistory, ToolCallRow,
+        AddContext, ApprovalRow, CancelOutcome, CostReport, CreateOutcome, EarlierTask, NewTask, RetryOutcome, Step,
+        StoreError, Task, TaskDetail, TaskPage, TaskQuery, TaskStore, ThreadHistory, ToolCallRow,
     },
 };
 
@@ -44,7 +44,13 @@ impl TaskStore for PgStore {
             .into_iter()
             .map(Step::try_from)
             .collect::<Result<_, _>>()?;
-        Ok(Some(TaskDetail { task: task.try_into()?, steps }))
+        let task: Task = task.try_into()?;
+        let pending_approvals = if task.required_action == Some(RequiredAction::ToolApproval) {
+            self.approval_rows(id, true).await?
+        } else {
+            Vec::new()
+        };
+        Ok(Some(TaskDetail { task, steps, pending_approvals }))
     }
 
     async fn task_owner(&self, id: TaskId) -> Result<Option<String>, StoreError> {
@@ -136,11 +142,15 @@ impl TaskStore for PgStore {
         Ok(ThreadHistory { earlier, recent_work })
     }
 
+    async fn approvals(&self, task: TaskId, pending: bool) -> Result<Vec<ApprovalRow>, StoreError> {
+        self.approval_rows(task, pending).await
+    }
+
     async fn unfinished_counts(&self) -> Result<Vec<(TaskStatus, i64)>, StoreError> {
         // Matches the partial index tasks_unfinished, so the count never scans finished work.
         const SQL: &str = concat!(
             "SELECT status, count(*) FROM tasks WHERE status IN (",
-            task_status!(Pending, Planning, Running),
+            task_status!(Pending, Planning, Running, RequiresAction),
             ") GROUP BY status"
         );
         let rows: Vec<(String, i64)> = sqlx::query_as(SQL).fetch_all(&self.pool).await?;
@@ -290,10 +300,10 @@ impl PgStore {
              ), t AS (
                 UPDATE tasks SET status = ",
             task_status!(Cancelled),
-            ", lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+            ", lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, required_action = NULL,
                        error = 'cancelled by request', completed_at = now(), updated_at = now()
                 FROM cur WHERE tasks.id = cur.id AND cur.status IN (",
-            task_status!(Pending, Planning, Running),
+            task_status!(Pending, Planning, Running, RequiresAction),
             ")
                 RETURNING tasks.*
              ), s AS (
@@ -301,9 +311,16 @@ impl PgStore {
             step_status!(Cancelled),
             ", updated_at = now(), completed_at = now()
                 WHERE task_id IN (SELECT id FROM t) AND status IN (",
-            step_status!(Pending, Ready),
+            step_status!(Pending, Ready, Waiting),
             ")
                 RETURNING id, task_id
+             ), a AS (
+                UPDATE tool_approvals SET status = ",
+            approval_status!(Cancelled),
+            ", decided_at = now(), decided_by = 'system', reason = 'the task was cancelled'
+                WHERE task_id IN (SELECT id FROM t) AND status = ",
+            approval_status!(Pending),
+            "
              ), e AS (
                 INSERT INTO task_events (task_id, step_id, kind)
                 SELECT task_id, id, ",
