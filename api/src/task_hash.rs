@@ -81,6 +81,7 @@ mod tests {
             task_hash: String::new(),
             warm_start: false,
             require_approval: Vec::new(),
+            follows: None,
         }
     }
 

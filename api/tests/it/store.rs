@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use orchestrator::{
     domain::{DeliveryStatus, StepId, StepStatus, TaskId, TaskStatus},
-    store::{CreateOutcome, ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, NewTask, TaskStore},
+    store::{CreateOutcome, ExecutionStore, FailOutcome, FollowsUp, Lease, LeaseState, NewStep, NewTask, TaskStore},
 };
 
 use crate::helpers::TestApp;
@@ -30,6 +30,7 @@ async fn new_task(app: &TestApp) -> TaskId {
         task_hash: "h".into(),
         warm_start: false,
         require_approval: Vec::new(),
+        follows: None,
     };
     match app.app.store.create_task(&task).await.unwrap() {
         CreateOutcome::Created(t) => t.id,
@@ -335,6 +336,7 @@ async fn concurrent_submissions_keep_each_tasks_own_fields_and_context() {
             task_hash: format!("hash-{i}"),
             warm_start: i % 7 == 0,
             require_approval: if i % 5 == 0 { vec!["calculator".to_owned()] } else { Vec::new() },
+            follows: (i % 5 == 2).then(|| FollowsUp { parent: TaskId::new(), thread: TaskId::new() }),
         })
         .collect();
     let created = futures_util::future::join_all(submissions.iter().map(|t| store.create_task(t))).await;
@@ -350,6 +352,9 @@ async fn concurrent_submissions_keep_each_tasks_own_fields_and_context() {
         assert_eq!((&task.task_type, task.task_hash.as_deref()), (&new.task_type, Some(new.task_hash.as_str())));
         assert_eq!(task.warm_start, new.warm_start);
         assert_eq!(task.require_approval, new.require_approval);
+        // A follow-up keeps its thread; any other task starts its own.
+        assert_eq!(task.thread_id, new.follows.map_or(new.id, |f| f.thread));
+        assert_eq!(task.parent_task_id, new.follows.map(|f| f.parent));
         assert_eq!(task.status, TaskStatus::Pending);
         let context: Vec<(String, String)> =
             sqlx::query_as("SELECT role, content FROM task_messages WHERE task_id = $1 ORDER BY id")

@@ -1,4 +1,4 @@
-//! `/tasks`: submit, read and list tasks.
+//! `/tasks`: submit, follow up, read and list tasks.
 
 pub(super) mod approvals;
 pub(super) mod cancel;
@@ -6,6 +6,7 @@ pub(super) mod context;
 pub(super) mod create;
 pub(super) mod dto;
 pub(super) mod events;
+pub(super) mod follow_up;
 pub(super) mod get;
 pub(super) mod list;
 pub(super) mod reports;
@@ -34,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tasks/{id}/cancel", post(cancel::cancel_task))
         .route("/tasks/{id}/retry", post(retry::retry_task))
         .route("/tasks/{id}/context", post(context::add_context))
+        .route("/tasks/{id}/follow-ups", post(follow_up::create_follow_up))
         .route("/tasks/{id}/events", get(events::task_events))
         .route("/tasks/{id}/cost", get(reports::task_cost))
         .route("/tasks/{id}/tool-calls", get(reports::tool_calls))

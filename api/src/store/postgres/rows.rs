@@ -14,7 +14,7 @@ macro_rules! task_columns {
     () => {
         "id, user_id, description, metadata, status, priority, max_cost_usd, max_tokens, result, error, \
          error_code, reserved_cost_usd, reserved_tokens, \
-         cost_usd, tokens_in, tokens_out, tokens_cached, callback_url, agent_hints, task_type, task_hash, warm_start, required_action, require_approval, created_at, started_at, completed_at, updated_at"
+         cost_usd, tokens_in, tokens_out, tokens_cached, callback_url, agent_hints, task_type, task_hash, warm_start, required_action, require_approval, thread_id, parent_task_id, created_at, started_at, completed_at, updated_at"
     };
 }
 
@@ -54,6 +54,9 @@ pub(super) struct TaskRow {
     warm_start: bool,
     required_action: Option<String>,
     require_approval: Vec<String>,
+    /// NULL for a thread's first task (migration 25).
+    thread_id: Option<Uuid>,
+    parent_task_id: Option<Uuid>,
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     completed_at: Option<DateTime<Utc>>,
@@ -95,6 +98,9 @@ impl TryFrom<TaskRow> for Task {
             warm_start: r.warm_start,
             required_action: r.required_action.map(|a| a.parse()).transpose()?,
             require_approval: r.require_approval,
+            // A task that starts a thread stores no thread: it is its own.
+            thread_id: TaskId(r.thread_id.unwrap_or(r.id)),
+            parent_task_id: r.parent_task_id.map(TaskId),
         })
     }
 }
