@@ -28,6 +28,7 @@ const BOTTOM: &[&str] = &[
     "store",
     "task_hash",
     "telemetry",
+    "thread",
     "webhooks",
 ];
 

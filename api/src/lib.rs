@@ -39,5 +39,6 @@ pub mod scrub;
 pub mod store;
 pub mod task_hash;
 pub mod telemetry;
+pub mod thread;
 pub mod webhooks;
 pub mod worker;

@@ -84,6 +84,7 @@ mod tests {
             max_replans: 2,
             start: Default::default(),
             require_approval: Vec::new(),
+            follows: None,
         }
     }
 

@@ -1,5 +1,5 @@
-//! A small typed client for the orchestrator's REST API: tasks (submit, read, list, cancel)
-//! and their live event stream (Server-Sent Events).
+//! A small typed client for the orchestrator's REST API: tasks (submit, follow up, read, list,
+//! cancel) and their live event stream (Server-Sent Events).
 //!
 //! Every call states the status it expects; any other answer is a [`ClientError::Status`]
 //! carrying the server's problem+json body, whose `detail` [`ClientError::detail`] extracts.
@@ -85,6 +85,13 @@ pub struct TaskView {
     pub created_at: String,
     #[serde(default)]
     pub completed_at: Option<String>,
+    /// The thread's first task: the task itself unless it is a follow-up (absent from servers
+    /// that predate follow-ups).
+    #[serde(default)]
+    pub thread_id: Option<Uuid>,
+    /// The task a follow-up continues.
+    #[serde(default)]
+    pub parent_task_id: Option<Uuid>,
     /// Present when the task was read on its own (`GET /tasks/{id}`), empty in lists.
     #[serde(default)]
     pub steps: Vec<StepView>,
@@ -187,6 +194,8 @@ pub struct ListQuery {
     pub status: Option<String>,
     /// Only tasks of this `task_type`.
     pub task_type: Option<String>,
+    /// Only the tasks of this thread (a task's `thread_id`).
+    pub thread_id: Option<Uuid>,
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -215,7 +224,7 @@ pub struct EventView {
 impl EventView {
     /// Whether this is the task's final event.
     pub fn ends_task(&self) -> bool {
-        matches!(self.kind.as_str(), "task_completed" | "task_failed" | "task_cancelled")
+        matches!(self.kind.as_str(), "task_completed" | "task_failed" | "task_cancelled" | "task_partial")
     }
 }
 
@@ -270,12 +279,14 @@ impl ApiClient {
 
     /// Submits a task and returns it with its `Location`.
     pub async fn create(&self, body: &Value) -> Result<Submitted, ClientError> {
-        let response = self.request(Method::POST, self.url("/tasks")).json(body).send().await?;
-        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let location = header(header::LOCATION.as_str());
-        let replayed = header("idempotent-replayed").as_deref() == Some("true");
-        let task = TaskView::from_value(expect(response, 202).await?)?;
-        Ok(Submitted { task, location, replayed })
+        submitted(self.request(Method::POST, self.url("/tasks")).json(body).send().await?).await
+    }
+
+    /// Follows up on the ended task `parent` (`POST /tasks/{id}/follow-ups`): a task in its
+    /// thread, returned with its `Location`. The body is sent as given.
+    pub async fn follow_up(&self, parent: Uuid, body: &Value) -> Result<Submitted, ClientError> {
+        let url = self.url(&format!("/tasks/{parent}/follow-ups"));
+        submitted(self.request(Method::POST, url).json(body).send().await?).await
     }
 
     /// Submits a task with `Prefer: wait=N`: the answer is `200` with the ended task, or
@@ -304,10 +315,12 @@ impl ApiClient {
         {
             let mut pairs = url.query_pairs_mut();
             let limit = query.limit.map(|l| l.to_string());
+            let thread_id = query.thread_id.map(|t| t.to_string());
             for (name, value) in [
                 ("user_id", query.user_id.as_deref()),
                 ("status", query.status.as_deref()),
                 ("task_type", query.task_type.as_deref()),
+                ("thread_id", thread_id.as_deref()),
                 ("limit", limit.as_deref()),
                 ("cursor", query.cursor.as_deref()),
             ] {
@@ -404,6 +417,15 @@ impl ApiClient {
             pause = (pause * 2).min(Duration::from_millis(200));
         }
     }
+}
+
+/// A creation's answer (`202`): the task, its `Location` and whether it was a replay.
+async fn submitted(response: reqwest::Response) -> Result<Submitted, ClientError> {
+    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let location = header(header::LOCATION.as_str());
+    let replayed = header("idempotent-replayed").as_deref() == Some("true");
+    let task = TaskView::from_value(expect(response, 202).await?)?;
+    Ok(Submitted { task, location, replayed })
 }
 
 /// Returns the JSON body when the status is `expected`, the status and body otherwise.
@@ -533,6 +555,22 @@ mod tests {
         );
         assert_eq!(parser.next_frame(), Some(SseFrame { id: Some("8".into()), event: None, data: "x".into() }));
         assert_eq!(parser.next_frame(), None);
+    }
+
+    #[test]
+    fn every_ending_ends_the_task() {
+        let event = |kind: &str| EventView {
+            id: 1,
+            task_id: Uuid::nil(),
+            step_id: None,
+            kind: kind.into(),
+            data: Value::Null,
+            created_at: String::new(),
+        };
+        for kind in ["task_completed", "task_failed", "task_cancelled", "task_partial"] {
+            assert!(event(kind).ends_task(), "{kind}");
+        }
+        assert!(!event("task_retried").ends_task());
     }
 
     #[test]

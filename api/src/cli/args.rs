@@ -12,7 +12,7 @@ pub enum ClientCommand {
     /// Submit a task to a running server; with --wait, follow it to the end.
     #[command(after_help = EXIT_CODES)]
     Submit(SubmitArgs),
-    /// List, show or cancel tasks on a running server.
+    /// List, show, follow up, cancel or retry tasks on a running server.
     #[command(after_help = EXIT_CODES)]
     Tasks(TasksArgs),
 }
@@ -45,6 +45,16 @@ pub struct SubmitArgs {
     #[arg(long, env = "ORCHESTRATOR_USER")]
     pub user: Option<String>,
 
+    #[command(flatten)]
+    pub options: TaskOptions,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// What `submit` and `tasks follow-up` may say about the task they create.
+#[derive(Debug, Clone, Args)]
+pub struct TaskOptions {
     /// Dispatch priority.
     #[arg(long, value_parser = ["high", "normal", "low"])]
     pub priority: Option<String>,
@@ -66,9 +76,18 @@ pub struct SubmitArgs {
     /// ended.
     #[arg(long)]
     pub wait: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FollowUpArgs {
+    /// The task to follow up; it must have ended.
+    pub id: Uuid,
+
+    /// What to do next, in plain words. The new task sees the earlier one's goal and result.
+    pub goal: String,
 
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub options: TaskOptions,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -99,6 +118,10 @@ pub enum TasksCommand {
         /// The task's id.
         id: Uuid,
     },
+    /// Continue an ended task with a new one in its thread, as its user's; with --wait, follow
+    /// it to the end.
+    #[command(after_help = EXIT_CODES)]
+    FollowUp(FollowUpArgs),
     /// Approve (or with --deny, deny) a tool call that waits for a person; the call ids are
     /// in `tasks show`, `tasks approvals` and the output of `submit --wait`.
     Approve {
@@ -136,6 +159,11 @@ pub struct ListArgs {
     /// Only tasks of this type (`task_type` at submission).
     #[arg(long = "type")]
     pub task_type: Option<String>,
+
+    /// Only the tasks of this thread (any task's `thread_id`): its first task and its
+    /// follow-ups.
+    #[arg(long)]
+    pub thread: Option<Uuid>,
 
     /// Tasks per page.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]

@@ -1,7 +1,7 @@
 //! The command line of the `orchestrator` binary ([`Cli`]) and the commands that are not the
 //! service itself: the operator commands `keys` and `users`, straight on Postgres, and the
-//! client commands `submit` and `tasks list|show|cancel`, over HTTP. The top layer of the
-//! crate, next to `http` and `worker`: nothing below it names this module.
+//! client commands `submit` and `tasks list|show|follow-up|cancel|retry`, over HTTP. The top
+//! layer of the crate, next to `http` and `worker`: nothing below it names this module.
 //!
 //! The client commands talk to a running server over HTTP through [`eval::ApiClient`], the same typed client
 //! the evaluation harness uses, and only render here. Errors are one line on stderr
@@ -21,7 +21,7 @@ mod tasks;
 pub mod users;
 mod wait;
 
-pub use args::{ClientCommand, ListArgs, ServerArgs, SubmitArgs, TasksArgs, TasksCommand};
+pub use args::{ClientCommand, FollowUpArgs, ListArgs, ServerArgs, SubmitArgs, TaskOptions, TasksArgs, TasksCommand};
 pub use command::{Cli, Command, MemoryCommand};
 pub use keys::KeysCommand;
 pub use users::UsersCommand;
@@ -53,7 +53,7 @@ impl From<Outcome> for ExitCode {
 pub async fn run(command: ClientCommand) -> ExitCode {
     let result = match command {
         ClientCommand::Submit(args) => submit::submit(&client(&args.server), &args).await,
-        ClientCommand::Tasks(args) => tasks::run(&client(&args.server), &args.command).await,
+        ClientCommand::Tasks(args) => tasks::run(&client(&args.server), &args.server, &args.command).await,
     };
     match result {
         Ok(outcome) => outcome.into(),

@@ -180,6 +180,13 @@ pub fn task_detail(task: &TaskView) -> String {
         // Continuation lines line up under the first.
         out.push_str(&format!("{name:<9}{}\n", value.trim_end().replace('\n', "\n         ")));
     }
+    // Only a follow-up has a thread worth naming: any other task is its own.
+    if let Some(parent) = task.parent_task_id {
+        out.push_str(&format!("{:<9}{parent}\n", "follows"));
+        if let Some(thread) = task.thread_id {
+            out.push_str(&format!("{:<9}{thread} (orchestrator tasks list --thread {thread})\n", "thread"));
+        }
+    }
     out.push_str(&format!(
         "{:<9}{} in, {} out\n{:<9}${:.6}\n",
         "tokens", task.tokens_in, task.tokens_out, "cost", task.cost_usd

@@ -1,11 +1,11 @@
-//! `orchestrator tasks list|show|cancel|retry|approve|approvals`.
+//! `orchestrator tasks list|show|follow-up|cancel|retry|approve|approvals`.
 
 use eval::{ApiClient, client::ListQuery};
 use serde_json::json;
 
-use super::{ListArgs, Outcome, Result, TasksCommand, render};
+use super::{ListArgs, Outcome, Result, ServerArgs, TasksCommand, render, submit};
 
-pub async fn run(client: &ApiClient, command: &TasksCommand) -> Result<Outcome> {
+pub async fn run(client: &ApiClient, server: &ServerArgs, command: &TasksCommand) -> Result<Outcome> {
     match command {
         TasksCommand::List(args) => list(client, args).await,
         TasksCommand::Show { id } => {
@@ -22,6 +22,7 @@ pub async fn run(client: &ApiClient, command: &TasksCommand) -> Result<Outcome> 
             println!("task {} is {} again", task.id, task.status);
             Ok(Outcome::Success)
         }
+        TasksCommand::FollowUp(args) => submit::follow_up(client, server, args).await,
         TasksCommand::Approve { id, call, deny, reason, arguments } => {
             let mut body = json!({ "decision": if *deny { "deny" } else { "approve" } });
             if let Some(reason) = reason {
@@ -53,6 +54,7 @@ async fn list(client: &ApiClient, args: &ListArgs) -> Result<Outcome> {
         user_id: args.user.clone(),
         status: args.status.clone(),
         task_type: args.task_type.clone(),
+        thread_id: args.thread,
         limit: Some(args.limit),
         cursor: args.cursor.clone(),
     };
@@ -64,7 +66,10 @@ async fn list(client: &ApiClient, args: &ListArgs) -> Result<Outcome> {
     }
     if let Some(cursor) = page.next_cursor {
         let mut next = format!("orchestrator tasks list --limit {}", args.limit);
-        for (flag, value) in [("--user", &args.user), ("--status", &args.status), ("--type", &args.task_type)] {
+        let thread = args.thread.map(|t| t.to_string());
+        for (flag, value) in
+            [("--user", &args.user), ("--status", &args.status), ("--type", &args.task_type), ("--thread", &thread)]
+        {
             if let Some(value) = value {
                 next.push_str(&format!(" {flag} '{value}'"));
             }

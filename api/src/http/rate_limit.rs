@@ -59,10 +59,19 @@ impl RouteClass {
         }
         Some(match (method, path) {
             (&Method::POST, "/tasks") => Self::Create,
+            // A follow-up is a task creation like any other, and pays from the same budget.
+            (&Method::POST, path) if is_follow_up(path) => Self::Create,
             (&Method::POST, "/memory/search") => Self::Search,
             _ => Self::Other,
         })
     }
+}
+
+/// `/tasks/{id}/follow-ups`, whatever `{id}` holds (a bad id still costs a creation's budget).
+fn is_follow_up(path: &str) -> bool {
+    path.strip_prefix("/tasks/")
+        .and_then(|rest| rest.strip_suffix("/follow-ups"))
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'))
 }
 
 /// Middleware: the per-user limit of the request's route class. The caller is the [`Caller`]
@@ -113,6 +122,11 @@ mod tests {
         assert_eq!(RouteClass::of(&Method::POST, "/memory/search"), Some(RouteClass::Search));
         assert_eq!(RouteClass::of(&Method::POST, "/memory"), Some(RouteClass::Other));
         assert_eq!(RouteClass::of(&Method::POST, "/tasks/x/cancel"), Some(RouteClass::Other));
+        assert_eq!(RouteClass::of(&Method::POST, "/tasks/{id}/follow-ups"), Some(RouteClass::Create));
+        let follow_up = format!("/tasks/{}/follow-ups", uuid::Uuid::new_v4());
+        assert_eq!(RouteClass::of(&Method::POST, &follow_up), Some(RouteClass::Create));
+        assert_eq!(RouteClass::of(&Method::GET, &follow_up), Some(RouteClass::Other));
+        assert_eq!(RouteClass::of(&Method::POST, "/tasks/a/b/follow-ups"), Some(RouteClass::Other));
         assert_eq!(RouteClass::of(&Method::GET, "/nowhere"), Some(RouteClass::Other));
     }
 

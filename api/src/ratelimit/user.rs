@@ -16,7 +16,8 @@ use crate::metrics::Metrics;
 /// Routes that share one budget per user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RouteClass {
-    /// `POST /tasks`: each one starts model calls, so it has the tightest budget.
+    /// `POST /tasks` and `POST /tasks/{id}/follow-ups`: each one starts model calls, so it has
+    /// the tightest budget.
     Create,
     /// `POST /memory/search`: an embedding and a vector search each.
     Search,
@@ -39,7 +40,7 @@ impl RouteClass {
     /// How a refusal names the class.
     pub fn describe(self) -> &'static str {
         match self {
-            Self::Create => "task creation (POST /tasks)",
+            Self::Create => "task creation (POST /tasks and POST /tasks/{id}/follow-ups)",
             Self::Search => "memory search (POST /memory/search)",
             Self::Other => "requests other than task creation and memory search",
         }

@@ -59,6 +59,11 @@ pub trait TaskStore: Send + Sync + 'static {
     /// on each wake-up, so that only the end costs a full read.
     async fn task_status(&self, id: TaskId) -> Result<Option<TaskStatus>, StoreError>;
     async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError>;
+    /// What a follow-up of `parent` starts from besides the parent itself: up to `earlier`
+    /// tasks before it on its branch of the thread, and the last `recent_work` assistant and
+    /// tool messages of its steps.
+    async fn thread_history(&self, parent: TaskId, earlier: i64, recent_work: i64)
+    -> Result<ThreadHistory, StoreError>;
     /// The task's cost from its `llm_calls` rows: totals, per step and per model. `None`
     /// when the task does not exist.
     async fn task_cost(&self, id: TaskId) -> Result<Option<CostReport>, StoreError>;

@@ -44,6 +44,17 @@ pub struct NewTask {
     /// Tools whose calls wait for a person's approval in this task (checked against the
     /// deployment's tools).
     pub require_approval: Vec<String>,
+    /// Set for a follow-up (`POST /tasks/{id}/follow-ups`): where it continues a thread.
+    pub follows: Option<FollowsUp>,
+}
+
+/// Where a follow-up continues its thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowsUp {
+    /// The task it follows up.
+    pub parent: TaskId,
+    /// The thread's first task (the parent's thread).
+    pub thread: TaskId,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +111,10 @@ pub struct Task {
     pub required_action: Option<RequiredAction>,
     /// Tools whose calls wait for a person's approval in this task.
     pub require_approval: Vec<String>,
+    /// The thread's first task: the task itself unless it is a follow-up.
+    pub thread_id: TaskId,
+    /// The task a follow-up continues; `None` for a thread's first task.
+    pub parent_task_id: Option<TaskId>,
 }
 
 #[derive(Debug, Clone)]
@@ -138,6 +153,8 @@ pub struct TaskQuery {
     pub user_id: Option<String>,
     pub status: Option<TaskStatus>,
     pub task_type: Option<String>,
+    /// Only the tasks of this thread: its first task and every follow-up in it.
+    pub thread_id: Option<TaskId>,
     pub after: Option<(DateTime<Utc>, TaskId)>,
     pub limit: u32,
 }
@@ -234,6 +251,26 @@ pub struct StepCompletion {
     /// Set when this step completed its task: the user's oldest task waiting for capacity,
     /// if any, which the task's end should wake.
     pub waiting: Option<Option<(TaskId, Priority)>>,
+}
+
+/// What a follow-up's context is built from (`crate::thread`), besides the parent itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ThreadHistory {
+    /// The tasks before the parent on its branch of the thread, newest first (the parent's
+    /// parent first), at most as many as asked for.
+    pub earlier: Vec<EarlierTask>,
+    /// The last assistant and tool messages of the parent's steps, newest first, as
+    /// (role, content), at most as many as asked for.
+    pub recent_work: Vec<(String, String)>,
+}
+
+/// A task earlier in a thread: what was asked and how it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlierTask {
+    pub description: String,
+    pub status: TaskStatus,
+    pub result: Option<String>,
+    pub error: Option<String>,
 }
 
 /// Where a plan to save came from.

@@ -1,4 +1,4 @@
-"""A task through a client generated from docs/openapi.json by openapi-python-client.
+"""A task and a follow-up through a client generated from docs/openapi.json by openapi-python-client.
 
 Run by api/tests/it/generated_client.rs with the generated package `orchestrator_client` on
 PYTHONPATH. Arguments: the server's base URL and an API key. Every call goes through the
@@ -15,6 +15,7 @@ import uuid
 
 from orchestrator_client import AuthenticatedClient, Client
 from orchestrator_client.api.tasks import (
+    create_follow_up,
     create_task,
     decide,
     edit_plan,
@@ -36,6 +37,7 @@ from orchestrator_client.models import (
     DecisionKind,
     EditPlanRequest,
     EditPlanStep,
+    FollowUpRequest,
     PlanResponse,
     PlanVersionList,
     RequiredAction,
@@ -48,8 +50,9 @@ from orchestrator_client.models import (
 )
 from orchestrator_client.types import UNSET
 
-TERMINAL = {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
+TERMINAL = {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.PARTIAL}
 DESCRIPTION = "Analyze the requirements and build a plan. Then implement core APIs."
+FOLLOW_UP = "Now write a summary of the plan."
 DEADLINE_SECS = 20.0
 # Seconds each request may wait for the task to end (the server grants at most 60).
 WAIT_SECS = 10
@@ -116,6 +119,33 @@ def main(base_url, token):
     expect(len(listed) == 1, f"the task is listed once: {[item.id for item in page.items]}")
     expect(listed[0].steps is UNSET, "listed tasks have no steps")
 
+    # A follow-up continues the task in its thread; the thread lists both, newest first.
+    followed = create_follow_up.sync_detailed(
+        id=task_id, client=client, body=FollowUpRequest(description=FOLLOW_UP), prefer=f"wait={WAIT_SECS}"
+    )
+    expect(followed.status_code in (200, 202), f"create_follow_up answered {followed.status_code}: {followed.content!r}")
+    follow_up = followed.parsed
+    expect(isinstance(follow_up, TaskResponse), f"create_follow_up parsed as {follow_up!r}")
+    expect(follow_up.parent_task_id == task_id, f"the follow-up follows the task: {follow_up.parent_task_id!r}")
+    expect(follow_up.thread_id == task.thread_id == task_id, f"one thread: {follow_up.thread_id!r}, {task.thread_id!r}")
+    expect(task.parent_task_id is None, f"the first task follows nothing: {task.parent_task_id!r}")
+    until = time.monotonic() + DEADLINE_SECS
+    while follow_up.status not in TERMINAL:
+        expect(time.monotonic() < until, f"follow-up {follow_up.id} still {follow_up.status} after {DEADLINE_SECS}s")
+        follow_up = get_task.sync(id=follow_up.id, client=client, prefer=f"wait={WAIT_SECS}")
+    expect(follow_up.status == TaskStatus.COMPLETED, f"the follow-up ended {follow_up.status}: {follow_up.error!r}")
+    thread = list_tasks.sync(client=client, thread_id=follow_up.thread_id)
+    expect(isinstance(thread, TaskListResponse), f"list_tasks parsed as {thread!r}")
+    expect(
+        [item.id for item in thread.items] == [follow_up.id, task_id],
+        f"the thread is the follow-up, then the task: {[item.id for item in thread.items]}",
+    )
+    missing_parent = create_follow_up.sync_detailed(
+        id=uuid.uuid4(), client=client, body=FollowUpRequest(description=FOLLOW_UP)
+    )
+    expect(missing_parent.status_code == 404, f"a follow-up of an unknown task answered {missing_parent.status_code}")
+    expect(isinstance(missing_parent.parsed, Problem), f"the 404 parsed as {missing_parent.parsed!r}")
+
     # Errors are typed problems: an unknown id is a 404, no key is a 401.
     unknown = uuid.uuid4()
     missing = get_task.sync_detailed(id=unknown, client=client)
@@ -168,6 +198,14 @@ def main(base_url, token):
             "steps": len(cost.steps),
         },
         "listed": len(page.items),
+        "follow_up": {
+            "id": str(follow_up.id),
+            "parent_task_id": str(follow_up.parent_task_id),
+            "thread_id": str(follow_up.thread_id),
+            "status": follow_up.status.value,
+            "result": follow_up.result,
+            "thread": [str(item.id) for item in thread.items],
+        },
         "not_found": {"status": int(missing.status_code), "title": missing.parsed.title},
         "unauthorized": int(anonymous.status_code),
     }

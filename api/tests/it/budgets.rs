@@ -26,7 +26,8 @@ fn output_priced(model: &str) -> PathBuf {
     path
 }
 
-fn offline_priced(ceiling: u32) -> Settings {
+/// Offline test settings where each call of a limited task may cost up to `ceiling` × $0.001.
+pub fn offline_priced(ceiling: u32) -> Settings {
     let mut s = test_settings();
     s.llm_prices_file = Some(output_priced(agents::llm::OfflineModel::MODEL));
     s.budgets.budget_max_output_tokens = ceiling;

@@ -191,6 +191,46 @@ async fn cancelling_a_finished_task_exits_3_with_the_servers_reason() {
 }
 
 #[tokio::test]
+async fn submit_wait_exits_4_when_the_task_ends_partial_and_stops_at_its_last_event() {
+    let app = TestApp::spawn(1).await;
+    let goal = "Write a haiku about job queues. Separately, research retry policies [offline: fail].";
+    let (code, out, err) = run(&app.url(""), &["submit", goal, "--wait"]).await;
+    assert_eq!(code, 4, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("partial result:"), "{out}");
+    // The stream's last event ends the wait: no reconnecting to a stream that has closed.
+    assert!(!err.contains("live events are unavailable"), "{err}");
+    assert_eq!(app.client.task(submitted_id(&out)).await.unwrap().status, "partial");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn tasks_follow_up_waits_for_the_follow_up_and_the_thread_lists_both() {
+    let app = TestApp::spawn(1).await;
+    let body = serde_json::json!({"user_id": "cli-thread", "description": "Write a haiku about queues."});
+    let parent = app.client.submit(&body).await.unwrap().id;
+    app.wait(parent).await;
+    let (code, out, err) =
+        run(&app.url(""), &["tasks", "follow-up", &parent.to_string(), "Now a shorter one.", "--wait"]).await;
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let id = submitted_id(&out);
+    let task = app.client.task(id).await.unwrap();
+    assert_eq!((task.status.as_str(), task.user_id.as_str()), ("completed", "cli-thread"));
+    assert_eq!((task.parent_task_id, task.thread_id), (Some(parent), Some(parent)));
+    assert!(out.contains(task.result.unwrap().trim_end()), "the result in:\n{out}");
+
+    let (code, out, err) = run(&app.url(""), &["tasks", "list", "--thread", &parent.to_string()]).await;
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(rows[0].starts_with(&id.to_string()) && rows[1].starts_with(&parent.to_string()), "newest first:\n{out}");
+
+    let (code, out, err) = run(&app.url(""), &["tasks", "show", &id.to_string()]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("follows  {parent}")), "{out}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_unreachable_server_and_a_bad_command_line_exit_3_in_one_line() {
     // Nothing listens on port 9 (discard) on a test machine.
     let (code, out, err) = run("http://127.0.0.1:9", &["tasks", "list"]).await;

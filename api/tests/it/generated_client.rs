@@ -1,6 +1,6 @@
 //! A client generated from `docs/openapi.json` by a third-party generator works: it submits a
 //! task with an API key, waits for it (`Prefer: wait`), and reads its steps, its cost, the task
-//! list and a typed 404 (`api/tests/client/generated_client_flow.py`).
+//! list, a follow-up and its thread, and a typed 404 (`api/tests/client/generated_client_flow.py`).
 //!
 //! The generator is openapi-python-client, which `.ci/run` installs into a venv outside the
 //! clone. The test finds it through `OPENAPI_PYTHON_CLIENT` and the venv's Python (which has
@@ -206,6 +206,27 @@ async fn a_generated_python_client_submits_a_task_and_reads_its_steps_and_cost()
     assert_eq!(cost["steps"], stored.len(), "one cost line per step: {summary}");
 
     assert_eq!(summary["listed"], 1, "{summary}");
+
+    // The follow-up the client made is stored in the task's thread, as the client read it.
+    let follow_up = &summary["follow_up"];
+    let follow_up_id: uuid::Uuid = follow_up["id"].as_str().and_then(|s| s.parse().ok()).expect("a follow-up id");
+    let (user, status, parent, thread, result): (
+        String,
+        String,
+        Option<uuid::Uuid>,
+        Option<uuid::Uuid>,
+        Option<String>,
+    ) = sqlx::query_as("SELECT user_id, status, parent_task_id, thread_id, result FROM tasks WHERE id = $1")
+        .bind(follow_up_id)
+        .fetch_one(&app.db)
+        .await
+        .expect("the follow-up is stored");
+    assert_eq!((user.as_str(), status.as_str()), ("py-client", "completed"), "{summary}");
+    assert_eq!((parent, thread), (Some(id), Some(id)), "{summary}");
+    assert_eq!(follow_up["parent_task_id"], id.to_string(), "{summary}");
+    assert_eq!(follow_up["thread_id"], id.to_string(), "{summary}");
+    assert_eq!(follow_up["result"].as_str(), result.as_deref(), "{summary}");
+    assert_eq!(follow_up["thread"], serde_json::json!([follow_up_id.to_string(), id.to_string()]), "{summary}");
     assert_eq!(summary["not_found"]["status"], 404, "{summary}");
     assert_eq!(summary["unauthorized"], 401, "{summary}");
 

@@ -14,6 +14,7 @@ mod fairness;
 mod fake_llm;
 mod faults;
 mod flow;
+mod follow_ups;
 mod generated_client;
 mod health;
 mod helpers;

@@ -20,6 +20,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/tasks/{id}/cancel"),
     ("post", "/tasks/{id}/retry"),
     ("post", "/tasks/{id}/context"),
+    ("post", "/tasks/{id}/follow-ups"),
     ("get", "/tasks/{id}/events"),
     ("get", "/tasks/{id}/cost"),
     ("get", "/tasks/{id}/tool-calls"),
@@ -140,6 +141,18 @@ async fn openapi_documents_exactly_the_served_routes() {
     let create = &doc["paths"]["/tasks"]["post"];
     assert!(
         create["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header")
+    );
+    // A follow-up is created as a task is: the same headers, and the answers of its own.
+    let follow_up = &doc["paths"]["/tasks/{id}/follow-ups"]["post"];
+    for header in ["Idempotency-Key", "Prefer"] {
+        assert!(follow_up["parameters"].as_array().unwrap().iter().any(|p| p["name"] == header && p["in"] == "header"));
+    }
+    for status in ["200", "202", "404", "409", "422", "429"] {
+        assert!(follow_up["responses"][status].is_object(), "follow-ups document {status}");
+    }
+    assert_eq!(
+        follow_up["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/FollowUpRequest"
     );
     let events = &doc["paths"]["/tasks/{id}/events"]["get"];
     assert!(

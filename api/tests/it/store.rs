@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use orchestrator::{
     domain::{DeliveryStatus, StepId, StepStatus, TaskId, TaskStatus},
-    store::{CreateOutcome, ExecutionStore, FailOutcome, Lease, LeaseState, NewStep, NewTask, TaskStore},
+    store::{CreateOutcome, ExecutionStore, FailOutcome, FollowsUp, Lease, LeaseState, NewStep, NewTask, TaskStore},
 };
 
 use crate::helpers::TestApp;
@@ -33,6 +33,7 @@ async fn new_task(app: &TestApp) -> TaskId {
         max_replans: 2,
         start: Default::default(),
         require_approval: Vec::new(),
+        follows: None,
     };
     match app.app.store.create_task(&task).await.unwrap() {
         CreateOutcome::Created(t) => t.id,
@@ -335,6 +336,7 @@ async fn concurrent_submissions_keep_each_tasks_own_fields_and_context() {
             max_replans: i % 6,
             start: if i % 4 == 3 { orchestrator::domain::TaskStart::Paused } else { Default::default() },
             require_approval: if i % 5 == 0 { vec!["calculator".to_owned()] } else { Vec::new() },
+            follows: (i % 5 == 2).then(|| FollowsUp { parent: TaskId::new(), thread: TaskId::new() }),
         })
         .collect();
     let created = futures_util::future::join_all(submissions.iter().map(|t| store.create_task(t))).await;
@@ -352,6 +354,9 @@ async fn concurrent_submissions_keep_each_tasks_own_fields_and_context() {
         assert_eq!((task.replan, task.max_replans, task.replans), (new.replan, new.max_replans, 0));
         assert_eq!(task.start, new.start);
         assert_eq!(task.require_approval, new.require_approval);
+        // A follow-up keeps its thread; any other task starts its own.
+        assert_eq!(task.thread_id, new.follows.map_or(new.id, |f| f.thread));
+        assert_eq!(task.parent_task_id, new.follows.map(|f| f.parent));
         assert_eq!(task.status, TaskStatus::Pending);
         let context: Vec<(String, String)> =
             sqlx::query_as("SELECT role, content FROM task_messages WHERE task_id = $1 ORDER BY id")

@@ -109,12 +109,25 @@ pub async fn create_task(
     task.replan = replan;
     task.agent_hints = agent_hints;
     task.require_approval = require_approval;
+    submit(&state, &slots, &caller, &headers, task).await
+}
+
+/// What `POST /tasks` and `POST /tasks/{id}/follow-ups` do with a validated task: hash its
+/// work, check its priority, store it (or find the task its idempotency key made before),
+/// start it, and answer `202` with `Location`, or, with `Prefer: wait`, `200` once it ended.
+pub(super) async fn submit(
+    state: &AppState,
+    slots: &Arc<WaitSlots>,
+    caller: &Caller,
+    headers: &HeaderMap,
+    mut task: NewTask,
+) -> Result<Response, ApiError> {
     task.task_hash = state.task_hasher.hash(&task);
-    may_use_priority(&state, &caller, &task).await?;
+    may_use_priority(state, caller, &task).await?;
 
     // Subscribed before the insert: nothing can happen to the task before it exists, so the
     // task as stored is its state when the wait starts, and no end can be missed.
-    let waiter = Wait::from_headers(&headers).map(|wait| Waiter::subscribe(&state.events, task.id, wait));
+    let waiter = Wait::from_headers(headers).map(|wait| Waiter::subscribe(&state.events, task.id, wait));
     let (task, replayed) = match state.tasks.create_task(&task).await? {
         CreateOutcome::Created(task) => (task, false),
         CreateOutcome::Replayed(task) => (task, true),
@@ -137,11 +150,9 @@ pub async fn create_task(
     let (status, body, applied) = match (waiter, replayed) {
         (Some(waiter), false) => {
             let current = TaskDetail { task, steps: Vec::new(), pending_approvals: Vec::new() };
-            answer(waiter.until_ended(state.tasks.as_ref(), &slots, &user, current).await)
+            answer(waiter.until_ended(state.tasks.as_ref(), slots, &user, current).await)
         }
-        (Some(waiter), true) => {
-            replayed_wait(&state, &slots, &user, waiter.retarget(&state.events, task.id), task).await
-        }
+        (Some(waiter), true) => replayed_wait(state, slots, &user, waiter.retarget(&state.events, task.id), task).await,
         (None, _) => (StatusCode::ACCEPTED, TaskResponse::from(task), None),
     };
     let mut response = (status, Json(body)).into_response();
@@ -204,7 +215,7 @@ async fn may_use_priority(state: &AppState, caller: &Caller, task: &NewTask) -> 
 }
 
 /// The hinted agents, each known to this deployment, without repeats.
-fn agent_hints(hints: Option<&[String]>, catalog: &agents::AgentCatalog) -> Result<Vec<String>, ApiError> {
+pub(super) fn agent_hints(hints: Option<&[String]>, catalog: &agents::AgentCatalog) -> Result<Vec<String>, ApiError> {
     let Some(hints) = hints else { return Ok(Vec::new()) };
     if hints.is_empty() || hints.len() > MAX_AGENT_HINTS {
         return Err(invalid("agent_hints", format!("must name 1 to {MAX_AGENT_HINTS} agents")));
@@ -228,7 +239,10 @@ fn agent_hints(hints: Option<&[String]>, catalog: &agents::AgentCatalog) -> Resu
 
 /// Tools whose calls wait for approval in this task: each a tool of this deployment, without
 /// repeats.
-fn approval_tools(tools: Option<&[String]>, registry: &agents::ToolRegistry) -> Result<Vec<String>, ApiError> {
+pub(super) fn approval_tools(
+    tools: Option<&[String]>,
+    registry: &agents::ToolRegistry,
+) -> Result<Vec<String>, ApiError> {
     let Some(tools) = tools else { return Ok(Vec::new()) };
     if tools.len() > MAX_APPROVAL_TOOLS {
         return Err(invalid("require_approval", format!("must name at most {MAX_APPROVAL_TOOLS} tools")));
@@ -250,7 +264,7 @@ fn approval_tools(tools: Option<&[String]>, registry: &agents::ToolRegistry) -> 
     Ok(chosen)
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -271,8 +285,20 @@ fn validate(
 ) -> Result<NewTask, ApiError> {
     // Hash before normalising, so a replay must be byte-for-byte the same request.
     let request_hash = hex::encode(Sha256::digest(serde_json::to_vec(&request).unwrap_or_default()));
-
     let user_id = access::acting_user(caller, request.user_id.as_deref(), Named::Body)?;
+    new_task(request, user_id, request_hash, idempotency_key, callback_policy)
+}
+
+/// The task `request` asks for, as `user_id`'s, or the first field that is wrong: every field
+/// but `user_id`, checked the same way for a submission and a follow-up. `request_hash` tells
+/// a replay of the request from another use of its idempotency key.
+pub(super) fn new_task(
+    request: CreateTaskRequest,
+    user_id: String,
+    request_hash: String,
+    idempotency_key: Option<String>,
+    callback_policy: TargetPolicy,
+) -> Result<NewTask, ApiError> {
     let description = validate::text("description", &request.description, MAX_DESCRIPTION_CHARS)?;
     let metadata = Value::Object(validate::metadata(request.metadata)?.unwrap_or_default());
     let priority = request
@@ -329,6 +355,7 @@ fn validate(
         max_replans: request.max_replans.unwrap_or(DEFAULT_MAX_REPLANS),
         start: request.start.unwrap_or_default(),
         require_approval: Vec::new(), // checked against the tools by the handler
+        follows: None,
     })
 }
 

@@ -104,6 +104,105 @@ pub struct CreateTaskRequest {
     pub require_approval: Option<Vec<String>>,
 }
 
+/// `POST /tasks/{id}/follow-ups` body: what `POST /tasks` takes, without `user_id` (a
+/// follow-up belongs to its parent's user). Nothing is inherited from the parent but its user
+/// and its thread: priority, budgets, type, hints, approvals and callback are this request's.
+/// Unknown fields are refused.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "description": "Now make it shorter, and end with the main risk.",
+    "max_cost_usd": 0.5
+}))]
+pub struct FollowUpRequest {
+    /// What to do next, in plain language (1 to 8000 characters). The steps see the thread
+    /// before it: the parent's goal and outcome and, condensed, what came before.
+    pub description: String,
+    /// A JSON object (at most 16 KiB) stored and returned with the task.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    /// Dispatch priority; when absent, `metadata.priority` is used if it names one.
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    /// Budget in US dollars, as for `POST /tasks`: the follow-up's own model calls count,
+    /// not its parent's.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub max_cost_usd: Option<f64>,
+    /// Token budget over the follow-up's model calls (prompt and output); the thread's context
+    /// is part of every prompt.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub max_tokens: Option<i64>,
+    /// Attempts per step (1 to 10), overriding each agent's own retry policy.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 10)]
+    pub max_attempts: Option<i32>,
+    /// Reuse the plan of an identical earlier task (default true).
+    #[serde(default)]
+    pub use_plan_cache: Option<bool>,
+    /// Messages to add after the thread's (at most 47: the thread takes up to 3 of the 50 a
+    /// task's context holds).
+    #[serde(default)]
+    #[schema(max_items = 47)]
+    pub context: Option<Vec<ContextMessage>>,
+    /// An http(s) URL that gets a signed POST of the follow-up's summary when it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// The only agents the plan may use (1 to 10 names from `GET /agents`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 10)]
+    pub agent_hints: Option<Vec<String>>,
+    /// A short name for the kind of work, as for `POST /tasks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
+    pub task_type: Option<String>,
+    /// Start each step from what the last run of the same work left, as for `POST /tasks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_start: Option<bool>,
+    /// Tools whose calls wait for a person's approval in this task, as for `POST /tasks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 32)]
+    pub require_approval: Option<Vec<String>>,
+    /// Replan when a step fails for good, as for `POST /tasks` (default `REPLAN_ON_FAILURE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replan: Option<bool>,
+    /// Revised plans the follow-up may get (0 to 5, default 2), as for `POST /tasks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 5)]
+    pub max_replans: Option<i32>,
+    /// `running` (the default) or `paused` (wait for `POST /tasks/{id}/start` once planned), as
+    /// for `POST /tasks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<TaskStart>,
+}
+
+impl From<FollowUpRequest> for CreateTaskRequest {
+    /// The same fields, checked by the same code; the user comes from the parent.
+    fn from(r: FollowUpRequest) -> Self {
+        Self {
+            user_id: None,
+            description: r.description,
+            metadata: r.metadata,
+            priority: r.priority,
+            max_cost_usd: r.max_cost_usd,
+            max_tokens: r.max_tokens,
+            max_attempts: r.max_attempts,
+            use_plan_cache: r.use_plan_cache,
+            context: r.context,
+            callback_url: r.callback_url,
+            agent_hints: r.agent_hints,
+            task_type: r.task_type,
+            warm_start: r.warm_start,
+            require_approval: r.require_approval,
+            replan: r.replan,
+            max_replans: r.max_replans,
+            start: r.start,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContextMessage {
@@ -146,7 +245,9 @@ pub struct ContextMessage {
     "start": "running",
     "required_action": null,
     "require_approval": [],
-    "task_hash": "9f2c5e0a4b7d13e8c6a1f0b2d4e6a8c0e2f4a6b8d0c2e4f6a8b0c2d4e6f8a0b2"
+    "task_hash": "9f2c5e0a4b7d13e8c6a1f0b2d4e6a8c0e2f4a6b8d0c2e4f6a8b0c2d4e6f8a0b2",
+    "thread_id": "0193a5b2-7b00-7c2e-8d41-5e6f70819a2b",
+    "parent_task_id": "0193a5b2-7b00-7c2e-8d41-5e6f70819a2b"
 }))]
 pub struct TaskResponse {
     pub id: TaskId,
@@ -207,6 +308,12 @@ pub struct TaskResponse {
     /// Tool calls waiting for a decision; present on `GET /tasks/{id}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_approvals: Option<Vec<ApprovalResponse>>,
+    /// The thread the task belongs to: the id of the thread's first task, which is the task's
+    /// own id unless it is a follow-up. `GET /tasks?thread_id=` lists the thread.
+    pub thread_id: TaskId,
+    /// The task this one follows up (`POST /tasks/{id}/follow-ups`); `null` for the first task
+    /// of a thread.
+    pub parent_task_id: Option<TaskId>,
     /// Present on `GET /tasks/{id}`, absent from lists and from the creation answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepResponse>>,
@@ -280,6 +387,8 @@ impl From<Task> for TaskResponse {
             required_action: t.required_action,
             require_approval: t.require_approval,
             pending_approvals: None,
+            thread_id: t.thread_id,
+            parent_task_id: t.parent_task_id,
             steps: None,
         }
     }

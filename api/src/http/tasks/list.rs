@@ -1,4 +1,5 @@
-//! `GET /tasks`: newest first, filtered by user, status and type, paginated by an opaque cursor.
+//! `GET /tasks`: newest first, filtered by user, status, type and thread, paginated by an opaque
+//! cursor.
 
 use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
@@ -32,6 +33,10 @@ pub struct ListParams {
     status: Option<String>,
     /// Only tasks of this type (`task_type` at submission).
     task_type: Option<String>,
+    /// Only the tasks of this thread (a task's `thread_id`): its first task and every
+    /// follow-up in it. The other filters and the user scope apply too.
+    #[param(value_type = Option<uuid::Uuid>)]
+    thread_id: Option<String>,
     /// Page size, 1 to 100 (default 20).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
@@ -41,7 +46,8 @@ pub struct ListParams {
 
 /// List tasks
 ///
-/// Newest first, optionally filtered by user, status and task type, paginated by an opaque cursor.
+/// Newest first, optionally filtered by user, status, task type and thread, paginated by an
+/// opaque cursor.
 #[utoipa::path(
     get,
     path = "/tasks",
@@ -97,7 +103,11 @@ fn parse(params: ListParams) -> Result<TaskQuery, ApiError> {
         .task_type
         .map(|t| validate::task_type(&t).then_some(t).ok_or_else(|| bad("task_type", validate::TASK_TYPE_RULE)))
         .transpose()?;
-    Ok(TaskQuery { user_id, status, task_type, after, limit })
+    let thread_id = params
+        .thread_id
+        .map(|t| t.trim().parse::<TaskId>().map_err(|_| bad("thread_id", "must be a UUID (a task's `thread_id`)")))
+        .transpose()?;
+    Ok(TaskQuery { user_id, status, task_type, thread_id, after, limit })
 }
 
 /// `<microseconds since epoch>_<task id>`: the position of the last task of a page.
@@ -119,6 +129,7 @@ mod tests {
             user_id: None,
             status: status.map(Into::into),
             task_type: None,
+            thread_id: None,
             limit: limit.map(Into::into),
             cursor: cursor.map(Into::into),
         }
@@ -150,6 +161,11 @@ mod tests {
         assert_eq!(field(parse(typed("Report"))), "task_type");
         assert_eq!(field(parse(typed(""))), "task_type");
         assert_eq!(parse(typed("triage.v2")).unwrap().task_type.as_deref(), Some("triage.v2"));
+        let threaded = |t: &str| ListParams { thread_id: Some(t.into()), ..params(None, None, None) };
+        assert_eq!(field(parse(threaded("not-a-uuid"))), "thread_id");
+        assert_eq!(field(parse(threaded(""))), "thread_id");
+        let thread = TaskId::new();
+        assert_eq!(parse(threaded(&thread.to_string())).unwrap().thread_id, Some(thread));
         assert_eq!(parse(params(Some("completed"), Some("5"), None)).unwrap().limit, 5);
     }
 }

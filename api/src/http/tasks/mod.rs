@@ -1,4 +1,4 @@
-//! `/tasks`: submit, read and list tasks.
+//! `/tasks`: submit, follow up, read and list tasks.
 
 pub(super) mod approvals;
 pub(super) mod cancel;
@@ -6,6 +6,7 @@ pub(super) mod context;
 pub(super) mod create;
 pub(super) mod dto;
 pub(super) mod events;
+pub(super) mod follow_up;
 pub(super) mod get;
 pub(super) mod list;
 pub(super) mod plan;
@@ -40,6 +41,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tasks/{id}/plan", get(plan::get_plan).put(plan_edit::edit_plan))
         .route("/tasks/{id}/start", post(start::start_task))
         .route("/tasks/{id}/plan/versions", get(plan::plan_versions))
+        .route("/tasks/{id}/follow-ups", post(follow_up::create_follow_up))
         .route("/tasks/{id}/events", get(events::task_events))
         .route("/tasks/{id}/cost", get(reports::task_cost))
         .route("/tasks/{id}/tool-calls", get(reports::tool_calls))

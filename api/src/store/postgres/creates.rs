@@ -21,8 +21,9 @@ pub(super) async fn create_one(pool: &PgPool, new: &NewTask) -> Result<CreateOut
             INSERT INTO tasks (id, user_id, description, metadata, priority, max_cost_usd, max_tokens,
                                idempotency_key, request_hash, max_attempts, use_plan_cache, callback_url,
                                agent_hints, task_type, task_hash, warm_start, require_approval, replan, max_replans,
-                               start_mode)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+                               start_mode, parent_task_id, thread_id)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23,
+                    $24)
             ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING *
          ), e AS (
@@ -63,6 +64,8 @@ pub(super) async fn create_one(pool: &PgPool, new: &NewTask) -> Result<CreateOut
         .bind(new.replan)
         .bind(new.max_replans)
         .bind(new.start.as_str())
+        .bind(new.follows.map(|f| f.parent.0))
+        .bind(new.follows.map(|f| f.thread.0))
         .fetch_optional(pool)
         .await?;
     // No wake-up: nobody can follow a task before this answer gives out its id, and a
@@ -111,18 +114,20 @@ impl BatchOp for CreateTasks {
                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::float8[],
                                      $7::int8[], $8::text[], $9::int4[], $10::bool[], $11::text[], $12::jsonb[],
                                      $13::jsonb[], $14::text[], $15::text[], $16::bool[], $17::jsonb[], $18::bool[],
-                                     $19::int4[], $20::text[])
+                                     $19::int4[], $20::text[], $21::uuid[], $22::uuid[])
                     AS j(id, user_id, description, metadata, priority, max_cost_usd, max_tokens, request_hash,
                          max_attempts, use_plan_cache, callback_url, agent_hints, context, task_type, task_hash,
-                         warm_start, require_approval, replan, max_replans, start_mode)
+                         warm_start, require_approval, replan, max_replans, start_mode, parent_task_id, thread_id)
              ), t AS (
                 INSERT INTO tasks (id, user_id, description, metadata, priority, max_cost_usd, max_tokens,
                                    request_hash, max_attempts, use_plan_cache, callback_url, agent_hints,
-                                   task_type, task_hash, warm_start, require_approval, replan, max_replans, start_mode)
+                                   task_type, task_hash, warm_start, require_approval, replan, max_replans, start_mode,
+                                   parent_task_id, thread_id)
                 SELECT id, user_id, description, metadata, priority, max_cost_usd, max_tokens, request_hash,
                        max_attempts, use_plan_cache, callback_url,
                        ARRAY(SELECT jsonb_array_elements_text(j.agent_hints)), task_type, task_hash, warm_start,
-                       ARRAY(SELECT jsonb_array_elements_text(j.require_approval)), replan, max_replans, start_mode
+                       ARRAY(SELECT jsonb_array_elements_text(j.require_approval)), replan, max_replans, start_mode,
+                       parent_task_id, thread_id
                 FROM j
                 RETURNING *
              ), e AS (
@@ -167,6 +172,8 @@ impl BatchOp for CreateTasks {
             .bind(items.iter().map(|t| t.replan).collect::<Vec<_>>())
             .bind(items.iter().map(|t| t.max_replans).collect::<Vec<_>>())
             .bind(texts(|t| t.start.as_str()))
+            .bind(items.iter().map(|t| t.follows.map(|f| f.parent.0)).collect::<Vec<Option<Uuid>>>())
+            .bind(items.iter().map(|t| t.follows.map(|f| f.thread.0)).collect::<Vec<Option<Uuid>>>())
             .fetch_all(pool)
             .await?;
         let mut created: std::collections::HashMap<Uuid, TaskRow> = rows.into_iter().map(|row| (row.id, row)).collect();

@@ -15,7 +15,8 @@ macro_rules! task_columns {
         "id, user_id, description, metadata, status, priority, max_cost_usd, max_tokens, result, error, \
          error_code, reserved_cost_usd, reserved_tokens, \
          cost_usd, tokens_in, tokens_out, tokens_cached, callback_url, agent_hints, task_type, task_hash, warm_start, \
-         required_action, require_approval, replan, max_replans, replans, start_mode, created_at, started_at, completed_at, updated_at"
+         required_action, require_approval, replan, max_replans, replans, start_mode, thread_id, parent_task_id, \
+         created_at, started_at, completed_at, updated_at"
     };
 }
 
@@ -59,6 +60,9 @@ pub(super) struct TaskRow {
     start_mode: String,
     required_action: Option<String>,
     require_approval: Vec<String>,
+    /// NULL for a thread's first task (migration 25).
+    thread_id: Option<Uuid>,
+    parent_task_id: Option<Uuid>,
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     completed_at: Option<DateTime<Utc>>,
@@ -104,6 +108,9 @@ impl TryFrom<TaskRow> for Task {
             start: r.start_mode.parse()?,
             required_action: r.required_action.map(|a| a.parse()).transpose()?,
             require_approval: r.require_approval,
+            // A task that starts a thread stores no thread: it is its own.
+            thread_id: TaskId(r.thread_id.unwrap_or(r.id)),
+            parent_task_id: r.parent_task_id.map(TaskId),
         })
     }
 }

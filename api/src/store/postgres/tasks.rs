@@ -10,8 +10,8 @@ use super::{
 use crate::{
     domain::{RequiredAction, StepId, TaskId, TaskStatus},
     store::{
-        AddContext, ApprovalRow, CancelOutcome, CostReport, CreateOutcome, NewTask, RetryOutcome, Step, StoreError,
-        Task, TaskDetail, TaskPage, TaskQuery, TaskStore, ToolCallRow,
+        AddContext, ApprovalRow, CancelOutcome, CostReport, CreateOutcome, EarlierTask, NewTask, RetryOutcome, Step,
+        StoreError, Task, TaskDetail, TaskPage, TaskQuery, TaskStore, ThreadHistory, ToolCallRow,
     },
 };
 
@@ -66,34 +66,80 @@ impl TaskStore for PgStore {
     async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError> {
         let (after_at, after_id): (Option<DateTime<Utc>>, Option<Uuid>) =
             query.after.map(|(at, id)| (Some(at), Some(id.0))).unwrap_or_default();
-        const SQL: &str = concat!(
-            "SELECT ",
-            task_columns!(),
-            " FROM tasks
-             WHERE ($1::text IS NULL OR user_id = $1)
+        macro_rules! filtered {
+            () => {
+                "
+               AND ($1::text IS NULL OR user_id = $1)
                AND ($2::text IS NULL OR status = $2)
                AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
                AND ($6::text IS NULL OR task_type = $6)
              ORDER BY created_at DESC, id DESC
              LIMIT $5"
-        );
+            };
+        }
+        const ALL: &str = concat!("SELECT ", task_columns!(), " FROM tasks WHERE true", filtered!());
+        // A statement of its own rather than an optional filter, so that its plan always
+        // starts from the thread (the root by primary key, its follow-ups from `tasks_thread`),
+        // whatever plan the statement without it settles on.
+        const THREAD: &str =
+            concat!("SELECT ", task_columns!(), " FROM tasks WHERE (id = $7 OR thread_id = $7)", filtered!());
         // One extra row tells whether another page follows.
-        let mut tasks = sqlx::query_as::<_, TaskRow>(SQL)
+        let statement = sqlx::query_as::<_, TaskRow>(if query.thread_id.is_some() { THREAD } else { ALL })
             .bind(&query.user_id)
             .bind(query.status.map(|s| s.as_str()))
             .bind(after_at)
             .bind(after_id)
             .bind(i64::from(query.limit) + 1)
-            .bind(&query.task_type)
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(Task::try_from)
-            .collect::<Result<Vec<_>, _>>()?;
+            .bind(&query.task_type);
+        let statement = match query.thread_id {
+            Some(thread) => statement.bind(thread.0),
+            None => statement,
+        };
+        let mut tasks =
+            statement.fetch_all(&self.pool).await?.into_iter().map(Task::try_from).collect::<Result<Vec<_>, _>>()?;
         let more = tasks.len() > query.limit as usize;
         tasks.truncate(query.limit as usize);
         let next = if more { tasks.last().map(|t| (t.created_at, t.id)) } else { None };
         Ok(TaskPage { tasks, next })
+    }
+
+    async fn thread_history(
+        &self,
+        parent: TaskId,
+        earlier: i64,
+        recent_work: i64,
+    ) -> Result<ThreadHistory, StoreError> {
+        // Up the branch by primary key, one generation per row, at most `earlier` above the
+        // parent (depth 0, left out: the caller has it).
+        const EARLIER: &str = "WITH RECURSIVE up (id, parent, depth) AS (
+                SELECT id, parent_task_id, 0 FROM tasks WHERE id = $1
+                UNION ALL
+                SELECT t.id, t.parent_task_id, up.depth + 1
+                FROM up JOIN tasks t ON t.id = up.parent
+                WHERE up.depth < $2
+             )
+             SELECT t.description, t.status, t.result, t.error
+             FROM up JOIN tasks t ON t.id = up.id
+             WHERE up.depth > 0
+             ORDER BY up.depth";
+        // What the parent's agents said and their tools answered; step prompts (which repeat
+        // the goal and the dependencies' outputs) and the task-level context are left out.
+        const WORK: &str = "SELECT role, content FROM task_messages
+             WHERE task_id = $1 AND step_id IS NOT NULL AND role = ANY($2) AND btrim(content) <> ''
+             ORDER BY id DESC
+             LIMIT $3";
+        let rows: Vec<(String, String, Option<String>, Option<String>)> =
+            sqlx::query_as(EARLIER).bind(parent.0).bind(earlier).fetch_all(&self.pool).await?;
+        let earlier = rows
+            .into_iter()
+            .map(|(description, status, result, error)| {
+                Ok(EarlierTask { description, status: status.parse()?, result, error })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let roles = [agents::Role::Assistant.as_str(), agents::Role::Tool.as_str()];
+        let recent_work =
+            sqlx::query_as(WORK).bind(parent.0).bind(&roles[..]).bind(recent_work).fetch_all(&self.pool).await?;
+        Ok(ThreadHistory { earlier, recent_work })
     }
 
     async fn approvals(&self, task: TaskId, pending: bool) -> Result<Vec<ApprovalRow>, StoreError> {
