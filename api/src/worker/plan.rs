@@ -159,6 +159,35 @@ async fn plan_claimed(
     Ok(())
 }
 
+/// The model's planner for one planning (or replanning) of `task`: its calls reserved against
+/// the task's budget and recorded as the task's planning, under the planning lease, offered
+/// only the hinted agents (all, without hints).
+pub(super) async fn metered_planner(
+    ctx: &JobContext<'_>,
+    task: TaskId,
+    lease: &Lease,
+    hints: Vec<String>,
+) -> Result<MeteredPlanner, JobError> {
+    let deps = ctx.deps;
+    let holder = Holder { task, step: None, lease_token: lease.token };
+    let budget = StoreBudget::load(deps.store.clone(), holder, &ctx.config.budgets).await?;
+    Ok(MeteredPlanner::new(MeteredPlannerParts {
+        llm: deps.runner.llm().clone(),
+        store: deps.store.clone(),
+        prices: deps.prices.clone(),
+        metrics: deps.metrics.clone(),
+        budget,
+        agents: deps
+            .agents
+            .iter()
+            .filter(|a| hints.is_empty() || hints.contains(&a.name))
+            .map(|a| (a.name.clone(), a.description.clone()))
+            .collect(),
+        hints,
+        limits: deps.plan_limits,
+    }))
+}
+
 enum Afresh {
     Plan(Result<Plan, PlanError>),
     /// A planning call did not fit in the task's budget or the user's quota.
@@ -178,23 +207,7 @@ async fn plan_afresh(
     if let TaskPlanner::Heuristic(h) = &*deps.planner {
         return Ok(Afresh::Plan(h.clone().with_hints(hints).plan_description(description)));
     }
-    let holder = Holder { task, step: None, lease_token: lease.token };
-    let budget = StoreBudget::load(deps.store.clone(), holder, &ctx.config.budgets).await?;
-    let planner = MeteredPlanner::new(MeteredPlannerParts {
-        llm: deps.runner.llm().clone(),
-        store: deps.store.clone(),
-        prices: deps.prices.clone(),
-        metrics: deps.metrics.clone(),
-        budget,
-        agents: deps
-            .agents
-            .iter()
-            .filter(|a| hints.is_empty() || hints.contains(&a.name))
-            .map(|a| (a.name.clone(), a.description.clone()))
-            .collect(),
-        hints,
-        limits: deps.plan_limits,
-    });
+    let planner = metered_planner(ctx, task, lease, hints).await?;
     match planner.plan(description).await {
         Planned::Outcome(outcome) => {
             if let Some(reason) = &outcome.fallback_reason {

@@ -14,13 +14,10 @@ use planner::{CurrentStep, PlannedStep, ReplanRequest, Revision, StepState, vali
 
 use super::{JobContext, JobError};
 use crate::{
-    budget::{
-        MeteredPlanner, StoreBudget,
-        planning::{MeteredPlannerParts, Planned},
-    },
+    budget::planning::Planned,
     domain::{StepId, StepStatus, TaskId},
     providers::TaskPlanner,
-    store::{Holder, Lease, NewStep, PlanningClaim, ReplanContext, ReplanSave},
+    store::{Lease, NewStep, PlanningClaim, ReplanContext, ReplanSave},
 };
 
 pub(super) async fn replan_claimed(
@@ -177,23 +174,7 @@ async fn revise(
     if let TaskPlanner::Heuristic(h) = &*deps.planner {
         return Ok(Revised::Revision(h.clone().with_hints(hints).replan_request(request)));
     }
-    let holder = Holder { task, step: None, lease_token: lease.token };
-    let budget = StoreBudget::load(deps.store.clone(), holder, &ctx.config.budgets).await?;
-    let planner = MeteredPlanner::new(MeteredPlannerParts {
-        llm: deps.runner.llm().clone(),
-        store: deps.store.clone(),
-        prices: deps.prices.clone(),
-        metrics: deps.metrics.clone(),
-        budget,
-        agents: deps
-            .agents
-            .iter()
-            .filter(|a| hints.is_empty() || hints.contains(&a.name))
-            .map(|a| (a.name.clone(), a.description.clone()))
-            .collect(),
-        hints,
-        limits: deps.plan_limits,
-    });
+    let planner = super::plan::metered_planner(ctx, task, lease, hints).await?;
     match planner.replan(request).await {
         Planned::Outcome(outcome) => {
             if let Some(reason) = &outcome.fallback_reason {
