@@ -152,7 +152,8 @@ pub enum Write {
     PromoteDependants,
     /// The task completes with the output of its last step in plan order as its result.
     CompleteTask,
-    /// The step's task fails with the step's error; its pending and ready steps are skipped.
+    /// The step's task fails with the step's error; its pending, ready and waiting steps are
+    /// skipped, and the calls that waited for a person with them are cancelled.
     FailTask,
     /// The pending and ready steps that depend on the failed step, directly or not, are
     /// skipped.

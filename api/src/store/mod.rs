@@ -74,9 +74,9 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Appends (role, content) messages to a pending task's context (its short-term memory
     /// that every step sees), keeping it at most [`STEP_CONTEXT_MESSAGES`] long.
     async fn add_context(&self, id: TaskId, messages: &[(String, String)]) -> Result<AddContext, StoreError>;
-    /// The task's tool calls that waited (or wait) for a person, oldest first; only those
-    /// still waiting with `pending`.
-    async fn approvals(&self, task: TaskId, pending: bool) -> Result<Vec<ApprovalRow>, StoreError>;
+    /// The task's tool calls that waited (or wait) for a person, oldest first, as `filter`
+    /// says.
+    async fn approvals(&self, task: TaskId, filter: ApprovalFilter) -> Result<Vec<ApprovalRow>, StoreError>;
     /// Where a stream of the task's events starts: after the event `after` (its id), or from
     /// the first event when `None`.
     async fn event_stream_start(&self, task: TaskId, after: Option<i64>) -> Result<EventStreamStart, StoreError>;

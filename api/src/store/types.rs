@@ -547,6 +547,16 @@ pub struct Decided {
     pub task_running: bool,
 }
 
+/// Which of a task's calls that waited for a person to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalFilter {
+    All,
+    /// Those still waiting.
+    Pending,
+    /// The one call.
+    Call(uuid::Uuid),
+}
+
 /// A call that waited (or waits) for a person, as `GET /tasks/{id}/approvals` shows it.
 #[derive(Debug, Clone)]
 pub struct ApprovalRow {

@@ -19,7 +19,7 @@ use crate::{
         error::{ApiError, Problem},
         extract::JsonBody,
     },
-    store::{ApprovalDecision, ApprovalRow, DecideOutcome},
+    store::{ApprovalDecision, ApprovalFilter, ApprovalRow, DecideOutcome},
 };
 
 /// Longest reason a decision may give; the model reads it.
@@ -124,7 +124,7 @@ pub async fn list_approvals(
 ) -> Result<Json<ApprovalListResponse>, ApiError> {
     let id = super::task_id(&id)?;
     access::check_task(state.tasks.as_ref(), &caller, id).await?;
-    let items = state.tasks.approvals(id, false).await?.into_iter().map(ApprovalResponse::from).collect();
+    let items = state.tasks.approvals(id, ApprovalFilter::All).await?.into_iter().map(ApprovalResponse::from).collect();
     Ok(Json(ApprovalListResponse { items }))
 }
 
@@ -166,7 +166,8 @@ pub async fn decide(
         .map_err(|_| ApiError::BadParameter { field: "call_id".into(), message: "must be a UUID".into() })?;
     access::check_task(state.tasks.as_ref(), &caller, id).await?;
     let not_found = || ApiError::NotFound { resource: "approval", id: call_id.to_string() };
-    let call = state.tasks.approvals(id, false).await?.into_iter().find(|a| a.id == call_id).ok_or_else(not_found)?;
+    let one = ApprovalFilter::Call(call_id);
+    let call = state.tasks.approvals(id, one).await?.pop().ok_or_else(not_found)?;
     if call.status != ApprovalStatus::Pending {
         return Err(already_decided(call_id, call.status));
     }
@@ -176,8 +177,7 @@ pub async fn decide(
         DecideOutcome::AlreadyDecided(status) => return Err(already_decided(call_id, status)),
         DecideOutcome::NotFound => return Err(not_found()),
     }
-    let decided =
-        state.tasks.approvals(id, false).await?.into_iter().find(|a| a.id == call_id).ok_or_else(not_found)?;
+    let decided = state.tasks.approvals(id, one).await?.pop().ok_or_else(not_found)?;
     Ok(Json(decided.into()))
 }
 

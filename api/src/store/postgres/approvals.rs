@@ -16,7 +16,8 @@ use super::{PgStore, execution::lock_task};
 use crate::{
     domain::{ApprovalStatus, StepId, TaskId},
     store::{
-        ApprovalDecision, ApprovalRow, AwaitOutcome, DecideOutcome, Decided, Lease, NewApproval, StepClaim, StoreError,
+        ApprovalDecision, ApprovalFilter, ApprovalRow, AwaitOutcome, DecideOutcome, Decided, Lease, NewApproval,
+        StepClaim, StoreError,
     },
 };
 
@@ -226,7 +227,16 @@ impl PgStore {
         Ok(rows.into_iter().map(|(task, id)| (TaskId(task), id)).collect())
     }
 
-    pub(super) async fn approval_rows(&self, task: TaskId, only_pending: bool) -> Result<Vec<ApprovalRow>, StoreError> {
+    pub(super) async fn approval_rows(
+        &self,
+        task: TaskId,
+        filter: ApprovalFilter,
+    ) -> Result<Vec<ApprovalRow>, StoreError> {
+        let (only_pending, call) = match filter {
+            ApprovalFilter::All => (false, None),
+            ApprovalFilter::Pending => (true, None),
+            ApprovalFilter::Call(id) => (false, Some(id)),
+        };
         type Row = (
             Uuid,
             Uuid,
@@ -246,11 +256,12 @@ impl PgStore {
                     requested_at, expires_at, decided_at
              FROM tool_approvals WHERE task_id = $1 AND (NOT $2 OR status = ",
             approval_status!(Pending),
-            ")
+            ") AND ($3::uuid IS NULL OR id = $3)
              ORDER BY requested_at, id"
         ))
         .bind(task.0)
         .bind(only_pending)
+        .bind(call)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()

@@ -10,8 +10,8 @@ use super::{
 use crate::{
     domain::{RequiredAction, StepId, TaskId, TaskStatus},
     store::{
-        AddContext, ApprovalRow, CancelOutcome, CostReport, CreateOutcome, EarlierTask, NewTask, RetryOutcome, Step,
-        StoreError, Task, TaskDetail, TaskPage, TaskQuery, TaskStore, ThreadHistory, ToolCallRow,
+        AddContext, ApprovalFilter, ApprovalRow, CancelOutcome, CostReport, CreateOutcome, EarlierTask, NewTask,
+        RetryOutcome, Step, StoreError, Task, TaskDetail, TaskPage, TaskQuery, TaskStore, ThreadHistory, ToolCallRow,
     },
 };
 
@@ -46,7 +46,7 @@ impl TaskStore for PgStore {
             .collect::<Result<_, _>>()?;
         let task: Task = task.try_into()?;
         let pending_approvals = if task.required_action == Some(RequiredAction::ToolApproval) {
-            self.approval_rows(id, true).await?
+            self.approval_rows(id, ApprovalFilter::Pending).await?
         } else {
             Vec::new()
         };
@@ -142,8 +142,8 @@ impl TaskStore for PgStore {
         Ok(ThreadHistory { earlier, recent_work })
     }
 
-    async fn approvals(&self, task: TaskId, pending: bool) -> Result<Vec<ApprovalRow>, StoreError> {
-        self.approval_rows(task, pending).await
+    async fn approvals(&self, task: TaskId, filter: ApprovalFilter) -> Result<Vec<ApprovalRow>, StoreError> {
+        self.approval_rows(task, filter).await
     }
 
     async fn unfinished_counts(&self) -> Result<Vec<(TaskStatus, i64)>, StoreError> {
